@@ -1,0 +1,3 @@
+module github.com/msrpscope/msrpscope
+
+go 1.26

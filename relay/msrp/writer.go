@@ -1,0 +1,227 @@
+package msrp
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strconv"
+)
+
+// Writer writes MSRP frames: a start line, header fields, an optional body
+// streamed in pieces, and the end-line with its flag. It refuses body data
+// that contains the frame's own end-line (RFC 4975 §7.1). Output is buffered;
+// End flushes. It is not safe for concurrent use.
+//
+//	w.StartRequest(tid, "SEND")
+//	w.Header(msrp.HdrToPath, to) ...
+//	body := w.Body(); body.Write(p) ...
+//	w.End(msrp.FlagEnd)
+type Writer struct {
+	bw    *bufio.Writer
+	state int
+	tid   [255]byte
+	tidN  int
+	// The last bytes sent of the body, so that an end-line split across
+	// two Writes is still caught. Starts as CRLF: the blank line before
+	// the body ends in one.
+	win  [9 + 255]byte
+	winN int
+	bw2  bodyWriter
+	err  error
+}
+
+const (
+	wIdle = iota
+	wHeaders
+	wBody
+)
+
+// NewWriter returns a Writer that writes to w, through a bufio.Writer of
+// its own unless w is already a *bufio.Writer.
+func NewWriter(w io.Writer) *Writer {
+	bw, ok := w.(*bufio.Writer)
+	if !ok {
+		bw = bufio.NewWriter(w)
+	}
+	wr := &Writer{bw: bw}
+	wr.bw2.w = wr
+	return wr
+}
+
+func (w *Writer) setTID(tid []byte) bool {
+	if len(tid) == 0 || len(tid) > len(w.tid) {
+		return false
+	}
+	w.tidN = copy(w.tid[:], tid)
+	return true
+}
+
+// StartRequest begins a request "MSRP tid method". An empty tid makes the
+// Writer pick a new random one (see TransactID).
+func (w *Writer) StartRequest(tid []byte, method string) error {
+	if w.state != wIdle {
+		return ErrWriterState
+	}
+	if len(tid) == 0 {
+		tid = AppendTransactID(w.tid[:0])
+	}
+	if !w.setTID(tid) || method == "" {
+		return ErrWriterState
+	}
+	w.bw.WriteString("MSRP ")
+	w.bw.Write(w.tid[:w.tidN])
+	w.bw.WriteByte(' ')
+	w.bw.WriteString(method)
+	w.bw.WriteString("\r\n")
+	w.state = wHeaders
+	return nil
+}
+
+// StartResponse begins a response "MSRP tid code [comment]".
+func (w *Writer) StartResponse(tid []byte, code int, comment string) error {
+	if w.state != wIdle {
+		return ErrWriterState
+	}
+	if code < 100 || code > 999 || !w.setTID(tid) {
+		return ErrWriterState
+	}
+	var num [3]byte
+	w.bw.WriteString("MSRP ")
+	w.bw.Write(w.tid[:w.tidN])
+	w.bw.WriteByte(' ')
+	w.bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	if comment != "" {
+		w.bw.WriteByte(' ')
+		w.bw.WriteString(comment)
+	}
+	w.bw.WriteString("\r\n")
+	w.state = wHeaders
+	return nil
+}
+
+// TransactID returns the transact-id of the frame being written.
+func (w *Writer) TransactID() []byte { return w.tid[:w.tidN] }
+
+// Header writes one header field "name: value".
+func (w *Writer) Header(name string, value []byte) {
+	if w.state != wHeaders {
+		w.err = ErrWriterState
+		return
+	}
+	w.bw.WriteString(name)
+	w.bw.WriteString(": ")
+	w.bw.Write(value)
+	w.bw.WriteString("\r\n")
+}
+
+// HeaderString is Header with a string value.
+func (w *Writer) HeaderString(name, value string) {
+	if w.state != wHeaders {
+		w.err = ErrWriterState
+		return
+	}
+	w.bw.WriteString(name)
+	w.bw.WriteString(": ")
+	w.bw.WriteString(value)
+	w.bw.WriteString("\r\n")
+}
+
+// RawHeaders writes header field lines that are already formatted, each
+// ending in CRLF (e.g. copied from a received Frame).
+func (w *Writer) RawHeaders(lines []byte) {
+	if w.state != wHeaders {
+		w.err = ErrWriterState
+		return
+	}
+	w.bw.Write(lines)
+}
+
+// Body ends the header fields with the blank line and returns a writer for
+// the body. Each Write is checked for the end-line; see ErrEndLineInBody.
+func (w *Writer) Body() io.Writer {
+	if w.state != wHeaders {
+		w.err = ErrWriterState
+		return &w.bw2
+	}
+	w.bw.WriteString("\r\n")
+	w.state = wBody
+	w.winN = copy(w.win[:], "\r\n")
+	return &w.bw2
+}
+
+type bodyWriter struct{ w *Writer }
+
+func (b *bodyWriter) Write(p []byte) (int, error) { return b.w.writeBody(p) }
+
+func (w *Writer) writeBody(p []byte) (int, error) {
+	if w.state != wBody {
+		return 0, ErrWriterState
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var patBuf [9 + 255]byte
+	pat := append(append(patBuf[:0], "\r\n-------"...), w.tid[:w.tidN]...)
+	// An end-line split between the previous bytes and p.
+	var seam [2 * (9 + 255)]byte
+	s := append(append(seam[:0], w.win[:w.winN]...), p[:min(len(p), len(pat)-1)]...)
+	if bytes.Contains(s, pat) || bytes.Contains(p, pat) {
+		return 0, ErrEndLineInBody
+	}
+	n, err := w.bw.Write(p)
+	// Keep the last len(pat)-1 bytes for the next seam.
+	keep := len(pat) - 1
+	if len(p) >= keep {
+		w.winN = copy(w.win[:], p[len(p)-keep:])
+	} else {
+		tail := append(w.win[:w.winN], p...)
+		if len(tail) > keep {
+			tail = tail[len(tail)-keep:]
+		}
+		w.winN = copy(w.win[:], tail)
+	}
+	return n, err
+}
+
+// End writes the end-line with flag ('$', '+' or '#'; preceded by CRLF when
+// a body was written) and flushes the frame.
+func (w *Writer) End(flag byte) error {
+	if w.err != nil {
+		err := w.err
+		w.err = nil
+		w.state = wIdle
+		return err
+	}
+	if w.state == wIdle || !ValidFlag(flag) {
+		return ErrWriterState
+	}
+	if w.state == wBody {
+		w.bw.WriteString("\r\n")
+	}
+	w.bw.WriteString("-------")
+	w.bw.Write(w.tid[:w.tidN])
+	w.bw.WriteByte(flag)
+	w.bw.WriteString("\r\n")
+	w.state = wIdle
+	return w.bw.Flush()
+}
+
+// Buffered returns the bytes waiting in the Writer's buffer.
+func (w *Writer) Buffered() int { return w.bw.Buffered() }
+
+// Flush writes out buffered bytes (End already does).
+func (w *Writer) Flush() error { return w.bw.Flush() }
+
+// TransactIDFor returns a new random transact-id appended to dst that does
+// not occur as an end-line in body, as RFC 4975 §7.1 requires of senders.
+func TransactIDFor(dst, body []byte) []byte {
+	for {
+		out := AppendTransactID(dst)
+		tid := out[len(dst):]
+		var patBuf [9 + IdentMaxLen]byte
+		pat := append(append(patBuf[:0], "\r\n-------"...), tid...)
+		if !bytes.Contains(body, pat) && !bytes.HasPrefix(body, pat[2:]) {
+			return out
+		}
+	}
+}
