@@ -86,6 +86,11 @@ func parseDigestParams(v []byte, s string) (Digest, error) {
 					if i+1 >= len(s) {
 						break
 					}
+					// Control characters stay refused when escaped: a
+					// value is a header field's text (RFC 4975 §9 utf8text).
+					if e := s[i+1]; e < 0x20 && e != '\t' || e == 0x7f {
+						return nil, valueErr("Digest", v, "control character in quoted string")
+					}
 					b.WriteString(s[runStart:i])
 					b.WriteByte(s[i+1])
 					i += 2

@@ -236,6 +236,9 @@ func (r *Reader) parseStartLine(f *Frame, line []byte) error {
 			return r.failTID(ErrStartLine, tid, "status code is not 3 digits")
 		}
 		f.StatusCode = int(rest[0]-'0')*100 + int(rest[1]-'0')*10 + int(rest[2]-'0')
+		if f.StatusCode < 100 {
+			return r.failTID(ErrStartLine, tid, "status code below 100")
+		}
 		if len(rest) > 4 {
 			f.Comment = rest[4:]
 			if !validText(f.Comment) {

@@ -167,6 +167,7 @@ func TestReadFrameMalformed(t *testing.T) {
 		{"no method", "MSRP abcd\r\n-------abcd$\r\n", ErrStartLine, ""},
 		{"empty method", "MSRP abcd \r\n-------abcd$\r\n", ErrStartLine, "abcd"},
 		{"lower-case method", "MSRP abcd send\r\n-------abcd$\r\n", ErrStartLine, "abcd"},
+		{"status 000", "MSRP abcd 000 OK\r\n-------abcd$\r\n", ErrStartLine, "abcd"},
 		{"status not 3 digits", "MSRP abcd 2000 OK\r\n-------abcd$\r\n", ErrStartLine, "abcd"},
 		{"transact-id too short", "MSRP abc SEND\r\n-------abc$\r\n", ErrTransactID, ""},
 		{"transact-id too long", "MSRP " + strings.Repeat("a", 33) + " SEND\r\n", ErrTransactID, ""},
@@ -215,7 +216,7 @@ func TestRecover(t *testing.T) {
 	}{
 		{"bad header, no body", crlf("MSRP abcd SEND\nbad header\n-------abcd$\nMSRP next1 SEND\n-------next1$\n"), "next1"},
 		{"bad header, with body", crlf("MSRP abcd SEND\nbad header\n\nbody\n-------abcd+\nMSRP next1 SEND\n-------next1$\n"), "next1"},
-		{"too many headers", crlf("MSRP abcd SEND\n"+strings.Repeat("X: y\n", 70)+"-------abcd$\nMSRP next1 SEND\n-------next1$\n"), "next1"},
+		{"too many headers", crlf("MSRP abcd SEND\n" + strings.Repeat("X: y\n", 70) + "-------abcd$\nMSRP next1 SEND\n-------next1$\n"), "next1"},
 		{"bad method", crlf("MSRP abcd se-nd\n-------abcd$\nMSRP next1 SEND\n-------next1$\n"), "next1"},
 		{"header too large", "MSRP abcd SEND\r\nX: " + strings.Repeat("y", 20000) + "\r\n\r\n-------abcd$\r\nMSRP next1 SEND\r\n-------next1$\r\n", "next1"},
 	}
