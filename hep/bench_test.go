@@ -1,0 +1,158 @@
+package hep
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func benchPacket() Packet {
+	return Packet{
+		IPProto: IPProtoTCP, Src: goldenSrc, Dst: goldenDst, Time: goldenTime, ProtoType: ProtoLog, CaptureID: 2001,
+		NodeName: []byte("relay-1"), CorrelationID: []byte("b3f1c2d4e5f60718293a4b5c6d7e8f90abcdef012345"),
+		Payload: msrpFrame("a1b2c3d4", bytes.Repeat([]byte("x"), 200), '$'),
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	p := benchPacket()
+	buf := make([]byte, 0, 4096)
+	b.SetBytes(int64(p.EncodedLen()))
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = p.AppendEncode(buf[:0])
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	p := benchPacket()
+	enc, _ := p.AppendEncode(nil)
+	var d Packet
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.Unmarshal(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendEvent(b *testing.B) {
+	ev := Event{ProtocolMSRPS, EventTLSHandshake, StatusSuccess, "TLS handshake done", []Attr{{AttrClientSubject, "CN=alice,O=Example"}}}
+	buf := make([]byte, 0, 1024)
+	for _, form := range []EventForm{FormColon, FormJSON} {
+		b.Run(form.String(), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = AppendEvent(buf[:0], form, ev)
+			}
+		})
+	}
+}
+
+func BenchmarkAppendEventPacket(b *testing.B) {
+	pr := Profile{CaptureID: 2001, NodeName: []byte("relay-1")}
+	m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: []byte("conn-42")}
+	ev := Event{ProtocolMSRP, EventAccepted, StatusSuccess, "Connection accepted", nil}
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf, _ = pr.AppendEventPacket(buf[:0], m, ev)
+	}
+}
+
+func BenchmarkAppendFramePacket(b *testing.B) {
+	pr := Profile{CaptureID: 2001}
+	m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: []byte("sess-42")}
+	for _, size := range []int{200, 64 * 1024} {
+		frame := msrpFrame("a1b2c3d4", bytes.Repeat([]byte("x"), size), '$')
+		buf := make([]byte, 0, 70000)
+		b.Run(map[int]string{200: "body200B", 64 * 1024: "body64KiB-truncated"}[size], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf, _ = pr.AppendFramePacket(buf[:0], m, frame)
+			}
+		})
+	}
+}
+
+// BenchmarkUDPSend measures how many packets per second a Client delivers to a loopback UDP reader
+// (the caller spins while the queue is full, so the writer is the bottleneck).
+func BenchmarkUDPSend(b *testing.B) {
+	pc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetReadBuffer(8 << 20)
+	received := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 70000)
+		n := 0
+		for {
+			pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			if _, _, err := pc.ReadFromUDPAddrPort(buf); err != nil { // no per-packet net.Addr allocation
+				received <- n
+				return
+			}
+			n++
+		}
+	}()
+	c, err := NewClient(context.Background(), ClientConfig{Transport: UDP, Addr: pc.LocalAddr().String(), Logger: testLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := benchPacket()
+	p.Src = netip.MustParseAddrPort("10.0.0.1:1")
+	pkt, _ := p.AppendEncode(nil)
+	b.SetBytes(int64(len(pkt)))
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		for !c.Send(pkt) {
+			runtime.Gosched()
+		}
+	}
+	for s := c.Stats(); s.Sent+s.Dropped < uint64(b.N); s = c.Stats() {
+		runtime.Gosched() // until the writer has handled every packet
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	c.Close()
+	s := c.Stats()
+	b.ReportMetric(float64(s.Sent)/elapsed.Seconds(), "pkts/s")
+	b.ReportMetric(float64(<-received)/float64(max(s.Sent, 1))*100, "%received")
+}
+
+// BenchmarkClientSend is the caller's cost of SendEvent (encode into a pooled buffer and queue) with
+// the writer draining to a loopback UDP reader.
+func BenchmarkClientSendEvent(b *testing.B) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := NewClient(context.Background(), ClientConfig{Transport: UDP, Addr: pc.LocalAddr().String(), Logger: testLogger(), QueueSize: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: []byte("conn-42")}
+	ev := Event{ProtocolMSRP, EventAccepted, StatusSuccess, "Connection accepted", nil}
+	b.ReportAllocs()
+	for b.Loop() {
+		c.SendEvent(m, ev) // a full queue drops: that is the caller-side cost too
+	}
+}

@@ -1,0 +1,509 @@
+package hep
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Transport is how a Client reaches its collector.
+type Transport string
+
+// Transports. HEP over TCP and TLS is a plain concatenation of packets (the total length frames them).
+const (
+	UDP Transport = "udp"
+	TCP Transport = "tcp"
+	TLS Transport = "tls"
+)
+
+// Client defaults.
+const (
+	DefaultQueueSize    = 4096
+	DefaultDialTimeout  = 5 * time.Second
+	DefaultWriteTimeout = 2 * time.Second
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	// batchBytes bounds what the writer coalesces into one stream write.
+	batchBytes = 64 * 1024
+)
+
+// ClientConfig configures one collector destination.
+type ClientConfig struct {
+	// Name identifies the destination in logs and stats; default "<transport>:<addr>".
+	Name      string
+	Transport Transport
+	// Addr is host:port of the collector.
+	Addr string
+	// TLSConfig is used for TLS; nil means a default config with ServerName taken from Addr.
+	TLSConfig *tls.Config
+	// QueueSize is the number of packets that may wait for the writer; when it is full Send drops.
+	QueueSize int
+	// Profile is applied by SendEvent and SendFrame; its MaxPacketSize also bounds Send.
+	Profile Profile
+	// DialTimeout bounds a connection attempt (including the TLS handshake); WriteTimeout bounds
+	// each write, so a collector that stops reading cannot wedge the writer.
+	DialTimeout, WriteTimeout time.Duration
+	// BackoffMin and BackoffMax bound the exponential reconnect backoff (with jitter).
+	BackoffMin, BackoffMax time.Duration
+	// Logger receives connection state changes; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Stats are a Client's counters (monotonic, except Queued).
+type Stats struct {
+	Sent       uint64 // packets written to the collector
+	Dropped    uint64 // packets that will never be written: queue full, too large, lost in a failed write, closed
+	Errors     uint64 // failed dials and writes
+	Reconnects uint64 // successful connections after the first one
+	Queued     int    // packets waiting now
+}
+
+// Client sends HEP packets to one collector. Send and its variants never block: packets are copied
+// into pooled buffers and queued for the Client's writer goroutine, or dropped and counted.
+type Client struct {
+	cfg    ClientConfig
+	log    *slog.Logger
+	queue  chan *[]byte
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	closed atomic.Bool
+
+	sent, dropped, errs, reconnects atomic.Uint64
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// NewClient validates cfg, fills in defaults and starts the writer goroutine, which connects in the
+// background (NewClient never waits for the collector). The writer stops when ctx is done or Close
+// is called.
+func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
+	switch cfg.Transport {
+	case UDP, TCP, TLS:
+	default:
+		return nil, fmt.Errorf("hep: client %q: unknown transport %q (want udp, tcp or tls)", cfg.Name, cfg.Transport)
+	}
+	host, _, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("hep: client %q: address: %w", cfg.Name, err)
+	}
+	if cfg.Name == "" {
+		cfg.Name = string(cfg.Transport) + ":" + cfg.Addr
+	}
+	if cfg.Transport == TLS {
+		if cfg.TLSConfig == nil {
+			cfg.TLSConfig = &tls.Config{}
+		} else {
+			cfg.TLSConfig = cfg.TLSConfig.Clone()
+		}
+		if cfg.TLSConfig.ServerName == "" {
+			cfg.TLSConfig.ServerName = host
+		}
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	c := &Client{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		queue: make(chan *[]byte, cfg.QueueSize),
+		done:  make(chan struct{}),
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
+	c.ctx, c.cancel = context.WithCancel(ctx)
+	go c.run()
+	return c, nil
+}
+
+// Name returns the destination name.
+func (c *Client) Name() string { return c.cfg.Name }
+
+// Stats returns the counters; safe for concurrent use.
+func (c *Client) Stats() Stats {
+	return Stats{
+		Sent:       c.sent.Load(),
+		Dropped:    c.dropped.Load(),
+		Errors:     c.errs.Load(),
+		Reconnects: c.reconnects.Load(),
+		Queued:     len(c.queue),
+	}
+}
+
+// Send queues a copy of the encoded packet pkt. It never blocks; it returns false (and counts a drop)
+// when the queue is full, the packet is larger than the profile's MaxPacketSize, or the client is closed.
+func (c *Client) Send(pkt []byte) bool {
+	if len(pkt) > c.cfg.Profile.maxPacket() || c.closed.Load() {
+		c.dropped.Add(1)
+		return false
+	}
+	b := getBuf()
+	*b = append(*b, pkt...)
+	return c.enqueue(b)
+}
+
+// SendEvent encodes ev with the client's Profile and queues it (see Send). An encoding error (empty
+// correlation id, oversized event) counts as a drop.
+func (c *Client) SendEvent(m Meta, ev Event) bool {
+	if c.closed.Load() {
+		c.dropped.Add(1)
+		return false
+	}
+	b := getBuf()
+	var err error
+	*b, err = c.cfg.Profile.AppendEventPacket(*b, m, ev)
+	return c.enqueueEncoded(b, err)
+}
+
+// SendFrame encodes an MSRP frame with the client's Profile and queues it (see Send).
+func (c *Client) SendFrame(m Meta, frame []byte) bool {
+	if c.closed.Load() {
+		c.dropped.Add(1)
+		return false
+	}
+	b := getBuf()
+	var err error
+	*b, err = c.cfg.Profile.AppendFramePacket(*b, m, frame)
+	return c.enqueueEncoded(b, err)
+}
+
+func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
+	if err != nil {
+		putBuf(b)
+		c.dropped.Add(1)
+		c.log.Debug("hep: packet not encoded", "err", err)
+		return false
+	}
+	return c.enqueue(b)
+}
+
+func (c *Client) enqueue(b *[]byte) bool {
+	select {
+	case c.queue <- b:
+	default:
+		putBuf(b)
+		c.dropped.Add(1)
+		return false
+	}
+	if c.closed.Load() {
+		// Close raced with us: the writer may already have drained the queue for the last time.
+		// Take one packet back out (whoever removes a packet counts it), so none is left behind.
+		select {
+		case b := <-c.queue:
+			putBuf(b)
+			c.dropped.Add(1)
+		default:
+		}
+		return false
+	}
+	return true
+}
+
+// Close stops the writer: packets still queued are written if the collector is connected and
+// accepts them within WriteTimeout, the rest are counted as dropped. Later sends are dropped.
+// Close waits for the writer to exit and is safe to call more than once.
+func (c *Client) Close() error {
+	c.closed.Store(true)
+	c.cancel()
+	<-c.done
+	return nil
+}
+
+// run is the writer goroutine.
+func (c *Client) run() {
+	defer close(c.done)
+	var (
+		conn    net.Conn
+		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
+		batch   = make([]byte, 0, batchBytes)
+		backoff = c.cfg.BackoffMin
+		first   = true
+		pending *[]byte // taken from the queue, to be written after a reconnect
+	)
+	defer func() {
+		c.closed.Store(true)
+		if pending != nil {
+			putBuf(pending)
+			c.dropped.Add(1)
+		}
+		if conn != nil {
+			c.flush(conn)
+			conn.Close()
+		}
+		c.dropAll()
+	}()
+	for {
+		if conn == nil {
+			var err error
+			conn, dead, err = c.dial()
+			if err != nil {
+				if c.ctx.Err() != nil {
+					return
+				}
+				c.errs.Add(1)
+				wait := jitter(backoff)
+				c.log.Warn("hep: collector connect failed", "err", err, "retry_in", wait)
+				backoff = min(2*backoff, c.cfg.BackoffMax)
+				t := time.NewTimer(wait)
+				select {
+				case <-c.ctx.Done():
+					t.Stop()
+					return
+				case <-t.C:
+				}
+				continue
+			}
+			backoff = c.cfg.BackoffMin
+			if !first {
+				c.reconnects.Add(1)
+			}
+			first = false
+			c.log.Info("hep: collector connected", "local", conn.LocalAddr().String())
+		}
+		b := pending
+		pending = nil
+		if b == nil {
+			select {
+			case <-c.ctx.Done():
+				return
+			case b = <-c.queue:
+			}
+		}
+		if dead != nil && dead.Load() {
+			// The collector closed the stream (e.g. it restarted): reconnect, then write b.
+			c.log.Warn("hep: collector closed the connection, reconnecting")
+			c.errs.Add(1)
+			conn.Close()
+			conn, pending = nil, b
+			continue
+		}
+		if c.cfg.Transport == UDP {
+			err := c.write(conn, *b)
+			putBuf(b)
+			if err != nil {
+				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the
+				// socket stays usable.
+				c.errs.Add(1)
+				c.dropped.Add(1)
+				c.log.Debug("hep: udp write failed", "err", err)
+			} else {
+				c.sent.Add(1)
+			}
+			continue
+		}
+		// Stream: coalesce what is queued into one write.
+		batch = append(batch[:0], *b...)
+		putBuf(b)
+		n := uint64(1)
+	fill:
+		for len(batch) < batchBytes {
+			select {
+			case b = <-c.queue:
+				batch = append(batch, *b...)
+				putBuf(b)
+				n++
+			default:
+				break fill
+			}
+		}
+		if err := c.write(conn, batch); err != nil {
+			c.errs.Add(1)
+			c.dropped.Add(n)
+			c.log.Warn("hep: collector write failed, reconnecting", "err", err, "lost", n)
+			conn.Close()
+			conn = nil
+			continue
+		}
+		c.sent.Add(n)
+	}
+}
+
+func (c *Client) write(conn net.Conn, b []byte) error {
+	if err := conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	_, err := conn.Write(b)
+	return err
+}
+
+// dial connects; for streams it also starts a reader that notices when the collector hangs up
+// (a collector never sends anything, so any read result means the stream is over).
+func (c *Client) dial() (net.Conn, *atomic.Bool, error) {
+	d := &net.Dialer{Timeout: c.cfg.DialTimeout}
+	var (
+		conn net.Conn
+		err  error
+	)
+	switch c.cfg.Transport {
+	case UDP:
+		conn, err = d.DialContext(c.ctx, "udp", c.cfg.Addr)
+	case TCP:
+		conn, err = d.DialContext(c.ctx, "tcp", c.cfg.Addr)
+	case TLS:
+		td := &tls.Dialer{NetDialer: d, Config: c.cfg.TLSConfig}
+		conn, err = td.DialContext(c.ctx, "tcp", c.cfg.Addr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.cfg.Transport == UDP {
+		return conn, nil, nil
+	}
+	dead := new(atomic.Bool)
+	go func() {
+		var buf [512]byte
+		for {
+			if _, err := conn.Read(buf[:]); err != nil {
+				dead.Store(true)
+				return
+			}
+		}
+	}()
+	return conn, dead, nil
+}
+
+// flush writes what is still queued at shutdown, each write bounded by WriteTimeout.
+func (c *Client) flush(conn net.Conn) {
+	for {
+		var b *[]byte
+		select {
+		case b = <-c.queue:
+		default:
+			return
+		}
+		err := c.write(conn, *b)
+		putBuf(b)
+		if err != nil {
+			c.errs.Add(1)
+			c.dropped.Add(1)
+			return
+		}
+		c.sent.Add(1)
+	}
+}
+
+func (c *Client) dropAll() {
+	for {
+		select {
+		case b := <-c.queue:
+			putBuf(b)
+			c.dropped.Add(1)
+		default:
+			return
+		}
+	}
+}
+
+// jitter returns a random duration in [d/2, d] ("equal jitter"), so that many relays do not
+// reconnect to a restarted collector in lock-step.
+func jitter(d time.Duration) time.Duration {
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// Fanout sends every packet to several destinations, each with its own queue, profile and counters.
+type Fanout struct {
+	clients []*Client
+}
+
+// DestinationStats are one destination's counters.
+type DestinationStats struct {
+	Name string
+	Stats
+}
+
+// NewFanout starts one Client per config. On error the clients already started are closed.
+func NewFanout(ctx context.Context, cfgs ...ClientConfig) (*Fanout, error) {
+	f := &Fanout{}
+	for _, cfg := range cfgs {
+		c, err := NewClient(ctx, cfg)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		f.clients = append(f.clients, c)
+	}
+	return f, nil
+}
+
+// Clients returns the destinations in configuration order.
+func (f *Fanout) Clients() []*Client { return f.clients }
+
+// Send queues pkt on every destination and returns how many accepted it.
+func (f *Fanout) Send(pkt []byte) int {
+	n := 0
+	for _, c := range f.clients {
+		if c.Send(pkt) {
+			n++
+		}
+	}
+	return n
+}
+
+// SendEvent encodes ev with each destination's profile and queues it; it returns how many accepted it.
+func (f *Fanout) SendEvent(m Meta, ev Event) int {
+	n := 0
+	for _, c := range f.clients {
+		if c.SendEvent(m, ev) {
+			n++
+		}
+	}
+	return n
+}
+
+// SendFrame encodes frame with each destination's profile and queues it; it returns how many accepted it.
+func (f *Fanout) SendFrame(m Meta, frame []byte) int {
+	n := 0
+	for _, c := range f.clients {
+		if c.SendFrame(m, frame) {
+			n++
+		}
+	}
+	return n
+}
+
+// Stats returns each destination's counters.
+func (f *Fanout) Stats() []DestinationStats {
+	s := make([]DestinationStats, len(f.clients))
+	for i, c := range f.clients {
+		s[i] = DestinationStats{Name: c.Name(), Stats: c.Stats()}
+	}
+	return s
+}
+
+// Close closes every destination.
+func (f *Fanout) Close() error {
+	var errs []error
+	for _, c := range f.clients {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
