@@ -1,0 +1,119 @@
+// Command msrpscope runs the MSRP relay (RFC 4975, RFC 4976).
+//
+//	msrpscope [-config FILE] [-log-level LEVEL]
+//	msrpscope -check-config FILE
+//
+// With no configuration it relays on 127.0.0.1:2855 with one user "demo",
+// whose password comes from MSRPSCOPE_DEMO_PASSWORD or is generated and
+// logged once. SIGTERM or SIGINT shut it down gracefully.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/relay/auth"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "msrpscope:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: flags, config, relay, signals.
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("msrpscope", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration `file` (every key has an embedded default)")
+	checkPath := fs.String("check-config", "", "check the configuration `file` (listeners, certificates, users) and exit")
+	logLevel := fs.String("log-level", "", "override log.level (debug, info, warn, error)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	path := *configPath
+	if *checkPath != "" {
+		path = *checkPath
+	}
+	fc, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	if *logLevel != "" {
+		fc.Log.Level = *logLevel
+	}
+	log, err := newLogger(fc.Log, stderr)
+	if err != nil {
+		return err
+	}
+	rc := fc.relayConfig()
+	rc.Logger = log
+	if rc.Auth.UsersFile == "" {
+		users, pw, generated, err := demoUsers()
+		if err != nil {
+			return err
+		}
+		rc.Users = users
+		if *checkPath == "" {
+			if generated {
+				log.Warn("no auth.users_file: user demo may AUTH with a generated password (set MSRPSCOPE_DEMO_PASSWORD to choose it)",
+					slog.String("user", "demo"), slog.String("password", pw))
+			} else {
+				log.Info("no auth.users_file: user demo may AUTH with the password in MSRPSCOPE_DEMO_PASSWORD", slog.String("user", "demo"))
+			}
+		}
+	}
+	if *checkPath != "" {
+		if err := relay.CheckConfig(rc); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "%s: configuration OK\n", *checkPath)
+		return nil
+	}
+
+	r, err := relay.New(rc)
+	if err != nil {
+		return err
+	}
+	for i, u := range r.URIs() {
+		log.Info("listening", slog.String("uri", u.String()), slog.String("addr", r.Addrs()[i].String()))
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = r.Serve(ctx)
+	st := r.Stats()
+	log.Info("stopped", slog.Int64("forwarded", st.Forwarded), slog.Int64("accepted", st.Accepted),
+		slog.Int64("auth_ok", st.AuthOK))
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// demoUsers makes the users of a configuration without users_file: "demo"
+// with MSRPSCOPE_DEMO_PASSWORD, or a random password.
+func demoUsers() (*auth.Users, string, bool, error) {
+	pw := os.Getenv("MSRPSCOPE_DEMO_PASSWORD")
+	generated := pw == ""
+	if generated {
+		pw = rand.Text()[:16]
+	}
+	u := auth.NewUsers()
+	if err := u.Add(auth.User{Name: "demo", Password: pw}); err != nil {
+		return nil, "", false, err
+	}
+	return u, pw, generated, nil
+}

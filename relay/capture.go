@@ -1,0 +1,74 @@
+package relay
+
+import (
+	"io"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// The frame-in capture rebuilds a frame's wire bytes for the Observer from
+// what the Reader hands out: start line and header fields, blank line,
+// body, end-line. It does nothing without an Observer.
+
+func (c *conn) beginIn(f *msrp.Frame) {
+	if c.r.obs == nil {
+		return
+	}
+	c.inCap = c.inCap[:0]
+	c.capIn(f.Raw())
+	if f.HasBody() {
+		c.capIn(crlf)
+	}
+}
+
+func (c *conn) capIn(p []byte) {
+	if c.r.obs == nil {
+		return
+	}
+	if room := c.r.captureBytes - len(c.inCap); room > 0 {
+		c.inCap = append(c.inCap, p[:min(room, len(p))]...)
+	}
+}
+
+// endIn reports the frame read from c to the Observer; complete is false
+// when its body broke off.
+func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
+	obs := c.r.obs
+	if obs == nil {
+		return
+	}
+	size := int64(len(f.Raw())) + 7 + int64(len(f.TransactID)) + 3
+	if f.HasBody() {
+		size += 4 + f.Body().Len()
+		c.capIn(crlf)
+	}
+	flag := f.Flag()
+	if complete {
+		var end [7 + 255 + 3]byte
+		e := append(append(append(end[:0], "-------"...), f.TransactID...), flag, '\r', '\n')
+		c.capIn(e)
+	}
+	fi := FrameInfo{Dir: DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
+		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID,
+		Flag: flag, Size: size, Wire: c.inCap}
+	ev := Event{Kind: EventFrameIn, Time: time.Now(), Conn: c.info, Frame: &fi}
+	obs.Observe(&ev)
+}
+
+// finishIn reads the rest of f's body (capturing it) and reports the frame.
+func (c *conn) finishIn(f *msrp.Frame, sessionID string) error {
+	body := f.Body()
+	for {
+		p, err := body.Next()
+		if err == io.EOF {
+			c.endIn(f, sessionID, true)
+			return nil
+		}
+		if err != nil {
+			c.endIn(f, sessionID, false)
+			return err
+		}
+		c.capIn(p)
+	}
+}

@@ -1,0 +1,368 @@
+package relay
+
+import (
+	"bufio"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+const connBufSize = 32 << 10
+
+// conn is one MSRP connection, accepted or dialled. Its read loop (one
+// goroutine, owned by the Relay) reads and handles frames; frames that
+// other connections forward into it are streamed by their read loops under
+// wmu; small frames the relay makes (responses, REPORTs) go through the
+// bounded ctrl queue to its writer goroutine.
+type conn struct {
+	r    *Relay
+	info ConnInfo
+	nc   net.Conn
+	lst  *listener // nil for a dialled connection
+	key  string    // outbound pool key, "" for an accepted connection
+	uri  msrp.URI  // our URI on this connection (listener URI; for dialled ones the first own URI of its scheme)
+
+	dr deadlineReader
+	br *bufio.Reader
+	rd *msrp.Reader
+
+	wmu sync.Mutex // held while one frame is written
+	cw  captureWriter
+	bw  *bufio.Writer
+	mw  *msrp.Writer
+
+	ctrl chan *outFrame
+	done chan struct{}
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+	reason    CloseReason
+	closeErr  error
+
+	phaseMu sync.Mutex
+	idle    bool // waiting for the next frame (shutdown may interrupt)
+
+	requestOK  atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
+	authFails  atomic.Int32 // failed AUTHs since the last success
+	tlsState   *tls.ConnectionState
+	inCap      []byte // frame-in capture for the Observer
+	tidBuf     [msrp.TransactIDLen]byte
+	sessionHit string // session of the frame being handled, for FrameInfo
+}
+
+// outFrame is a small frame made by the relay, queued for a writer goroutine.
+type outFrame struct {
+	buf []byte
+	// A frame with a closeReason carries nothing: the writer closes the
+	// connection when it reaches it, after the frames queued before.
+	closeReason CloseReason
+	closeErr    error
+	tid         string
+	method      string
+	status      int
+	messageID   string
+	sessionID   string
+}
+
+var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte, 0, 512)} }}
+
+func newOutFrame() *outFrame {
+	f := outFramePool.Get().(*outFrame)
+	f.buf = f.buf[:0]
+	f.tid, f.method, f.status, f.messageID, f.sessionID = "", "", 0, "", ""
+	f.closeReason, f.closeErr = 0, nil
+	return f
+}
+
+func (f *outFrame) release() {
+	if cap(f.buf) <= 64<<10 {
+		outFramePool.Put(f)
+	}
+}
+
+// deadlineReader sets a read deadline before every Read when perRead is
+// set (body phase: a stall is what times out); otherwise the deadline set
+// by the read loop for the whole phase stands.
+type deadlineReader struct {
+	nc      net.Conn
+	perRead time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.perRead > 0 {
+		_ = d.nc.SetReadDeadline(time.Now().Add(d.perRead))
+	}
+	return d.nc.Read(p)
+}
+
+// captureWriter writes to the connection with a send timeout per write
+// (progress, not total time) and, while capturing, keeps the first bytes
+// of the frame being written for the Observer.
+type captureWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+	on      bool
+	limit   int
+	buf     []byte
+	n       int64
+}
+
+func (c *captureWriter) Write(p []byte) (int, error) {
+	if c.on {
+		c.n += int64(len(p))
+		if room := c.limit - len(c.buf); room > 0 {
+			c.buf = append(c.buf, p[:min(room, len(p))]...)
+		}
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	return c.nc.Write(p)
+}
+
+func (c *captureWriter) start(on bool) {
+	c.on = on
+	c.buf = c.buf[:0]
+	c.n = 0
+}
+
+func newConn(r *Relay, nc net.Conn, lst *listener, dir Direction, transport string) *conn {
+	c := &conn{
+		r:    r,
+		nc:   nc,
+		lst:  lst,
+		ctrl: make(chan *outFrame, r.lim.WriteQueue),
+		done: make(chan struct{}),
+	}
+	c.info = ConnInfo{
+		ID:        r.nextConnID.Add(1),
+		Transport: transport,
+		Local:     addrPort(nc.LocalAddr()),
+		Remote:    addrPort(nc.RemoteAddr()),
+		Dir:       dir,
+	}
+	c.setNetConn(nc)
+	return c
+}
+
+// setNetConn (re)builds the I/O stack over nc (after a TLS handshake).
+func (c *conn) setNetConn(nc net.Conn) {
+	c.nc = nc
+	c.dr = deadlineReader{nc: nc}
+	c.br = bufio.NewReaderSize(&c.dr, connBufSize)
+	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.lim.MaxHeaderBytes, MaxHeaders: c.r.lim.MaxHeaders})
+	c.cw = captureWriter{nc: nc, timeout: c.r.lim.SendTimeout, limit: c.r.captureBytes}
+	c.bw = bufio.NewWriterSize(&c.cw, connBufSize)
+	c.mw = msrp.NewWriter(c.bw)
+}
+
+func (c *conn) isClosed() bool { return c.closed.Load() }
+
+// close closes the connection once, recording why.
+func (c *conn) close(reason CloseReason, err error) {
+	c.closeOnce.Do(func() {
+		c.reason, c.closeErr = reason, err
+		c.closed.Store(true)
+		close(c.done)
+		_ = c.nc.Close()
+	})
+}
+
+// enqueue hands a small frame to the writer goroutine. It never blocks: a
+// full queue means the peer does not read, and the connection is closed
+// (slow reader), as a send timeout would.
+func (c *conn) enqueue(f *outFrame) {
+	if c.isClosed() {
+		f.release()
+		return
+	}
+	select {
+	case c.ctrl <- f:
+	default:
+		f.release()
+		c.r.stats.queueFull.Add(1)
+		c.close(CloseLimit, errors.New("write queue full"))
+	}
+}
+
+// writeLoop writes queued frames until the connection closes.
+func (c *conn) writeLoop() {
+	for {
+		select {
+		case f := <-c.ctrl:
+			c.writeQueued(f)
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *conn) writeQueued(f *outFrame) {
+	defer f.release()
+	if f.closeReason != 0 {
+		c.close(f.closeReason, f.closeErr)
+		return
+	}
+	obs := c.r.obs
+	c.wmu.Lock()
+	c.cw.start(obs != nil)
+	_, err := c.bw.Write(f.buf)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	var ev Event
+	if obs != nil && err == nil {
+		fi := FrameInfo{Dir: DirOut, TransactID: []byte(f.tid), Status: f.status, MessageID: []byte(f.messageID),
+			SessionID: f.sessionID, Flag: msrp.FlagEnd, Size: c.cw.n, Wire: c.cw.buf}
+		if f.method != "" {
+			fi.Method = []byte(f.method)
+		}
+		ev = Event{Kind: EventFrameOut, Time: time.Now(), Conn: c.info, Frame: &fi}
+		obs.Observe(&ev)
+	}
+	c.cw.start(false)
+	c.wmu.Unlock()
+	if err != nil {
+		c.close(writeCloseReason(err), err)
+	}
+}
+
+func writeCloseReason(err error) CloseReason {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return CloseSendTimeout
+	}
+	return CloseWriteError
+}
+
+// readLoop reads frames until the connection ends.
+func (c *conn) readLoop() {
+	lim := &c.r.lim
+	for {
+		wait := lim.IdleTimeout
+		if c.info.Dir == DirIn && !c.requestOK.Load() {
+			wait = min(wait, lim.FirstRequestTimeout)
+		}
+		if !c.enterIdle(wait) {
+			c.close(CloseShutdown, nil)
+			return
+		}
+		_, err := c.br.Peek(1)
+		c.leaveIdle()
+		if err != nil {
+			c.closeOnReadErr(err, CloseIdleTimeout)
+			return
+		}
+		_ = c.nc.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
+		f, err := c.rd.ReadFrame()
+		if err != nil {
+			var fe *msrp.FrameError
+			if errors.As(err, &fe) {
+				if c.badFrame(fe) {
+					continue
+				}
+				return
+			}
+			c.closeOnReadErr(err, CloseHeaderTimeout)
+			return
+		}
+		c.dr.perRead = lim.BodyTimeout
+		err = c.handleFrame(f)
+		c.dr.perRead = 0
+		if err != nil {
+			c.closeOnReadErr(err, CloseBodyTimeout)
+			return
+		}
+		if c.isClosed() {
+			return
+		}
+	}
+}
+
+// enterIdle marks the connection as waiting for a frame, unless the relay
+// is shutting down.
+func (c *conn) enterIdle(wait time.Duration) bool {
+	c.phaseMu.Lock()
+	defer c.phaseMu.Unlock()
+	if c.r.shuttingDown.Load() {
+		return false
+	}
+	c.idle = true
+	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	return true
+}
+
+func (c *conn) leaveIdle() {
+	c.phaseMu.Lock()
+	c.idle = false
+	c.phaseMu.Unlock()
+}
+
+// interruptIdle wakes a connection that waits for its next frame, for a
+// graceful shutdown; a connection in the middle of a frame finishes it.
+func (c *conn) interruptIdle() {
+	c.phaseMu.Lock()
+	if c.idle {
+		_ = c.nc.SetReadDeadline(time.Now())
+	}
+	c.phaseMu.Unlock()
+}
+
+func (c *conn) closeOnReadErr(err error, timeoutReason CloseReason) {
+	switch {
+	case c.isClosed():
+	case c.r.shuttingDown.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+		c.close(CloseShutdown, nil)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.close(timeoutReason, err)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.close(CloseEOF, nil)
+	default:
+		c.close(CloseReadError, err)
+	}
+}
+
+// badFrame handles a frame the reader could not parse: it is traced and
+// skipped up to its end-line when its transact-id is known; otherwise the
+// stream cannot be re-framed and the connection is closed. It reports
+// whether reading may go on.
+func (c *conn) badFrame(fe *msrp.FrameError) bool {
+	c.r.stats.badFrames.Add(1)
+	c.r.log.Info("malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("error", fe.Error()))
+	if errors.Is(fe, msrp.ErrTruncated) {
+		c.close(CloseEOF, fe)
+		return false
+	}
+	if fe.TransactID != "" {
+		c.dr.perRead = c.r.lim.BodyTimeout
+		err := c.rd.Recover(maxRecoverBytes)
+		c.dr.perRead = 0
+		if err == nil {
+			return true
+		}
+	}
+	c.close(CloseProtocol, fe)
+	return false
+}
+
+// maxRecoverBytes bounds how far a malformed frame is skipped.
+const maxRecoverBytes = 1 << 20
+
+// addrPort returns a's address and port, IPv4-mapped IPv6 unmapped.
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		ap = v.AddrPort()
+	case *net.UDPAddr:
+		ap = v.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}

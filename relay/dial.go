@@ -1,0 +1,159 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// DefaultPort is used for a next-hop URI without a port (IANA "msrp").
+const DefaultPort = 2855
+
+// dialEntry is one outbound connection, or a dial in progress that other
+// forwarders wait for instead of dialling again.
+type dialEntry struct {
+	ready chan struct{}
+	c     *conn
+	err   error
+}
+
+type tlsClient struct {
+	base *tls.Config
+}
+
+func newTLSClient(o Outbound) (*tlsClient, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify}
+	if o.CAFile != "" {
+		pool, err := loadCAs(o.CAFile)
+		if err != nil {
+			return nil, cfgErr("outbound: %v", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if o.Cert != "" || o.Key != "" {
+		cert, err := tls.LoadX509KeyPair(o.Cert, o.Key)
+		if err != nil {
+			return nil, cfgErr("outbound: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return &tlsClient{base: cfg}, nil
+}
+
+// outbound returns a connection to the next hop u: one already open to the
+// same scheme, host and port (msrps connections are reused too, unlike
+// OpenSIPS, research P3), or a new one.
+func (r *Relay) outbound(u msrp.URI) (*conn, error) {
+	port := u.Port
+	if port == 0 {
+		port = DefaultPort
+	}
+	hostport := net.JoinHostPort(u.Host, strconv.Itoa(port))
+	key := u.Scheme() + "://" + hostport
+	r.mu.Lock()
+	if r.shuttingDown.Load() {
+		r.mu.Unlock()
+		return nil, errors.New("shutting down")
+	}
+	if e := r.out[key]; e != nil {
+		r.mu.Unlock()
+		<-e.ready
+		if e.err == nil && !e.c.isClosed() {
+			return e.c, nil
+		}
+		r.mu.Lock()
+		if r.out[key] == e {
+			delete(r.out, key)
+		}
+	}
+	e := &dialEntry{ready: make(chan struct{})}
+	r.out[key] = e
+	r.mu.Unlock()
+
+	e.c, e.err = r.dial(u, hostport, key)
+	close(e.ready)
+	if e.err != nil {
+		r.mu.Lock()
+		if r.out[key] == e {
+			delete(r.out, key)
+		}
+		r.mu.Unlock()
+		return nil, e.err
+	}
+	return e.c, nil
+}
+
+func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
+	transport := "msrp"
+	if u.Secure {
+		transport = "msrps"
+	}
+	// Observers see the attempt with the remote address known so far.
+	pre := &conn{r: r, info: ConnInfo{ID: r.nextConnID.Add(1), Transport: transport, Dir: DirOut}}
+	if ap, err := netipParse(hostport); err == nil {
+		pre.info.Remote = ap
+	}
+	r.observe(EventConnectStart, pre, nil, 0, nil)
+	ctx, cancel := context.WithTimeout(r.ctx, r.lim.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		r.stats.dialFailed.Add(1)
+		err = fmt.Errorf("connect %s: %w", hostport, err)
+		r.observe(EventConnectFailed, pre, nil, 0, err)
+		return nil, err
+	}
+	c := newConn(r, nc, nil, DirOut, transport)
+	c.info.ID = pre.info.ID
+	c.key = key
+	c.uri = r.ownURIFor(u.Secure)
+	r.observe(EventConnected, c, nil, 0, nil)
+	if u.Secure {
+		cfg := r.tlsOut.base.Clone()
+		if net.ParseIP(u.Host) == nil {
+			cfg.ServerName = u.Host // SNI, and the name verified
+		} else if !cfg.InsecureSkipVerify {
+			cfg.ServerName = u.Host // verified against the IP SANs
+		}
+		tc := tls.Client(nc, cfg)
+		hctx, hcancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		hcancel()
+		r.observe(EventTLSHandshake, c, tlsInfo(tc, err), 0, err)
+		if err != nil {
+			r.stats.dialFailed.Add(1)
+			c.close(CloseTLSFailed, err)
+			r.observe(EventClosed, c, nil, CloseTLSFailed, err)
+			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
+		}
+		st := tc.ConnectionState()
+		c.tlsState = &st
+		c.setNetConn(tc)
+	}
+	if !r.register(c) {
+		c.close(CloseShutdown, nil)
+		r.observe(EventClosed, c, nil, CloseShutdown, nil)
+		return nil, errors.New("shutting down")
+	}
+	r.stats.dialled.Add(1)
+	c.requestOK.Store(true)
+	r.wg.Add(1)
+	go r.run(c)
+	return c, nil
+}
+
+// netipParse parses "host:port" when host is an IP literal.
+func netipParse(hostport string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(hostport)
+	if err != nil {
+		return ap, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}

@@ -1,0 +1,182 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// listener is one bound listening socket.
+type listener struct {
+	cfg    Listen
+	ln     net.Listener
+	uri    msrp.URI
+	tlsCfg *tls.Config // nil for msrp
+}
+
+// listen checks lc and, when bind is set, binds its socket.
+func (r *Relay) listen(lc Listen, bind bool) (*listener, error) {
+	l := &listener{cfg: lc}
+	if strings.EqualFold(lc.Transport, "msrps") {
+		if lc.Cert == "" || lc.Key == "" {
+			return nil, cfgErr("listen %q: msrps needs cert and key", lc.Addr)
+		}
+		cert, err := tls.LoadX509KeyPair(lc.Cert, lc.Key)
+		if err != nil {
+			return nil, cfgErr("listen %q: %v", lc.Addr, err)
+		}
+		l.tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		switch strings.ToLower(lc.ClientAuth) {
+		case "", "none":
+		case "request", "require":
+			if lc.ClientCA == "" {
+				return nil, cfgErr("listen %q: client_auth %s needs client_ca", lc.Addr, lc.ClientAuth)
+			}
+			pool, err := loadCAs(lc.ClientCA)
+			if err != nil {
+				return nil, cfgErr("listen %q: %v", lc.Addr, err)
+			}
+			l.tlsCfg.ClientCAs = pool
+			l.tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
+			if strings.EqualFold(lc.ClientAuth, "require") {
+				l.tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+		default:
+			return nil, cfgErr("listen %q: client_auth must be none, request or require", lc.Addr)
+		}
+	} else if lc.Cert != "" || lc.ClientCA != "" {
+		return nil, cfgErr("listen %q: cert/client_ca only apply to msrps", lc.Addr)
+	}
+	// Check the transport and URI before binding.
+	if lc.URI != "" {
+		if _, err := lc.listenURI(); err != nil {
+			return nil, err
+		}
+	} else if _, err := (Listen{Transport: lc.Transport, Addr: "127.0.0.1:1"}).listenURI(); err != nil {
+		return nil, err
+	}
+	if !bind {
+		u, err := lc.listenURI()
+		if err != nil && lc.URI == "" && strings.HasSuffix(lc.Addr, ":0") {
+			err = nil // the port is known once bound
+		}
+		l.uri = u
+		return l, err
+	}
+	ln, err := net.Listen("tcp", lc.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s %s: %w", lc.Transport, lc.Addr, err)
+	}
+	l.ln = ln
+	bound := lc
+	if lc.URI == "" {
+		bound.Addr = ln.Addr().String() // the real port when the config said :0
+	}
+	if l.uri, err = bound.listenURI(); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func loadCAs(file string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+func (r *Relay) acceptLoop(l *listener) error {
+	transport := "msrp"
+	if l.tlsCfg != nil {
+		transport = "msrps"
+	}
+	var backoff time.Duration
+	for {
+		nc, err := l.ln.Accept()
+		if err != nil {
+			if r.shuttingDown.Load() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of descriptors and the like: back off, keep serving.
+			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
+			r.log.Warn("accept failed", "listen", l.cfg.Addr, "error", err.Error())
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-r.ctx.Done():
+				t.Stop()
+				return nil
+			}
+			continue
+		}
+		backoff = 0
+		c := newConn(r, nc, l, DirIn, transport)
+		c.uri = l.uri
+		if !r.register(c) {
+			r.stats.refused.Add(1)
+			r.observe(EventAccepted, c, nil, 0, nil)
+			c.close(CloseLimit, errors.New("connection limit"))
+			r.observe(EventClosed, c, nil, CloseLimit, c.closeErr)
+			continue
+		}
+		r.stats.accepted.Add(1)
+		r.observe(EventAccepted, c, nil, 0, nil)
+		r.wg.Add(1)
+		go func() {
+			if l.tlsCfg != nil && !r.serverHandshake(c, l) {
+				r.unregister(c)
+				r.wg.Done()
+				return
+			}
+			r.run(c)
+		}()
+	}
+}
+
+// serverHandshake runs the TLS handshake of an accepted msrps connection.
+func (r *Relay) serverHandshake(c *conn, l *listener) bool {
+	tc := tls.Server(c.nc, l.tlsCfg)
+	ctx, cancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	info := tlsInfo(tc, err)
+	r.observe(EventTLSHandshake, c, info, 0, err)
+	if err != nil {
+		c.close(CloseTLSFailed, err)
+		r.log.Info("TLS handshake failed", "conn", c.info.ID, "remote", c.info.Remote.String(), "error", err.Error())
+		r.observe(EventClosed, c, nil, CloseTLSFailed, err)
+		return false
+	}
+	st := tc.ConnectionState()
+	c.tlsState = &st
+	c.setNetConn(tc)
+	return true
+}
+
+func tlsInfo(tc *tls.Conn, err error) *TLSInfo {
+	st := tc.ConnectionState()
+	info := &TLSInfo{OK: err == nil, ServerName: st.ServerName}
+	if st.HandshakeComplete {
+		info.Version = tls.VersionName(st.Version)
+		info.CipherSuite = tls.CipherSuiteName(st.CipherSuite)
+	}
+	if len(st.PeerCertificates) > 0 {
+		info.PeerSubject = st.PeerCertificates[0].Subject.String()
+		info.PeerIssuer = st.PeerCertificates[0].Issuer.String()
+	}
+	return info
+}

@@ -1,0 +1,133 @@
+package relay
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Observer receives every connection event and every frame the relay
+// handles. Observe is called on the relay's hot path: it must not block,
+// and the Event and every slice in it are valid only during the call (copy
+// what you keep). The tracer implements it; with no Observer the relay
+// pays one nil check per event.
+type Observer interface {
+	Observe(e *Event)
+}
+
+// EventKind says what happened.
+type EventKind uint8
+
+const (
+	EventAccepted      EventKind = iota + 1 // inbound connection accepted
+	EventConnectStart                       // outbound connection attempt begins
+	EventConnected                          // outbound connection established (TCP; TLS follows as EventTLSHandshake)
+	EventConnectFailed                      // outbound connection attempt failed (Err)
+	EventTLSHandshake                       // TLS handshake finished, TLS.OK says how
+	EventClosed                             // connection closed (Reason, Err)
+	EventFrameIn                            // a frame was read (Frame)
+	EventFrameOut                           // a frame was written (Frame)
+)
+
+var eventNames = [...]string{
+	EventAccepted: "accepted", EventConnectStart: "connect-start", EventConnected: "connected",
+	EventConnectFailed: "connect-failed", EventTLSHandshake: "tls-handshake", EventClosed: "closed",
+	EventFrameIn: "frame-in", EventFrameOut: "frame-out",
+}
+
+func (k EventKind) String() string {
+	if int(k) < len(eventNames) && eventNames[k] != "" {
+		return eventNames[k]
+	}
+	return "unknown"
+}
+
+// CloseReason says why a connection closed.
+type CloseReason uint8
+
+const (
+	CloseEOF           CloseReason = iota + 1 // the peer closed
+	CloseIdleTimeout                          // no frame within the idle timeout
+	CloseHeaderTimeout                        // a frame's header fields did not arrive in time (slowloris)
+	CloseBodyTimeout                          // a frame's body stalled
+	CloseSendTimeout                          // the peer did not read what we sent in time (slow reader)
+	CloseReadError                            // a read failed
+	CloseWriteError                           // a write failed
+	CloseProtocol                             // malformed MSRP that cannot be re-framed
+	CloseLimit                                // a limit was exceeded (connections, queue, failed AUTHs)
+	CloseNotForUs                             // a request not addressed to this relay (RFC 4976 §6.2)
+	CloseTLSFailed                            // the TLS handshake failed
+	CloseShutdown                             // the relay is shutting down
+)
+
+var closeNames = [...]string{
+	CloseEOF: "eof", CloseIdleTimeout: "idle-timeout", CloseHeaderTimeout: "header-timeout",
+	CloseBodyTimeout: "body-timeout", CloseSendTimeout: "send-timeout", CloseReadError: "read-error",
+	CloseWriteError: "write-error", CloseProtocol: "protocol-error", CloseLimit: "limit",
+	CloseNotForUs: "not-for-us", CloseTLSFailed: "tls-failed", CloseShutdown: "shutdown",
+}
+
+func (r CloseReason) String() string {
+	if int(r) < len(closeNames) && closeNames[r] != "" {
+		return closeNames[r]
+	}
+	return "unknown"
+}
+
+// Direction of a frame or connection relative to the relay.
+type Direction uint8
+
+const (
+	DirIn  Direction = iota + 1 // towards the relay (received, or accepted)
+	DirOut                      // from the relay (sent, or dialled)
+)
+
+func (d Direction) String() string {
+	if d == DirOut {
+		return "out"
+	}
+	return "in"
+}
+
+// ConnInfo identifies a connection; it is fixed for the connection's life.
+type ConnInfo struct {
+	ID        uint64
+	Transport string // "msrp" or "msrps"
+	Local     netip.AddrPort
+	Remote    netip.AddrPort
+	Dir       Direction // DirIn: accepted by a listener; DirOut: dialled by the relay
+}
+
+// TLSInfo describes a finished TLS handshake.
+type TLSInfo struct {
+	OK          bool
+	Version     string
+	CipherSuite string
+	ServerName  string
+	PeerSubject string // first peer certificate, "" when none
+	PeerIssuer  string
+}
+
+// FrameInfo describes one frame as it crossed the wire.
+type FrameInfo struct {
+	Dir         Direction // DirIn: read from Conn; DirOut: written to Conn
+	TransactID  []byte
+	Method      []byte // nil for a response
+	Status      int    // 0 for a request
+	MessageID   []byte
+	ContentType []byte
+	SessionID   string // the relay session the frame belongs to, "" when none
+	Flag        byte
+	Size        int64  // bytes on the wire, end-line included
+	Wire        []byte // the frame's first bytes on the wire, at most Config.TraceCaptureBytes
+}
+
+// Event is one thing the relay did.
+type Event struct {
+	Kind   EventKind
+	Time   time.Time
+	Conn   ConnInfo
+	TLS    *TLSInfo    // EventTLSHandshake
+	Reason CloseReason // EventClosed
+	Err    error       // EventConnectFailed, EventClosed, failed EventTLSHandshake; nil otherwise
+	Frame  *FrameInfo  // EventFrameIn, EventFrameOut
+}

@@ -1,0 +1,421 @@
+// Package relay owns the MSRP relay of RFC 4976: listeners, connections,
+// AUTH sessions, routing along To-Path/From-Path, transactions and limits.
+//
+// It reports every connection event and frame to an Observer (implemented
+// by the tracer) and imports nothing of tracing, HEP or storage. The wire
+// format lives in relay/msrp, digest authentication in relay/auth.
+package relay
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/auth"
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// Relay is a running MSRP relay. Create it with New, run it with Serve.
+type Relay struct {
+	cfg          Config
+	lim          Limits
+	authCfg      Auth
+	log          *slog.Logger
+	obs          Observer
+	auth         *auth.Authenticator
+	captureBytes int
+
+	listeners []*listener
+	own       []msrp.URI // every URI that names this relay
+
+	sessions *sessionTable
+	txns     *txnTable
+
+	mu           sync.Mutex
+	conns        map[uint64]*conn
+	perIP        map[netip.Addr]int
+	out          map[string]*dialEntry
+	wg           sync.WaitGroup // every connection goroutine
+	ctx          context.Context
+	cancel       context.CancelFunc
+	serving      atomic.Bool
+	tlsOut       *tlsClient
+	nextConnID   atomic.Uint64
+	shuttingDown atomic.Bool
+
+	stats counters
+}
+
+// counters are the relay's statistics; Stats returns a snapshot.
+type counters struct {
+	accepted, refused, dialled, dialFailed          atomic.Int64
+	forwarded, forwardFailed, rejected, badFrames   atomic.Int64
+	authOK, authFailed, reportsSent, reportsDropped atomic.Int64
+	unmatchedResponses, txnTimeouts, queueFull      atomic.Int64
+}
+
+// Stats is a snapshot of the relay's counters and tables.
+type Stats struct {
+	Connections        int
+	Sessions           int
+	Transactions       int
+	Accepted           int64 // inbound connections accepted
+	Refused            int64 // inbound connections refused by a limit
+	Dialled            int64 // outbound connections established
+	DialFailed         int64
+	Forwarded          int64 // requests forwarded
+	ForwardFailed      int64 // requests whose next hop failed
+	Rejected           int64 // requests answered with an error (or dropped when no answer is allowed)
+	BadFrames          int64 // malformed frames
+	AuthOK             int64
+	AuthFailed         int64
+	ReportsSent        int64
+	ReportsDropped     int64 // REPORTs for a connection that is gone
+	UnmatchedResponses int64
+	TxnTimeouts        int64
+	QueueFull          int64 // connections closed because their write queue was full
+}
+
+// New checks cfg, binds the listeners and returns a Relay ready to Serve.
+func New(cfg Config) (*Relay, error) { return newRelay(cfg, true) }
+
+// CheckConfig checks cfg as New does (certificates, URIs, users, limits)
+// without binding any socket.
+func CheckConfig(cfg Config) error {
+	_, err := newRelay(cfg, false)
+	return err
+}
+
+func newRelay(cfg Config, bind bool) (*Relay, error) {
+	r := &Relay{
+		cfg:     cfg,
+		lim:     cfg.Limits.withDefaults(),
+		authCfg: cfg.Auth,
+		log:     cfg.Logger,
+		obs:     cfg.Observer,
+		conns:   make(map[uint64]*conn),
+		perIP:   make(map[netip.Addr]int),
+		out:     make(map[string]*dialEntry),
+		txns:    newTxnTable(),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	r.captureBytes = cfg.TraceCaptureBytes
+	if r.captureBytes <= 0 {
+		r.captureBytes = 16 << 10
+	}
+	r.sessions = newSessionTable(r.lim.MaxSessions, r.lim.MaxSessionsPerUser)
+	if len(cfg.Listen) == 0 {
+		return nil, cfgErr("no listen address")
+	}
+	var err error
+	if r.tlsOut, err = newTLSClient(cfg.Outbound); err != nil {
+		return nil, err
+	}
+	for _, lc := range cfg.Listen {
+		l, err := r.listen(lc, bind)
+		if err != nil {
+			r.closeListeners()
+			return nil, err
+		}
+		r.listeners = append(r.listeners, l)
+		r.own = append(r.own, l.uri)
+	}
+	for _, s := range cfg.URIs {
+		u, err := msrp.ParseURI(s)
+		if err != nil {
+			r.closeListeners()
+			return nil, cfgErr("uris: %v", err)
+		}
+		r.own = append(r.own, u)
+	}
+	if err := r.setupAuth(); err != nil {
+		r.closeListeners()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Relay) setupAuth() error {
+	a := &r.authCfg
+	if a.Realm == "" {
+		a.Realm = r.own[0].Host
+	}
+	if a.Expires <= 0 {
+		a.Expires = 1800
+	}
+	if a.MinExpires <= 0 {
+		a.MinExpires = 60
+	}
+	if a.MaxExpires <= 0 {
+		a.MaxExpires = 3600
+	}
+	if a.MinExpires > a.MaxExpires || a.Expires < a.MinExpires || a.Expires > a.MaxExpires {
+		return cfgErr("auth: need min_expires <= expires <= max_expires (got %d, %d, %d)", a.MinExpires, a.Expires, a.MaxExpires)
+	}
+	users := r.cfg.Users
+	if users == nil {
+		if a.UsersFile == "" {
+			return cfgErr("auth: no users (set auth.users_file)")
+		}
+		var err error
+		if users, err = auth.LoadUsers(a.UsersFile); err != nil {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	var secret []byte
+	if a.NonceSecret != "" {
+		var err error
+		if secret, err = hex.DecodeString(a.NonceSecret); err != nil || len(secret) < 32 {
+			return cfgErr("auth.nonce_secret must be at least 32 bytes in hex")
+		}
+	}
+	algs := make([]auth.Algorithm, 0, len(a.Algorithms))
+	for _, s := range a.Algorithms {
+		algs = append(algs, auth.Algorithm(s))
+	}
+	au, err := auth.New(auth.Config{Realm: a.Realm, Algorithms: algs, NonceTTL: a.NonceTTL, Secret: secret, Users: users})
+	if err != nil {
+		return fmt.Errorf("%w: auth: %w", ErrConfig, err)
+	}
+	r.auth = au
+	return nil
+}
+
+// URIs returns the URIs of the listeners, in configuration order: what
+// clients put in To-Path to reach this relay.
+func (r *Relay) URIs() []msrp.URI {
+	out := make([]msrp.URI, len(r.listeners))
+	for i, l := range r.listeners {
+		out[i] = l.uri
+	}
+	return out
+}
+
+// Addrs returns the bound listener addresses.
+func (r *Relay) Addrs() []net.Addr {
+	out := make([]net.Addr, len(r.listeners))
+	for i, l := range r.listeners {
+		out[i] = l.ln.Addr()
+	}
+	return out
+}
+
+// isOwn reports whether u names this relay (scheme, host, port, transport;
+// the session-id is not compared).
+func (r *Relay) isOwn(u msrp.URI) bool {
+	for i := range r.own {
+		if r.own[i].SameAuthority(u) {
+			return true
+		}
+	}
+	return false
+}
+
+// Serve accepts and relays until ctx is cancelled, then shuts down
+// gracefully: listeners close, connections finish the frame they are in,
+// queued responses are written, and connections close. It returns nil after
+// a shutdown, or the first listener error.
+func (r *Relay) Serve(ctx context.Context) error {
+	if !r.serving.CompareAndSwap(false, true) {
+		return errors.New("relay: Serve called twice")
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	defer r.cancel()
+	errc := make(chan error, len(r.listeners))
+	var lwg sync.WaitGroup
+	for _, l := range r.listeners {
+		lwg.Add(1)
+		go func() {
+			defer lwg.Done()
+			errc <- r.acceptLoop(l)
+		}()
+	}
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		r.sweep(r.ctx)
+	}()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	r.shutdown()
+	lwg.Wait()
+	r.cancel()
+	<-sweepDone
+	return err
+}
+
+// shutdown stops accepting, lets connections finish their current frame
+// and flush, and closes them; after a grace period it forces them closed.
+func (r *Relay) shutdown() {
+	r.shuttingDown.Store(true)
+	r.closeListeners()
+	r.mu.Lock()
+	conns := make([]*conn, 0, len(r.conns))
+	for _, c := range r.conns {
+		conns = append(conns, c)
+	}
+	r.mu.Unlock()
+	for _, c := range conns {
+		c.interruptIdle()
+	}
+	done := make(chan struct{})
+	go func() {
+		r.wg.Wait()
+		close(done)
+	}()
+	grace := time.NewTimer(r.lim.SendTimeout + time.Second)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		r.mu.Lock()
+		for _, c := range r.conns {
+			c.close(CloseShutdown, nil)
+		}
+		r.mu.Unlock()
+		<-done
+	}
+}
+
+func (r *Relay) closeListeners() {
+	for _, l := range r.listeners {
+		if l.ln != nil {
+			_ = l.ln.Close()
+		}
+	}
+}
+
+// sweep expires sessions and transactions.
+func (r *Relay) sweep(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	var buf []*txn
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.sessions.expire(now)
+			buf = r.txns.expired(now, buf[:0])
+			for _, x := range buf {
+				r.stats.txnTimeouts.Add(1)
+				if x.method != "SEND" || x.report == msrp.ReportYes {
+					r.failTxn(x, 408, "Request Timeout")
+				}
+			}
+			clear(buf)
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (r *Relay) Stats() Stats {
+	r.mu.Lock()
+	nconn := len(r.conns)
+	r.mu.Unlock()
+	s := &r.stats
+	return Stats{
+		Connections: nconn, Sessions: r.sessions.len(), Transactions: r.txns.len(),
+		Accepted: s.accepted.Load(), Refused: s.refused.Load(), Dialled: s.dialled.Load(), DialFailed: s.dialFailed.Load(),
+		Forwarded: s.forwarded.Load(), ForwardFailed: s.forwardFailed.Load(), Rejected: s.rejected.Load(),
+		BadFrames: s.badFrames.Load(), AuthOK: s.authOK.Load(), AuthFailed: s.authFailed.Load(),
+		ReportsSent: s.reportsSent.Load(), ReportsDropped: s.reportsDropped.Load(),
+		UnmatchedResponses: s.unmatchedResponses.Load(), TxnTimeouts: s.txnTimeouts.Load(), QueueFull: s.queueFull.Load(),
+	}
+}
+
+// observe reports a connection event.
+func (r *Relay) observe(kind EventKind, c *conn, tlsInfo *TLSInfo, reason CloseReason, err error) {
+	if r.obs == nil {
+		return
+	}
+	ev := Event{Kind: kind, Time: time.Now(), Conn: c.info, TLS: tlsInfo, Reason: reason, Err: err}
+	r.obs.Observe(&ev)
+}
+
+// register adds c to the connection table, enforcing the limits for
+// inbound connections.
+func (r *Relay) register(c *conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.shuttingDown.Load() {
+		return false
+	}
+	if c.info.Dir == DirIn {
+		ip := c.info.Remote.Addr()
+		if len(r.conns) >= r.lim.MaxConnections || r.perIP[ip] >= r.lim.MaxConnectionsPerIP {
+			return false
+		}
+		r.perIP[ip]++
+	}
+	r.conns[c.info.ID] = c
+	return true
+}
+
+func (r *Relay) unregister(c *conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.conns[c.info.ID]; !ok {
+		return
+	}
+	delete(r.conns, c.info.ID)
+	if c.info.Dir == DirIn {
+		ip := c.info.Remote.Addr()
+		if r.perIP[ip]--; r.perIP[ip] <= 0 {
+			delete(r.perIP, ip)
+		}
+	}
+	if c.key != "" {
+		if e := r.out[c.key]; e != nil && e.c == c {
+			delete(r.out, c.key)
+		}
+	}
+}
+
+// run owns a registered connection's goroutines until it closes.
+func (r *Relay) run(c *conn) {
+	defer r.wg.Done()
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		c.writeLoop()
+	}()
+	c.readLoop()
+	c.close(CloseEOF, nil) // no-op when already closed with a reason
+	<-wdone
+	n := r.sessions.dropConn(c)
+	r.unregister(c)
+	lvl := slog.LevelDebug
+	if c.reason != CloseEOF && c.reason != CloseShutdown {
+		lvl = slog.LevelInfo
+	}
+	attrs := []slog.Attr{slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("reason", c.reason.String()), slog.Int("sessions_dropped", n)}
+	if c.closeErr != nil {
+		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
+	}
+	r.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
+	r.observe(EventClosed, c, nil, c.reason, c.closeErr)
+}
+
+// ownURIFor returns our URI for a scheme, for connections we dialled.
+func (r *Relay) ownURIFor(secure bool) msrp.URI {
+	for _, u := range r.own {
+		if u.Secure == secure {
+			return u
+		}
+	}
+	return r.own[0]
+}

@@ -1,0 +1,123 @@
+package relay
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// session is what a successful AUTH creates (RFC 4976 §6.3): the Use-Path
+// URI handed out, bound to the connection the AUTH came on and to the
+// previous hop's URI, valid until it expires or that connection closes.
+type session struct {
+	id      string
+	user    string
+	conn    *conn
+	uri     msrp.URI // our URI with this session-id, as in Use-Path
+	prevHop msrp.URI // first From-Path URI of the AUTH: the client, or the relay in front of it
+	expires time.Time
+}
+
+var (
+	errTooManySessions        = errors.New("too many sessions")
+	errTooManySessionsForUser = errors.New("too many sessions for this user")
+)
+
+// sessionTable maps session-ids to sessions. A restart forgets every
+// session: clients AUTH again (their connections are gone anyway).
+type sessionTable struct {
+	mu      sync.Mutex
+	byID    map[string]*session
+	perUser map[string]int
+	max     int
+	maxUser int
+}
+
+func newSessionTable(max, maxUser int) *sessionTable {
+	return &sessionTable{byID: make(map[string]*session), perUser: make(map[string]int), max: max, maxUser: maxUser}
+}
+
+func (t *sessionTable) add(s *session) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.byID) >= t.max {
+		return errTooManySessions
+	}
+	if t.perUser[s.user] >= t.maxUser {
+		return errTooManySessionsForUser
+	}
+	t.byID[s.id] = s
+	t.perUser[s.user]++
+	return nil
+}
+
+// get returns the live session with this id, or nil.
+func (t *sessionTable) get(id string, now time.Time) *session {
+	t.mu.Lock()
+	s := t.byID[id]
+	t.mu.Unlock()
+	if s == nil || now.After(s.expires) || s.conn.isClosed() {
+		return nil
+	}
+	return s
+}
+
+func (t *sessionTable) removeLocked(s *session) {
+	if t.byID[s.id] != s {
+		return
+	}
+	delete(t.byID, s.id)
+	if t.perUser[s.user]--; t.perUser[s.user] <= 0 {
+		delete(t.perUser, s.user)
+	}
+}
+
+// dropConn removes every session bound to c (RFC 4976 §6.3: the URI is
+// invalidated when the client's connection closes).
+func (t *sessionTable) dropConn(c *conn) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.byID {
+		if s.conn == c {
+			t.removeLocked(s)
+			n++
+		}
+	}
+	return n
+}
+
+// expire removes sessions past their expiry.
+func (t *sessionTable) expire(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, s := range t.byID {
+		if now.After(s.expires) {
+			t.removeLocked(s)
+			n++
+		}
+	}
+	return n
+}
+
+func (t *sessionTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byID)
+}
+
+// hasSessionOn reports whether c carries at least one live session: an
+// authenticated client, which may AUTH onward through this relay.
+func (t *sessionTable) hasSessionOn(c *conn, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.byID {
+		if s.conn == c && !now.After(s.expires) {
+			return true
+		}
+	}
+	return false
+}

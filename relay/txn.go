@@ -1,0 +1,115 @@
+package relay
+
+import (
+	"sync"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// txn is a request the relay forwarded and awaits a response for
+// (RFC 4976 §6.4.1, §6.4.3). Its transact-id is the one the relay made for
+// the next hop; srcTID is the one the previous hop used.
+type txn struct {
+	tid       string
+	dst       *conn // where the request went
+	src       *conn // where it came from
+	srcTID    string
+	method    string
+	sessionID string
+	report    msrp.ReportMode // Failure-Report of a SEND; ReportYes for others
+	ourURI    string          // our URI as the previous hop named it: From-Path of REPORTs
+	fromPath  string          // From-Path of the request as received: To-Path of REPORTs
+	messageID string
+	byteRange string
+	bodyLen   int64
+	flag      byte
+	deadline  time.Time
+	done      bool // answered or expired; guarded by txnTable.mu
+}
+
+// txnTable holds forwarded transactions by transact-id. All share one
+// timeout, so expiry order is insertion order: a FIFO, not a heap.
+type txnTable struct {
+	mu    sync.Mutex
+	byTID map[string]*txn
+	fifo  []*txn
+}
+
+func newTxnTable() *txnTable { return &txnTable{byTID: make(map[string]*txn)} }
+
+// register makes x findable by its transact-id before the request is
+// sent (a next hop may answer before the last byte); arm starts its timer
+// once the last byte is out (RFC 4976 §6.4.1).
+func (t *txnTable) register(x *txn) {
+	t.mu.Lock()
+	t.byTID[x.tid] = x
+	t.mu.Unlock()
+}
+
+func (t *txnTable) arm(x *txn, deadline time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if x.done {
+		return
+	}
+	x.deadline = deadline
+	t.fifo = append(t.fifo, x)
+}
+
+// cancel removes x if it is still pending and reports whether it was.
+func (t *txnTable) cancel(x *txn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if x.done {
+		return false
+	}
+	x.done = true
+	delete(t.byTID, x.tid)
+	return true
+}
+
+// take removes and returns the transaction tid that was sent on c.
+func (t *txnTable) take(tid []byte, c *conn) *txn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	x := t.byTID[string(tid)] // no allocation: map index by converted []byte
+	if x == nil || x.dst != c || x.done {
+		return nil
+	}
+	x.done = true
+	delete(t.byTID, x.tid)
+	return x
+}
+
+// expired removes and returns the transactions whose deadline has passed.
+func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := 0
+	for ; i < len(t.fifo); i++ {
+		x := t.fifo[i]
+		if x.done {
+			continue
+		}
+		if x.deadline.After(now) {
+			break
+		}
+		x.done = true
+		delete(t.byTID, x.tid)
+		out = append(out, x)
+	}
+	// Drop the handled prefix; reuse the backing array when it is mostly empty.
+	if i > 0 {
+		n := copy(t.fifo, t.fifo[i:])
+		clear(t.fifo[n:])
+		t.fifo = t.fifo[:n]
+	}
+	return out
+}
+
+func (t *txnTable) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byTID)
+}
