@@ -1,0 +1,398 @@
+// Package kamailio runs a real Kamailio (5.6, Debian packages kamailio and
+// kamailio-extra-modules) as an MSRP relay on loopback for tests.
+//
+// Start writes a config from Template (the msrp module's "cmap" example with
+// the use_path_addr fix: host:port without scheme), starts
+// `kamailio -f cfg -DD -E` on a free 127.0.0.1 port, waits until the port
+// accepts connections and stops the process when the test ends. Without the
+// kamailio binary or msrp.so the test is skipped, unless the environment
+// variable CI is set, when it fails: CI can never silently skip.
+package kamailio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+)
+
+// Credentials and realm of the default config. Kamailio's
+// pv_www_authenticate checks only the password; any user name works.
+const (
+	Realm    = "myrealm"
+	User     = "alice"
+	Password = "xyz123"
+)
+
+// DefaultModPath is where Debian installs Kamailio's modules.
+const DefaultModPath = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+// Config selects what Start runs. The zero value is the seed's cmap relay.
+type Config struct {
+	// Template overrides the config template; it is executed with a
+	// TemplateData. Default Template.
+	Template *template.Template
+	// Password checked for AUTH (default Password).
+	Password string
+	// Children is Kamailio's number of TCP worker processes (default 2).
+	Children int
+	// TCPReadBufSize sets tcp_rd_buf_size when > 0 (Kamailio's default
+	// 16383 limits frame size).
+	TCPReadBufSize int
+	// ExtraGlobals, ExtraModules and ExtraRoute are inserted verbatim:
+	// after the global parameters, after the module parameters, and at the
+	// end of the file (for more route blocks).
+	ExtraGlobals, ExtraModules, ExtraRoute string
+	// StartTimeout bounds the wait for the port to accept (default 20s).
+	StartTimeout time.Duration
+}
+
+// TemplateData is what Template is executed with.
+type TemplateData struct {
+	Port           int
+	Dir            string // the instance's temp dir
+	CtlSocket      string // unix socket path for the ctl module
+	ModPath        string
+	Realm          string
+	Password       string
+	Children       int
+	TCPReadBufSize int
+	ExtraGlobals   string
+	ExtraModules   string
+	ExtraRoute     string
+}
+
+// Template is the MSRP relay config: the Kamailio msrp module
+// documentation's "msrp_cmap_ functions" example, with use_path_addr as
+// host:port (the documented "msrp://..." form makes Kamailio build
+// msrp://msrp://... Use-Paths), the ctl socket in the temp dir and logs on
+// stderr.
+var Template = template.Must(template.New("kamailio.cfg").Parse(configText))
+
+const configText = `#!KAMAILIO
+debug=2
+log_stderror=yes
+log_color=no
+children={{.Children}}
+auto_aliases=no
+disable_sctp=yes
+tcp_accept_no_cl=yes
+tcp_connection_lifetime=1810
+{{- if gt .TCPReadBufSize 0}}
+tcp_rd_buf_size={{.TCPReadBufSize}}
+{{- end}}
+listen=tcp:127.0.0.1:{{.Port}}
+mpath="{{.ModPath}}"
+{{.ExtraGlobals}}
+loadmodule "sl.so"
+loadmodule "kex.so"
+loadmodule "ctl.so"
+loadmodule "msrp.so"
+loadmodule "pv.so"
+loadmodule "auth.so"
+loadmodule "cfgutils.so"
+loadmodule "xlog.so"
+
+modparam("ctl", "binrpc", "unix:{{.CtlSocket}}")
+modparam("auth", "nonce_count", 1)
+modparam("auth", "qop", "auth")
+modparam("msrp", "cmap_size", 8)
+modparam("msrp", "use_path_addr", "127.0.0.1:{{.Port}}")
+{{.ExtraModules}}
+request_route {
+	sl_send_reply("403", "No SIP Here");
+	exit;
+}
+
+reply_route {
+	drop;
+}
+
+event_route[msrp:frame-in] {
+	msrp_reply_flags("1");
+	if (msrp_is_reply()) {
+		msrp_relay();
+	} else if ($msrp(method)=="AUTH") {
+		if ($msrp(nexthops)>0) {
+			msrp_relay();
+			exit;
+		}
+		$var(passwd) = "{{.Password}}";
+		if (!pv_www_authenticate("{{.Realm}}", "$var(passwd)", "0", "$msrp(method)")) {
+			if (auth_get_www_authenticate("{{.Realm}}", "1", "$var(wauth)")) {
+				msrp_reply("401", "Unauthorized", "$var(wauth)");
+			} else {
+				msrp_reply("500", "Server Error");
+			}
+			exit;
+		}
+		msrp_cmap_save();
+	} else if ($msrp(method)=="SEND" || $msrp(method)=="REPORT") {
+		if ($msrp(nexthops)>1) {
+			if ($msrp(method)!="REPORT") {
+				msrp_reply("200", "OK");
+			}
+			msrp_relay();
+			exit;
+		}
+		if (msrp_cmap_lookup()) {
+			if ($msrp(method)!="REPORT") {
+				msrp_reply("200", "OK");
+			}
+			msrp_relay_flags("1");
+			msrp_relay();
+		} else {
+			msrp_reply("481", "Session-does-not-exist");
+		}
+	} else {
+		msrp_reply("501", "Request-method-not-understood");
+	}
+}
+{{.ExtraRoute}}
+`
+
+// Instance is a running Kamailio.
+type Instance struct {
+	port    int
+	dir     string
+	cfgPath string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when the process has been reaped
+}
+
+// Addr returns "127.0.0.1:PORT".
+func (k *Instance) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(k.port)) }
+
+// Port returns the MSRP port.
+func (k *Instance) Port() int { return k.port }
+
+// URI returns the relay's MSRP URI, "msrp://127.0.0.1:PORT;tcp".
+func (k *Instance) URI() string { return "msrp://" + k.Addr() + ";tcp" }
+
+// ConfigPath returns the path of the config file written.
+func (k *Instance) ConfigPath() string { return k.cfgPath }
+
+// Log returns Kamailio's output so far.
+func (k *Instance) Log() string {
+	b, err := os.ReadFile(k.logPath)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", k.logPath, err)
+	}
+	return string(b)
+}
+
+// LogTail returns the last n lines of the log.
+func (k *Instance) LogTail(n int) string { return tail(k.Log(), n) }
+
+// Exited is closed when the process has exited.
+func (k *Instance) Exited() <-chan struct{} { return k.exited }
+
+// Binary returns the kamailio binary's path and checks that msrp.so is in
+// modPath. When either is missing it skips tb, or fails it when CI is set.
+func Binary(tb testing.TB, modPath string) string {
+	tb.Helper()
+	bin, err := exec.LookPath("kamailio")
+	if err != nil {
+		for _, p := range []string{"/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
+			if _, e := os.Stat(p); e == nil {
+				bin, err = p, nil
+				break
+			}
+		}
+	}
+	missing := ""
+	if err != nil {
+		missing = "kamailio binary not found (apt-get install kamailio kamailio-extra-modules)"
+	} else if _, e := os.Stat(filepath.Join(modPath, "msrp.so")); e != nil {
+		missing = "msrp.so not found in " + modPath + " (apt-get install kamailio-extra-modules)"
+	}
+	if missing != "" {
+		if os.Getenv("CI") != "" {
+			tb.Fatalf("%s, and CI is set: the Kamailio tests must run in CI", missing)
+		}
+		tb.Skipf("%s; set CI=1 to make this a failure", missing)
+	}
+	return bin
+}
+
+// Start runs Kamailio with cfg and returns when its MSRP port accepts
+// connections. A t.Cleanup stops it (SIGTERM, SIGKILL after 5 s) and logs
+// its output's tail when the test failed.
+func Start(tb testing.TB, cfg Config) *Instance {
+	tb.Helper()
+	bin := Binary(tb, DefaultModPath)
+	if cfg.Template == nil {
+		cfg.Template = Template
+	}
+	if cfg.Password == "" {
+		cfg.Password = Password
+	}
+	if cfg.Children <= 0 {
+		cfg.Children = 2
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 20 * time.Second
+	}
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		k, err := start(tb, bin, cfg)
+		if err == nil {
+			return k
+		}
+		lastErr = err
+		if !errors.Is(err, errBind) {
+			break
+		}
+		tb.Logf("kamailio: port taken, retrying (%v)", err)
+	}
+	tb.Fatalf("kamailio: %v", lastErr)
+	return nil
+}
+
+var errBind = errors.New("could not bind the port")
+
+func start(tb testing.TB, bin string, cfg Config) (*Instance, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := tb.TempDir()
+	k := &Instance{
+		port:    port,
+		dir:     dir,
+		cfgPath: filepath.Join(dir, "kamailio.cfg"),
+		logPath: filepath.Join(dir, "kamailio.log"),
+		exited:  make(chan struct{}),
+	}
+	var buf bytes.Buffer
+	err = cfg.Template.Execute(&buf, TemplateData{
+		Port:           port,
+		Dir:            dir,
+		CtlSocket:      filepath.Join(dir, "ctl.sock"),
+		ModPath:        DefaultModPath,
+		Realm:          Realm,
+		Password:       cfg.Password,
+		Children:       cfg.Children,
+		TCPReadBufSize: cfg.TCPReadBufSize,
+		ExtraGlobals:   cfg.ExtraGlobals,
+		ExtraModules:   cfg.ExtraModules,
+		ExtraRoute:     cfg.ExtraRoute,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config template: %w", err)
+	}
+	if err := os.WriteFile(k.cfgPath, buf.Bytes(), 0o600); err != nil {
+		return nil, fmt.Errorf("writing config: %w", err)
+	}
+	logf, err := os.Create(k.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("creating log: %w", err)
+	}
+	// -DD: no daemon, -E: log to stderr, -w: working dir; shared memory kept small.
+	k.cmd = exec.Command(bin, "-f", k.cfgPath, "-DD", "-E", "-w", dir, "-m", "64", "-M", "8")
+	k.cmd.Stdout, k.cmd.Stderr = logf, logf
+	k.cmd.Dir = dir
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := k.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	// The waiter goroutine is owned by the Instance: it ends when the
+	// process exits, which the cleanup below guarantees.
+	go func() {
+		_ = k.cmd.Wait()
+		logf.Close()
+		close(k.exited)
+	}()
+	tb.Cleanup(func() {
+		k.stop()
+		if tb.Failed() {
+			tb.Logf("kamailio log (last 40 lines of %s):\n%s", k.logPath, k.LogTail(40))
+		}
+	})
+	if err := k.waitReady(cfg.StartTimeout); err != nil {
+		k.stop()
+		log := k.Log()
+		if strings.Contains(log, "Address already in use") || strings.Contains(log, "bind(") {
+			return nil, fmt.Errorf("%w %d: %v", errBind, port, err)
+		}
+		return nil, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 40))
+	}
+	return k, nil
+}
+
+// waitReady polls a TCP connect to the port until it succeeds, the process
+// exits, or the timeout passes.
+func (k *Instance) waitReady(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var d net.Dialer
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		conn, err := d.DialContext(cctx, "tcp", k.Addr())
+		ccancel()
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-k.exited:
+			return fmt.Errorf("kamailio exited before listening on %s", k.Addr())
+		case <-ctx.Done():
+			return fmt.Errorf("kamailio not listening on %s after %v: %w", k.Addr(), timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// stop sends SIGTERM to the process (Kamailio stops its children), then
+// SIGKILL to its process group if it has not exited within 5 s.
+func (k *Instance) stop() {
+	select {
+	case <-k.exited:
+		return
+	default:
+	}
+	_ = k.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-k.exited:
+	case <-t.C:
+		_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+		<-k.exited
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	return port, nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
