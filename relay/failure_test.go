@@ -1,0 +1,391 @@
+package relay_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+func statusCode(t *testing.T, err error) int {
+	t.Helper()
+	var se *msrpclient.StatusError
+	if !errors.As(err, &se) {
+		t.Fatalf("error %v is not a status error", err)
+	}
+	return se.Code
+}
+
+// Garbage instead of a frame closes the connection, traced as a protocol error.
+func TestGarbageBeforeFrameCloses(t *testing.T) {
+	tr := startRelay(t, nil)
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); err == nil {
+		t.Fatal("relay answered garbage instead of closing")
+	}
+	tr.obs.waitFor(t, "closed(protocol-error)", func(e recEvent) bool {
+		return e.kind == relay.EventClosed && e.reason == relay.CloseProtocol
+	})
+}
+
+// A malformed frame whose transact-id is known is skipped; the connection
+// goes on with the next frame.
+func TestMalformedFrameSkipped(t *testing.T) {
+	tr := startRelay(t, nil)
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	frames := "MSRP bad1 SEND\r\nno colon here\r\n\r\nbody\r\n-------bad1$\r\n" +
+		"MSRP good1 AUTH\r\nTo-Path: " + tr.uri + "\r\nFrom-Path: msrp://127.0.0.1:9/x;tcp\r\n-------good1$\r\n"
+	if _, err := nc.Write([]byte(frames)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	rd := msrp.NewReader(bufio.NewReader(nc), msrp.Limits{})
+	f, err := rd.ReadFrame()
+	if err != nil || string(f.TransactID) != "good1" || f.StatusCode != 401 {
+		t.Fatalf("after a malformed frame: %+v %v", f, err)
+	}
+}
+
+// A client that sends its header fields one byte at a time is cut off by
+// the header timeout (slowloris).
+func TestHeaderTimeout(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Limits.HeaderTimeout = 500 * time.Millisecond })
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond) // the scenario: 10 bytes/s
+		defer tick.Stop()
+		for _, b := range []byte("MSRP abcd AUTH\r\nTo-Path: msrp://x;tcp\r\n") {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := nc.Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}()
+	tr.obs.waitFor(t, "closed(header-timeout)", func(e recEvent) bool {
+		return e.kind == relay.EventClosed && e.reason == relay.CloseHeaderTimeout
+	})
+}
+
+// A client that stops reading is closed by the send timeout; the sender is
+// told with a failure REPORT and later SENDs find no session.
+func TestSlowReaderSendTimeout(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Limits.SendTimeout = 500 * time.Millisecond })
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	// B's Incoming holds one request; nobody takes it, so B's reader
+	// blocks and B stops reading its socket.
+	b, useB := client(t, tr, "bob", msrpclient.Options{IncomingQueue: 1})
+	to := []string{useA, useB, b.LocalURI()}
+	chunk := make([]byte, 256<<10)
+	var sawFailure bool
+	for i := 0; i < 200 && !sawFailure; i++ {
+		_, err := a.Send(ctxT(t), to, msrpclient.Message{Body: chunk, ContentType: "application/octet-stream"})
+		if err != nil {
+			if statusCode(t, err) != 481 {
+				t.Fatalf("SEND %d: %v", i, err)
+			}
+			sawFailure = true
+		}
+	}
+	tr.obs.waitFor(t, "closed(send-timeout)", func(e recEvent) bool {
+		return e.kind == relay.EventClosed && e.reason == relay.CloseSendTimeout
+	})
+	if !sawFailure {
+		t.Fatal("SENDs to a client that stopped reading kept succeeding")
+	}
+	rep := receive(t, a, "REPORT")
+	if rep.Status == nil || rep.Status.Code != 408 {
+		t.Fatalf("REPORT %+v", rep)
+	}
+}
+
+// fakeHop is a next hop that reads frames and answers with code (0: never).
+func fakeHop(t *testing.T, code int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				rd := msrp.NewReader(bufio.NewReader(nc), msrp.Limits{})
+				w := msrp.NewWriter(nc)
+				for {
+					f, err := rd.ReadFrame()
+					if err != nil {
+						return
+					}
+					from, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+					to, _ := msrp.SplitPath(f.Get(msrp.HdrToPath))
+					tid := string(f.TransactID)
+					if _, err := f.Body().WriteTo(discard{}); err != nil {
+						return
+					}
+					if code == 0 || !f.IsRequest() || string(f.Method) == "REPORT" {
+						continue
+					}
+					_ = w.StartResponse([]byte(tid), code, "Test")
+					w.Header(msrp.HdrToPath, from)
+					w.Header(msrp.HdrFromPath, to)
+					if w.End(msrp.FlagEnd) != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "msrp://" + ln.Addr().String() + "/hop;tcp"
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Failures after the relay accepted a SEND come back as REPORTs
+// (RFC 4976 §6.4.1): an error response of the next hop, no response at all
+// (408 after the transaction timeout), an unreachable next hop.
+func TestFailureReports(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Limits.TransactionTimeout = 500 * time.Millisecond })
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadURI := "msrp://" + dead.Addr().String() + "/x;tcp"
+	dead.Close()
+	tests := []struct {
+		name string
+		hop  string
+		fr   string
+		want int // REPORT status; 0: no REPORT expected
+	}{
+		{"error response", fakeHop(t, 415), "", 415},
+		{"no response", fakeHop(t, 0), "yes", 408},
+		{"unreachable", deadURI, "", 408},
+		{"partial: error response", fakeHop(t, 413), "partial", 413},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := a.Send(ctxT(t), []string{useA, tc.hop}, msrpclient.Message{Body: []byte("hi"), ContentType: "text/plain", FailureReport: tc.fr})
+			if err != nil {
+				t.Fatalf("SEND: %v", err)
+			}
+			wantCode := 200
+			if tc.fr == "partial" {
+				wantCode = 0 // no positive response with partial
+			}
+			if res.Chunks[0].Code != wantCode {
+				t.Fatalf("hop-by-hop response %d, want %d", res.Chunks[0].Code, wantCode)
+			}
+			rep := receive(t, a, "REPORT")
+			if rep.MessageID != res.MessageID || rep.Status == nil || rep.Status.Code != tc.want {
+				t.Fatalf("REPORT %+v status %+v", rep, rep.Status)
+			}
+			if rep.ByteRange.Start != 1 || strings.Join(rep.FromPath, " ") != useA {
+				t.Fatalf("REPORT Byte-Range %+v From-Path %q", rep.ByteRange, rep.FromPath)
+			}
+		})
+	}
+}
+
+// A session expires after its Expires; then requests get 481.
+func TestExpiredSession(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Auth.MinExpires, c.Auth.Expires, c.Auth.MaxExpires = 1, 60, 60 })
+	a, err := msrpclient.Dial(ctxT(t), tr.addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	useA, exp, err := a.Auth(ctxT(t), tr.uri, "alice", "alice-pw", 1)
+	if err != nil || exp != 1 {
+		t.Fatalf("AUTH: %v %d", err, exp)
+	}
+	hop := fakeHop(t, 200)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := a.Send(ctxT(t), []string{useA, hop}, msrpclient.Message{Body: []byte("x"), ContentType: "text/plain"})
+		if err != nil {
+			if c := statusCode(t, err); c != 481 {
+				t.Fatalf("code %d, want 481", c)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("session did not expire")
+		}
+	}
+}
+
+// IPv6 listener: the Use-Path carries the bracketed literal (research B3).
+func TestIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback here:", err)
+	}
+	ln.Close()
+	tr := startRelay(t, func(c *relay.Config) { c.Listen = []relay.Listen{{Transport: "msrp", Addr: "[::1]:0"}} })
+	if !strings.HasPrefix(tr.uri, "msrp://[::1]:") {
+		t.Fatalf("listener URI %q", tr.uri)
+	}
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	u, err := msrp.ParseURI(useA)
+	if err != nil || u.Host != "::1" || u.SessionID == "" {
+		t.Fatalf("Use-Path %q: %+v %v", useA, u, err)
+	}
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	if _, err := a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("v6"), ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, b, "SEND"); string(got.Body) != "v6" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// testPKI writes a CA and a certificate for 127.0.0.1, ::1 and localhost.
+type testPKI struct {
+	caFile, certFile, keyFile string
+	pool                      *x509.CertPool
+}
+
+func newPKI(t *testing.T) *testPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "msrpscope test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "relay.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	p := &testPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"),
+		pool: x509.NewCertPool()}
+	p.pool.AddCert(ca)
+	write := func(name, typ string, b []byte) {
+		if err := os.WriteFile(name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(p.caFile, "CERTIFICATE", caDER)
+	write(p.certFile, "CERTIFICATE", der)
+	write(p.keyFile, "EC PRIVATE KEY", keyDER)
+	return p
+}
+
+func (p *testPKI) clientTLS() *tls.Config {
+	return &tls.Config{RootCAs: p.pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+}
+
+func tlsClient(t *testing.T, tr *testRelay, pki *testPKI, user string) (*msrpclient.Client, string) {
+	t.Helper()
+	c, err := msrpclient.Dial(ctxT(t), tr.addr(), pki.clientTLS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	use, _, err := c.Auth(ctxT(t), tr.uri, user, testUsers[user], 0)
+	if err != nil {
+		t.Fatalf("AUTH %s over TLS: %v", user, err)
+	}
+	return c, use
+}
+
+// msrps listeners: the Use-Path is msrps (research R1, R2), frames relay
+// over TLS, and the handshake is traced with the peer certificate.
+func TestTLS(t *testing.T) {
+	pki := newPKI(t)
+	tr := startRelay(t, func(c *relay.Config) {
+		c.Listen = []relay.Listen{{Transport: "msrps", Addr: "127.0.0.1:0", Cert: pki.certFile, Key: pki.keyFile}}
+	})
+	if !strings.HasPrefix(tr.uri, "msrps://127.0.0.1:") {
+		t.Fatalf("listener URI %q", tr.uri)
+	}
+	a, useA := tlsClient(t, tr, pki, "alice")
+	b, useB := tlsClient(t, tr, pki, "bob")
+	if !strings.HasPrefix(useA, "msrps://") {
+		t.Fatalf("Use-Path %q is not msrps", useA)
+	}
+	if _, err := a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("secret"), ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, b, "SEND"); string(got.Body) != "secret" {
+		t.Fatalf("got %+v", got)
+	}
+	hs := tr.obs.waitFor(t, "tls-handshake", func(e recEvent) bool { return e.kind == relay.EventTLSHandshake })
+	if !hs.tls.OK || hs.tls.Version == "" {
+		t.Fatalf("handshake event %+v", hs.tls)
+	}
+	// A plain-TCP client on the TLS port fails the handshake, traced.
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = nc.Write([]byte("MSRP abcd AUTH\r\n-------abcd$\r\n"))
+	tr.obs.waitFor(t, "failed handshake", func(e recEvent) bool {
+		return e.kind == relay.EventClosed && e.reason == relay.CloseTLSFailed
+	})
+	nc.Close()
+}
+
+var _ = context.Background
