@@ -22,7 +22,9 @@ type endpoint struct {
 
 func authed(t *testing.T, ctx context.Context, k *kamailio.Instance) *endpoint {
 	t.Helper()
-	c, err := msrpclient.Dial(ctx, k.Addr(), nil)
+	// A small window keeps Kamailio's 32 KB per-connection write queue from
+	// overflowing (it drops frames instead of applying backpressure).
+	c, err := msrpclient.DialOptions(ctx, k.Addr(), nil, msrpclient.Options{Window: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -284,6 +284,7 @@ func (r *response) get(name string) (string, bool) {
 // completed exactly once by whoever removes it from pending.
 type txn struct {
 	tid    string
+	hdrs   bool // copy the response's header fields (AUTH needs them; SEND does not)
 	timer  *time.Timer
 	sent   time.Time
 	onDone func(r *response, sent time.Time, err error)
@@ -312,13 +313,13 @@ func (c *Client) deadErr() error {
 
 // register opens a transaction (the caller holds a window slot, which
 // completion releases).
-func (c *Client) register(tid string, onDone func(*response, time.Time, error)) error {
+func (c *Client) register(tid string, hdrs bool, onDone func(*response, time.Time, error)) error {
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
 	if c.dead != nil {
 		return c.dead
 	}
-	c.pending[tid] = &txn{tid: tid, onDone: onDone}
+	c.pending[tid] = &txn{tid: tid, hdrs: hdrs, onDone: onDone}
 	return nil
 }
 
@@ -382,7 +383,7 @@ func (c *Client) roundTrip(ctx context.Context, tid string, write func(w *msrp.W
 		err error
 	}
 	ch := make(chan result, 1)
-	if err := c.register(tid, func(r *response, _ time.Time, err error) { ch <- result{r, err} }); err != nil {
+	if err := c.register(tid, true, func(r *response, _ time.Time, err error) { ch <- result{r, err} }); err != nil {
 		c.release()
 		return nil, err
 	}
@@ -455,13 +456,17 @@ func (c *Client) readLoop() {
 func (c *Client) handleResponse(f *msrp.Frame) {
 	now := time.Now()
 	c.pmu.Lock()
-	_, ok := c.pending[string(f.TransactID)]
+	t, ok := c.pending[string(f.TransactID)]
+	hdrs := ok && t.hdrs
 	c.pmu.Unlock()
 	if !ok {
 		c.unknown.Add(1)
 		return
 	}
-	r := &response{code: f.StatusCode, comment: string(f.Comment), at: now, headers: copyHeaders(f)}
+	r := &response{code: f.StatusCode, comment: string(f.Comment), at: now}
+	if hdrs {
+		r.headers = copyHeaders(f)
+	}
 	if !c.finish(string(f.TransactID), r, nil) {
 		c.unknown.Add(1) // timed out meanwhile
 	}

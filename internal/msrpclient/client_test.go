@@ -302,7 +302,10 @@ func TestSendErrors(t *testing.T) {
 	to := []string{"msrp://bob.example:8888/b;tcp"}
 	t.Run("481", func(t *testing.T) {
 		c, p := newPair(t, Options{})
-		done := async(func() sendOut { r, err := c.Send(context.Background(), to, Message{Body: []byte("x")}); return sendOut{r, err} })
+		done := async(func() sendOut {
+			r, err := c.Send(context.Background(), to, Message{Body: []byte("x")})
+			return sendOut{r, err}
+		})
 		f := p.read()
 		p.respond("unknown1234", 200, "OK") // a response to nothing: counted, dropped
 		p.respond(f.tid, 481, "Session does not exist")
@@ -317,7 +320,10 @@ func TestSendErrors(t *testing.T) {
 	})
 	t.Run("timeout", func(t *testing.T) {
 		c, p := newPair(t, Options{ResponseTimeout: 50 * time.Millisecond})
-		done := async(func() sendOut { r, err := c.Send(context.Background(), to, Message{Body: []byte("x")}); return sendOut{r, err} })
+		done := async(func() sendOut {
+			r, err := c.Send(context.Background(), to, Message{Body: []byte("x")})
+			return sendOut{r, err}
+		})
 		f := p.read()
 		out := await(t, done)
 		if !errors.Is(out.err, ErrTimeout) {
@@ -334,7 +340,10 @@ func TestSendErrors(t *testing.T) {
 	})
 	t.Run("truncated response", func(t *testing.T) {
 		c, p := newPair(t, Options{})
-		done := async(func() sendOut { r, err := c.Send(context.Background(), to, Message{Body: []byte("x")}); return sendOut{r, err} })
+		done := async(func() sendOut {
+			r, err := c.Send(context.Background(), to, Message{Body: []byte("x")})
+			return sendOut{r, err}
+		})
 		f := p.read()
 		p.writeRaw("MSRP " + f.tid + " 200 OK\r\nTo-Path: " + testURI + "\r\n")
 		p.conn.Close()

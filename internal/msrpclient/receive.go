@@ -61,8 +61,10 @@ func (c *Client) handleRequest(f *msrp.Frame) error {
 	rec := &Received{
 		Method:     string(f.Method),
 		TransactID: string(f.TransactID),
-		Headers:    copyHeaders(f),
 		HasBody:    f.HasBody(),
+	}
+	if !c.opts.DiscardIncoming {
+		rec.Headers = copyHeaders(f)
 	}
 	rec.ToPath = strings.Fields(string(f.Get(msrp.HdrToPath)))
 	rec.FromPath = strings.Fields(string(f.Get(msrp.HdrFromPath)))

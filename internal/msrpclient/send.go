@@ -199,7 +199,7 @@ func (c *Client) SendAsync(ctx context.Context, toPath []string, msg Message) (*
 				break
 			}
 			p.add(1)
-			if err := c.register(tid, func(r *response, sent time.Time, err error) { p.complete(idx, r, sent, err) }); err != nil {
+			if err := c.register(tid, false, func(r *response, sent time.Time, err error) { p.complete(idx, r, sent, err) }); err != nil {
 				c.release()
 				p.complete(idx, nil, time.Time{}, err)
 				werr = err

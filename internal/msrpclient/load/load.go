@@ -46,15 +46,15 @@ type Report struct {
 	BodyBytes     int              `json:"body_bytes"`
 	ChunkBytes    int              `json:"chunk_bytes"`
 	Seconds       float64          `json:"seconds"`
-	Messages      int64            `json:"messages"`        // messages whose every chunk got 200
-	Frames        int64            `json:"send_frames"`     // SEND transactions answered 200
-	PayloadBytes  int64            `json:"payload_bytes"`   // body bytes in those
+	Messages      int64            `json:"messages"`      // messages whose every chunk got 200
+	Frames        int64            `json:"send_frames"`   // SEND transactions answered 200
+	PayloadBytes  int64            `json:"payload_bytes"` // body bytes in those
 	FramesPerSec  float64          `json:"send_frames_per_sec"`
 	MBPerSec      float64          `json:"mb_per_sec"` // payload, 10^6 bytes/s
 	LatencyP50    time.Duration    `json:"latency_p50_ns"`
 	LatencyP99    time.Duration    `json:"latency_p99_ns"`
 	LatencyMax    time.Duration    `json:"latency_max_ns"`
-	ReceivedSends int64            `json:"received_sends"` // SEND frames the B sides got
+	ReceivedSends int64            `json:"received_sends"` // SEND frames the B sides got (after up to 2 s of draining)
 	ReceivedBytes int64            `json:"received_bytes"`
 	Unknown       int64            `json:"unknown_responses"`
 	Errors        map[string]int64 `json:"errors"`
@@ -70,7 +70,7 @@ func (r Report) Summary() string {
 	if len(errs) > 0 {
 		e = strings.Join(errs, ",")
 	}
-	return fmt.Sprintf("msrpload: %d pairs window %d size %d: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s, 200 latency p50 %v p99 %v, received %d, errors %s",
+	return fmt.Sprintf("msrpload: %d pairs window %d size %d: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s, 200 latency p50 %v p99 %v, received at B %d, errors %s",
 		r.Pairs, r.Window, r.BodyBytes, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec,
 		r.LatencyP50.Round(time.Microsecond), r.LatencyP99.Round(time.Microsecond), r.ReceivedSends, e)
 }
@@ -163,6 +163,8 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 
+	drain(ctx, pairs)
+
 	var h histogram
 	for _, p := range pairs {
 		rep.Messages += p.messages
@@ -176,6 +178,12 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		rep.ReceivedSends += st.SendsReceived
 		rep.ReceivedBytes += st.BodyBytes
 		rep.Unknown += p.a.Stats().UnknownResponses
+		if p.b.Err() != nil {
+			rep.Errors["receiver-conn-closed"]++ // e.g. a relay that drops instead of queueing
+		}
+		if p.a.Err() != nil {
+			rep.Errors["sender-conn-closed"]++
+		}
 	}
 	rep.Seconds = elapsed.Seconds()
 	if rep.Seconds > 0 {
@@ -186,6 +194,31 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	rep.LatencyP99 = h.quantile(0.99)
 	rep.LatencyMax = h.max
 	return rep, nil
+}
+
+// drain waits (at most 2 s) until every B has received as many SEND frames
+// as its A got 200s for: a relay may answer a hop before it forwards.
+func drain(ctx context.Context, pairs []*pair) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		behind := false
+		for _, p := range pairs {
+			if p.b.Stats().SendsReceived < p.frames {
+				behind = true
+			}
+		}
+		if !behind {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 type pair struct {
