@@ -1,0 +1,73 @@
+package kamailio_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/internal/kamailio"
+	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
+)
+
+// TestLoadKamailio runs the msrpload core against Kamailio, bounded by count.
+func TestLoadKamailio(t *testing.T) {
+	k := kamailio.Start(t, kamailio.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		name                 string
+		pairs, window, count int
+		size, chunk          int
+	}{
+		{"small pipelined", 2, 16, 500, 100, 0},
+		{"chunked 16 KB in 4 KB", 1, 8, 20, 16 << 10, 4 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := load.Run(ctx, load.Options{
+				RelayURI: k.URI(), User: kamailio.User, Password: kamailio.Password,
+				Pairs: tc.pairs, Window: tc.window, Count: tc.count, Size: tc.size, Chunk: tc.chunk,
+				ResponseTimeout: 10 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(rep.Summary())
+			chunks := 1
+			if tc.chunk > 0 {
+				chunks = (tc.size + tc.chunk - 1) / tc.chunk
+			}
+			want := int64(tc.pairs * tc.count * chunks)
+			if rep.Frames != want || len(rep.Errors) != 0 || rep.Messages != int64(tc.pairs*tc.count) {
+				t.Fatalf("frames %d messages %d errors %v, want %d frames and no errors", rep.Frames, rep.Messages, rep.Errors, want)
+			}
+			// B answers and counts asynchronously; what arrived cannot
+			// exceed what was sent.
+			if rep.ReceivedSends > want {
+				t.Fatalf("B received %d SENDs, more than the %d sent", rep.ReceivedSends, want)
+			}
+		})
+	}
+}
+
+// BenchmarkKamailioSEND sends b.N 100-byte SENDs through Kamailio (A to B,
+// two relay hops), pipelined with a window of 64 on one pair.
+func BenchmarkKamailioSEND(b *testing.B) {
+	k := kamailio.Start(b, kamailio.Config{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	rep, err := load.Run(ctx, load.Options{
+		RelayURI: k.URI(), User: kamailio.User, Password: kamailio.Password,
+		Pairs: 1, Window: 64, Count: b.N, Size: 100, ResponseTimeout: 10 * time.Second,
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(rep.Errors) != 0 {
+		b.Logf("errors: %v", rep.Errors)
+	}
+	b.ReportMetric(rep.FramesPerSec, "SEND/s")
+	b.ReportMetric(float64(rep.LatencyP50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(rep.LatencyP99.Microseconds()), "p99-µs")
+}
