@@ -389,3 +389,50 @@ func TestTLS(t *testing.T) {
 }
 
 var _ = context.Background
+// Two relays in a chain, TLS on every hop, with client certificates
+// between the relays: A on R1, B on R2; A authenticates at R2 through R1
+// (RFC 4976 §5.1) and messages cross both ways.
+func TestChainedRelaysTLS(t *testing.T) {
+	pki := newPKI(t)
+	mod := func(c *relay.Config) {
+		c.Listen = []relay.Listen{{Transport: "msrps", Addr: "127.0.0.1:0", Cert: pki.certFile, Key: pki.keyFile,
+			ClientCA: pki.caFile, ClientAuth: "request"}}
+		c.Outbound = relay.Outbound{CAFile: pki.caFile, Cert: pki.certFile, Key: pki.keyFile}
+	}
+	r1 := startRelay(t, mod)
+	r2 := startRelay(t, mod)
+	a, useA1 := tlsClient(t, r1, pki, "alice")
+	b, useB2 := tlsClient(t, r2, pki, "bob")
+	useA2, _, err := a.AuthPath(ctxT(t), []string{r1.uri, r2.uri}, "alice", testUsers["alice"], 0)
+	if err != nil {
+		t.Fatalf("AUTH at R2 through R1: %v", err)
+	}
+	if !strings.HasPrefix(useA2, r2.uri[:len(r2.uri)-4]) {
+		t.Fatalf("Use-Path from R2 %q", useA2)
+	}
+	res, err := a.Send(ctxT(t), []string{useA1, useA2, useB2, b.LocalURI()}, msrpclient.Message{Body: []byte("through two relays"), ContentType: "text/plain", SuccessReport: "yes"})
+	if err != nil || res.Chunks[0].Code != 200 {
+		t.Fatalf("SEND A→B: %+v %v", res, err)
+	}
+	got := receive(t, b, "SEND")
+	if string(got.Body) != "through two relays" || strings.Join(got.FromPath, " ") != useB2+" "+useA2+" "+useA1+" "+a.LocalURI() {
+		t.Fatalf("B got %q From-Path %q", got.Body, got.FromPath)
+	}
+	if rep := receive(t, a, "REPORT"); rep.Status == nil || rep.Status.Code != 200 {
+		t.Fatalf("success REPORT %+v", rep)
+	}
+	if _, err := b.Send(ctxT(t), []string{useB2, useA2, useA1, a.LocalURI()}, msrpclient.Message{Body: []byte("and back"), ContentType: "text/plain"}); err != nil {
+		t.Fatalf("SEND B→A: %v", err)
+	}
+	if got := receive(t, a, "SEND"); string(got.Body) != "and back" {
+		t.Fatalf("A got %+v", got)
+	}
+	// R1 dialled R2 over TLS, presenting its certificate.
+	hs := r2.obs.waitFor(t, "tls-handshake with a client certificate", func(e recEvent) bool {
+		return e.kind == relay.EventTLSHandshake && e.tls.OK && e.tls.PeerSubject != ""
+	})
+	if !strings.Contains(hs.tls.PeerSubject, "relay.test") {
+		t.Fatalf("peer subject %q", hs.tls.PeerSubject)
+	}
+}
+

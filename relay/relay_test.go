@@ -214,6 +214,26 @@ func TestAuthSendBothWaysWithReports(t *testing.T) {
 		t.Fatalf("A got %+v", got)
 	}
 
+	// NICKNAME (RFC 7701) and an unknown method are relayed, not refused
+	// with 501 (research R7); their responses travel back end to end.
+	for _, m := range []string{"NICKNAME", "FOOBAR"} {
+		done := make(chan error, 1)
+		go func() {
+			_, _, err := a.Request(ctxT(t), m, []string{useA, useB, b.LocalURI()}, []msrpclient.Header{{Name: "Use-Nickname", Value: `"al"`}}, nil)
+			done <- err
+		}()
+		got := receive(t, b, m)
+		if v, _ := got.Get("Use-Nickname"); v != `"al"` {
+			t.Fatalf("B got %+v", got)
+		}
+		if err := b.Respond(got, 425, "Nickname in use"); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; statusCode(t, err) != 425 {
+			t.Fatalf("%s: %v, want the end-to-end 425", m, err)
+		}
+	}
+
 	// The observer saw the frames, with the session, and the connections.
 	in := tr.obs.waitFor(t, "frame-in SEND", func(e recEvent) bool {
 		return e.kind == relay.EventFrameIn && e.method == "SEND"

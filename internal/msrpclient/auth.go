@@ -28,7 +28,20 @@ var ErrRspauth = errors.New("msrpclient: Authentication-Info rspauth mismatch")
 // A 401 with stale=true is retried once with the new nonce. A non-200
 // final response gives a *StatusError.
 func (c *Client) Auth(ctx context.Context, relayURI, user, password string, expires int) (usePath string, expiresGot int, err error) {
-	r, err := c.auth(ctx, relayURI, "", expires)
+	return c.AuthPath(ctx, []string{relayURI}, user, password, expires)
+}
+
+// AuthPath is Auth with a To-Path of several URIs: an AUTH to the last
+// relay, routed through the ones before it, at which the client must have
+// authenticated already (RFC 4976 §5.1: To-Path "R1;tcp R2;tcp"). The
+// digest uri is the rightmost To-Path URI (RFC 4976 §9.1).
+func (c *Client) AuthPath(ctx context.Context, toPath []string, user, password string, expires int) (usePath string, expiresGot int, err error) {
+	if len(toPath) == 0 {
+		return "", 0, errors.New("msrpclient: AUTH without To-Path")
+	}
+	relayURI := toPath[len(toPath)-1]
+	to := strings.Join(toPath, " ")
+	r, err := c.auth(ctx, to, "", expires)
 	if err != nil {
 		return "", 0, err
 	}
@@ -53,7 +66,7 @@ func (c *Client) Auth(ctx context.Context, relayURI, user, password string, expi
 		if err != nil {
 			return "", 0, err
 		}
-		if r, err = c.auth(ctx, relayURI, cred, expires); err != nil {
+		if r, err = c.auth(ctx, to, cred, expires); err != nil {
 			return "", 0, err
 		}
 		if r.code == 200 {
@@ -85,13 +98,13 @@ func (c *Client) authOK(r *response) (string, int, error) {
 	return use, exp, nil
 }
 
-func (c *Client) auth(ctx context.Context, relayURI, cred string, expires int) (*response, error) {
+func (c *Client) auth(ctx context.Context, toPath, cred string, expires int) (*response, error) {
 	tid := string(msrp.TransactIDFor(nil, nil))
 	r, err := c.roundTrip(ctx, tid, func(w *msrp.Writer) error {
 		if err := w.StartRequest([]byte(tid), "AUTH"); err != nil {
 			return err
 		}
-		w.HeaderString(msrp.HdrToPath, relayURI)
+		w.HeaderString(msrp.HdrToPath, toPath)
 		w.HeaderString(msrp.HdrFromPath, c.fromPath)
 		if cred != "" {
 			w.HeaderString(msrp.HdrAuthorization, cred)

@@ -255,3 +255,42 @@ func nilIfEmpty(s string) []byte {
 	}
 	return []byte(s)
 }
+
+// Request sends a request of any method other than SEND and AUTH (e.g.
+// NICKNAME, RFC 7701, or an extension) with the given header fields and
+// optional body, and waits for its response, which travels end to end
+// (RFC 4975 §7.2). A REPORT gets no response: Request returns once it is
+// written, with code 0.
+func (c *Client) Request(ctx context.Context, method string, toPath []string, headers []Header, body []byte) (code int, comment string, err error) {
+	if len(toPath) == 0 {
+		return 0, "", errors.New("msrpclient: request without To-Path")
+	}
+	tid := string(msrp.TransactIDFor(nil, body))
+	write := func(w *msrp.Writer) error {
+		if err := w.StartRequest([]byte(tid), method); err != nil {
+			return err
+		}
+		w.HeaderString(msrp.HdrToPath, strings.Join(toPath, " "))
+		w.HeaderString(msrp.HdrFromPath, c.fromPath)
+		for _, h := range headers {
+			w.HeaderString(h.Name, h.Value)
+		}
+		if body != nil {
+			if _, err := w.Body().Write(body); err != nil {
+				return err
+			}
+		}
+		return w.End(msrp.FlagEnd)
+	}
+	if method == "REPORT" {
+		return 0, "", c.writeFrame(write)
+	}
+	r, err := c.roundTrip(ctx, tid, write)
+	if err != nil {
+		return 0, "", fmt.Errorf("msrpclient: %s: %w", method, err)
+	}
+	if r.code != 200 {
+		return r.code, r.comment, fmt.Errorf("msrpclient: %s: %w", method, &StatusError{Code: r.code, Comment: r.comment})
+	}
+	return r.code, r.comment, nil
+}
