@@ -389,6 +389,7 @@ func TestTLS(t *testing.T) {
 }
 
 var _ = context.Background
+
 // Two relays in a chain, TLS on every hop, with client certificates
 // between the relays: A on R1, B on R2; A authenticates at R2 through R1
 // (RFC 4976 §5.1) and messages cross both ways.
@@ -435,4 +436,3 @@ func TestChainedRelaysTLS(t *testing.T) {
 		t.Fatalf("peer subject %q", hs.tls.PeerSubject)
 	}
 }
-
