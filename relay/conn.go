@@ -250,8 +250,7 @@ func (c *conn) readLoop() {
 			wait = min(wait, lim.FirstRequestTimeout)
 		}
 		if !c.enterIdle(wait) {
-			c.close(CloseShutdown, nil)
-			return
+			return // shutting down: run flushes and closes
 		}
 		_, err := c.br.Peek(1)
 		c.leaveIdle()
@@ -318,7 +317,7 @@ func (c *conn) closeOnReadErr(err error, timeoutReason CloseReason) {
 	switch {
 	case c.isClosed():
 	case c.r.shuttingDown.Load() && errors.Is(err, os.ErrDeadlineExceeded):
-		c.close(CloseShutdown, nil)
+		// Interrupted while idle: run flushes and closes.
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.close(timeoutReason, err)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):

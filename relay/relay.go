@@ -393,7 +393,18 @@ func (r *Relay) run(c *conn) {
 		c.writeLoop()
 	}()
 	c.readLoop()
-	c.close(CloseEOF, nil) // no-op when already closed with a reason
+	if !c.isClosed() {
+		// Reading ended without an error (graceful shutdown): write what
+		// is queued, then close.
+		c.closeAfterFlush(CloseShutdown, nil)
+		t := time.NewTimer(r.lim.SendTimeout)
+		select {
+		case <-c.done:
+		case <-t.C:
+			c.close(CloseShutdown, nil)
+		}
+		t.Stop()
+	}
 	<-wdone
 	n := r.sessions.dropConn(c)
 	r.unregister(c)
