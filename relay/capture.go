@@ -1,15 +1,16 @@
 package relay
 
 import (
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
-// The frame-in capture rebuilds a frame's wire bytes for the Observer from
+// The frame-in capture rebuilds a frame's wire bytes for the event.Observer from
 // what the Reader hands out: start line and header fields, blank line,
-// body, end-line. It does nothing without an Observer.
+// body, end-line. It does nothing without an event.Observer.
 
 func (c *conn) beginIn(f *msrp.Frame) {
 	if c.r.obs == nil {
@@ -31,7 +32,7 @@ func (c *conn) capIn(p []byte) {
 	}
 }
 
-// endIn reports the frame read from c to the Observer; complete is false
+// endIn reports the frame read from c to the event.Observer; complete is false
 // when its body broke off.
 func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
 	obs := c.r.obs
@@ -49,10 +50,10 @@ func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
 		e := append(append(append(end[:0], "-------"...), f.TransactID...), flag, '\r', '\n')
 		c.capIn(e)
 	}
-	fi := FrameInfo{Dir: DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
+	fi := event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
 		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID,
 		Flag: flag, Size: size, Wire: c.inCap}
-	ev := Event{Kind: EventFrameIn, Time: time.Now(), Conn: c.info, Frame: &fi}
+	ev := event.Event{Kind: event.FrameIn, Time: time.Now(), Conn: c.info, Frame: &fi}
 	obs.Observe(&ev)
 }
 

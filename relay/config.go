@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"fmt"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"log/slog"
 	"net"
 	"strconv"
@@ -21,13 +22,13 @@ type Config struct {
 	Auth     Auth     `yaml:"auth"`
 	Limits   Limits   `yaml:"limits"`
 	Outbound Outbound `yaml:"outbound"`
-	// TraceCaptureBytes bounds how much of each frame an Observer sees
-	// in FrameInfo.Wire. Default 16384.
+	// TraceCaptureBytes bounds how much of each frame an event.Observer sees
+	// in event.FrameInfo.Wire. Default 16384.
 	TraceCaptureBytes int `yaml:"trace_capture_bytes"`
 
-	Users    *auth.Users  `yaml:"-"` // who may AUTH; from Auth.UsersFile when nil
-	Logger   *slog.Logger `yaml:"-"`
-	Observer Observer     `yaml:"-"`
+	Users    *auth.Users    `yaml:"-"` // who may AUTH; from Auth.UsersFile when nil
+	Logger   *slog.Logger   `yaml:"-"`
+	Observer event.Observer `yaml:"-"`
 }
 
 // Listen is one listening socket.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
 	"log/slog"
 	"net"
@@ -25,7 +26,7 @@ const connBufSize = 32 << 10
 // bounded ctrl queue to its writer goroutine.
 type conn struct {
 	r    *Relay
-	info ConnInfo
+	info event.ConnInfo
 	nc   net.Conn
 	lst  *listener // nil for a dialled connection
 	key  string    // outbound pool key, "" for an accepted connection
@@ -45,7 +46,7 @@ type conn struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
-	reason    CloseReason
+	reason    event.CloseReason
 	closeErr  error
 
 	phaseMu sync.Mutex
@@ -54,9 +55,9 @@ type conn struct {
 	requestOK  atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
 	authFails  atomic.Int32 // failed AUTHs since the last success
 	tlsState   *tls.ConnectionState
-	inCap      []byte // frame-in capture for the Observer
+	inCap      []byte // frame-in capture for the event.Observer
 	tidBuf     [msrp.TransactIDLen]byte
-	sessionHit string // session of the frame being handled, for FrameInfo
+	sessionHit string // session of the frame being handled, for event.FrameInfo
 }
 
 // outFrame is a small frame made by the relay, queued for a writer goroutine.
@@ -64,7 +65,7 @@ type outFrame struct {
 	buf []byte
 	// A frame with a closeReason carries nothing: the writer closes the
 	// connection when it reaches it, after the frames queued before.
-	closeReason CloseReason
+	closeReason event.CloseReason
 	closeErr    error
 	tid         string
 	method      string
@@ -106,7 +107,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 
 // captureWriter writes to the connection with a send timeout per write
 // (progress, not total time) and, while capturing, keeps the first bytes
-// of the frame being written for the Observer.
+// of the frame being written for the event.Observer.
 type captureWriter struct {
 	nc      net.Conn
 	timeout time.Duration
@@ -133,7 +134,7 @@ func (c *captureWriter) start(on bool) {
 	c.n = 0
 }
 
-func newConn(r *Relay, nc net.Conn, lst *listener, dir Direction, transport string) *conn {
+func newConn(r *Relay, nc net.Conn, lst *listener, dir event.Direction, transport string) *conn {
 	c := &conn{
 		r:    r,
 		nc:   nc,
@@ -141,7 +142,7 @@ func newConn(r *Relay, nc net.Conn, lst *listener, dir Direction, transport stri
 		ctrl: make(chan *outFrame, r.lim.WriteQueue),
 		done: make(chan struct{}),
 	}
-	c.info = ConnInfo{
+	c.info = event.ConnInfo{
 		ID:        r.nextConnID.Add(1),
 		Transport: transport,
 		Local:     addrPort(nc.LocalAddr()),
@@ -166,7 +167,7 @@ func (c *conn) setNetConn(nc net.Conn) {
 func (c *conn) isClosed() bool { return c.closed.Load() }
 
 // close closes the connection once, recording why.
-func (c *conn) close(reason CloseReason, err error) {
+func (c *conn) close(reason event.CloseReason, err error) {
 	c.closeOnce.Do(func() {
 		c.reason, c.closeErr = reason, err
 		c.closed.Store(true)
@@ -188,7 +189,7 @@ func (c *conn) enqueue(f *outFrame) {
 	default:
 		f.release()
 		c.r.stats.queueFull.Add(1)
-		c.close(CloseLimit, errors.New("write queue full"))
+		c.close(event.CloseLimit, errors.New("write queue full"))
 	}
 }
 
@@ -217,14 +218,14 @@ func (c *conn) writeQueued(f *outFrame) {
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	var ev Event
+	var ev event.Event
 	if obs != nil && err == nil {
-		fi := FrameInfo{Dir: DirOut, TransactID: []byte(f.tid), Status: f.status, MessageID: []byte(f.messageID),
+		fi := event.FrameInfo{Dir: event.DirOut, TransactID: []byte(f.tid), Status: f.status, MessageID: []byte(f.messageID),
 			SessionID: f.sessionID, Flag: msrp.FlagEnd, Size: c.cw.n, Wire: c.cw.buf}
 		if f.method != "" {
 			fi.Method = []byte(f.method)
 		}
-		ev = Event{Kind: EventFrameOut, Time: time.Now(), Conn: c.info, Frame: &fi}
+		ev = event.Event{Kind: event.FrameOut, Time: time.Now(), Conn: c.info, Frame: &fi}
 		obs.Observe(&ev)
 	}
 	c.cw.start(false)
@@ -234,11 +235,11 @@ func (c *conn) writeQueued(f *outFrame) {
 	}
 }
 
-func writeCloseReason(err error) CloseReason {
+func writeCloseReason(err error) event.CloseReason {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return CloseSendTimeout
+		return event.CloseSendTimeout
 	}
-	return CloseWriteError
+	return event.CloseWriteError
 }
 
 // readLoop reads frames until the connection ends.
@@ -246,7 +247,7 @@ func (c *conn) readLoop() {
 	lim := &c.r.lim
 	for {
 		wait := lim.IdleTimeout
-		if c.info.Dir == DirIn && !c.requestOK.Load() {
+		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			wait = min(wait, lim.FirstRequestTimeout)
 		}
 		if !c.enterIdle(wait) {
@@ -255,7 +256,7 @@ func (c *conn) readLoop() {
 		_, err := c.br.Peek(1)
 		c.leaveIdle()
 		if err != nil {
-			c.closeOnReadErr(err, CloseIdleTimeout)
+			c.closeOnReadErr(err, event.CloseIdleTimeout)
 			return
 		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
@@ -268,14 +269,14 @@ func (c *conn) readLoop() {
 				}
 				return
 			}
-			c.closeOnReadErr(err, CloseHeaderTimeout)
+			c.closeOnReadErr(err, event.CloseHeaderTimeout)
 			return
 		}
 		c.dr.perRead = lim.BodyTimeout
 		err = c.handleFrame(f)
 		c.dr.perRead = 0
 		if err != nil {
-			c.closeOnReadErr(err, CloseBodyTimeout)
+			c.closeOnReadErr(err, event.CloseBodyTimeout)
 			return
 		}
 		if c.isClosed() {
@@ -313,7 +314,7 @@ func (c *conn) interruptIdle() {
 	c.phaseMu.Unlock()
 }
 
-func (c *conn) closeOnReadErr(err error, timeoutReason CloseReason) {
+func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 	switch {
 	case c.isClosed():
 	case c.r.shuttingDown.Load() && errors.Is(err, os.ErrDeadlineExceeded):
@@ -321,9 +322,9 @@ func (c *conn) closeOnReadErr(err error, timeoutReason CloseReason) {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.close(timeoutReason, err)
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		c.close(CloseEOF, nil)
+		c.close(event.CloseEOF, nil)
 	default:
-		c.close(CloseReadError, err)
+		c.close(event.CloseReadError, err)
 	}
 }
 
@@ -336,7 +337,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	c.r.log.Info("malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()))
 	if errors.Is(fe, msrp.ErrTruncated) {
-		c.close(CloseEOF, fe)
+		c.close(event.CloseEOF, fe)
 		return false
 	}
 	if fe.TransactID != "" {
@@ -347,7 +348,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 			return true
 		}
 	}
-	c.close(CloseProtocol, fe)
+	c.close(event.CloseProtocol, fe)
 	return false
 }
 

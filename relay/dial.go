@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"net"
 	"net/netip"
 	"strconv"
@@ -95,11 +96,11 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		transport = "msrps"
 	}
 	// Observers see the attempt with the remote address known so far.
-	pre := &conn{r: r, info: ConnInfo{ID: r.nextConnID.Add(1), Transport: transport, Dir: DirOut}}
+	pre := &conn{r: r, info: event.ConnInfo{ID: r.nextConnID.Add(1), Transport: transport, Dir: event.DirOut}}
 	if ap, err := netipParse(hostport); err == nil {
 		pre.info.Remote = ap
 	}
-	r.observe(EventConnectStart, pre, nil, 0, nil)
+	r.observe(event.ConnectStart, pre, nil, 0, nil)
 	ctx, cancel := context.WithTimeout(r.ctx, r.lim.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -107,14 +108,14 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 	if err != nil {
 		r.stats.dialFailed.Add(1)
 		err = fmt.Errorf("connect %s: %w", hostport, err)
-		r.observe(EventConnectFailed, pre, nil, 0, err)
+		r.observe(event.ConnectFailed, pre, nil, 0, err)
 		return nil, err
 	}
-	c := newConn(r, nc, nil, DirOut, transport)
+	c := newConn(r, nc, nil, event.DirOut, transport)
 	c.info.ID = pre.info.ID
 	c.key = key
 	c.uri = r.ownURIFor(u.Secure)
-	r.observe(EventConnected, c, nil, 0, nil)
+	r.observe(event.Connected, c, nil, 0, nil)
 	if u.Secure {
 		cfg := r.tlsOut.base.Clone()
 		if net.ParseIP(u.Host) == nil {
@@ -126,11 +127,11 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		hctx, hcancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		hcancel()
-		r.observe(EventTLSHandshake, c, tlsInfo(tc, err), 0, err)
+		r.observe(event.TLSHandshake, c, tlsInfo(tc, err), 0, err)
 		if err != nil {
 			r.stats.dialFailed.Add(1)
-			c.close(CloseTLSFailed, err)
-			r.observe(EventClosed, c, nil, CloseTLSFailed, err)
+			c.close(event.CloseTLSFailed, err)
+			r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
 		}
 		st := tc.ConnectionState()
@@ -138,8 +139,8 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		c.setNetConn(tc)
 	}
 	if !r.register(c) {
-		c.close(CloseShutdown, nil)
-		r.observe(EventClosed, c, nil, CloseShutdown, nil)
+		c.close(event.CloseShutdown, nil)
+		r.observe(event.Closed, c, nil, event.CloseShutdown, nil)
 		return nil, errors.New("shutting down")
 	}
 	r.stats.dialled.Add(1)

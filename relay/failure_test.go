@@ -22,6 +22,7 @@ import (
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
 func statusCode(t *testing.T, err error) int {
@@ -49,7 +50,7 @@ func TestGarbageBeforeFrameCloses(t *testing.T) {
 		t.Fatal("relay answered garbage instead of closing")
 	}
 	tr.obs.waitFor(t, "closed(protocol-error)", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseProtocol
+		return e.kind == event.Closed && e.reason == event.CloseProtocol
 	})
 }
 
@@ -101,7 +102,7 @@ func TestHeaderTimeout(t *testing.T) {
 		}
 	}()
 	tr.obs.waitFor(t, "closed(header-timeout)", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseHeaderTimeout
+		return e.kind == event.Closed && e.reason == event.CloseHeaderTimeout
 	})
 }
 
@@ -126,7 +127,7 @@ func TestSlowReaderSendTimeout(t *testing.T) {
 		}
 	}
 	tr.obs.waitFor(t, "closed(send-timeout)", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseSendTimeout
+		return e.kind == event.Closed && e.reason == event.CloseSendTimeout
 	})
 	if !sawFailure {
 		t.Fatal("SENDs to a client that stopped reading kept succeeding")
@@ -372,7 +373,7 @@ func TestTLS(t *testing.T) {
 	if got := receive(t, b, "SEND"); string(got.Body) != "secret" {
 		t.Fatalf("got %+v", got)
 	}
-	hs := tr.obs.waitFor(t, "tls-handshake", func(e recEvent) bool { return e.kind == relay.EventTLSHandshake })
+	hs := tr.obs.waitFor(t, "tls-handshake", func(e recEvent) bool { return e.kind == event.TLSHandshake })
 	if !hs.tls.OK || hs.tls.Version == "" {
 		t.Fatalf("handshake event %+v", hs.tls)
 	}
@@ -383,7 +384,7 @@ func TestTLS(t *testing.T) {
 	}
 	_, _ = nc.Write([]byte("MSRP abcd AUTH\r\n-------abcd$\r\n"))
 	tr.obs.waitFor(t, "failed handshake", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseTLSFailed
+		return e.kind == event.Closed && e.reason == event.CloseTLSFailed
 	})
 	nc.Close()
 }
@@ -430,7 +431,7 @@ func TestChainedRelaysTLS(t *testing.T) {
 	}
 	// R1 dialled R2 over TLS, presenting its certificate.
 	hs := r2.obs.waitFor(t, "tls-handshake with a client certificate", func(e recEvent) bool {
-		return e.kind == relay.EventTLSHandshake && e.tls.OK && e.tls.PeerSubject != ""
+		return e.kind == event.TLSHandshake && e.tls.OK && e.tls.PeerSubject != ""
 	})
 	if !strings.Contains(hs.tls.PeerSubject, "relay.test") {
 		t.Fatalf("peer subject %q", hs.tls.PeerSubject)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/internal/kamailio"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
-	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
 // Interoperability with a relay nobody here wrote: client A behind
@@ -75,6 +75,6 @@ func TestKamailioInterop(t *testing.T) {
 	}
 	// msrpscope traced its connection to Kamailio.
 	tr.obs.waitFor(t, "connected to Kamailio", func(e recEvent) bool {
-		return e.kind == relay.EventConnected && e.conn.Remote.String() == k.Addr()
+		return e.kind == event.Connected && e.conn.Remote.String() == k.Addr()
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"net"
 	"os"
 	"strings"
@@ -124,17 +125,17 @@ func (r *Relay) acceptLoop(l *listener) error {
 			continue
 		}
 		backoff = 0
-		c := newConn(r, nc, l, DirIn, transport)
+		c := newConn(r, nc, l, event.DirIn, transport)
 		c.uri = l.uri
 		if !r.register(c) {
 			r.stats.refused.Add(1)
-			r.observe(EventAccepted, c, nil, 0, nil)
-			c.close(CloseLimit, errors.New("connection limit"))
-			r.observe(EventClosed, c, nil, CloseLimit, c.closeErr)
+			r.observe(event.Accepted, c, nil, 0, nil)
+			c.close(event.CloseLimit, errors.New("connection limit"))
+			r.observe(event.Closed, c, nil, event.CloseLimit, c.closeErr)
 			continue
 		}
 		r.stats.accepted.Add(1)
-		r.observe(EventAccepted, c, nil, 0, nil)
+		r.observe(event.Accepted, c, nil, 0, nil)
 		r.wg.Add(1)
 		go func() {
 			if l.tlsCfg != nil && !r.serverHandshake(c, l) {
@@ -154,11 +155,11 @@ func (r *Relay) serverHandshake(c *conn, l *listener) bool {
 	defer cancel()
 	err := tc.HandshakeContext(ctx)
 	info := tlsInfo(tc, err)
-	r.observe(EventTLSHandshake, c, info, 0, err)
+	r.observe(event.TLSHandshake, c, info, 0, err)
 	if err != nil {
-		c.close(CloseTLSFailed, err)
+		c.close(event.CloseTLSFailed, err)
 		r.log.Info("TLS handshake failed", "conn", c.info.ID, "remote", c.info.Remote.String(), "error", err.Error())
-		r.observe(EventClosed, c, nil, CloseTLSFailed, err)
+		r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 		return false
 	}
 	st := tc.ConnectionState()
@@ -167,9 +168,9 @@ func (r *Relay) serverHandshake(c *conn, l *listener) bool {
 	return true
 }
 
-func tlsInfo(tc *tls.Conn, err error) *TLSInfo {
+func tlsInfo(tc *tls.Conn, err error) *event.TLSInfo {
 	st := tc.ConnectionState()
-	info := &TLSInfo{OK: err == nil, ServerName: st.ServerName}
+	info := &event.TLSInfo{OK: err == nil, ServerName: st.ServerName}
 	if st.HandshakeComplete {
 		info.Version = tls.VersionName(st.Version)
 		info.CipherSuite = tls.CipherSuiteName(st.CipherSuite)

@@ -1,7 +1,7 @@
 // Package relay owns the MSRP relay of RFC 4976: listeners, connections,
 // AUTH sessions, routing along To-Path/From-Path, transactions and limits.
 //
-// It reports every connection event and frame to an Observer (implemented
+// It reports every connection event and frame to an event.Observer (implemented
 // by the tracer) and imports nothing of tracing, HEP or storage. The wire
 // format lives in relay/msrp, digest authentication in relay/auth.
 package relay
@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -28,7 +29,7 @@ type Relay struct {
 	lim          Limits
 	authCfg      Auth
 	log          *slog.Logger
-	obs          Observer
+	obs          event.Observer
 	auth         *auth.Authenticator
 	captureBytes int
 
@@ -282,7 +283,7 @@ func (r *Relay) shutdown() {
 	case <-grace.C:
 		r.mu.Lock()
 		for _, c := range r.conns {
-			c.close(CloseShutdown, nil)
+			c.close(event.CloseShutdown, nil)
 		}
 		r.mu.Unlock()
 		<-done
@@ -337,11 +338,11 @@ func (r *Relay) Stats() Stats {
 }
 
 // observe reports a connection event.
-func (r *Relay) observe(kind EventKind, c *conn, tlsInfo *TLSInfo, reason CloseReason, err error) {
+func (r *Relay) observe(kind event.Kind, c *conn, tlsInfo *event.TLSInfo, reason event.CloseReason, err error) {
 	if r.obs == nil {
 		return
 	}
-	ev := Event{Kind: kind, Time: time.Now(), Conn: c.info, TLS: tlsInfo, Reason: reason, Err: err}
+	ev := event.Event{Kind: kind, Time: time.Now(), Conn: c.info, TLS: tlsInfo, Reason: reason, Err: err}
 	r.obs.Observe(&ev)
 }
 
@@ -353,7 +354,7 @@ func (r *Relay) register(c *conn) bool {
 	if r.shuttingDown.Load() {
 		return false
 	}
-	if c.info.Dir == DirIn {
+	if c.info.Dir == event.DirIn {
 		ip := c.info.Remote.Addr()
 		if len(r.conns) >= r.lim.MaxConnections || r.perIP[ip] >= r.lim.MaxConnectionsPerIP {
 			return false
@@ -371,7 +372,7 @@ func (r *Relay) unregister(c *conn) {
 		return
 	}
 	delete(r.conns, c.info.ID)
-	if c.info.Dir == DirIn {
+	if c.info.Dir == event.DirIn {
 		ip := c.info.Remote.Addr()
 		if r.perIP[ip]--; r.perIP[ip] <= 0 {
 			delete(r.perIP, ip)
@@ -396,12 +397,12 @@ func (r *Relay) run(c *conn) {
 	if !c.isClosed() {
 		// Reading ended without an error (graceful shutdown): write what
 		// is queued, then close.
-		c.closeAfterFlush(CloseShutdown, nil)
+		c.closeAfterFlush(event.CloseShutdown, nil)
 		t := time.NewTimer(r.lim.SendTimeout)
 		select {
 		case <-c.done:
 		case <-t.C:
-			c.close(CloseShutdown, nil)
+			c.close(event.CloseShutdown, nil)
 		}
 		t.Stop()
 	}
@@ -409,7 +410,7 @@ func (r *Relay) run(c *conn) {
 	n := r.sessions.dropConn(c)
 	r.unregister(c)
 	lvl := slog.LevelDebug
-	if c.reason != CloseEOF && c.reason != CloseShutdown {
+	if c.reason != event.CloseEOF && c.reason != event.CloseShutdown {
 		lvl = slog.LevelInfo
 	}
 	attrs := []slog.Attr{slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
@@ -418,7 +419,7 @@ func (r *Relay) run(c *conn) {
 		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
 	}
 	r.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
-	r.observe(EventClosed, c, nil, c.reason, c.closeErr)
+	r.observe(event.Closed, c, nil, c.reason, c.closeErr)
 }
 
 // ownURIFor returns our URI for a scheme, for connections we dialled.

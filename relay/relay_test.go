@@ -17,6 +17,7 @@ import (
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
+	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
 // testUsers are the users of every test relay.
@@ -41,21 +42,21 @@ type recorder struct {
 }
 
 type recEvent struct {
-	kind   relay.EventKind
-	conn   relay.ConnInfo
-	reason relay.CloseReason
-	tls    *relay.TLSInfo
+	kind   event.Kind
+	conn   event.ConnInfo
+	reason event.CloseReason
+	tls    *event.TLSInfo
 	method string
 	status int
 	sessID string
 	size   int64
 	wire   []byte
-	dir    relay.Direction
+	dir    event.Direction
 }
 
 func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
 
-func (r *recorder) Observe(e *relay.Event) {
+func (r *recorder) Observe(e *event.Event) {
 	ev := recEvent{kind: e.Kind, conn: e.Conn, reason: e.Reason}
 	if e.TLS != nil {
 		t := *e.TLS
@@ -236,18 +237,18 @@ func TestAuthSendBothWaysWithReports(t *testing.T) {
 
 	// The observer saw the frames, with the session, and the connections.
 	in := tr.obs.waitFor(t, "frame-in SEND", func(e recEvent) bool {
-		return e.kind == relay.EventFrameIn && e.method == "SEND"
+		return e.kind == event.FrameIn && e.method == "SEND"
 	})
 	if in.sessID == "" || !bytes.HasPrefix(in.wire, []byte("MSRP ")) || int64(len(in.wire)) != in.size {
 		t.Fatalf("frame-in event %+v", in)
 	}
 	out := tr.obs.waitFor(t, "frame-out SEND", func(e recEvent) bool {
-		return e.kind == relay.EventFrameOut && e.method == "SEND"
+		return e.kind == event.FrameOut && e.method == "SEND"
 	})
 	if !bytes.Contains(out.wire, []byte("Hello Bob")) || int64(len(out.wire)) != out.size {
 		t.Fatalf("frame-out event %q", out.wire)
 	}
-	tr.obs.waitFor(t, "accepted", func(e recEvent) bool { return e.kind == relay.EventAccepted })
+	tr.obs.waitFor(t, "accepted", func(e recEvent) bool { return e.kind == event.Accepted })
 }
 
 func TestSessionChecks(t *testing.T) {
@@ -291,7 +292,7 @@ func TestSessionChecks(t *testing.T) {
 		t.Fatal("connection kept after a request not addressed to the relay")
 	}
 	tr.obs.waitFor(t, "closed(not-for-us)", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseNotForUs
+		return e.kind == event.Closed && e.reason == event.CloseNotForUs
 	})
 }
 
@@ -351,7 +352,7 @@ func TestTooManyAuthFailuresClose(t *testing.T) {
 		t.Fatal("connection still open after 3 failed AUTHs")
 	}
 	tr.obs.waitFor(t, "closed(limit)", func(e recEvent) bool {
-		return e.kind == relay.EventClosed && e.reason == relay.CloseLimit
+		return e.kind == event.Closed && e.reason == event.CloseLimit
 	})
 }
 

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
 	"log/slog"
 	"strconv"
@@ -62,7 +63,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if err := c.finishIn(f, ""); err != nil {
 			return err
 		}
-		c.close(CloseProtocol, errors.New("request without From-Path"))
+		c.close(event.CloseProtocol, errors.New("request without From-Path"))
 		return nil
 	}
 	if q.isSEND {
@@ -89,7 +90,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if err := c.reject(&q, 403, "Not addressed to this relay"); err != nil {
 			return err
 		}
-		c.closeAfterFlush(CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)))
+		c.closeAfterFlush(event.CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)))
 		return nil
 	}
 	if q.method == "AUTH" && len(q.rest) == 0 {
@@ -373,9 +374,9 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, ses
 		}
 	}
 	if obs != nil && writeErr == nil {
-		fi := FrameInfo{Dir: DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
+		fi := event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
 			ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID, Flag: flag, Size: dst.cw.n, Wire: dst.cw.buf}
-		ev := Event{Kind: EventFrameOut, Time: time.Now(), Conn: dst.info, Frame: &fi}
+		ev := event.Event{Kind: event.FrameOut, Time: time.Now(), Conn: dst.info, Frame: &fi}
 		obs.Observe(&ev)
 	}
 	dst.cw.start(false)
@@ -576,7 +577,7 @@ func (c *conn) handleAuth(q *request, topURI msrp.URI) error {
 			c.challenge(q, false)
 		}
 		if int(c.authFails.Add(1)) >= r.lim.MaxAuthFailures {
-			c.closeAfterFlush(CloseLimit, errors.New("too many failed AUTH requests"))
+			c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"))
 		}
 		return nil
 	}
@@ -633,7 +634,7 @@ func (c *conn) challenge(q *request, stale bool) {
 }
 
 // closeAfterFlush closes c once what is queued for it has been written.
-func (c *conn) closeAfterFlush(reason CloseReason, err error) {
+func (c *conn) closeAfterFlush(reason event.CloseReason, err error) {
 	of := newOutFrame()
 	of.closeReason, of.closeErr = reason, err
 	c.enqueue(of)

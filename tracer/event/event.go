@@ -1,4 +1,9 @@
-package relay
+// Package event is the tracing event model: what the relay reports about
+// connections and frames, and the one-method Observer interface it reports to.
+//
+// It is a leaf package so that the relay depends on it alone (relay →
+// tracer/event), never on the tracer, its filters or its sinks.
+package event
 
 import (
 	"net/netip"
@@ -14,27 +19,27 @@ type Observer interface {
 	Observe(e *Event)
 }
 
-// EventKind says what happened.
-type EventKind uint8
+// Kind says what happened.
+type Kind uint8
 
 const (
-	EventAccepted      EventKind = iota + 1 // inbound connection accepted
-	EventConnectStart                       // outbound connection attempt begins
-	EventConnected                          // outbound connection established (TCP; TLS follows as EventTLSHandshake)
-	EventConnectFailed                      // outbound connection attempt failed (Err)
-	EventTLSHandshake                       // TLS handshake finished, TLS.OK says how
-	EventClosed                             // connection closed (Reason, Err)
-	EventFrameIn                            // a frame was read (Frame)
-	EventFrameOut                           // a frame was written (Frame)
+	Accepted      Kind = iota + 1 // inbound connection accepted
+	ConnectStart                  // outbound connection attempt begins
+	Connected                     // outbound connection established (TCP; TLS follows as TLSHandshake)
+	ConnectFailed                 // outbound connection attempt failed (Err)
+	TLSHandshake                  // TLS handshake finished, TLS.OK says how
+	Closed                        // connection closed (Reason, Err)
+	FrameIn                       // a frame was read (Frame)
+	FrameOut                      // a frame was written (Frame)
 )
 
 var eventNames = [...]string{
-	EventAccepted: "accepted", EventConnectStart: "connect-start", EventConnected: "connected",
-	EventConnectFailed: "connect-failed", EventTLSHandshake: "tls-handshake", EventClosed: "closed",
-	EventFrameIn: "frame-in", EventFrameOut: "frame-out",
+	Accepted: "accepted", ConnectStart: "connect-start", Connected: "connected",
+	ConnectFailed: "connect-failed", TLSHandshake: "tls-handshake", Closed: "closed",
+	FrameIn: "frame-in", FrameOut: "frame-out",
 }
 
-func (k EventKind) String() string {
+func (k Kind) String() string {
 	if int(k) < len(eventNames) && eventNames[k] != "" {
 		return eventNames[k]
 	}
@@ -118,16 +123,16 @@ type FrameInfo struct {
 	SessionID   string // the relay session the frame belongs to, "" when none
 	Flag        byte
 	Size        int64  // bytes on the wire, end-line included
-	Wire        []byte // the frame's first bytes on the wire, at most Config.TraceCaptureBytes
+	Wire        []byte // the frame's first bytes on the wire, at most the relay's trace_capture_bytes
 }
 
 // Event is one thing the relay did.
 type Event struct {
-	Kind   EventKind
+	Kind   Kind
 	Time   time.Time
 	Conn   ConnInfo
-	TLS    *TLSInfo    // EventTLSHandshake
-	Reason CloseReason // EventClosed
-	Err    error       // EventConnectFailed, EventClosed, failed EventTLSHandshake; nil otherwise
-	Frame  *FrameInfo  // EventFrameIn, EventFrameOut
+	TLS    *TLSInfo    // TLSHandshake
+	Reason CloseReason // Closed
+	Err    error       // ConnectFailed, Closed, failed TLSHandshake; nil otherwise
+	Frame  *FrameInfo  // FrameIn, FrameOut
 }
