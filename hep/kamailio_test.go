@@ -9,181 +9,18 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/kamailio"
 )
 
 // These tests run a HEP implementation nobody here wrote, Kamailio 5.6 (Debian package "kamailio"),
 // on loopback: sipcapture decodes our packets, siptrace emits packets for our decoder.
-
-func kamailioBinary(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("kamailio")
-	if err != nil {
-		for _, p := range []string{"/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
-			if _, e := os.Stat(p); e == nil {
-				return p
-			}
-		}
-		if os.Getenv("CI") != "" {
-			t.Fatal("kamailio not installed but CI is set: the interop test must run in CI (apt-get install kamailio)")
-		}
-		t.Skip("kamailio not installed (apt-get install kamailio); set CI=1 to make this a failure")
-	}
-	return bin
-}
-
-func kamailioModPath(t *testing.T) string {
-	t.Helper()
-	dirs, _ := filepath.Glob("/usr/lib/*/kamailio/modules")
-	dirs = append(dirs, "/usr/lib/kamailio/modules", "/usr/local/lib64/kamailio/modules")
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "sipcapture.so")); err == nil {
-			return d + "/"
-		}
-	}
-	t.Fatal("kamailio modules (sipcapture.so) not found")
-	return ""
-}
-
-// logBuf collects a process's output; safe for concurrent use.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-type kamailio struct {
-	log    *logBuf
-	exited chan struct{}
-	port   int
-}
-
-// freeUDPTCPPort returns a loopback port free for both UDP and TCP at the time of the call.
-func freeUDPTCPPort(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no free port")
-	return 0
-}
-
-// startKamailio renders testdata/<tmpl> with data (plus Dir, ModPath and a free Port), starts
-// Kamailio in the foreground and waits until ready(k) holds. A start that fails (e.g. the port was
-// taken meanwhile) is retried on another port. Kamailio is killed in t.Cleanup.
-func startKamailio(t *testing.T, tmpl string, data map[string]any, ready func(k *kamailio) bool) *kamailio {
-	t.Helper()
-	bin := kamailioBinary(t)
-	tp, err := template.ParseFiles(filepath.Join("testdata", tmpl))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for attempt := 1; ; attempt++ {
-		dir := t.TempDir()
-		for _, d := range []string{"run", "dbtext"} {
-			if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
-		port := freeUDPTCPPort(t)
-		vals := map[string]any{"Dir": dir, "ModPath": kamailioModPath(t), "Port": port}
-		for k, v := range data {
-			vals[k] = v
-		}
-		var cfg bytes.Buffer
-		if err := tp.Execute(&cfg, vals); err != nil {
-			t.Fatal(err)
-		}
-		cfgPath := filepath.Join(dir, "kamailio.cfg")
-		if err := os.WriteFile(cfgPath, cfg.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		k := &kamailio{log: &logBuf{}, exited: make(chan struct{}), port: port}
-		cmd := exec.Command(bin, "-f", cfgPath, "-DD", "-E")
-		cmd.Dir = dir
-		cmd.Stdout, cmd.Stderr = k.log, k.log
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its children die with it
-		cmd.WaitDelay = 5 * time.Second
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { cmd.Wait(); close(k.exited) }()
-		pgid := cmd.Process.Pid
-		stop := func() {
-			syscall.Kill(-pgid, syscall.SIGTERM)
-			select {
-			case <-k.exited:
-			case <-time.After(10 * time.Second):
-				syscall.Kill(-pgid, syscall.SIGKILL)
-				<-k.exited
-			}
-		}
-		ok := k.waitReady(ready)
-		if ok {
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() {
-					t.Logf("kamailio log (%s):\n%s", tmpl, tail(k.log.String(), 3000))
-				}
-			})
-			return k
-		}
-		stop()
-		if attempt == 3 {
-			t.Fatalf("kamailio (%s) did not become ready; log:\n%s", tmpl, tail(k.log.String(), 6000))
-		}
-		t.Logf("kamailio start attempt %d failed, retrying on another port; log tail:\n%s", attempt, tail(k.log.String(), 1500))
-	}
-}
-
-// waitReady polls ready until it holds, Kamailio exits, or waitTimeout passes.
-func (k *kamailio) waitReady(ready func(k *kamailio) bool) bool {
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for time.Now().Before(deadline) {
-		select {
-		case <-k.exited:
-			return false
-		default:
-		}
-		if ready(k) {
-			return true
-		}
-		<-tick.C
-	}
-	return false
-}
 
 func tail(s string, n int) string {
 	if len(s) > n {
@@ -192,38 +29,8 @@ func tail(s string, n int) string {
 	return s
 }
 
-// hepLines parses the sipcapture event route's log lines into key → value maps.
-func hepLines(log string) []map[string]string {
-	var out []map[string]string
-	for _, line := range strings.Split(log, "\n") {
-		i := strings.Index(line, "HEP rcv=")
-		if i < 0 || !strings.HasSuffix(line, " END") {
-			continue
-		}
-		m := map[string]string{}
-		for _, f := range strings.Fields(line[i+len("HEP "):]) {
-			if k, v, ok := strings.Cut(f, "="); ok {
-				m[k] = v
-			}
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-// findHEPLine returns the logged packet that arrived over rcv with correlation id cid.
-func findHEPLine(log, rcv, cid string) map[string]string {
-	h := hex.EncodeToString([]byte(cid))
-	for _, m := range hepLines(log) {
-		if m["corrid"] == h && m["rcv"] == rcv {
-			return m
-		}
-	}
-	return nil
-}
-
-// strChunk is how the config logs a string chunk: $(hep(0x0XX){s.encode.hexa}). Kamailio 5.6 returns
-// the integer 0 for an absent string chunk, which the transformation renders as hex("0") = "30".
+// strChunk is how the collector's config logs a string chunk: $(hep(0x0XX){s.encode.hexa}). Kamailio
+// 5.6 returns $null for an absent string chunk, which the transformation renders as hex("0") = "30".
 func strChunk(b []byte) string {
 	if b == nil {
 		return "30"
@@ -231,7 +38,7 @@ func strChunk(b []byte) string {
 	return hex.EncodeToString(b)
 }
 
-// expectedFields is what the sipcapture log line must show for p (Kamailio 5.6 semantics).
+// expectedFields is what the sipcapture log line must show for p (Kamailio 5.6 semantics), raw.
 func expectedFields(p *Packet, rcv string) map[string]string {
 	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	opt := func(v uint64) string {
@@ -274,28 +81,35 @@ func expectedFields(p *Packet, rcv string) map[string]string {
 	return m
 }
 
+// expectedHEP is the typed packet kamailio.HEPCollector must decode from the line for p.
+func expectedHEP(p *Packet, rcv string, peer netip.AddrPort) kamailio.HEPPacket {
+	present := func(b []byte) string {
+		if b == nil {
+			return ""
+		}
+		return kamailio.HEPUnreadable
+	}
+	h := kamailio.HEPPacket{
+		Transport: rcv, Peer: peer, Version: 3, Family: p.family(), IPProto: p.IPProto,
+		Src: p.Src.Addr(), Dst: p.Dst.Addr(), SrcPort: p.Src.Port(), DstPort: p.Dst.Port(),
+		TimeSec: uint32(p.Time.Unix()), TimeUsec: uint32(p.Time.Nanosecond() / 1000),
+		ProtoType: p.ProtoType, CaptureID: p.CaptureID, KeepAlive: p.KeepAlive,
+		AuthKey: p.AuthKey, CorrelationID: p.CorrelationID,
+		CompressedPayload: present(p.CompressedPayload), NodeName: present(p.NodeName),
+		Payload: p.Payload, PayloadLen: len(p.Payload),
+	}
+	if p.VLAN != 0 {
+		h.VLAN = kamailio.HEPUnreadable
+	}
+	return h
+}
+
 // TestKamailioSipcaptureReceives sends our packets to Kamailio's sipcapture over UDP and TCP
 // (through our Client) and checks every field it decoded.
 func TestKamailioSipcaptureReceives(t *testing.T) {
-	probe := 0
-	var probeConn net.Conn
-	k := startKamailio(t, "kamailio-sipcapture.cfg.tmpl", nil, func(k *kamailio) bool {
-		// Ready when a probe packet sent over UDP shows up in the log.
-		if probeConn == nil || probeConn.RemoteAddr().(*net.UDPAddr).Port != k.port {
-			if probeConn != nil {
-				probeConn.Close()
-			}
-			var err error
-			if probeConn, err = net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", k.port)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		probe++
-		probeConn.Write(testPacket(t, fmt.Sprint("probe-", probe), 4))
-		return strings.Contains(k.log.String(), "corrid="+hex.EncodeToString([]byte("probe-")))
-	})
-	probeConn.Close()
-	addr := fmt.Sprintf("127.0.0.1:%d", k.port)
+	// Ready once probe packets sent over UDP and TCP show up in its log.
+	k := kamailio.StartHEPCollector(t)
+	addr := k.Addr()
 
 	ts := time.Unix(1795424624, 406933000)
 	pr := Profile{CaptureID: 2001, AuthKey: []byte("secret key"), NodeName: []byte("relay-1"), EventForm: FormColon}
@@ -355,11 +169,10 @@ func TestKamailioSipcaptureReceives(t *testing.T) {
 			}
 			for i := range pkts {
 				p := &pkts[i]
-				var got map[string]string
-				waitFor(t, "kamailio log line for "+string(p.CorrelationID), func() bool {
-					got = findHEPLine(k.log.String(), rcv, string(p.CorrelationID))
-					return got != nil
-				})
+				h := k.WaitMatch(t, func(h kamailio.HEPPacket) bool {
+					return h.Transport == rcv && bytes.Equal(h.CorrelationID, p.CorrelationID)
+				}, waitTimeout)
+				got := h.Fields
 				want := expectedFields(p, rcv)
 				if len(p.Payload) > 30000 { // xlog's hex transformation gives up above ~32 KB
 					delete(want, "payload")
@@ -368,6 +181,21 @@ func TestKamailioSipcaptureReceives(t *testing.T) {
 					if got[key] != w {
 						t.Errorf("%s: %s = %q, want %q", p.CorrelationID, key, tail(got[key], 200), tail(w, 200))
 					}
+				}
+				// The typed decoding agrees; the peer is our client's socket.
+				if h.Err != nil {
+					t.Errorf("%s: %v", p.CorrelationID, h.Err)
+				}
+				wantH := expectedHEP(p, rcv, h.Peer)
+				if len(p.Payload) > 30000 {
+					wantH.Payload = nil // see above: PayloadLen still counts it
+				}
+				if h.Peer.Addr() != netip.MustParseAddr("127.0.0.1") || h.Peer.Port() == 0 {
+					t.Errorf("%s: peer %v", p.CorrelationID, h.Peer)
+				}
+				h.Fields, h.Err = nil, nil
+				if !reflect.DeepEqual(h, wantH) {
+					t.Errorf("%s: decoded\n got %+v\nwant %+v", p.CorrelationID, h, wantH)
 				}
 			}
 			if n := len(pkts[3].Payload); n > DefaultFrameLimit || n < DefaultFrameLimit-100 {
@@ -477,22 +305,28 @@ func TestKamailioSiptraceDecodes(t *testing.T) {
 			}
 		}
 	}
+	k := kamailio.Start(t, kamailio.Config{
+		Template: template.Must(template.ParseFiles(filepath.Join("testdata", "kamailio-siptrace.cfg.tmpl"))),
+		Children: 1,
+		Modules:  []string{"siptrace.so", "sl.so", "xlog.so", "pv.so"},
+		Vars: map[string]any{
+			"HEPUDPPort": hepUDP.LocalAddr().(*net.UDPAddr).Port,
+			"HEPTCPPort": hepTCP.Addr().(*net.TCPAddr).Port,
+		},
+	})
 	n := 0
-	k := startKamailio(t, "kamailio-siptrace.cfg.tmpl", map[string]any{
-		"HEPUDPPort": hepUDP.LocalAddr().(*net.UDPAddr).Port,
-		"HEPTCPPort": hepTCP.Addr().(*net.TCPAddr).Port,
-	}, func(k *kamailio) bool {
+	waitFor(t, "kamailio siptrace to answer OPTIONS", func() bool {
 		n++
-		return ask(k.port, fmt.Sprint("ready-", n))
+		return ask(k.Port(), fmt.Sprint("ready-", n))
 	})
 
 	callID := fmt.Sprintf("hep-test-%d", time.Now().UnixNano())
 	before := time.Now()
-	if !ask(k.port, callID) {
-		waitFor(t, "200 OK", func() bool { return ask(k.port, callID) })
+	if !ask(k.Port(), callID) {
+		waitFor(t, "200 OK", func() bool { return ask(k.Port(), callID) })
 	}
-	sent := options(k.port, callID)
-	kam := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(k.port))
+	sent := options(k.Port(), callID)
+	kam := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(k.Port()))
 
 	seen := map[string]bool{}
 	deadline := time.After(waitTimeout)

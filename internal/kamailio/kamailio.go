@@ -55,6 +55,13 @@ type Config struct {
 	ExtraGlobals, ExtraModules, ExtraRoute string
 	// StartTimeout bounds the wait for the port to accept (default 20s).
 	StartTimeout time.Duration
+	// Modules are the module files that must be in DefaultModPath for the
+	// config to load (default msrp.so); a missing one skips the test, or
+	// fails it when CI is set, like a missing binary.
+	Modules []string
+	// Vars is passed to the template as TemplateData.Vars, for templates
+	// that need more than the fields below (e.g. {{.Vars.HEPPort}}).
+	Vars map[string]any
 }
 
 // TemplateData is what Template is executed with.
@@ -70,6 +77,7 @@ type TemplateData struct {
 	ExtraGlobals   string
 	ExtraModules   string
 	ExtraRoute     string
+	Vars           map[string]any // Config.Vars
 }
 
 // Template is the MSRP relay config: the Kamailio msrp module
@@ -202,6 +210,12 @@ func (k *Instance) Exited() <-chan struct{} { return k.exited }
 // modPath. When either is missing it skips tb, or fails it when CI is set.
 func Binary(tb testing.TB, modPath string) string {
 	tb.Helper()
+	return findBinary(tb, modPath, "msrp.so")
+}
+
+// findBinary is Binary checking for the given module files.
+func findBinary(tb testing.TB, modPath string, modules ...string) string {
+	tb.Helper()
 	bin, err := exec.LookPath("kamailio")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
@@ -214,8 +228,13 @@ func Binary(tb testing.TB, modPath string) string {
 	missing := ""
 	if err != nil {
 		missing = "kamailio binary not found (apt-get install kamailio kamailio-extra-modules)"
-	} else if _, e := os.Stat(filepath.Join(modPath, "msrp.so")); e != nil {
-		missing = "msrp.so not found in " + modPath + " (apt-get install kamailio-extra-modules)"
+	} else {
+		for _, m := range modules {
+			if _, e := os.Stat(filepath.Join(modPath, m)); e != nil {
+				missing = m + " not found in " + modPath + " (apt-get install kamailio kamailio-extra-modules)"
+				break
+			}
+		}
 	}
 	if missing != "" {
 		if os.Getenv("CI") != "" {
@@ -226,12 +245,15 @@ func Binary(tb testing.TB, modPath string) string {
 	return bin
 }
 
-// Start runs Kamailio with cfg and returns when its MSRP port accepts
-// connections. A t.Cleanup stops it (SIGTERM, SIGKILL after 5 s) and logs
+// Start runs Kamailio with cfg and returns when its port accepts TCP
+// connections (the config must listen on tcp:127.0.0.1:{{.Port}}). A t.Cleanup stops it (SIGTERM, SIGKILL after 5 s) and logs
 // its output's tail when the test failed.
 func Start(tb testing.TB, cfg Config) *Instance {
 	tb.Helper()
-	bin := Binary(tb, DefaultModPath)
+	if cfg.Modules == nil {
+		cfg.Modules = []string{"msrp.so"}
+	}
+	bin := findBinary(tb, DefaultModPath, cfg.Modules...)
 	if cfg.Template == nil {
 		cfg.Template = Template
 	}
@@ -288,6 +310,7 @@ func start(tb testing.TB, bin string, cfg Config) (*Instance, error) {
 		ExtraGlobals:   cfg.ExtraGlobals,
 		ExtraModules:   cfg.ExtraModules,
 		ExtraRoute:     cfg.ExtraRoute,
+		Vars:           cfg.Vars,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("config template: %w", err)
