@@ -1,10 +1,14 @@
 module github.com/msrpscope/msrpscope
 
-go 1.26
-
-require go.yaml.in/yaml/v3 v3.0.6
+go 1.26.0
 
 require (
-	github.com/expr-lang/expr v1.17.8 // indirect
-	github.com/google/gopacket v1.1.19 // indirect
+	github.com/expr-lang/expr v1.17.8
+	github.com/google/gopacket v1.1.19
+	go.yaml.in/yaml/v3 v3.0.6
+)
+
+require (
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 )

@@ -31,6 +31,7 @@ type request struct {
 	top      []byte          // first To-Path URI as received: our URI as the sender named it
 	rest     []byte          // the To-Path after it
 	fromPath []byte
+	chat     string // trace correlation: the session(s) of this relay the request belongs to
 }
 
 // canRespond reports whether a response with code may be sent
@@ -118,7 +119,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 
 	// RFC 4976 §6.4: the request comes from the client that owns the
 	// session, or goes to the next hop back towards it.
-	sessionID := topURI.SessionID
+	q.chat = topURI.SessionID
 	var dst *conn
 	toOut := q.rest
 	prefix := [2][]byte{q.top}
@@ -145,17 +146,27 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		dst, toOut = s2.conn, after
 		prefix = [2][]byte{next, q.top}
 		nPrefix = 2
-		sessionID = s2.id
+		q.chat = chatKey(q.chat, s2.id)
 	}
 	if dst == nil {
 		dst, err = r.outbound(nextURI)
 		if err != nil {
 			r.log.Info("next hop unreachable", slog.String("next", string(next)), slog.String("error", err.Error()))
-			return c.nextHopFailed(&q, sessionID, 408, "Next hop unreachable")
+			return c.nextHopFailed(&q, q.chat, 408, "Next hop unreachable")
 		}
 	}
 	c.requestOK.Store(true)
-	return c.forward(&q, dst, toOut, prefix[:nPrefix], sessionID)
+	return c.forward(&q, dst, toOut, prefix[:nPrefix], q.chat)
+}
+
+// chatKey names a chat between two sessions of this relay the same way
+// whichever side sends, so both directions and both legs of one chat share
+// one trace correlation id.
+func chatKey(a, b string) string {
+	if a > b {
+		a, b = b, a
+	}
+	return a + "~" + b
 }
 
 // sameHop compares the next To-Path URI with a session's previous hop. A
@@ -221,6 +232,7 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 	of := newOutFrame()
 	of.tid = string(q.f.TransactID)
 	of.status = code
+	of.sessionID = q.chat
 	b := of.buf
 	b = append(b, "MSRP "...)
 	b = append(b, q.f.TransactID...)

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/tracer"
 )
 
 //go:embed default.yaml
@@ -20,9 +21,11 @@ var defaultYAML []byte
 
 // fileConfig is the YAML configuration file.
 type fileConfig struct {
-	Listen []relay.Listen `yaml:"listen"`
-	Relay  relaySection   `yaml:"relay"`
-	Log    logSection     `yaml:"log"`
+	Listen  []relay.Listen               `yaml:"listen"`
+	Relay   relaySection                 `yaml:"relay"`
+	Tracing tracer.Config                `yaml:"tracing"`
+	Sinks   map[string]tracer.SinkConfig `yaml:"sinks"`
+	Log     logSection                   `yaml:"log"`
 }
 
 type relaySection struct {
@@ -65,6 +68,12 @@ func decodeStrict(b []byte, v any) error {
 		return err
 	}
 	return nil
+}
+
+func (fc *fileConfig) tracerConfig() tracer.Config {
+	tc := fc.Tracing
+	tc.Sinks = fc.Sinks
+	return tc
 }
 
 func (fc *fileConfig) relayConfig() relay.Config {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
+	"github.com/msrpscope/msrpscope/tracer"
 )
 
 func main() {
@@ -80,10 +81,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if err := relay.CheckConfig(rc); err != nil {
 			return err
 		}
+		if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
+			return err
+		}
 		fmt.Fprintf(stderr, "%s: configuration OK\n", *checkPath)
 		return nil
 	}
 
+	tr, err := tracer.New(ctx, fc.tracerConfig(), log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tr.Close(); err != nil {
+			log.Warn("closing trace sinks", slog.String("error", err.Error()))
+		}
+		logTraceStats(log, tr.Stats())
+	}()
+	rc.Observer = tr
 	r, err := relay.New(rc)
 	if err != nil {
 		return err
@@ -101,6 +116,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+func logTraceStats(log *slog.Logger, st tracer.Stats) {
+	for _, s := range st.Sinks {
+		log.Info("trace sink", slog.String("sink", s.Name), slog.String("type", s.Type),
+			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors))
+	}
 }
 
 // demoUsers makes the users of a configuration without users_file: "demo"

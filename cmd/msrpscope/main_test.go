@@ -59,7 +59,9 @@ func TestCheckConfig(t *testing.T) {
 // demo clients, and stops cleanly when its context ends (as on SIGTERM).
 func TestRunRelays(t *testing.T) {
 	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", "demo-secret")
-	cfg := writeFile(t, "c.yaml", "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nlog: {level: debug}\n")
+	traces := t.TempDir()
+	cfg := writeFile(t, "c.yaml", "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nlog: {level: debug}\n"+
+		"sinks:\n  pcap: {type: pcap, dir: \""+traces+"\"}\n")
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -119,5 +121,14 @@ func TestRunRelays(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("no clean shutdown")
+	}
+	// The embedded default traces everything to a pcap file.
+	files, _ := filepath.Glob(filepath.Join(traces, "msrpscope-*.pcap"))
+	if len(files) == 0 {
+		t.Fatal("no pcap file written by the default trace rule")
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil || !strings.Contains(string(data), "first run") {
+		t.Fatalf("pcap file %s does not hold the message (%d bytes, %v)", files[0], len(data), err)
 	}
 }

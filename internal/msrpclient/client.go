@@ -53,6 +53,8 @@ func (e *StatusError) Error() string {
 
 // Options tune a Client. The zero value is usable.
 type Options struct {
+	// LocalAddr is the address to dial from ("127.0.0.2:0"); default any.
+	LocalAddr string
 	// LocalURI overrides the client's own URI (default
 	// msrp[s]://127.0.0.1:<local port>/<random session id>;tcp).
 	LocalURI string
@@ -158,12 +160,19 @@ func Dial(ctx context.Context, addr string, tlsConf *tls.Config) (*Client, error
 func DialOptions(ctx context.Context, addr string, tlsConf *tls.Config, opts Options) (*Client, error) {
 	var conn net.Conn
 	var err error
+	var nd net.Dialer
+	if opts.LocalAddr != "" {
+		la, err := net.ResolveTCPAddr("tcp", opts.LocalAddr)
+		if err != nil {
+			return nil, fmt.Errorf("msrpclient: local address: %w", err)
+		}
+		nd.LocalAddr = la
+	}
 	if tlsConf != nil {
-		d := tls.Dialer{Config: tlsConf}
+		d := tls.Dialer{NetDialer: &nd, Config: tlsConf}
 		conn, err = d.DialContext(ctx, "tcp", addr)
 	} else {
-		var d net.Dialer
-		conn, err = d.DialContext(ctx, "tcp", addr)
+		conn, err = nd.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("msrpclient: dial %s: %w", addr, err)

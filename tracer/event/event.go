@@ -120,7 +120,7 @@ type FrameInfo struct {
 	Status      int    // 0 for a request
 	MessageID   []byte
 	ContentType []byte
-	SessionID   string // the relay session the frame belongs to, "" when none
+	SessionID   string // the relay session the frame belongs to, "" when none; a chat between two sessions of this relay is "<a>~<b>" (sorted), the same both ways
 	Flag        byte
 	Size        int64  // bytes on the wire, end-line included
 	Wire        []byte // the frame's first bytes on the wire, at most the relay's trace_capture_bytes

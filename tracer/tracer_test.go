@@ -1,0 +1,317 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/hep"
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// udpCollector is a HEP collector on a loopback UDP socket that decodes
+// what it gets with our decoder.
+type udpCollector struct {
+	pc   net.PacketConn
+	mu   sync.Mutex
+	pkts []hep.Packet
+	ch   chan struct{}
+}
+
+func newUDPCollector(t *testing.T) *udpCollector {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &udpCollector{pc: pc, ch: make(chan struct{}, 1)}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			p, err := hep.Decode(append([]byte(nil), buf[:n]...))
+			if err != nil {
+				continue
+			}
+			c.mu.Lock()
+			c.pkts = append(c.pkts, p)
+			c.mu.Unlock()
+			select {
+			case c.ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return c
+}
+
+func (c *udpCollector) addr() string { return c.pc.LocalAddr().String() }
+
+// waitN waits until n packets arrived and returns them.
+func (c *udpCollector) waitN(t *testing.T, n int) []hep.Packet {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		c.mu.Lock()
+		got := len(c.pkts)
+		c.mu.Unlock()
+		if got >= n {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return append([]hep.Packet(nil), c.pkts...)
+		}
+		select {
+		case <-c.ch:
+		case <-deadline:
+			t.Fatalf("collector got %d packets, want %d", got, n)
+		}
+	}
+}
+
+func (c *udpCollector) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pkts)
+}
+
+var (
+	relayAddr  = netip.MustParseAddrPort("127.0.0.1:2855")
+	partnerA   = netip.MustParseAddrPort("203.0.113.7:40001")
+	otherB     = netip.MustParseAddrPort("198.51.100.9:40002")
+	v6Client   = netip.MustParseAddrPort("[2001:db8::7]:40003")
+	v6RelayTLS = netip.MustParseAddrPort("[2001:db8::1]:2856")
+)
+
+func connEv(kind event.Kind, id uint64, remote, local netip.AddrPort, transport string) *event.Event {
+	return &event.Event{Kind: kind, Time: time.Unix(1700000000, 123456000), Conn: event.ConnInfo{
+		ID: id, Transport: transport, Local: local, Remote: remote, Dir: event.DirIn}}
+}
+
+func frameEv(id uint64, remote, local netip.AddrPort, dir event.Direction, method, session string) *event.Event {
+	wire := "MSRP a786hjs2 " + method + "\r\nTo-Path: msrp://x;tcp\r\nFrom-Path: msrp://y;tcp\r\n-------a786hjs2$\r\n"
+	e := connEv(event.FrameIn, id, remote, local, "msrp")
+	if dir == event.DirOut {
+		e.Kind = event.FrameOut
+	}
+	e.Frame = &event.FrameInfo{Dir: dir, TransactID: []byte("a786hjs2"), Method: []byte(method), SessionID: session,
+		Flag: '$', Size: int64(len(wire)), Wire: []byte(wire)}
+	return e
+}
+
+func TestRulesRouteToSinks(t *testing.T) {
+	homer, other := newUDPCollector(t), newUDPCollector(t)
+	cfg := Config{
+		Enabled: true,
+		Rules: []Rule{
+			{Name: "partners", Match: `remote.ip in cidr("203.0.113.0/24") && local.port == 2855`, Events: true, Frames: true, To: []string{"homer"}},
+			{Name: "sends", Match: `method == "SEND"`, Frames: true, To: []string{"other"}},
+		},
+		Sinks: map[string]SinkConfig{
+			"homer":  {Type: "hep", Addr: homer.addr(), CaptureID: 2001, Node: "relay-1"},
+			"other":  {Type: "hep", Addr: other.addr()},
+			"unused": {Type: "hep", Addr: "127.0.0.1:9"},
+		},
+	}
+	tr, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if len(tr.sinks) != 2 {
+		t.Fatalf("%d sinks opened, want the 2 that rules use", len(tr.sinks))
+	}
+	// Partner connection: accepted, a SEND in, a REPORT out, closed.
+	tr.Observe(connEv(event.Accepted, 1, partnerA, relayAddr, "msrp"))
+	tr.Observe(frameEv(1, partnerA, relayAddr, event.DirIn, "SEND", "sess1"))
+	tr.Observe(frameEv(1, partnerA, relayAddr, event.DirOut, "REPORT", "sess1"))
+	closed := connEv(event.Closed, 1, partnerA, relayAddr, "msrp")
+	closed.Reason = event.CloseEOF
+	tr.Observe(closed)
+	// Other connection: only its SEND goes anywhere (to "other").
+	tr.Observe(connEv(event.Accepted, 2, otherB, relayAddr, "msrp"))
+	tr.Observe(frameEv(2, otherB, relayAddr, event.DirIn, "SEND", "sess2"))
+	tr.Observe(frameEv(2, otherB, relayAddr, event.DirIn, "REPORT", "sess2"))
+
+	got := homer.waitN(t, 4)
+	if len(got) != 4 {
+		t.Fatalf("homer got %d packets, want 4", len(got))
+	}
+	acc := got[0]
+	if acc.Src != partnerA || acc.Dst != relayAddr || acc.ProtoType != hep.ProtoLog || acc.CaptureID != 2001 ||
+		string(acc.NodeName) != "relay-1" || string(acc.CorrelationID) != "conn-1" ||
+		string(acc.Payload) != "MSRP:ACCEPTED:SUCCESS:Connection accepted" {
+		t.Fatalf("accepted packet %+v payload %q", acc, acc.Payload)
+	}
+	send := got[1]
+	if send.Src != partnerA || send.Dst != relayAddr || string(send.CorrelationID) != "sess1" || !strings.HasPrefix(string(send.Payload), "MSRP a786hjs2 SEND\r\n") {
+		t.Fatalf("SEND packet %+v payload %q", send, send.Payload)
+	}
+	rep := got[2]
+	if rep.Src != relayAddr || rep.Dst != partnerA || string(rep.CorrelationID) != "sess1" {
+		t.Fatalf("REPORT out: src %v dst %v cid %q: want relay → partner, same session", rep.Src, rep.Dst, rep.CorrelationID)
+	}
+	if string(got[3].Payload) != "MSRP:CLOSED:SUCCESS:Connection closed: eof" {
+		t.Fatalf("closed payload %q", got[3].Payload)
+	}
+	og := other.waitN(t, 2)
+	for _, p := range og {
+		if !strings.Contains(string(p.Payload), " SEND\r\n") {
+			t.Fatalf("other got a non-SEND: %q", p.Payload)
+		}
+	}
+	st := tr.Stats()
+	if st.Rules[0].Matched != 4 || st.Rules[1].Matched != 2 {
+		t.Fatalf("rule counters %+v", st.Rules)
+	}
+	// No more than what matched arrived.
+	if homer.count() != 4 || other.count() != 2 {
+		t.Fatalf("extra packets: homer %d other %d", homer.count(), other.count())
+	}
+}
+
+// Connection verdicts are kept per connection and follow its TLS subject;
+// frames without a session correlate by connection.
+func TestTLSSubjectAndIPv6(t *testing.T) {
+	c := newUDPCollector(t)
+	tr, err := New(context.Background(), Config{Enabled: true,
+		Rules: []Rule{{Name: "acme", Match: `tls.subject contains "O=Acme" && remote.ip in cidr("2001:db8::/32")`, Events: true, Frames: true, To: []string{"c"}}},
+		Sinks: map[string]SinkConfig{"c": {Type: "hep", Addr: c.addr(), EventFormat: "json"}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	acc := connEv(event.Accepted, 7, v6Client, v6RelayTLS, "msrps")
+	tr.Observe(acc) // subject unknown yet: no match
+	hs := connEv(event.TLSHandshake, 7, v6Client, v6RelayTLS, "msrps")
+	hs.TLS = &event.TLSInfo{OK: true, Version: "TLS 1.3", CipherSuite: "TLS_AES_128_GCM_SHA256",
+		PeerSubject: "CN=client,O=Acme", PeerIssuer: "CN=Acme CA"}
+	tr.Observe(hs)
+	f := frameEv(7, v6Client, v6RelayTLS, event.DirIn, "AUTH", "")
+	f.Conn.Transport = "msrps"
+	tr.Observe(f)
+	got := c.waitN(t, 2)
+	if len(got) != 2 || got[0].Family != hep.FamilyIPv6 || got[0].Src != v6Client {
+		t.Fatalf("got %d packets, first %+v", len(got), got[0])
+	}
+	p := string(got[0].Payload)
+	for _, want := range []string{`"Protocol":"MSRPS"`, `"Event":"TLS_HANDSHAKE"`, `"client-subject":"CN=client,O=Acme"`, `"client-issuer":"CN=Acme CA"`} {
+		if !strings.Contains(p, want) {
+			t.Fatalf("handshake payload %s lacks %s", p, want)
+		}
+	}
+	if string(got[1].CorrelationID) != "conn-7" {
+		t.Fatalf("sessionless frame correlation id %q", got[1].CorrelationID)
+	}
+}
+
+func TestSwitchOff(t *testing.T) {
+	c := newUDPCollector(t)
+	tr, err := New(context.Background(), Config{Enabled: false,
+		Rules: []Rule{{Name: "all", Events: true, Frames: true, To: []string{"c"}}},
+		Sinks: map[string]SinkConfig{"c": {Type: "hep", Addr: c.addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tr.Observe(connEv(event.Accepted, 1, partnerA, relayAddr, "msrp"))
+	tr.SetEnabled(true)
+	tr.Observe(connEv(event.Accepted, 2, partnerA, relayAddr, "msrp"))
+	got := c.waitN(t, 1)
+	if string(got[0].CorrelationID) != "conn-2" {
+		t.Fatalf("traced while off: %q", got[0].CorrelationID)
+	}
+	if st := tr.Stats(); !st.Enabled || st.Rules[0].Matched != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A collector that accepts and never reads: Observe keeps returning, and
+// what does not fit is counted as dropped.
+func TestStalledCollectorNeverBlocks(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var hmu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hmu.Lock()
+			held = append(held, c) // accepted, never read
+			hmu.Unlock()
+		}
+	}()
+	defer func() {
+		hmu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		hmu.Unlock()
+	}()
+	tr, err := New(context.Background(), Config{Enabled: true,
+		Rules: []Rule{{Name: "all", Frames: true, To: []string{"stalled"}}},
+		Sinks: map[string]SinkConfig{"stalled": {Type: "hep", Transport: "tcp", Addr: ln.Addr().String(), Queue: 64}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	e := frameEv(1, partnerA, relayAddr, event.DirIn, "SEND", "s")
+	big := make([]byte, 16<<10)
+	copy(big, e.Frame.Wire)
+	e.Frame.Wire, e.Frame.Size = big, int64(len(big))
+	const n = 5000 // 80 MB offered: far more than socket buffers and the queue hold
+	for range n {
+		tr.Observe(e)
+	}
+	st := tr.Stats().Sinks[0]
+	if st.Dropped == 0 || st.Sent+st.Dropped > n {
+		t.Fatalf("sink stats %+v after %d frames", st, n)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	sinks := map[string]SinkConfig{"h": {Type: "hep", Addr: "127.0.0.1:9060"}}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"bad expression", Config{Rules: []Rule{{Name: "r", Match: `remote.ip in cidr("300.1.2.3/8")`, Events: true, To: []string{"h"}}}, Sinks: sinks}, `rule "r"`},
+		{"unknown field", Config{Rules: []Rule{{Name: "r", Match: `remote.iq == 1`, Events: true, To: []string{"h"}}}, Sinks: sinks}, "column"},
+		{"unknown sink", Config{Rules: []Rule{{Name: "r", Events: true, To: []string{"nope"}}}, Sinks: sinks}, `unknown sink "nope"`},
+		{"no kind", Config{Rules: []Rule{{Name: "r", To: []string{"h"}}}, Sinks: sinks}, "neither events nor frames"},
+		{"bad sink type", Config{Rules: []Rule{{Name: "r", Events: true, To: []string{"x"}}}, Sinks: map[string]SinkConfig{"x": {Type: "kafka"}}}, "hep or pcap"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(context.Background(), tc.cfg, nil)
+			if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New: %v, want ErrConfig with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestTruncatedCaptureStaysAFrame(t *testing.T) {
+	f := &event.FrameInfo{TransactID: []byte("abcd1234"), Flag: '+', Size: 100000,
+		Wire: []byte("MSRP abcd1234 SEND\r\nTo-Path: msrp://x;tcp\r\n\r\nbody...")}
+	got := string(appendTraceFrame(nil, f))
+	want := "MSRP abcd1234 SEND\r\nTo-Path: msrp://x;tcp\r\n\r\nbody...\r\n[msrpscope: frame truncated, 99948 of 100000 bytes omitted]\r\n-------abcd1234+\r\n"
+	if got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
