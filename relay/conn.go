@@ -214,6 +214,7 @@ func (c *conn) writeQueued(f *outFrame) {
 	obs := c.r.obs
 	c.wmu.Lock()
 	c.cw.start(obs != nil)
+	sent := time.Now() // the frame's time is when it starts out, before the peer can react
 	_, err := c.bw.Write(f.buf)
 	if err == nil {
 		err = c.bw.Flush()
@@ -225,7 +226,7 @@ func (c *conn) writeQueued(f *outFrame) {
 		if f.method != "" {
 			fi.Method = []byte(f.method)
 		}
-		ev = event.Event{Kind: event.FrameOut, Time: time.Now(), Conn: c.info, Frame: &fi}
+		ev = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.info, Frame: &fi}
 		obs.Observe(&ev)
 	}
 	c.cw.start(false)

@@ -328,6 +328,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, ses
 	}
 
 	dst.wmu.Lock()
+	sent := time.Now() // the frame's time is when it starts out
 	var writeErr, bodyErr error
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
@@ -388,7 +389,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, ses
 	if obs != nil && writeErr == nil {
 		fi := event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
 			ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID, Flag: flag, Size: dst.cw.n, Wire: dst.cw.buf}
-		ev := event.Event{Kind: event.FrameOut, Time: time.Now(), Conn: dst.info, Frame: &fi}
+		ev := event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &fi}
 		obs.Observe(&ev)
 	}
 	dst.cw.start(false)
