@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 )
 
@@ -12,25 +13,27 @@ import (
 // 4 KiB buffer gives the same frames (the streaming end-line search does
 // not depend on where buffer boundaries fall); and every frame read, written
 // again by a Writer and read back, is equal.
+//
+// The small-buffer read gets its input in irregular chunks of 1 to 13 bytes
+// (chunkReader), not one byte at a time: one-byte reads made that path about
+// ten times as costly per byte as the 4 KiB one, and the fuzzing engine's
+// minimization of a new interesting input runs the target O(n²) times (up to
+// -fuzzminimizetime, 60 s by default) and reports those executions only when
+// it ends: the one-byte path turned that into stalls of seconds up to the
+// whole minimization limit with "execs: N (0/sec)". The chunk sizes do not
+// depend on the input, so mutations that insert or delete bytes still move
+// end-lines across the buffer boundaries at all offsets;
+// TestReaderOneByteSeeds keeps the exhaustive one-byte check for the seeds.
 func FuzzReader(f *testing.F) {
 	for _, b := range rfcFrames(f) {
 		f.Add(b)
 	}
-	f.Add([]byte("MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\na\r\n-------tid2$\r\n-------tid1\r\n-------tid1$\r\n"))
-	f.Add([]byte("MSRP tid1 SEND\r\n\r\n-------tid1$\r\nMSRP tid2 200 OK\r\n-------tid2+\r\n"))
-	f.Add([]byte("MSRP abcd SEND\r\nX: a\rb\r\n-------abcd$\r\n"))
+	for _, b := range fuzzReaderSeeds {
+		f.Add([]byte(b))
+	}
 
 	f.Fuzz(func(t *testing.T, in []byte) {
-		small := readFrames(t, bufio.NewReaderSize(oneByteReader{bytes.NewReader(in)}, 16))
-		big := readFrames(t, bufio.NewReaderSize(bytes.NewReader(in), 4096))
-		if len(small.msgs) != len(big.msgs) || small.err.Error() != big.err.Error() {
-			t.Fatalf("buffer size changes the result: %d frames %v vs %d frames %v", len(small.msgs), small.err, len(big.msgs), big.err)
-		}
-		for i := range small.msgs {
-			if !small.msgs[i].equal(big.msgs[i]) {
-				t.Fatalf("frame %d differs by buffer size:\n%+v\n%+v", i, small.msgs[i], big.msgs[i])
-			}
-		}
+		big := compareSmallBig(t, &chunkReader{r: bytes.NewReader(in)}, in)
 		for _, m := range big.msgs {
 			var buf bytes.Buffer
 			err := writeMessage(NewWriter(&buf), m)
@@ -57,6 +60,66 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzReaderSeeds are FuzzReader's seeds besides the RFC example frames.
+var fuzzReaderSeeds = []string{
+	"MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\na\r\n-------tid2$\r\n-------tid1\r\n-------tid1$\r\n",
+	"MSRP tid1 SEND\r\n\r\n-------tid1$\r\nMSRP tid2 200 OK\r\n-------tid2+\r\n",
+	"MSRP abcd SEND\r\nX: a\rb\r\n-------abcd$\r\n",
+}
+
+// compareSmallBig reads in through a 16-byte bufio.Reader over small (which
+// must deliver in) and through a 4 KiB one over all of in at once, fails t
+// unless both give the same frames and error, and returns the latter.
+func compareSmallBig(t *testing.T, small io.Reader, in []byte) frameRun {
+	t.Helper()
+	s := readFrames(t, bufio.NewReaderSize(small, 16))
+	big := readFrames(t, bufio.NewReaderSize(bytes.NewReader(in), 4096))
+	if len(s.msgs) != len(big.msgs) || s.err.Error() != big.err.Error() {
+		t.Fatalf("buffer size changes the result: %d frames %v vs %d frames %v", len(s.msgs), s.err, len(big.msgs), big.err)
+	}
+	for i := range s.msgs {
+		if !s.msgs[i].equal(big.msgs[i]) {
+			t.Fatalf("frame %d differs by buffer size:\n%+v\n%+v", i, s.msgs[i], big.msgs[i])
+		}
+	}
+	return big
+}
+
+// chunkReader reads from r in chunks whose sizes cycle through chunkSizes:
+// irregular, a third of them single bytes, about 4 bytes on average.
+type chunkReader struct {
+	r io.Reader
+	i int
+}
+
+var chunkSizes = [...]int{1, 3, 1, 7, 2, 1, 13, 5, 1, 11, 4, 1, 2, 9, 1, 6}
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n := chunkSizes[c.i%len(chunkSizes)]
+	c.i++
+	return c.r.Read(p[:min(len(p), n)])
+}
+
+// The seed frames of FuzzReader, each truncated at every length, read the
+// same one byte at a time as all at once: the exhaustive buffer-boundary
+// check that FuzzReader does with irregular chunks only.
+func TestReaderOneByteSeeds(t *testing.T) {
+	seeds := slices.Clone(fuzzReaderSeeds)
+	for _, b := range rfcFrames(t) {
+		seeds = append(seeds, string(b))
+	}
+	for _, s := range seeds {
+		for n := range len(s) + 1 {
+			in := []byte(s[:n])
+			compareSmallBig(t, oneByteReader{bytes.NewReader(in)}, in)
+			compareSmallBig(t, &chunkReader{r: bytes.NewReader(in)}, in)
+		}
+	}
 }
 
 type frameRun struct {
