@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -30,6 +32,7 @@ const (
 	DefaultWriteTimeout = 2 * time.Second
 	DefaultBackoffMin   = 100 * time.Millisecond
 	DefaultBackoffMax   = 30 * time.Second
+	DefaultLinger       = 500 * time.Microsecond
 	// batchBytes bounds what the writer coalesces into one stream write.
 	batchBytes = 64 * 1024
 )
@@ -50,6 +53,9 @@ type ClientConfig struct {
 	// DialTimeout bounds a connection attempt (including the TLS handshake); WriteTimeout bounds
 	// each write, so a collector that stops reading cannot wedge the writer.
 	DialTimeout, WriteTimeout time.Duration
+	// Linger is how long the UDP writer waits for more packets after the first before it sends
+	// them in one batch (sendmmsg): 0 means DefaultLinger, negative means no wait.
+	Linger time.Duration
 	// BackoffMin and BackoffMax bound the exponential reconnect backoff (with jitter).
 	BackoffMin, BackoffMax time.Duration
 	// Logger receives connection state changes; nil means slog.Default().
@@ -247,7 +253,13 @@ func (c *Client) run() {
 		backoff = c.cfg.BackoffMin
 		first   = true
 		pending *[]byte // taken from the queue, to be written after a reconnect
+		bufs    = make([]*[]byte, 0, udpBatch)
+		ub      udpBatcher
+		linger  = c.cfg.Linger
 	)
+	if linger == 0 {
+		linger = DefaultLinger
+	}
 	defer func() {
 		c.closed.Store(true)
 		if pending != nil {
@@ -306,16 +318,39 @@ func (c *Client) run() {
 			continue
 		}
 		if c.cfg.Transport == UDP {
-			err := c.write(conn, *b)
-			putBuf(b)
+			// Take what is queued (up to udpBatch datagrams) and send it
+			// with one sendmmsg where the platform has it. Under load,
+			// lingering a moment first gathers a batch: one system call
+			// for dozens of packets instead of one each.
+			if linger > 0 && len(c.queue) < udpBatch-1 {
+				t := time.NewTimer(linger)
+				select {
+				case <-t.C:
+				case <-c.ctx.Done():
+					t.Stop()
+				}
+			}
+			bufs = append(bufs[:0], b)
+		more:
+			for len(bufs) < udpBatch {
+				select {
+				case b = <-c.queue:
+					bufs = append(bufs, b)
+				default:
+					break more
+				}
+			}
+			sent, err := c.writeUDP(conn, &ub, bufs)
+			for _, b := range bufs {
+				putBuf(b)
+			}
+			c.sent.Add(uint64(sent))
 			if err != nil {
 				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the
 				// socket stays usable.
 				c.errs.Add(1)
-				c.dropped.Add(1)
+				c.dropped.Add(uint64(len(bufs) - sent))
 				c.log.Debug("hep: udp write failed", "err", err)
-			} else {
-				c.sent.Add(1)
 			}
 			continue
 		}
@@ -344,6 +379,62 @@ func (c *Client) run() {
 		}
 		c.sent.Add(n)
 	}
+}
+
+// udpBatch bounds the datagrams sent with one system call.
+const udpBatch = 64
+
+// udpBatcher sends several datagrams with one sendmmsg (x/net's
+// PacketConn.WriteBatch; one datagram per call where the platform lacks it).
+type udpBatcher struct {
+	conn net.Conn
+	wb   interface {
+		WriteBatch([]ipv4.Message, int) (int, error)
+	}
+	msgs []ipv4.Message
+	one  [udpBatch][]byte // each message's single buffer, reused
+}
+
+// writeUDP sends bufs in order and returns how many were sent.
+func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, error) {
+	if ub.conn != conn {
+		ub.conn, ub.wb = conn, nil
+		if pc, ok := conn.(net.PacketConn); ok {
+			if ra, ok := conn.RemoteAddr().(*net.UDPAddr); ok && ra.IP.To4() == nil {
+				ub.wb = ipv6.NewPacketConn(pc)
+			} else {
+				ub.wb = ipv4.NewPacketConn(pc)
+			}
+		}
+	}
+	if err := conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
+		return 0, err
+	}
+	if ub.wb == nil || len(bufs) == 1 {
+		for i, b := range bufs {
+			if _, err := conn.Write(*b); err != nil {
+				return i, err
+			}
+		}
+		return len(bufs), nil
+	}
+	ub.msgs = ub.msgs[:0]
+	for i, b := range bufs {
+		ub.one[i] = *b
+		ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[i : i+1]})
+	}
+	sent := 0
+	for sent < len(ub.msgs) {
+		n, err := ub.wb.WriteBatch(ub.msgs[sent:], 0)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+		if n == 0 {
+			return sent, errors.New("hep: udp batch wrote nothing")
+		}
+	}
+	return sent, nil
 }
 
 func (c *Client) write(conn net.Conn, b []byte) error {
