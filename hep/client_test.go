@@ -399,8 +399,13 @@ func TestClientCollectorDown(t *testing.T) {
 				}
 				waitFor(t, "dial errors", func() bool { return c.Stats().Errors >= 2 })
 			} else {
-				// UDP "connects" at once; the ICMP port-unreachable surfaces as write errors.
-				waitFor(t, "udp write errors", func() bool { return c.Stats().Errors >= 1 })
+				// UDP "connects" at once; the ICMP port-unreachable for a datagram surfaces as
+				// the error of a later send (a batch sent with one sendmmsg reports it on the
+				// next one), so keep sending.
+				waitFor(t, "udp write errors", func() bool {
+					c.Send(testPacket(t, "again", 10))
+					return c.Stats().Errors >= 1
+				})
 			}
 			s := c.Stats()
 			if s.Dropped < uint64(n-accepted) {
