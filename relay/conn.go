@@ -342,6 +342,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 		return false
 	}
 	if fe.TransactID != "" {
+		c.answerBadFrame(fe)
 		c.dr.perRead = c.r.lim.BodyTimeout
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
@@ -351,6 +352,39 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	c.close(event.CloseProtocol, fe)
 	return false
+}
+
+// answerBadFrame answers a malformed request with 400 when the lines that
+// could be read name a From-Path to answer to (RFC 4975 §7.2), unless it is
+// a REPORT or its Failure-Report forbids responses. It must run before
+// Recover, which reuses the Reader's buffer.
+func (c *conn) answerBadFrame(fe *msrp.FrameError) {
+	method := c.rd.FailedMethod()
+	from := c.rd.FailedHeader(msrp.HdrFromPath)
+	if method == "" || method == "REPORT" || len(from) == 0 {
+		return
+	}
+	if method == "SEND" {
+		if m, err := msrp.ParseFailureReport(c.rd.FailedHeader(msrp.HdrFailureReport)); err == nil && m != msrp.ReportYes {
+			return
+		}
+		from, _ = msrp.SplitPath(from)
+	}
+	top, _ := msrp.SplitPath(c.rd.FailedHeader(msrp.HdrToPath))
+	if len(top) == 0 {
+		top = c.uri.Append(nil)
+	}
+	tid := []byte(fe.TransactID)
+	of := newOutFrame()
+	of.tid, of.status = fe.TransactID, 400
+	b := append(of.buf, "MSRP "...)
+	b = append(b, tid...)
+	b = append(b, " 400 Bad request\r\n"...)
+	b = appendHeader(b, msrp.HdrToPath, from)
+	b = appendHeader(b, msrp.HdrFromPath, top)
+	b = appendEndLine(b, tid, msrp.FlagEnd)
+	of.buf = b
+	c.enqueue(of)
 }
 
 // maxRecoverBytes bounds how far a malformed frame is skipped.

@@ -63,14 +63,20 @@ func TestMalformedFrameSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	frames := "MSRP bad1 SEND\r\nno colon here\r\n\r\nbody\r\n-------bad1$\r\n" +
+	frames := "MSRP bad1 SEND\r\nTo-Path: " + tr.uri + "\r\nFrom-Path: msrp://127.0.0.1:9/x;tcp\r\nMessage-ID: m1\r\nno colon here\r\n\r\nbody\r\n-------bad1$\r\n" +
 		"MSRP good1 AUTH\r\nTo-Path: " + tr.uri + "\r\nFrom-Path: msrp://127.0.0.1:9/x;tcp\r\n-------good1$\r\n"
 	if _, err := nc.Write([]byte(frames)); err != nil {
 		t.Fatal(err)
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	rd := msrp.NewReader(bufio.NewReader(nc), msrp.Limits{})
+	// The malformed SEND is answered 400 (no request is dropped
+	// silently), then the next frame is handled.
 	f, err := rd.ReadFrame()
+	if err != nil || string(f.TransactID) != "bad1" || f.StatusCode != 400 || string(f.Get(msrp.HdrToPath)) != "msrp://127.0.0.1:9/x;tcp" {
+		t.Fatalf("answer to a malformed frame: %+v %v", f, err)
+	}
+	f, err = rd.ReadFrame()
 	if err != nil || string(f.TransactID) != "good1" || f.StatusCode != 401 {
 		t.Fatalf("after a malformed frame: %+v %v", f, err)
 	}

@@ -166,12 +166,12 @@ log: {level: debug}
 		cidIsSID bool   // correlation id is the chat, else conn-<n>
 	}{
 		{"MSRP:ACCEPTED:SUCCESS:Connection accepted", true, false},
-		{"MSRP ", true, false},       // AUTH
-		{"MSRP ", false, false},      // 401
-		{"MSRP ", true, false},       // AUTH
-		{"MSRP ", false, false},      // 200 with Use-Path
-		{"MSRP ", true, true},        // SEND
-		{"MSRP ", false, true},       // 200
+		{"MSRP ", true, false},  // AUTH
+		{"MSRP ", false, false}, // 401
+		{"MSRP ", true, false},  // AUTH
+		{"MSRP ", false, false}, // 200 with Use-Path
+		{"MSRP ", true, true},   // SEND
+		{"MSRP ", false, true},  // 200
 		{"MSRP:CLOSED:SUCCESS:", true, false},
 	}
 	pkts := homer.WaitFor(t, len(want), 20*time.Second)

@@ -441,3 +441,39 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// FailedHeader returns, after a *FrameError, the value of the first header
+// field named name among the complete lines read of the failed frame, or
+// nil. It lets a relay address an error response (which needs From-Path
+// and To-Path) to a frame it could not parse; the value is a best effort,
+// valid until the next ReadFrame or Recover.
+func (r *Reader) FailedHeader(name string) []byte {
+	if r.err == nil || len(r.lines) < 2 {
+		return nil
+	}
+	prev := r.lines[0]
+	for _, end := range r.lines[1:] {
+		line := r.hdr[prev : end-2]
+		prev = end
+		if h, ok := parseHeaderLine(line); ok && equalFold(h.Name, name) {
+			return h.Value
+		}
+	}
+	return nil
+}
+
+// FailedMethod returns, after a *FrameError, the method of the failed
+// frame when its start line was a well-formed request line, else "".
+func (r *Reader) FailedMethod() string {
+	if r.err == nil || len(r.lines) == 0 {
+		return ""
+	}
+	var f Frame
+	saved := r.err
+	err := r.parseStartLine(&f, r.hdr[:r.lines[0]-2])
+	r.err = saved
+	if err != nil || f.Method == nil {
+		return ""
+	}
+	return string(f.Method)
+}

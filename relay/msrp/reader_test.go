@@ -374,3 +374,26 @@ func TestFrameAccessors(t *testing.T) {
 		t.Fatalf("Raw = %q", f.Raw())
 	}
 }
+
+func TestFailedHeaderAndMethod(t *testing.T) {
+	r := newTestReader(crlf("MSRP abcd SEND\nTo-Path: msrp://relay;tcp\nFrom-Path: msrp://a/s;tcp\nbroken\n-------abcd$\n"))
+	if _, err := r.ReadFrame(); !errors.Is(err, ErrHeaderSyntax) {
+		t.Fatalf("err %v", err)
+	}
+	if got := string(r.FailedHeader("from-path")); got != "msrp://a/s;tcp" {
+		t.Fatalf("FailedHeader = %q", got)
+	}
+	if r.FailedHeader("Message-ID") != nil || r.FailedMethod() != "SEND" {
+		t.Fatalf("FailedHeader(Message-ID) %q, FailedMethod %q", r.FailedHeader("Message-ID"), r.FailedMethod())
+	}
+	// A response's failure has no method; a good frame no failed header.
+	r = newTestReader(crlf("MSRP abcd 200 OK\nbroken\n-------abcd$\n"))
+	_, _ = r.ReadFrame()
+	if r.FailedMethod() != "" {
+		t.Fatalf("FailedMethod of a response = %q", r.FailedMethod())
+	}
+	r = newTestReader(crlf("MSRP abcd SEND\nFrom-Path: msrp://a/s;tcp\n-------abcd$\n"))
+	if _, err := r.ReadFrame(); err != nil || r.FailedHeader("From-Path") != nil {
+		t.Fatal("FailedHeader without a failure")
+	}
+}
