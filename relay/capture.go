@@ -13,7 +13,8 @@ import (
 // body, end-line. It does nothing without an event.Observer.
 
 func (c *conn) beginIn(f *msrp.Frame) {
-	if c.r.obs == nil {
+	c.capturing = c.r.tracing()
+	if !c.capturing {
 		return
 	}
 	c.inCap = c.inCap[:0]
@@ -24,7 +25,7 @@ func (c *conn) beginIn(f *msrp.Frame) {
 }
 
 func (c *conn) capIn(p []byte) {
-	if c.r.obs == nil {
+	if !c.capturing {
 		return
 	}
 	if room := c.r.captureBytes - len(c.inCap); room > 0 {
@@ -35,8 +36,7 @@ func (c *conn) capIn(p []byte) {
 // endIn reports the frame read from c to the event.Observer; complete is false
 // when its body broke off.
 func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
-	obs := c.r.obs
-	if obs == nil {
+	if !c.capturing {
 		return
 	}
 	size := int64(len(f.Raw())) + 7 + int64(len(f.TransactID)) + 3
@@ -50,11 +50,12 @@ func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
 		e := append(append(append(end[:0], "-------"...), f.TransactID...), flag, '\r', '\n')
 		c.capIn(e)
 	}
-	fi := event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
+	// The read loop's own scratch: the Observer may not keep it.
+	c.inFI = event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
 		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID,
 		Flag: flag, Size: size, Wire: c.inCap}
-	ev := event.Event{Kind: event.FrameIn, Time: time.Now(), Conn: c.info, Frame: &fi}
-	obs.Observe(&ev)
+	c.inEv = event.Event{Kind: event.FrameIn, Time: time.Now(), Conn: c.info, Frame: &c.inFI}
+	c.r.obs.Observe(&c.inEv)
 }
 
 // finishIn reads the rest of f's body (capturing it) and reports the frame.

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"github.com/msrpscope/msrpscope/tracer/event"
@@ -55,7 +56,12 @@ type conn struct {
 	requestOK  atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
 	authFails  atomic.Int32 // failed AUTHs since the last success
 	tlsState   *tls.ConnectionState
-	inCap      []byte // frame-in capture for the event.Observer
+	inCap      []byte          // frame-in capture for the Observer
+	capturing  bool            // the frame being read is traced
+	inEv       event.Event     // scratch of the read loop for frame-in events
+	inFI       event.FrameInfo //
+	outEv      event.Event     // scratch for frame-out events, guarded by wmu
+	outFI      event.FrameInfo //
 	tidBuf     [msrp.TransactIDLen]byte
 	sessionHit string // session of the frame being handled, for event.FrameInfo
 }
@@ -79,7 +85,7 @@ var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte
 func newOutFrame() *outFrame {
 	f := outFramePool.Get().(*outFrame)
 	f.buf = f.buf[:0]
-	f.tid, f.method, f.status, f.messageID, f.sessionID = "", "", 0, "", ""
+	f.method, f.status, f.messageID, f.sessionID = "", 0, "", ""
 	f.closeReason, f.closeErr = 0, nil
 	return f
 }
@@ -211,23 +217,24 @@ func (c *conn) writeQueued(f *outFrame) {
 		c.close(f.closeReason, f.closeErr)
 		return
 	}
-	obs := c.r.obs
+	obs := c.r.tracing()
 	c.wmu.Lock()
-	c.cw.start(obs != nil)
+	c.cw.start(obs)
 	sent := time.Now() // the frame's time is when it starts out, before the peer can react
 	_, err := c.bw.Write(f.buf)
 	if err == nil {
 		err = c.bw.Flush()
 	}
-	var ev event.Event
-	if obs != nil && err == nil {
-		fi := event.FrameInfo{Dir: event.DirOut, TransactID: []byte(f.tid), Status: f.status, MessageID: []byte(f.messageID),
+	if obs && err == nil {
+		tid := f.buf[5:]
+		tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
+		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: []byte(f.messageID),
 			SessionID: f.sessionID, Flag: msrp.FlagEnd, Size: c.cw.n, Wire: c.cw.buf}
 		if f.method != "" {
-			fi.Method = []byte(f.method)
+			c.outFI.Method = []byte(f.method)
 		}
-		ev = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.info, Frame: &fi}
-		obs.Observe(&ev)
+		c.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.info, Frame: &c.outFI}
+		c.r.obs.Observe(&c.outEv)
 	}
 	c.cw.start(false)
 	c.wmu.Unlock()
@@ -376,7 +383,7 @@ func (c *conn) answerBadFrame(fe *msrp.FrameError) {
 	}
 	tid := []byte(fe.TransactID)
 	of := newOutFrame()
-	of.tid, of.status = fe.TransactID, 400
+	of.status = 400
 	b := append(of.buf, "MSRP "...)
 	b = append(b, tid...)
 	b = append(b, " 400 Bad request\r\n"...)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -118,10 +119,10 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 	r.observe(event.Connected, c, nil, 0, nil)
 	if u.Secure {
 		cfg := r.tlsOut.base.Clone()
-		if net.ParseIP(u.Host) == nil {
-			cfg.ServerName = u.Host // SNI, and the name verified
-		} else if !cfg.InsecureSkipVerify {
-			cfg.ServerName = u.Host // verified against the IP SANs
+		if net.ParseIP(u.Host) == nil || !cfg.InsecureSkipVerify {
+			// SNI and the name verified (or the IP SANs): a copy, u may
+			// view a frame's buffer.
+			cfg.ServerName = strings.Clone(u.Host)
 		}
 		tc := tls.Client(nc, cfg)
 		hctx, hcancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)

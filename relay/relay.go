@@ -30,6 +30,7 @@ type Relay struct {
 	authCfg      Auth
 	log          *slog.Logger
 	obs          event.Observer
+	obsSwitch    interface{ Enabled() bool } // the Observer's on/off switch, when it has one
 	auth         *auth.Authenticator
 	captureBytes int
 
@@ -108,6 +109,9 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
+	}
+	if sw, ok := r.obs.(interface{ Enabled() bool }); ok {
+		r.obsSwitch = sw
 	}
 	r.captureBytes = cfg.TraceCaptureBytes
 	if r.captureBytes <= 0 {
@@ -335,6 +339,13 @@ func (r *Relay) Stats() Stats {
 		ReportsSent: s.reportsSent.Load(), ReportsDropped: s.reportsDropped.Load(),
 		UnmatchedResponses: s.unmatchedResponses.Load(), TxnTimeouts: s.txnTimeouts.Load(), QueueFull: s.queueFull.Load(),
 	}
+}
+
+// tracing reports whether frames are to be reported now: there is an
+// Observer and its switch, if it has one, is on. Connection events are
+// always reported (observers track connections with them).
+func (r *Relay) tracing() bool {
+	return r.obs != nil && (r.obsSwitch == nil || r.obsSwitch.Enabled())
 }
 
 // observe reports a connection event.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -82,7 +83,8 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		return c.reject(&q, 400, "To-Path missing")
 	}
 	q.top, q.rest = msrp.SplitPath(toPath)
-	topURI, err := msrp.ParseURI(string(q.top))
+	// Views of the frame's buffer: these URIs must not outlive this call.
+	topURI, err := msrp.ParseURI(bstr(q.top))
 	if err != nil {
 		return c.reject(&q, 400, "Bad To-Path")
 	}
@@ -112,14 +114,16 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		return c.reject(&q, 400, "No next hop in To-Path")
 	}
 	next, after := msrp.SplitPath(q.rest)
-	nextURI, err := msrp.ParseURI(string(next))
+	nextURI, err := msrp.ParseURI(bstr(next))
 	if err != nil {
 		return c.reject(&q, 400, "Bad To-Path")
 	}
 
 	// RFC 4976 §6.4: the request comes from the client that owns the
 	// session, or goes to the next hop back towards it.
-	q.chat = topURI.SessionID
+	if sess != nil {
+		q.chat = sess.id // the table's copy: q.chat outlives the frame
+	}
 	var dst *conn
 	toOut := q.rest
 	prefix := [2][]byte{q.top}
@@ -139,14 +143,18 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 			return c.reject(&q, 481, "Session does not exist")
 		}
 		third, _ := msrp.SplitPath(after)
-		thirdURI, err := msrp.ParseURI(string(third))
+		thirdURI, err := msrp.ParseURI(bstr(third))
 		if err != nil || !sameHop(thirdURI, s2.prevHop) {
 			return c.reject(&q, 403, "Session belongs to another client")
 		}
 		dst, toOut = s2.conn, after
 		prefix = [2][]byte{next, q.top}
 		nPrefix = 2
-		q.chat = chatKey(q.chat, s2.id)
+		if sess != nil {
+			q.chat = sess.chatWith(s2)
+		} else {
+			q.chat = s2.id
+		}
 	}
 	if dst == nil {
 		dst, err = r.outbound(nextURI)
@@ -230,7 +238,6 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 		to, _ = msrp.SplitPath(q.fromPath)
 	}
 	of := newOutFrame()
-	of.tid = string(q.f.TransactID)
 	of.status = code
 	of.sessionID = q.chat
 	b := of.buf
@@ -277,7 +284,7 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 	}
 	of := newOutFrame()
 	tid := msrp.AppendTransactID(nil)
-	of.tid, of.method, of.messageID, of.sessionID = string(tid), "REPORT", x.messageID, x.sessionID
+	of.method, of.messageID, of.sessionID = "REPORT", x.messageID, x.sessionID
 	b := of.buf
 	b = append(b, "MSRP "...)
 	b = append(b, tid...)
@@ -314,16 +321,12 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, sessionID string) error {
 	r := c.r
 	f := q.f
-	obs := r.obs
+	obs := r.tracing()
 	tid := msrp.AppendTransactID(c.tidBuf[:0])
 	var x *txn
 	if !q.isREPORT && !(q.isSEND && q.mode == msrp.ReportNo) {
-		x = &txn{tid: string(tid), dst: dst, src: c, srcTID: string(f.TransactID), method: string(f.Method),
-			sessionID: sessionID, report: q.mode, ourURI: string(q.top), fromPath: string(q.fromPath),
-			messageID: string(f.Get(msrp.HdrMessageID)), byteRange: string(f.Get(msrp.HdrByteRange))}
-		if !q.isSEND {
-			x.report = msrp.ReportYes
-		}
+		x = newTxn(tid, f, q)
+		x.dst, x.src, x.sessionID = dst, c, sessionID
 		r.txns.register(x) // before the first byte: a next hop may answer early
 	}
 
@@ -333,9 +336,9 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, ses
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
 	} else {
-		dst.cw.start(obs != nil)
+		dst.cw.start(obs)
 		w := dst.mw
-		_ = w.StartRequest(tid, string(f.Method))
+		_ = w.StartRequest(tid, bstr(f.Method))
 		for _, h := range f.Headers {
 			w.RawHeaders(h.Name)
 			w.RawHeaders(colonSP)
@@ -386,11 +389,11 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte, ses
 			writeErr = err
 		}
 	}
-	if obs != nil && writeErr == nil {
-		fi := event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
+	if obs && writeErr == nil {
+		dst.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
 			ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID, Flag: flag, Size: dst.cw.n, Wire: dst.cw.buf}
-		ev := event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &fi}
-		obs.Observe(&ev)
+		dst.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &dst.outFI}
+		r.obs.Observe(&dst.outEv)
 	}
 	dst.cw.start(false)
 	dst.wmu.Unlock()
@@ -459,7 +462,7 @@ func (r *Relay) failTxn(x *txn, code int, comment string) {
 		return
 	}
 	of := newOutFrame()
-	of.tid, of.status, of.sessionID = x.srcTID, code, x.sessionID
+	of.status, of.sessionID = code, x.sessionID
 	b := of.buf
 	b = append(b, "MSRP "...)
 	b = append(b, x.srcTID...)
@@ -495,7 +498,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 		return nil
 	}
 	top, rest := msrp.SplitPath(f.Get(msrp.HdrToPath))
-	topURI, err := msrp.ParseURI(string(top))
+	topURI, err := msrp.ParseURI(bstr(top))
 	if err != nil || !r.isOwn(topURI) {
 		r.stats.unmatchedResponses.Add(1)
 		r.log.Info("response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID), slog.String("to", string(top)))
@@ -511,7 +514,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 		return nil // RFC 4976 §6.4.3: nowhere to go back to: discarded
 	}
 	of := newOutFrame()
-	of.tid, of.status, of.sessionID = x.srcTID, f.StatusCode, x.sessionID
+	of.status, of.sessionID = f.StatusCode, x.sessionID
 	b := of.buf
 	b = append(b, "MSRP "...)
 	b = append(b, x.srcTID...)
@@ -541,6 +544,15 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	of.buf = b
 	x.src.enqueue(of)
 	return nil
+}
+
+// bstr views b as a string without copying, for values that do not
+// outlive the frame b belongs to.
+func bstr(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 func appendHeaderB(b, name, value []byte) []byte {

@@ -28,6 +28,40 @@ type txn struct {
 	done      bool // answered or expired; guarded by txnTable.mu
 }
 
+// newTxn makes the transaction of forwarding q with the new transact-id
+// tid. Its strings are slices of one: two allocations per forwarded request.
+func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
+	var ab [1024]byte
+	a := append(ab[:0], tid...)
+	a = append(a, f.TransactID...)
+	a = append(a, q.top...)
+	a = append(a, q.fromPath...)
+	mid, br := f.Get(msrp.HdrMessageID), f.Get(msrp.HdrByteRange)
+	a = append(a, mid...)
+	a = append(a, br...)
+	if !q.isSEND {
+		a = append(a, f.Method...)
+	}
+	arena := string(a)
+	cut := func(n int) string {
+		s := arena[:n]
+		arena = arena[n:]
+		return s
+	}
+	x := &txn{report: q.mode, method: "SEND"}
+	x.tid = cut(len(tid))
+	x.srcTID = cut(len(f.TransactID))
+	x.ourURI = cut(len(q.top))
+	x.fromPath = cut(len(q.fromPath))
+	x.messageID = cut(len(mid))
+	x.byteRange = cut(len(br))
+	if !q.isSEND {
+		x.method = arena
+		x.report = msrp.ReportYes // responses to other methods are always expected
+	}
+	return x
+}
+
 // txnTable holds forwarded transactions by transact-id. All share one
 // timeout, so expiry order is insertion order: a FIFO, not a heap.
 type txnTable struct {

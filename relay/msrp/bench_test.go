@@ -115,3 +115,11 @@ func BenchmarkParseByteRange(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkAppendTransactID(b *testing.B) {
+	var buf [TransactIDLen]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		AppendTransactID(buf[:0])
+	}
+}

@@ -1,6 +1,10 @@
 package msrp
 
-import "crypto/rand"
+import (
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"sync"
+)
 
 // RFC 4975 §9: ident = ALPHANUM 3*31ident-char,
 // ident-char = ALPHANUM / "." / "-" / "+" / "%" / "=".
@@ -40,11 +44,22 @@ const identAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 // peer cannot guess the next one and place its end-line in a body.
 const TransactIDLen = 16
 
+// chachas are ChaCha8 generators (a cryptographically strong stream
+// cipher), each seeded from crypto/rand: drawing from one allocates
+// nothing, unlike crypto/rand.Read into a buffer that escapes.
+var chachas = sync.Pool{New: func() any {
+	var seed [32]byte
+	_, _ = rand.Read(seed[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return mrand.NewChaCha8(seed)
+}}
+
 // AppendTransactID appends a new random transact-id (TransactIDLen
-// alphanumerics, drawn from crypto/rand) to dst.
+// alphanumerics from a ChaCha8 stream seeded by crypto/rand) to dst.
 func AppendTransactID(dst []byte) []byte {
 	var r [TransactIDLen]byte
-	_, _ = rand.Read(r[:]) // crypto/rand.Read never fails (Go 1.24+)
+	g := chachas.Get().(*mrand.ChaCha8)
+	_, _ = g.Read(r[:])
+	chachas.Put(g)
 	for _, c := range r {
 		// 248 = 4*62: reject-free mapping would bias; the bias of c%62 over
 		// 256 values is < 2% per character and irrelevant for uniqueness.

@@ -15,6 +15,10 @@ import (
 // and the Event and every slice in it are valid only during the call (copy
 // what you keep). The tracer implements it; with no Observer the relay
 // pays one nil check per event.
+//
+// An Observer that also has a method Enabled() bool is asked before each
+// frame: while it answers false the relay neither captures frames nor
+// reports them (connection events are still reported).
 type Observer interface {
 	Observe(e *Event)
 }
