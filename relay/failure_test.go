@@ -443,3 +443,44 @@ func TestChainedRelaysTLS(t *testing.T) {
 		t.Fatalf("peer subject %q", hs.tls.PeerSubject)
 	}
 }
+
+// Connections beyond max_connections_per_ip are refused at once, traced.
+func TestConnectionLimitPerIP(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Limits.MaxConnectionsPerIP = 2 })
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		nc, err := net.Dial("tcp", tr.addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, nc)
+	}
+	tr.obs.waitFor(t, "2 accepted", func(e recEvent) bool { return e.kind == event.Accepted && e.conn.ID == 2 })
+	third, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	_ = third.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := third.Read(make([]byte, 1)); err == nil {
+		t.Fatal("third connection from one IP was served")
+	}
+	tr.obs.waitFor(t, "closed(limit)", func(e recEvent) bool {
+		return e.kind == event.Closed && e.reason == event.CloseLimit
+	})
+	// The first two still work.
+	c := msrpclient.New(conns[0], false, msrpclient.Options{})
+	defer c.Close()
+	conns = conns[1:]
+	if _, _, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], 0); err != nil {
+		t.Fatalf("AUTH on an admitted connection: %v", err)
+	}
+	if st := tr.Stats(); st.Refused != 1 || st.Accepted != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}

@@ -252,3 +252,106 @@ log: {level: debug}
 		t.Fatalf("tshark shows %q, want %q", lines, wantLines)
 	}
 }
+
+// A HEP collector that accepts and never reads: relaying goes on (every
+// message is delivered) and the sink counts what it dropped.
+func TestStalledCollectorDoesNotSlowRelaying(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // accepted, never read
+		}
+	}()
+	defer func() {
+		for {
+			select {
+			case c := <-held:
+				c.Close()
+			default:
+				return
+			}
+		}
+	}()
+	port := freePort(t)
+	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", "pw")
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	cfg := writeFile(t, "c.yaml", fmt.Sprintf(`
+listen: [{transport: msrp, addr: "127.0.0.1:%d"}]
+tracing:
+  enabled: true
+  rules: [{name: all, events: true, frames: true, to: [stalled]}]
+sinks:
+  stalled: {type: hep, addr: "%s", transport: tcp, queue: 256, frame_limit: 60000}
+`, port, ln.Addr()))
+	go func() {
+		done <- run(ctx, []string{"-config", cfg}, pw)
+		pw.Close()
+	}()
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	for l := range lines {
+		if strings.Contains(l, "msg=listening") {
+			break
+		}
+	}
+	tctx, tcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer tcancel()
+	uri := fmt.Sprintf("msrp://127.0.0.1:%d;tcp", port)
+	a, err := msrpclient.Dial(tctx, fmt.Sprintf("127.0.0.1:%d", port), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := msrpclient.DialOptions(tctx, fmt.Sprintf("127.0.0.1:%d", port), nil, msrpclient.Options{DiscardIncoming: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	useA, _, err := a.Auth(tctx, uri, "demo", "pw", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	useB, _, err := b.Auth(tctx, uri, "demo", "pw", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2,000 SENDs of 16 KB: 8,000 traced frames, about 130 MB of HEP,
+	// far more than the socket buffers and a 256-packet queue hold.
+	body := make([]byte, 16<<10)
+	for i := range 2000 {
+		if _, err := a.Send(tctx, []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: body, ContentType: "application/octet-stream"}); err != nil {
+			t.Fatalf("SEND %d with the collector stalled: %v", i, err)
+		}
+	}
+	cancel()
+	var sinkLine string
+	for l := range lines {
+		if strings.Contains(l, `msg="trace sink"`) {
+			sinkLine = l
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`dropped=(\d+)`).FindStringSubmatch(sinkLine)
+	if m == nil || m[1] == "0" {
+		t.Fatalf("no drops counted with the collector stalled: %q", sinkLine)
+	}
+}
