@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -482,5 +484,69 @@ func TestConnectionLimitPerIP(t *testing.T) {
 	}
 	if st := tr.Stats(); st.Refused != 1 || st.Accepted != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The same Authorization sent twice (a replayed nonce-count) is refused
+// with a new challenge; the next nonce-count is accepted.
+func TestReplayedNonce(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Auth.Algorithms = []string{"MD5"} })
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	rd := msrp.NewReader(bufio.NewReader(nc), msrp.Limits{})
+	w := msrp.NewWriter(nc)
+	from := "msrp://127.0.0.1:9/me;tcp"
+	auth := func(authz string) (int, msrp.Digest) {
+		t.Helper()
+		if err := w.StartRequest(nil, "AUTH"); err != nil {
+			t.Fatal(err)
+		}
+		w.HeaderString(msrp.HdrToPath, tr.uri)
+		w.HeaderString(msrp.HdrFromPath, from)
+		if authz != "" {
+			w.HeaderString(msrp.HdrAuthorization, authz)
+		}
+		if err := w.End(msrp.FlagEnd); err != nil {
+			t.Fatal(err)
+		}
+		f, err := rd.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, _ := msrp.ParseDigest(f.Get(msrp.HdrWWWAuthenticate))
+		return f.StatusCode, d
+	}
+	code, ch := auth("")
+	nonce, _ := ch.Get("nonce")
+	realm, _ := ch.Get("realm")
+	if code != 401 || nonce == "" {
+		t.Fatalf("first AUTH: %d %v", code, ch)
+	}
+	h := func(s string) string { return fmt.Sprintf("%x", md5.Sum([]byte(s))) }
+	creds := func(ncv string) string {
+		ha1 := h("alice:" + realm + ":" + testUsers["alice"])
+		resp := h(ha1 + ":" + nonce + ":" + ncv + ":c0ffee:auth:" + h("AUTH:"+tr.uri))
+		return string(msrp.AppendDigest(nil, "Digest",
+			msrp.DigestParam{Name: "username", Value: "alice", Quoted: true},
+			msrp.DigestParam{Name: "realm", Value: realm, Quoted: true},
+			msrp.DigestParam{Name: "nonce", Value: nonce, Quoted: true},
+			msrp.DigestParam{Name: "uri", Value: tr.uri, Quoted: true},
+			msrp.DigestParam{Name: "qop", Value: "auth"},
+			msrp.DigestParam{Name: "nc", Value: ncv},
+			msrp.DigestParam{Name: "cnonce", Value: "c0ffee", Quoted: true},
+			msrp.DigestParam{Name: "response", Value: resp, Quoted: true}))
+	}
+	if code, _ := auth(creds("00000001")); code != 200 {
+		t.Fatalf("AUTH with credentials: %d", code)
+	}
+	if code, _ := auth(creds("00000001")); code != 401 {
+		t.Fatalf("replayed AUTH: %d, want 401", code)
+	}
+	if code, _ := auth(creds("00000002")); code != 200 {
+		t.Fatalf("AUTH with the next nonce-count: %d", code)
 	}
 }
