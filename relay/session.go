@@ -45,13 +45,15 @@ var (
 type sessionTable struct {
 	mu      sync.Mutex
 	byID    map[string]*session
+	byConn  map[*conn]map[*session]struct{} // so a closing connection finds its sessions at once
 	perUser map[string]int
 	max     int
 	maxUser int
 }
 
 func newSessionTable(max, maxUser int) *sessionTable {
-	return &sessionTable{byID: make(map[string]*session), perUser: make(map[string]int), max: max, maxUser: maxUser}
+	return &sessionTable{byID: make(map[string]*session), byConn: make(map[*conn]map[*session]struct{}),
+		perUser: make(map[string]int), max: max, maxUser: maxUser}
 }
 
 func (t *sessionTable) add(s *session) error {
@@ -65,6 +67,12 @@ func (t *sessionTable) add(s *session) error {
 	}
 	t.byID[s.id] = s
 	t.perUser[s.user]++
+	m := t.byConn[s.conn]
+	if m == nil {
+		m = make(map[*session]struct{})
+		t.byConn[s.conn] = m
+	}
+	m[s] = struct{}{}
 	return nil
 }
 
@@ -87,6 +95,12 @@ func (t *sessionTable) removeLocked(s *session) {
 	if t.perUser[s.user]--; t.perUser[s.user] <= 0 {
 		delete(t.perUser, s.user)
 	}
+	if m := t.byConn[s.conn]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(t.byConn, s.conn)
+		}
+	}
 }
 
 // dropConn removes every session bound to c (RFC 4976 §6.3: the URI is
@@ -95,11 +109,9 @@ func (t *sessionTable) dropConn(c *conn) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
-	for _, s := range t.byID {
-		if s.conn == c {
-			t.removeLocked(s)
-			n++
-		}
+	for s := range t.byConn[c] {
+		t.removeLocked(s)
+		n++
 	}
 	return n
 }
@@ -129,8 +141,8 @@ func (t *sessionTable) len() int {
 func (t *sessionTable) hasSessionOn(c *conn, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, s := range t.byID {
-		if s.conn == c && !now.After(s.expires) {
+	for s := range t.byConn[c] {
+		if !now.After(s.expires) {
 			return true
 		}
 	}

@@ -25,7 +25,8 @@ type txn struct {
 	bodyLen   int64
 	flag      byte
 	deadline  time.Time
-	done      bool // answered or expired; guarded by txnTable.mu
+	bucket    int64 // timing-wheel bucket once armed
+	done      bool  // answered or expired; guarded by txnTable.mu
 }
 
 // newTxn makes the transaction of forwarding q with the new transact-id
@@ -62,15 +63,22 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 	return x
 }
 
-// txnTable holds forwarded transactions by transact-id. All share one
-// timeout, so expiry order is insertion order: a FIFO, not a heap.
+// txnTable holds forwarded transactions by transact-id, and the armed ones
+// in buckets by deadline (a coarse timing wheel): an answered transaction
+// leaves its bucket at once, so memory follows the transactions pending,
+// not the rate times the timeout.
 type txnTable struct {
-	mu    sync.Mutex
-	byTID map[string]*txn
-	fifo  []*txn
+	mu      sync.Mutex
+	byTID   map[string]*txn
+	buckets map[int64]map[*txn]struct{} // deadline / txnTick → armed transactions
 }
 
-func newTxnTable() *txnTable { return &txnTable{byTID: make(map[string]*txn)} }
+// txnTick is the timing wheel's resolution: deadlines are rounded up to it.
+const txnTick = 250 * time.Millisecond
+
+func newTxnTable() *txnTable {
+	return &txnTable{byTID: make(map[string]*txn), buckets: make(map[int64]map[*txn]struct{})}
+}
 
 // register makes x findable by its transact-id before the request is
 // sent (a next hop may answer before the last byte); arm starts its timer
@@ -88,7 +96,22 @@ func (t *txnTable) arm(x *txn, deadline time.Time) {
 		return
 	}
 	x.deadline = deadline
-	t.fifo = append(t.fifo, x)
+	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
+	b := t.buckets[x.bucket]
+	if b == nil {
+		b = make(map[*txn]struct{})
+		t.buckets[x.bucket] = b
+	}
+	b[x] = struct{}{}
+}
+
+// finishLocked marks x done and removes it from the table.
+func (t *txnTable) finishLocked(x *txn) {
+	x.done = true
+	delete(t.byTID, x.tid)
+	if b := t.buckets[x.bucket]; b != nil {
+		delete(b, x)
+	}
 }
 
 // cancel removes x if it is still pending and reports whether it was.
@@ -98,8 +121,7 @@ func (t *txnTable) cancel(x *txn) bool {
 	if x.done {
 		return false
 	}
-	x.done = true
-	delete(t.byTID, x.tid)
+	t.finishLocked(x)
 	return true
 }
 
@@ -111,8 +133,7 @@ func (t *txnTable) take(tid []byte, c *conn) *txn {
 	if x == nil || x.dst != c || x.done {
 		return nil
 	}
-	x.done = true
-	delete(t.byTID, x.tid)
+	t.finishLocked(x)
 	return x
 }
 
@@ -120,24 +141,17 @@ func (t *txnTable) take(tid []byte, c *conn) *txn {
 func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	i := 0
-	for ; i < len(t.fifo); i++ {
-		x := t.fifo[i]
-		if x.done {
+	cur := now.UnixNano() / int64(txnTick)
+	for k, b := range t.buckets {
+		if k > cur {
 			continue
 		}
-		if x.deadline.After(now) {
-			break
+		for x := range b {
+			x.done = true
+			delete(t.byTID, x.tid)
+			out = append(out, x)
 		}
-		x.done = true
-		delete(t.byTID, x.tid)
-		out = append(out, x)
-	}
-	// Drop the handled prefix; reuse the backing array when it is mostly empty.
-	if i > 0 {
-		n := copy(t.fifo, t.fifo[i:])
-		clear(t.fifo[n:])
-		t.fifo = t.fifo[:n]
+		delete(t.buckets, k)
 	}
 	return out
 }
