@@ -53,8 +53,9 @@ type ClientConfig struct {
 	// DialTimeout bounds a connection attempt (including the TLS handshake); WriteTimeout bounds
 	// each write, so a collector that stops reading cannot wedge the writer.
 	DialTimeout, WriteTimeout time.Duration
-	// Linger is how long the UDP writer waits for more packets after the first before it sends
-	// them in one batch (sendmmsg): 0 means DefaultLinger, negative means no wait.
+	// Linger is how long the writer waits for more packets after the first before it sends them
+	// in one batch (one sendmmsg on UDP, one write on TCP/TLS): 0 means DefaultLinger, negative
+	// means no wait.
 	Linger time.Duration
 	// BackoffMin and BackoffMax bound the exponential reconnect backoff (with jitter).
 	BackoffMin, BackoffMax time.Duration
@@ -256,6 +257,7 @@ func (c *Client) run() {
 		bufs    = make([]*[]byte, 0, udpBatch)
 		ub      udpBatcher
 		linger  = c.cfg.Linger
+		lingerT *time.Timer
 	)
 	if linger == 0 {
 		linger = DefaultLinger
@@ -317,19 +319,23 @@ func (c *Client) run() {
 			conn, pending = nil, b
 			continue
 		}
+		// Under load, lingering a moment gathers a batch: one system call
+		// (and one wake-up of this goroutine) for dozens of packets.
+		if linger > 0 && len(c.queue) < udpBatch-1 {
+			if lingerT == nil {
+				lingerT = time.NewTimer(linger)
+			} else {
+				lingerT.Reset(linger)
+			}
+			select {
+			case <-lingerT.C:
+			case <-c.ctx.Done():
+				lingerT.Stop()
+			}
+		}
 		if c.cfg.Transport == UDP {
 			// Take what is queued (up to udpBatch datagrams) and send it
-			// with one sendmmsg where the platform has it. Under load,
-			// lingering a moment first gathers a batch: one system call
-			// for dozens of packets instead of one each.
-			if linger > 0 && len(c.queue) < udpBatch-1 {
-				t := time.NewTimer(linger)
-				select {
-				case <-t.C:
-				case <-c.ctx.Done():
-					t.Stop()
-				}
-			}
+			// with one sendmmsg where the platform has it.
 			bufs = append(bufs[:0], b)
 		more:
 			for len(bufs) < udpBatch {
