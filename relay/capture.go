@@ -8,7 +8,7 @@ import (
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
-// The frame-in capture rebuilds a frame's wire bytes for the event.Observer from
+// The frame-in capture rebuilds a frame's wire bytes for the Observer from
 // what the Reader hands out: start line and header fields, blank line,
 // body, end-line. It does nothing without an event.Observer.
 
@@ -33,7 +33,7 @@ func (c *conn) capIn(p []byte) {
 	}
 }
 
-// endIn reports the frame read from c to the event.Observer; complete is false
+// endIn reports the frame read from c to the Observer; complete is false
 // when its body broke off.
 func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
 	if !c.capturing {

@@ -22,7 +22,7 @@ type Config struct {
 	Auth     Auth     `yaml:"auth"`
 	Limits   Limits   `yaml:"limits"`
 	Outbound Outbound `yaml:"outbound"`
-	// TraceCaptureBytes bounds how much of each frame an event.Observer sees
+	// TraceCaptureBytes bounds how much of each frame an Observer sees
 	// in event.FrameInfo.Wire. Default 16384.
 	TraceCaptureBytes int `yaml:"trace_capture_bytes"`
 

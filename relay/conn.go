@@ -113,7 +113,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 
 // captureWriter writes to the connection with a send timeout per write
 // (progress, not total time) and, while capturing, keeps the first bytes
-// of the frame being written for the event.Observer.
+// of the frame being written for the Observer.
 type captureWriter struct {
 	nc      net.Conn
 	timeout time.Duration

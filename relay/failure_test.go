@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/md5"
@@ -396,8 +395,6 @@ func TestTLS(t *testing.T) {
 	})
 	nc.Close()
 }
-
-var _ = context.Background
 
 // Two relays in a chain, TLS on every hop, with client certificates
 // between the relays: A on R1, B on R2; A authenticates at R2 through R1

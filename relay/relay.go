@@ -307,12 +307,16 @@ func (r *Relay) sweep(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	var buf []*txn
+	tick := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			r.sessions.expire(now)
+			// Sessions expire in whole seconds: scan them once a second.
+			if tick++; tick%4 == 0 {
+				r.sessions.expire(now)
+			}
 			buf = r.txns.expired(now, buf[:0])
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
