@@ -59,6 +59,10 @@ type ClientConfig struct {
 	Linger time.Duration
 	// BackoffMin and BackoffMax bound the exponential reconnect backoff (with jitter).
 	BackoffMin, BackoffMax time.Duration
+	// NoGSO turns off UDP segmentation offload (see gso.go), which the UDP writer otherwise uses
+	// where the kernel offers it: batches of similar-sized packets then leave with one trip
+	// through the kernel, padded to one size with a padding chunk that receivers skip.
+	NoGSO bool
 	// Logger receives connection state changes; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -69,6 +73,7 @@ type Stats struct {
 	Dropped    uint64 // packets that will never be written: queue full, too large, lost in a failed write, closed
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
+	Segmented  uint64 // packets of Sent that left in GSO runs (UDP segmentation offload)
 	Queued     int    // packets waiting now
 }
 
@@ -83,7 +88,7 @@ type Client struct {
 	done   chan struct{}
 	closed atomic.Bool
 
-	sent, dropped, errs, reconnects atomic.Uint64
+	sent, dropped, errs, reconnects, segmented atomic.Uint64
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
@@ -161,6 +166,7 @@ func (c *Client) Stats() Stats {
 		Dropped:    c.dropped.Load(),
 		Errors:     c.errs.Load(),
 		Reconnects: c.reconnects.Load(),
+		Segmented:  c.segmented.Load(),
 		Queued:     len(c.queue),
 	}
 }
@@ -387,11 +393,13 @@ func (c *Client) run() {
 	}
 }
 
-// udpBatch bounds the datagrams sent with one system call.
+// udpBatch bounds the datagrams sent with one system call (a burst a
+// collector's socket buffer must absorb).
 const udpBatch = 64
 
 // udpBatcher sends several datagrams with one sendmmsg (x/net's
-// PacketConn.WriteBatch; one datagram per call where the platform lacks it).
+// PacketConn.WriteBatch; one datagram per call where the platform lacks it),
+// as GSO runs where the kernel offers UDP_SEGMENT.
 type udpBatcher struct {
 	conn net.Conn
 	wb   interface {
@@ -399,17 +407,33 @@ type udpBatcher struct {
 	}
 	msgs []ipv4.Message
 	one  [udpBatch][]byte // each message's single buffer, reused
+
+	gso    bool // UDP_SEGMENT is usable on conn
+	maxSeg int  // largest GSO segment: the profile's packet limit and the route's MTU
+	plan   gsoPlanner
+	lens   []int
+	runBuf []byte    // the runs' padded packets, back to back
+	oob    []byte    // the runs' control messages
+	rest   []*[]byte // packets left to send without GSO after GSO failed
 }
 
-// writeUDP sends bufs in order and returns how many were sent.
+// writeUDP sends bufs and returns how many were sent.
 func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, error) {
 	if ub.conn != conn {
-		ub.conn, ub.wb = conn, nil
+		ub.conn, ub.wb, ub.gso = conn, nil, false
 		if pc, ok := conn.(net.PacketConn); ok {
 			if ra, ok := conn.RemoteAddr().(*net.UDPAddr); ok && ra.IP.To4() == nil {
 				ub.wb = ipv6.NewPacketConn(pc)
 			} else {
 				ub.wb = ipv4.NewPacketConn(pc)
+			}
+		}
+		if uc, ok := conn.(*net.UDPConn); ok && ub.wb != nil && !c.cfg.NoGSO {
+			var maxDatagram int
+			ub.gso, maxDatagram = udpGSO(uc)
+			ub.maxSeg = c.cfg.Profile.maxPacket()
+			if maxDatagram > 0 {
+				ub.maxSeg = min(ub.maxSeg, maxDatagram)
 			}
 		}
 	}
@@ -424,6 +448,30 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 		}
 		return len(bufs), nil
 	}
+	if ub.gso {
+		sent, segmented, next, err := ub.writeGSO(bufs)
+		c.segmented.Add(uint64(segmented))
+		if err == nil || !isGSOError(err) {
+			return sent, err
+		}
+		// The path cannot segment (no checksum offload, or the MTU shrank): send the rest as
+		// plain datagrams, now and from now on.
+		ub.gso = false
+		c.log.Warn("hep: udp segmentation offload refused, sending datagrams one by one", "err", err)
+		ub.rest = ub.rest[:0]
+		for _, r := range ub.plan.runs[next:] {
+			for _, i := range ub.plan.order[r.start:r.end] {
+				ub.rest = append(ub.rest, bufs[i])
+			}
+		}
+		n, err := ub.writeBatch(ub.rest)
+		return sent + n, err
+	}
+	return ub.writeBatch(bufs)
+}
+
+// writeBatch sends bufs in order, one datagram each, and returns how many were sent.
+func (ub *udpBatcher) writeBatch(bufs []*[]byte) (int, error) {
 	ub.msgs = ub.msgs[:0]
 	for i, b := range bufs {
 		ub.one[i] = *b
@@ -432,7 +480,7 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 	sent := 0
 	for sent < len(ub.msgs) {
 		n, err := ub.wb.WriteBatch(ub.msgs[sent:], 0)
-		sent += n
+		sent += max(n, 0) // x/net passes sendmmsg's -1 on
 		if err != nil {
 			return sent, err
 		}
@@ -441,6 +489,63 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 		}
 	}
 	return sent, nil
+}
+
+// writeGSO sends bufs as GSO runs with one sendmmsg. It returns the packets
+// sent, how many of them in runs of two or more, and the index of the first
+// run not sent.
+func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, err error) {
+	ub.lens = ub.lens[:0]
+	for _, b := range bufs {
+		ub.lens = append(ub.lens, len(*b))
+	}
+	runs := ub.plan.plan(ub.lens, ub.maxSeg)
+	total := 0
+	for _, r := range runs {
+		total += r.seg * (r.end - r.start)
+	}
+	if cap(ub.runBuf) < total {
+		ub.runBuf = make([]byte, 0, total)
+	}
+	if n := len(runs) * gsoControlLen; cap(ub.oob) < n {
+		ub.oob = make([]byte, n)
+	}
+	buf := ub.runBuf[:0] // never grows past total: the slices below stay valid
+	ub.msgs = ub.msgs[:0]
+	for ri, r := range runs {
+		if r.seg == 0 {
+			ub.one[ri] = *bufs[ub.plan.order[r.start]]
+			ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[ri : ri+1]})
+			continue
+		}
+		start := len(buf)
+		for k := r.start; k < r.end-1; k++ {
+			buf = appendPadded(buf, *bufs[ub.plan.order[k]], r.seg)
+		}
+		buf = append(buf, *bufs[ub.plan.order[r.end-1]]...) // the smallest, unpadded
+		ub.one[ri] = buf[start:]
+		oob := ub.oob[ri*gsoControlLen : (ri+1)*gsoControlLen]
+		putGSOControl(oob, r.seg)
+		ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[ri : ri+1], OOB: oob})
+	}
+	for next < len(ub.msgs) {
+		n, err := ub.wb.WriteBatch(ub.msgs[next:], 0)
+		n = max(n, 0) // x/net passes sendmmsg's -1 on
+		for _, r := range runs[next : next+n] {
+			sent += r.end - r.start
+			if r.seg > 0 {
+				segmented += r.end - r.start
+			}
+		}
+		next += n
+		if err != nil {
+			return sent, segmented, next, err
+		}
+		if n == 0 {
+			return sent, segmented, next, errors.New("hep: udp batch wrote nothing")
+		}
+	}
+	return sent, segmented, next, nil
 }
 
 func (c *Client) write(conn net.Conn, b []byte) error {

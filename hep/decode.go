@@ -153,6 +153,10 @@ func (p *Packet) unmarshal(b []byte, extra []Chunk) error {
 				typ, off, clen, n-off, ErrChunkLength)
 		}
 		data := b[off+chunkHeaderLen : off+clen : off+clen]
+		if vendor == PadVendor && typ == PadType {
+			off += clen // padding (see gso.go) is not data
+			continue
+		}
 		if vendor != 0 || typ == 0 || typ > ChunkNodeName {
 			p.Extra = append(extra, Chunk{Vendor: vendor, Type: typ, Data: data})
 			extra = p.Extra

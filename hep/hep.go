@@ -112,7 +112,8 @@ type Packet struct {
 	VLAN uint16
 	// NodeName is chunk 0x0013.
 	NodeName []byte
-	// Extra holds vendor chunks and unknown generic chunks, written after all others.
+	// Extra holds vendor chunks and unknown generic chunks, written after all others (not the
+	// padding chunk of GSO runs, which Decode drops).
 	Extra []Chunk
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"testing"
 	"text/template"
@@ -203,6 +204,53 @@ func TestKamailioSipcaptureReceives(t *testing.T) {
 			}
 			waitFor(t, "sent counter", func() bool { return c.Stats().Sent == uint64(len(pkts)) })
 		})
+	}
+}
+
+// TestKamailioSipcaptureGSORuns sends a batch of similar-sized frames over UDP, which leave in
+// GSO runs padded with the padding chunk (gso.go), and checks that sipcapture decodes every one of
+// them exactly as it was.
+func TestKamailioSipcaptureGSORuns(t *testing.T) {
+	k := kamailio.StartHEPCollector(t)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: k.Addr(), Linger: 50 * time.Millisecond})
+	ts := time.Unix(1795424624, 406933000)
+	var pkts []Packet
+	for i := range 30 {
+		// Bodies 3 bytes apart: paddings of 3 (a larger segment), 6, 9, ... bytes.
+		frame := msrpFrame(fmt.Sprintf("g%02d", i), bytes.Repeat([]byte("b"), 100+3*i), '$')
+		var pr Profile
+		b, err := pr.AppendFramePacket(nil, Meta{
+			Src: netip.MustParseAddrPort("192.0.2.10:40000"), Dst: netip.MustParseAddrPort("192.0.2.20:2855"),
+			Time: ts.Add(time.Duration(i) * time.Microsecond), CorrelationID: []byte(fmt.Sprintf("gso-%02d", i)),
+		}, frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkts = append(pkts, p)
+		if !c.Send(b) {
+			t.Fatalf("packet %d refused", i)
+		}
+	}
+	for i := range pkts {
+		p := &pkts[i]
+		h := k.WaitMatch(t, func(h kamailio.HEPPacket) bool {
+			return h.Transport == "udp" && bytes.Equal(h.CorrelationID, p.CorrelationID)
+		}, waitTimeout)
+		for key, w := range expectedFields(p, "udp") {
+			if h.Fields[key] != w {
+				t.Errorf("%s: %s = %q, want %q", p.CorrelationID, key, tail(h.Fields[key], 200), tail(w, 200))
+			}
+		}
+		if h.Err != nil {
+			t.Errorf("%s: %v", p.CorrelationID, h.Err)
+		}
+	}
+	if st := c.Stats(); st.Sent != uint64(len(pkts)) || runtime.GOOS == "linux" && st.Segmented == 0 {
+		t.Fatalf("stats %+v: want every packet sent, in GSO runs on Linux", st)
 	}
 }
 

@@ -38,6 +38,7 @@ type SinkConfig struct {
 	EventFormat        string `yaml:"event_format"`         // "colon" (OpenSIPS homer5 form, default) or "json"
 	FrameLimit         int    `yaml:"frame_limit"`          // bytes of a frame sent; longer frames are cut with a marker. Default 16384
 	MaxPacket          int    `yaml:"max_packet"`           // bytes of one HEP packet; default 65507 (use ~1400 for UDP over real networks)
+	UDPGSO             *bool  `yaml:"udp_gso"`              // udp: send batches as GSO runs where the kernel offers it (default true)
 	CAFile             string `yaml:"ca_file"`              // tls: CA to verify the collector
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"` // tls: do not verify (tests only)
 

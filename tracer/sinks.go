@@ -80,6 +80,7 @@ func openHEP(ctx context.Context, name string, sc SinkConfig, queue int, log *sl
 		Transport: hep.Transport(strings.ToLower(sc.Transport)),
 		Addr:      sc.Addr,
 		QueueSize: queue,
+		NoGSO:     sc.UDPGSO != nil && !*sc.UDPGSO,
 		Logger:    log.With(slog.String("sink", name)),
 		Profile: hep.Profile{
 			ProtoType:     uint8(sc.ProtoType),

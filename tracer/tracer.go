@@ -202,9 +202,12 @@ func (t *Tracer) Observe(e *event.Event) {
 		}
 		return
 	}
-	var in filters.Input
-	fill(&in, e)
-	verdicts := t.connView(e, &in, terminal)
+	// The filters' closures make an Input escape: a pooled one keeps Observe allocation-free.
+	in := inputPool.Get().(*filters.Input)
+	defer inputPool.Put(in)
+	*in = filters.Input{}
+	fill(in, e)
+	verdicts := t.connView(e, in, terminal)
 	isFrame := e.Frame != nil
 	var mask uint64
 	for _, r := range t.rules {
@@ -217,7 +220,7 @@ func (t *Tracer) Observe(e *event.Event) {
 		case r.connOnly:
 			ok = verdicts&r.bit != 0
 		default:
-			ok = r.f.Match(&in)
+			ok = r.f.Match(in)
 		}
 		if ok {
 			mask |= r.sinks
@@ -230,6 +233,8 @@ func (t *Tracer) Observe(e *event.Event) {
 		}
 	}
 }
+
+var inputPool = sync.Pool{New: func() any { return new(filters.Input) }}
 
 // connView looks up (or creates) the connection's state under its shard
 // lock: it records the TLS peer subject, sets in.TLSSubject, and returns the

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package hep
+
+import "net"
+
+func udpGSO(*net.UDPConn) (bool, int) { return false, 0 }
+
+var gsoControlLen = 0
+
+func putGSOControl([]byte, int) {}
+
+func isGSOError(error) bool { return false }
