@@ -3,8 +3,10 @@ package tracer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -352,5 +354,34 @@ func TestObserveDoesNotAllocate(t *testing.T) {
 	}
 	if st := tr.Stats(); st.Rules[0].Matched != 0 {
 		t.Fatalf("matched %d", st.Rules[0].Matched)
+	}
+}
+
+// The sink key udp_gso: false reaches the collector client: its batches
+// leave as plain datagrams, while a default sink's leave in GSO runs.
+func TestSinkUDPGSOKey(t *testing.T) {
+	on, off := newUDPCollector(t), newUDPCollector(t)
+	no := false
+	tr, err := New(context.Background(), Config{Enabled: true,
+		Rules: []Rule{{Name: "all", Frames: true, To: []string{"on", "off"}}},
+		Sinks: map[string]SinkConfig{
+			"on":  {Type: "hep", Addr: on.addr()},
+			"off": {Type: "hep", Addr: off.addr(), UDPGSO: &no},
+		}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i := range 20 {
+		tr.Observe(frameEv(1, partnerA, relayAddr, event.DirIn, "SEND", fmt.Sprintf("s%d", i)))
+	}
+	on.waitN(t, 20)
+	off.waitN(t, 20)
+	segmented := map[string]uint64{}
+	for _, s := range tr.sinks {
+		segmented[s.(*hepSink).name] = s.(*hepSink).client.Stats().Segmented
+	}
+	if segmented["off"] != 0 || runtime.GOOS == "linux" && segmented["on"] == 0 {
+		t.Fatalf("packets sent in GSO runs per sink: %v", segmented)
 	}
 }
