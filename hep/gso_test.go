@@ -208,6 +208,7 @@ func TestClientUDPSegmentation(t *testing.T) {
 	if len(want) != 0 || bad != 0 {
 		t.Fatalf("missing %d packets, %d undecodable", len(want), bad)
 	}
+	waitFor(t, "the sent counter", func() bool { return c.Stats().Sent == batches*per }) // counted after the write
 	st := c.Stats()
 	if st.Sent != batches*per || st.Dropped != 0 {
 		t.Fatalf("stats %+v", st)
@@ -223,8 +224,8 @@ func TestClientUDPNoGSO(t *testing.T) {
 	for i := range 50 {
 		c.Send(testPacket(t, fmt.Sprintf("cid-%d", i), 100))
 	}
-	waitFor(t, "all packets", func() bool { return len(col.packets()) >= 50 })
-	if st := c.Stats(); st.Sent != 50 || st.Segmented != 0 {
+	waitFor(t, "all packets", func() bool { return len(col.packets()) >= 50 && c.Stats().Sent == 50 })
+	if st := c.Stats(); st.Segmented != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -317,5 +318,41 @@ func TestIsGSOError(t *testing.T) {
 		if got := isGSOError(tc.err); got != tc.want {
 			t.Errorf("isGSOError(%v) = %v", tc.err, got)
 		}
+	}
+}
+
+// The same over IPv6 (the route's MTU comes from IPV6_MTU).
+func TestClientUDPSegmentationIPv6(t *testing.T) {
+	pc, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer pc.Close()
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: pc.LocalAddr().String(), Linger: 50 * time.Millisecond})
+	const n = 40
+	for i := range n {
+		if !c.Send(testPacket(t, fmt.Sprintf("v6-%d", i), 200+i)) {
+			t.Fatalf("packet %d refused", i)
+		}
+	}
+	buf := make([]byte, 70000)
+	seen := map[string]bool{}
+	for len(seen) < n {
+		if err := pc.SetReadDeadline(time.Now().Add(waitTimeout)); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("after %d packets: %v", len(seen), err)
+		}
+		p, err := Decode(buf[:m])
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[string(p.CorrelationID)] = true
+	}
+	waitFor(t, "the sent counter", func() bool { return c.Stats().Sent == n })
+	if st := c.Stats(); runtime.GOOS == "linux" && st.Segmented == 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -379,7 +379,15 @@ func TestSinkUDPGSOKey(t *testing.T) {
 	off.waitN(t, 20)
 	segmented := map[string]uint64{}
 	for _, s := range tr.sinks {
-		segmented[s.(*hepSink).name] = s.(*hepSink).client.Stats().Segmented
+		hs := s.(*hepSink)
+		// Counted after the write returns: wait for the counters, not just the packets.
+		for deadline := time.Now().Add(10 * time.Second); hs.client.Stats().Sent != 20; {
+			if time.Now().After(deadline) {
+				t.Fatalf("sink %s: %+v", hs.name, hs.client.Stats())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		segmented[hs.name] = hs.client.Stats().Segmented
 	}
 	if segmented["off"] != 0 || runtime.GOOS == "linux" && segmented["on"] == 0 {
 		t.Fatalf("packets sent in GSO runs per sink: %v", segmented)
