@@ -233,13 +233,14 @@ func (p *Packet) unmarshal(b []byte, extra []Chunk) error {
 		p.Time = time.Unix(int64(sec), int64(usec)*1000).UTC()
 	}
 	if p.Family == 0 {
-		// No family chunk: report what the addresses imply, which is also what AppendEncode writes.
+		// No family chunk: report what the addresses imply, which is also what AppendEncode writes
+		// (and then both addresses must be of that family: one IPv4 and one IPv6 address is not a
+		// packet any capture could have seen).
 		p.Family = p.family()
-	} else {
-		for _, a := range [2]netip.Addr{src, dst} {
-			if a.IsValid() && a.Is4() != (p.Family == FamilyIPv4) {
-				return fmt.Errorf("hep: address family %d but address %s: %w", p.Family, a, ErrBadValue)
-			}
+	}
+	for _, a := range [2]netip.Addr{src, dst} {
+		if a.IsValid() && a.Is4() != (p.Family == FamilyIPv4) {
+			return fmt.Errorf("hep: address family %d but address %s: %w", p.Family, a, ErrBadValue)
 		}
 	}
 	return nil

@@ -300,6 +300,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"usec 1e6", packet(chunk(0, ChunkTimeUsec, 0, 0x0f, 0x42, 0x40)), ErrBadValue, "1000000 microseconds"},
 		{"family 2 with ipv6", packet(chunk(0, ChunkIPFamily, 2), chunk(0, ChunkIPv6Dst, make([]byte, 16)...)), ErrBadValue, "address family 2 but address ::"},
 		{"family 10 with ipv4", packet(chunk(0, ChunkIPFamily, 10), chunk(0, ChunkIPv4Src, 1, 2, 3, 4)), ErrBadValue, "1.2.3.4"},
+		{"no family, ipv6 src, ipv4 dst", packet(chunk(0, ChunkIPv6Src, make([]byte, 16)...), chunk(0, ChunkIPv4Dst, 1, 2, 3, 4)), ErrBadValue, "address family 10 but address 1.2.3.4"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
