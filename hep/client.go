@@ -1,6 +1,7 @@
 package hep
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -128,6 +129,10 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.Transport == UDP && cfg.Profile.MaxPacketSize > MaxPacketSize {
+		// The largest IPv4 UDP payload: a bigger packet could never be sent.
+		cfg.Profile.MaxPacketSize = MaxPacketSize
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
@@ -412,9 +417,8 @@ type udpBatcher struct {
 	maxSeg int  // largest GSO segment: the profile's packet limit and the route's MTU
 	plan   gsoPlanner
 	lens   []int
-	runBuf []byte    // the runs' padded packets, back to back
-	oob    []byte    // the runs' control messages
-	rest   []*[]byte // packets left to send without GSO after GSO failed
+	runBuf []byte // the runs' padded packets, back to back
+	oob    []byte // the runs' control messages
 }
 
 // writeUDP sends bufs and returns how many were sent.
@@ -448,53 +452,82 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 		}
 		return len(bufs), nil
 	}
-	if ub.gso {
-		sent, segmented, next, err := ub.writeGSO(bufs)
+	if !ub.gso {
+		return ub.writeBatch(bufs)
+	}
+	total := 0
+	var firstErr error
+	for attempt := 0; ; attempt++ {
+		sent, segmented, next, gsoErr, err := ub.writeGSO(bufs)
+		total += sent
 		c.segmented.Add(uint64(segmented))
-		if err == nil || !isGSOError(err) {
-			return sent, err
+		firstErr = cmp.Or(firstErr, err)
+		if gsoErr == nil {
+			return total, firstErr
 		}
-		// The path cannot segment (no checksum offload, or the MTU shrank): send the rest as
-		// plain datagrams, now and from now on.
-		ub.gso = false
-		c.log.Warn("hep: udp segmentation offload refused, sending datagrams one by one", "err", err)
-		ub.rest = ub.rest[:0]
+		// The kernel refused to segment a run: the packets of that run and the ones after it
+		// are still to send (a copy: the plan is made anew from them).
+		var rest []*[]byte
 		for _, r := range ub.plan.runs[next:] {
 			for _, i := range ub.plan.order[r.start:r.end] {
-				ub.rest = append(ub.rest, bufs[i])
+				rest = append(rest, bufs[i])
 			}
 		}
-		n, err := ub.writeBatch(ub.rest)
-		return sent + n, err
+		bufs = rest
+		// EMSGSIZE/EINVAL: the route's MTU shrank under the connected socket. Plan smaller runs.
+		if attempt == 0 && isMTUError(gsoErr) {
+			if uc, ok := conn.(*net.UDPConn); ok {
+				if _, maxDatagram := udpGSO(uc); maxDatagram > 0 && maxDatagram < ub.maxSeg {
+					ub.maxSeg = maxDatagram
+					c.log.Info("hep: route MTU shrank, smaller segmentation runs", "max_datagram", maxDatagram)
+					continue
+				}
+			}
+		}
+		// Anything else (EIO: no checksum offload on the device): plain datagrams from now on.
+		ub.gso = false
+		c.log.Warn("hep: udp segmentation offload refused, sending datagrams one by one", "err", gsoErr)
+		n, err := ub.writeBatch(bufs)
+		return total + n, cmp.Or(firstErr, err)
 	}
-	return ub.writeBatch(bufs)
 }
 
-// writeBatch sends bufs in order, one datagram each, and returns how many were sent.
+// writeBatch sends bufs in order, one datagram each, and returns how many
+// were sent. A datagram the kernel refuses is lost (the caller counts it as
+// dropped) and the rest still go; the first error is returned.
 func (ub *udpBatcher) writeBatch(bufs []*[]byte) (int, error) {
 	ub.msgs = ub.msgs[:0]
 	for i, b := range bufs {
 		ub.one[i] = *b
 		ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[i : i+1]})
 	}
-	sent := 0
-	for sent < len(ub.msgs) {
-		n, err := ub.wb.WriteBatch(ub.msgs[sent:], 0)
-		sent += max(n, 0) // x/net passes sendmmsg's -1 on
+	defer clear(ub.one[:len(bufs)]) // the buffers go back to the pool
+	sent, next := 0, 0
+	var firstErr error
+	for next < len(ub.msgs) {
+		n, err := ub.wb.WriteBatch(ub.msgs[next:], 0)
+		n = max(n, 0) // x/net passes sendmmsg's -1 on
+		sent += n
+		next += n
 		if err != nil {
-			return sent, err
+			// sendmmsg reports an error only for its first message: skip that one.
+			firstErr = cmp.Or(firstErr, err)
+			next++
+			continue
 		}
 		if n == 0 {
-			return sent, errors.New("hep: udp batch wrote nothing")
+			return sent, cmp.Or(firstErr, errors.New("hep: udp batch wrote nothing"))
 		}
 	}
-	return sent, nil
+	return sent, firstErr
 }
 
 // writeGSO sends bufs as GSO runs with one sendmmsg. It returns the packets
-// sent, how many of them in runs of two or more, and the index of the first
-// run not sent.
-func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, err error) {
+// sent and how many of them in runs of two or more. A run the kernel
+// refuses to segment stops it: gsoErr is that error and next the index of
+// the run (in ub.plan.runs) from which nothing was sent. Any other error
+// loses just the message it came with; the first is returned as err.
+func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, gsoErr, err error) {
 	ub.lens = ub.lens[:0]
 	for _, b := range bufs {
 		ub.lens = append(ub.lens, len(*b))
@@ -528,8 +561,9 @@ func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, err e
 		putGSOControl(oob, r.seg)
 		ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[ri : ri+1], OOB: oob})
 	}
+	defer clear(ub.one[:len(runs)]) // the buffers go back to the pool
 	for next < len(ub.msgs) {
-		n, err := ub.wb.WriteBatch(ub.msgs[next:], 0)
+		n, werr := ub.wb.WriteBatch(ub.msgs[next:], 0)
 		n = max(n, 0) // x/net passes sendmmsg's -1 on
 		for _, r := range runs[next : next+n] {
 			sent += r.end - r.start
@@ -538,14 +572,20 @@ func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, err e
 			}
 		}
 		next += n
-		if err != nil {
-			return sent, segmented, next, err
+		if werr != nil {
+			// sendmmsg reports an error only for its first message, runs[next].
+			if runs[next].seg > 0 && isGSOError(werr) {
+				return sent, segmented, next, werr, err
+			}
+			err = cmp.Or(err, werr)
+			next++
+			continue
 		}
 		if n == 0 {
-			return sent, segmented, next, errors.New("hep: udp batch wrote nothing")
+			return sent, segmented, next, nil, cmp.Or(err, errors.New("hep: udp batch wrote nothing"))
 		}
 	}
-	return sent, segmented, next, nil
+	return sent, segmented, next, nil, err
 }
 
 func (c *Client) write(conn net.Conn, b []byte) error {

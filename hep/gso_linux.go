@@ -50,9 +50,15 @@ func putGSOControl(b []byte, seg int) {
 	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(seg))
 }
 
-// isGSOError reports an error that means segmentation offload cannot be used
-// on this path: EIO when the device has no checksum offload (udp_send_skb),
-// EINVAL when a segment no longer fits the route's MTU.
+// isGSOError reports an error for a GSO run that means it cannot be sent as
+// one: EIO when the device has no checksum offload (udp_send_skb), or an
+// MTU error (isMTUError).
 func isGSOError(err error) bool {
-	return errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL)
+	return errors.Is(err, unix.EIO) || isMTUError(err)
+}
+
+// isMTUError reports that a run's segments no longer fit the route's MTU:
+// EMSGSIZE on current kernels, EINVAL on older ones (udp_sendmsg).
+func isMTUError(err error) bool {
+	return errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.EINVAL)
 }

@@ -11,3 +11,5 @@ var gsoControlLen = 0
 func putGSOControl([]byte, int) {}
 
 func isGSOError(error) bool { return false }
+
+func isMTUError(error) bool { return false }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"syscall"
@@ -57,7 +58,7 @@ func checkPlan(t *testing.T, lens []int, maxSeg int, p *gsoPlanner, runs []gsoRu
 			}
 			total += r.seg
 		}
-		if total > gsoMaxBytes {
+		if total > 65507 { // 65535 less the IPv4 and UDP headers: what the kernel accepts
 			t.Fatalf("run %+v: %d bytes", r, total)
 		}
 	}
@@ -90,6 +91,9 @@ func TestGSOPlan(t *testing.T) {
 		{"within 64 bytes or an eighth", []int{200, 136, 135}, 65507, []run{{2, 200}, {1, 0}}},
 		{"64 segments at most", rep(100, 130), 1472, []run{{64, 100}, {64, 100}, {2, 100}}},
 		{"one IP packet's bytes at most", rep(1400, 50), 1472, []run{{46, 1400}, {4, 1400}}},
+		{"byte limit counts the grown segment", []int{21835, 21834, 21834}, 65507, []run{{2, 21835}, {1, 0}}},
+		{"grows to exactly maxSeg", []int{1466, 1465, 1400}, 1472, []run{{3, 1472}}},
+		{"cannot grow past maxSeg by one", []int{1467, 1466, 1400}, 1472, []run{{2, 1467}, {1, 0}}},
 		{"larger than a segment may be", []int{2000, 2000, 300}, 1472, []run{{1, 0}, {1, 0}, {1, 0}}},
 		{"empty", nil, 1472, nil},
 	} {
@@ -231,19 +235,29 @@ func TestClientUDPNoGSO(t *testing.T) {
 }
 
 // refusingBatch fails every message that carries a control message (a GSO
-// run) with EIO, as udp_send_skb does on a device without checksum offload,
-// and records the datagrams it accepts.
+// run) with errno, and a message longer than tooLong (when set) with
+// EMSGSIZE; it records the datagrams it accepts. Like sendmmsg, it reports
+// an error only for the first message of a call.
 type refusingBatch struct {
-	sent [][]byte
-	errs int
+	errno   syscall.Errno
+	tooLong int
+	sent    [][]byte
+	errs    int
 }
 
 func (w *refusingBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	for i, m := range ms {
-		if len(m.OOB) > 0 {
+		var errno syscall.Errno
+		switch {
+		case len(m.OOB) > 0:
+			errno = w.errno
+		case w.tooLong > 0 && len(m.Buffers[0]) > w.tooLong:
+			errno = syscall.EMSGSIZE
+		}
+		if errno != 0 {
 			if i == 0 {
 				w.errs++
-				return 0, &net.OpError{Op: "write", Net: "udp", Err: syscall.EIO}
+				return -1, &net.OpError{Op: "write", Net: "udp", Err: os.NewSyscallError("sendmmsg", errno)}
 			}
 			return i, nil
 		}
@@ -252,53 +266,119 @@ func (w *refusingBatch) WriteBatch(ms []ipv4.Message, _ int) (int, error) {
 	return len(ms), nil
 }
 
-// When the path refuses segmentation, the writer sends what is left one
+func sentIDs(t *testing.T, sent [][]byte) []string {
+	t.Helper()
+	var got []string
+	for _, b := range sent {
+		// A GSO run is its packets back to back, each padded to the segment size but the last.
+		for len(b) > 0 {
+			n, err := PacketLen(b)
+			if err != nil || n > len(b) {
+				t.Fatalf("bad datagram: %v", err)
+			}
+			p, err := Decode(b[:n])
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, string(p.CorrelationID))
+			b = b[n:]
+		}
+	}
+	slices.Sort(got)
+	return got
+}
+
+// When the path refuses segmentation (EIO: no checksum offload; EMSGSIZE
+// while the route's MTU did not shrink), the writer sends what is left one
 // datagram at a time, and keeps doing so.
 func TestClientGSORefused(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("UDP_SEGMENT is Linux-only")
 	}
-	conn, err := net.Dial("udp", "127.0.0.1:9")
-	if err != nil {
-		t.Fatal(err)
+	for _, errno := range []syscall.Errno{syscall.EIO, syscall.EMSGSIZE} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			conn, err := net.Dial("udp", "127.0.0.1:9") // loopback's MTU is far above 1472
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c := &Client{cfg: ClientConfig{WriteTimeout: time.Second}, log: testLogger()}
+			var ub udpBatcher
+			w := &refusingBatch{errno: errno}
+			ub.conn, ub.wb, ub.gso, ub.maxSeg = conn, w, true, 1472
+			var bufs []*[]byte
+			for i, size := range []int{1000, 300, 300, 300, 2000, 290} {
+				b := testPacket(t, fmt.Sprintf("c%d", i), size)
+				bufs = append(bufs, &b)
+			}
+			sent, err := c.writeUDP(conn, &ub, bufs)
+			if err != nil || sent != len(bufs) {
+				t.Fatalf("sent %d of %d: %v", sent, len(bufs), err)
+			}
+			if ub.gso || w.errs != 1 {
+				t.Fatalf("gso still on %v, %d refusals", ub.gso, w.errs)
+			}
+			if got := sentIDs(t, w.sent); !slices.Equal(got, []string{"c0", "c1", "c2", "c3", "c4", "c5"}) {
+				t.Fatalf("sent %v", got)
+			}
+			if c.Stats().Segmented != 0 {
+				t.Fatalf("segmented counted: %+v", c.Stats())
+			}
+			// From now on, plain datagrams.
+			w.sent = nil
+			if sent, err := c.writeUDP(conn, &ub, bufs[1:4]); err != nil || sent != 3 || len(w.sent) != 3 || w.errs != 1 {
+				t.Fatalf("after refusal: sent %d, %v, %d datagrams, %d refusals", sent, err, len(w.sent), w.errs)
+			}
+		})
 	}
-	defer conn.Close()
-	c := &Client{cfg: ClientConfig{WriteTimeout: time.Second}, log: testLogger()}
-	var ub udpBatcher
-	w := &refusingBatch{}
-	ub.conn, ub.wb, ub.gso, ub.maxSeg = conn, w, true, 1472
-	var bufs []*[]byte
-	sizes := []int{1000, 300, 300, 300, 2000, 290}
-	for i, size := range sizes {
-		b := testPacket(t, fmt.Sprintf("c%d", i), size)
-		bufs = append(bufs, &b)
+}
+
+// A datagram the kernel refuses is lost alone: the rest of its batch still
+// goes, with GSO or without.
+func TestClientUDPRefusedDatagramLosesOnlyItself(t *testing.T) {
+	for _, gso := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gso=%v", gso), func(t *testing.T) {
+			conn, err := net.Dial("udp", "127.0.0.1:9")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c := &Client{cfg: ClientConfig{WriteTimeout: time.Second, NoGSO: !gso}, log: testLogger()}
+			w := &refusingBatch{tooLong: 1500}
+			ub := udpBatcher{conn: conn, wb: w, gso: gso, maxSeg: 1472}
+			var bufs []*[]byte
+			for i, size := range []int{300, 3000, 300, 300, 200, 3000, 1000} {
+				b := testPacket(t, fmt.Sprintf("c%d", i), size)
+				bufs = append(bufs, &b)
+			}
+			sent, err := c.writeUDP(conn, &ub, bufs)
+			if sent != 5 || !errors.Is(err, syscall.EMSGSIZE) {
+				t.Fatalf("sent %d, err %v: want 5 and EMSGSIZE", sent, err)
+			}
+			if got := sentIDs(t, w.sent); !slices.Equal(got, []string{"c0", "c2", "c3", "c4", "c6"}) {
+				t.Fatalf("sent %v", got)
+			}
+			if ub.gso != gso {
+				t.Fatalf("gso %v after a plain datagram's error", ub.gso)
+			}
+		})
 	}
-	sent, err := c.writeUDP(conn, &ub, bufs)
-	if err != nil || sent != len(sizes) {
-		t.Fatalf("sent %d of %d: %v", sent, len(sizes), err)
+}
+
+// Over UDP a packet above 65507 bytes could never leave: Send refuses it
+// (whatever MaxPacketSize says) instead of letting it fail a batch.
+func TestClientUDPPacketLimit(t *testing.T) {
+	col := newCollector(t, "udp", "", nil)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, Profile: Profile{MaxPacketSize: 65535}})
+	if c.Send(testPacket(t, "big", 65520-100)) {
+		t.Fatal("a 65520-byte UDP packet was queued")
 	}
-	if ub.gso || w.errs != 1 {
-		t.Fatalf("gso still on %v, %d refusals", ub.gso, w.errs)
+	if !c.Send(testPacket(t, "small", 100)) {
+		t.Fatal("small packet refused")
 	}
-	var got []string
-	for _, b := range w.sent {
-		p, err := Decode(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, string(p.CorrelationID))
-	}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"c0", "c1", "c2", "c3", "c4", "c5"}) {
-		t.Fatalf("sent %v", got)
-	}
-	if c.Stats().Segmented != 0 {
-		t.Fatalf("segmented counted: %+v", c.Stats())
-	}
-	// From now on, plain datagrams.
-	w.sent = nil
-	if sent, err := c.writeUDP(conn, &ub, bufs[1:4]); err != nil || sent != 3 || len(w.sent) != 3 || w.errs != 1 {
-		t.Fatalf("after refusal: sent %d, %v, %d datagrams, %d refusals", sent, err, len(w.sent), w.errs)
+	waitFor(t, "the small packet", func() bool { return col.has("small") })
+	if st := c.Stats(); st.Dropped != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
@@ -312,6 +392,7 @@ func TestIsGSOError(t *testing.T) {
 	}{
 		{&net.OpError{Op: "write", Err: syscall.EIO}, true},
 		{&net.OpError{Op: "write", Err: syscall.EINVAL}, true},
+		{&net.OpError{Op: "write", Err: os.NewSyscallError("sendmmsg", syscall.EMSGSIZE)}, true},
 		{&net.OpError{Op: "write", Err: syscall.ECONNREFUSED}, false},
 		{errors.New("other"), false},
 	} {

@@ -204,8 +204,10 @@ func (t *Tracer) Observe(e *event.Event) {
 	}
 	// The filters' closures make an Input escape: a pooled one keeps Observe allocation-free.
 	in := inputPool.Get().(*filters.Input)
-	defer inputPool.Put(in)
-	*in = filters.Input{}
+	defer func() {
+		*in = filters.Input{} // its strings alias the event's buffers: do not keep them alive
+		inputPool.Put(in)
+	}()
 	fill(in, e)
 	verdicts := t.connView(e, in, terminal)
 	isFrame := e.Frame != nil
