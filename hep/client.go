@@ -496,43 +496,26 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 // were sent. A datagram the kernel refuses is lost (the caller counts it as
 // dropped) and the rest still go; the first error is returned.
 func (ub *udpBatcher) writeBatch(bufs []*[]byte) (int, error) {
-	ub.msgs = ub.msgs[:0]
-	for i, b := range bufs {
-		ub.one[i] = *b
-		ub.msgs = append(ub.msgs, ipv4.Message{Buffers: ub.one[i : i+1]})
-	}
-	defer clear(ub.one[:len(bufs)]) // the buffers go back to the pool
-	sent, next := 0, 0
-	var firstErr error
-	for next < len(ub.msgs) {
-		n, err := ub.wb.WriteBatch(ub.msgs[next:], 0)
-		n = max(n, 0) // x/net passes sendmmsg's -1 on
-		sent += n
-		next += n
-		if err != nil {
-			// sendmmsg reports an error only for its first message: skip that one.
-			firstErr = cmp.Or(firstErr, err)
-			next++
-			continue
-		}
-		if n == 0 {
-			return sent, cmp.Or(firstErr, errors.New("hep: udp batch wrote nothing"))
-		}
-	}
-	return sent, firstErr
+	sent, _, _, _, err := ub.send(bufs, ub.plan.single(len(bufs)))
+	return sent, err
 }
 
-// writeGSO sends bufs as GSO runs with one sendmmsg. It returns the packets
-// sent and how many of them in runs of two or more. A run the kernel
-// refuses to segment stops it: gsoErr is that error and next the index of
-// the run (in ub.plan.runs) from which nothing was sent. Any other error
-// loses just the message it came with; the first is returned as err.
+// writeGSO sends bufs as GSO runs (see send).
 func (ub *udpBatcher) writeGSO(bufs []*[]byte) (sent, segmented, next int, gsoErr, err error) {
 	ub.lens = ub.lens[:0]
 	for _, b := range bufs {
 		ub.lens = append(ub.lens, len(*b))
 	}
-	runs := ub.plan.plan(ub.lens, ub.maxSeg)
+	return ub.send(bufs, ub.plan.plan(ub.lens, ub.maxSeg))
+}
+
+// send sends the runs planned for bufs with one sendmmsg, a message per run.
+// It returns the packets sent and how many of them in runs of two or more.
+// A run the kernel refuses to segment stops it: gsoErr is that error and
+// next the index of the run (in ub.plan.runs) from which nothing was sent.
+// Any other error loses just the message it came with; the first is
+// returned as err.
+func (ub *udpBatcher) send(bufs []*[]byte, runs []gsoRun) (sent, segmented, next int, gsoErr, err error) {
 	total := 0
 	for _, r := range runs {
 		total += r.seg * (r.end - r.start)

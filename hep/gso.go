@@ -102,6 +102,17 @@ func (p *gsoPlanner) plan(lens []int, maxSeg int) []gsoRun {
 	return p.runs
 }
 
+// single plans every packet of a batch of n as a datagram of its own, in
+// order.
+func (p *gsoPlanner) single(n int) []gsoRun {
+	p.order, p.runs = p.order[:0], p.runs[:0]
+	for i := range n {
+		p.order = append(p.order, i)
+		p.runs = append(p.runs, gsoRun{start: i, end: i + 1})
+	}
+	return p.runs
+}
+
 // appendPadded appends pkt (one HEP packet) grown to size bytes with a
 // padding chunk; size-len(pkt) must be 0 or at least a chunk header.
 func appendPadded(dst, pkt []byte, size int) []byte {
