@@ -124,7 +124,18 @@ type FrameInfo struct {
 	Status      int    // 0 for a request
 	MessageID   []byte
 	ContentType []byte
-	SessionID   string // the relay session the frame belongs to, "" when none; a chat between two sessions of this relay is "<a>~<b>" (sorted), the same both ways
+	// SessionID is deprecated and being removed: use FromSession and ToSession.
+	SessionID string
+	// FromSession and ToSession are the relay sessions (session-ids of this
+	// relay's Use-Path URIs) on the request sender's side and on its
+	// receiver's side, "" where that side holds no session here (a link to
+	// another relay, a client before its AUTH succeeded). A response carries
+	// its request's pair unchanged, so one transaction shares one pair. An
+	// AUTH request and its responses carry the session the 200 creates as
+	// FromSession. The relay reports sessions; the tracer and the sinks
+	// decide correlation from them.
+	FromSession string
+	ToSession   string
 	Flag        byte
 	Size        int64  // bytes on the wire, end-line included
 	Wire        []byte // the frame's first bytes on the wire, at most the relay's trace_capture_bytes
@@ -132,7 +143,10 @@ type FrameInfo struct {
 
 // Event is one thing the relay did.
 type Event struct {
-	Kind   Kind
+	Kind Kind
+	// Time is when it happened; for a frame, when its first byte was read
+	// (FrameIn) or began to be written (FrameOut), so a forwarded frame is
+	// never stamped before the frame it copies.
 	Time   time.Time
 	Conn   ConnInfo
 	TLS    *TLSInfo    // TLSHandshake
