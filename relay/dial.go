@@ -112,7 +112,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		r.observe(event.ConnectFailed, pre, nil, 0, err)
 		return nil, err
 	}
-	c := newConn(r, nc, nil, event.DirOut, transport)
+	c := newConn(r, nc, event.DirOut, transport)
 	c.info.ID = pre.info.ID
 	c.key = key
 	c.uri = r.ownURIFor(u.Secure)
@@ -135,8 +135,6 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 			r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
 		}
-		st := tc.ConnectionState()
-		c.tlsState = &st
 		c.setNetConn(tc)
 	}
 	if !r.register(c) {

@@ -125,7 +125,7 @@ func (r *Relay) acceptLoop(l *listener) error {
 			continue
 		}
 		backoff = 0
-		c := newConn(r, nc, l, event.DirIn, transport)
+		c := newConn(r, nc, event.DirIn, transport)
 		c.uri = l.uri
 		if !r.register(c) {
 			r.stats.refused.Add(1)
@@ -162,8 +162,6 @@ func (r *Relay) serverHandshake(c *conn, l *listener) bool {
 		r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 		return false
 	}
-	st := tc.ConnectionState()
-	c.tlsState = &st
 	c.setNetConn(tc)
 	return true
 }

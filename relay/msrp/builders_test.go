@@ -3,6 +3,7 @@ package msrp
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"testing"
 )
 
@@ -70,6 +71,47 @@ func TestBuilders(t *testing.T) {
 			buf := make([]byte, 0, 1024)
 			if n := testing.AllocsPerRun(100, func() { buf = tc.build(buf[:0]) }); n != 0 {
 				t.Fatalf("%v allocations into a buffer with room", n)
+			}
+		})
+	}
+}
+
+// RawHeaders takes whole CRLF-ended lines only; anything else is refused
+// (End reports ErrRawHeaders) and nothing of it reaches the wire.
+func TestRawHeadersWholeLinesOnly(t *testing.T) {
+	tests := []struct {
+		name  string
+		lines string
+		ok    bool
+	}{
+		{"one line", "To-Path: a\r\n", true},
+		{"two lines", "To-Path: a\r\nFrom-Path: b\r\n", true},
+		{"nothing", "", true},
+		{"a name alone", "To-Path", false},
+		{"colon and space", ": ", false},
+		{"line without CRLF", "To-Path: a", false},
+		{"LF only", "To-Path: a\n", false},
+		{"bare CRLF: the blank line is the Writer's", "\r\n", false},
+		{"blank line inside", "To-Path: a\r\n\r\nX: y\r\n", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			w := NewWriter(&out)
+			_ = w.StartRequest([]byte("t1"), "SEND")
+			w.RawHeaders([]byte(tc.lines))
+			err := w.End(FlagEnd)
+			if tc.ok {
+				if err != nil || out.String() != "MSRP t1 SEND\r\n"+tc.lines+"-------t1$\r\n" {
+					t.Fatalf("End: %v, wrote %q", err, out.String())
+				}
+				return
+			}
+			if !errors.Is(err, ErrRawHeaders) {
+				t.Fatalf("End: %v, want ErrRawHeaders", err)
+			}
+			if bytes.Contains(out.Bytes(), []byte(tc.lines)) && tc.lines != "\r\n" {
+				t.Fatalf("refused bytes written: %q", out.String())
 			}
 		})
 	}

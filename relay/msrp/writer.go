@@ -116,14 +116,33 @@ func (w *Writer) HeaderString(name, value string) {
 	w.bw.Write(AppendHeader(w.room(len(name)+len(value)+4), name, value))
 }
 
-// RawHeaders writes header field lines that are already formatted, each
-// ending in CRLF (e.g. copied from a received Frame).
+// RawHeaders writes whole header field lines that are already formatted
+// (e.g. with AppendHeader, or copied from a received Frame): lines must be
+// empty or end in CRLF, and must not hold the blank line that ends the
+// header fields. Anything else is refused with ErrRawHeaders (reported by
+// End) and nothing of it is written, so a piece of a line can never end up
+// on the wire.
 func (w *Writer) RawHeaders(lines []byte) {
 	if w.state != wHeaders {
 		w.err = ErrWriterState
 		return
 	}
+	if !wholeLines(lines) {
+		if w.err == nil {
+			w.err = ErrRawHeaders
+		}
+		return
+	}
 	w.bw.Write(lines)
+}
+
+// wholeLines reports whether b is a run of non-empty CRLF-ended lines.
+func wholeLines(b []byte) bool {
+	n := len(b)
+	if n == 0 {
+		return true
+	}
+	return n >= 3 && b[n-2] == '\r' && b[n-1] == '\n' && b[0] != '\r' && !bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // Body ends the header fields with the blank line and returns a writer for

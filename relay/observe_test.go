@@ -1,0 +1,122 @@
+package relay_test
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// sidOf returns the session-id of a Use-Path URI.
+func sidOf(use string) string {
+	return use[strings.LastIndexByte(use, '/')+1 : strings.LastIndexByte(use, ';')]
+}
+
+// Frames carry the relay sessions of their sender's and receiver's side
+// (event.FrameInfo.FromSession, ToSession): a SEND in and its copy out, the
+// responses of its transaction, an end-to-end REPORT the other way, and an
+// AUTH with the session its 200 creates. The relay builds no chat key.
+func TestFramesReportSessions(t *testing.T) {
+	tr := startRelay(t, nil)
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	sa, sb := sidOf(useA), sidOf(useB)
+	res, err := a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{
+		Body: []byte("sessions"), ContentType: "text/plain", SuccessReport: "yes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, b, "SEND")
+	receive(t, a, "REPORT")
+	// Responses are matched by transact-id: the relay's 200 to A has the
+	// SEND's, B's 200 has the one the relay gave the copy.
+	byMID := func(what string, kind event.Kind, method, mid string) recEvent {
+		return tr.obs.waitFor(t, what, func(e recEvent) bool { return e.kind == kind && e.method == method && e.messageID == mid })
+	}
+	byTID := func(what string, kind event.Kind, status int, tid string) recEvent {
+		return tr.obs.waitFor(t, what, func(e recEvent) bool { return e.kind == kind && e.status == status && e.tid == tid })
+	}
+	sendIn := byMID("SEND in from A", event.FrameIn, "SEND", res.MessageID)
+	sendOut := byMID("SEND out to B", event.FrameOut, "SEND", res.MessageID)
+	for _, c := range []struct {
+		what     string
+		e        recEvent
+		from, to string
+	}{
+		{"SEND in from A", sendIn, sa, sb},
+		{"SEND out to B", sendOut, sa, sb},
+		{"200 out to A", byTID("200 out to A", event.FrameOut, 200, sendIn.tid), sa, sb},
+		{"B's 200 in", byTID("B's 200 in", event.FrameIn, 200, sendOut.tid), sa, sb},
+		{"B's REPORT in", byMID("B's REPORT in", event.FrameIn, "REPORT", res.MessageID), sb, sa},
+		{"B's REPORT out to A", byMID("B's REPORT out to A", event.FrameOut, "REPORT", res.MessageID), sb, sa},
+	} {
+		if c.e.from != c.from || c.e.to != c.to {
+			t.Errorf("%s: sessions from %q to %q, want from %q to %q", c.what, c.e.from, c.e.to, c.from, c.to)
+		}
+	}
+	// A's AUTHs: the first (401) belongs to no session; the second and its
+	// 200 to the session the 200 creates.
+	var auths, oks []recEvent
+	tr.obs.mu.Lock()
+	for _, e := range tr.obs.events {
+		if e.conn.Remote.String() != a.LocalURI()[len("msrp://"):strings.LastIndexByte(a.LocalURI(), '/')] {
+			continue
+		}
+		switch {
+		case e.kind == event.FrameIn && e.method == "AUTH":
+			auths = append(auths, e)
+		case e.kind == event.FrameOut && e.method == "" && bytes.Contains(e.wire, []byte("Use-Path: ")):
+			oks = append(oks, e)
+		}
+	}
+	tr.obs.mu.Unlock()
+	if len(auths) != 2 || len(oks) != 1 {
+		t.Fatalf("A's AUTHs in %d, 200s out %d, want 2 and 1", len(auths), len(oks))
+	}
+	if auths[0].from != "" || auths[1].from != sa || oks[0].from != sa || auths[1].to != "" || oks[0].to != "" {
+		t.Fatalf("AUTH sessions: 1st %q, 2nd %q/%q, 200 %q/%q; want \"\", %q, %q", auths[0].from, auths[1].from, auths[1].to,
+			oks[0].from, oks[0].to, sa, sa)
+	}
+}
+
+// A frame in is stamped when its first byte arrived, a frame out when it
+// starts out: a forwarded frame is never stamped before the frame it
+// copies (a time-sorted trace shows A → relay before relay → B), nor a
+// response before the request it answers.
+func TestForwardedFrameNotBeforeItsSource(t *testing.T) {
+	tr := startRelay(t, nil)
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	const n = 5
+	ids := make([]string, n)
+	for i := range n {
+		// A body large enough that reading it takes measurable time.
+		res, err := a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{
+			Body: bytes.Repeat([]byte{'a' + byte(i)}, 256<<10), ContentType: "text/plain"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		receive(t, b, "SEND")
+		ids[i] = res.MessageID
+	}
+	for _, id := range ids {
+		of := func(kind event.Kind, method string, status int) recEvent {
+			return tr.obs.waitFor(t, fmt.Sprintf("%v %s %d of %s", kind, method, status, id), func(e recEvent) bool {
+				return e.kind == kind && e.method == method && e.status == status && e.messageID == id
+			})
+		}
+		in, out := of(event.FrameIn, "SEND", 0), of(event.FrameOut, "SEND", 0)
+		ok := tr.obs.waitFor(t, "200 out of "+id, func(e recEvent) bool {
+			return e.kind == event.FrameOut && e.status == 200 && e.tid == in.tid
+		})
+		if out.time.Before(in.time) {
+			t.Errorf("SEND %s: out at %v, %v before its source came in", id, out.time, in.time.Sub(out.time))
+		}
+		if ok.time.Before(in.time) {
+			t.Errorf("SEND %s: 200 out %v before the SEND came in", id, in.time.Sub(ok.time))
+		}
+	}
+}
