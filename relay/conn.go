@@ -163,7 +163,7 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 		done: make(chan struct{}),
 	}
 	c.info = event.ConnInfo{
-		ID:        r.nextConnID.Add(1),
+		ID:        r.newConnID(),
 		Transport: transport,
 		Local:     addrPort(nc.LocalAddr()),
 		Remote:    addrPort(nc.RemoteAddr()),

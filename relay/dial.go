@@ -97,7 +97,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		transport = "msrps"
 	}
 	// Observers see the attempt with the remote address known so far.
-	pre := &conn{r: r, info: event.ConnInfo{ID: r.nextConnID.Add(1), Transport: transport, Dir: event.DirOut}}
+	pre := &conn{r: r, info: event.ConnInfo{ID: r.newConnID(), Transport: transport, Dir: event.DirOut}}
 	if ap, err := netipParse(hostport); err == nil {
 		pre.info.Remote = ap
 	}

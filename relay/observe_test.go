@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -117,6 +118,47 @@ func TestForwardedFrameNotBeforeItsSource(t *testing.T) {
 		}
 		if ok.time.Before(in.time) {
 			t.Errorf("SEND %s: 200 out %v before the SEND came in", id, in.time.Sub(ok.time))
+		}
+	}
+}
+
+// Connection ids are unique per relay instance (random high 32 bits),
+// so "conn-<id>" does not repeat between relays feeding one collector or
+// after a restart.
+func TestConnIDsDisjointBetweenRelays(t *testing.T) {
+	r1 := startRelay(t, nil)
+	r2 := startRelay(t, nil)
+	ids := map[uint64]string{}
+	for _, tr := range []*testRelay{r1, r2} {
+		for range 3 {
+			nc, err := net.Dial("tcp", tr.addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+		}
+		for _, e := range tr.obs.waitCount(t, "accepted", 3, func(e recEvent) bool { return e.kind == event.Accepted }) {
+			if other, dup := ids[e.conn.ID]; dup {
+				t.Fatalf("connection id %#x used by %s and %s", e.conn.ID, other, tr.uri)
+			}
+			ids[e.conn.ID] = tr.uri
+		}
+	}
+	var high [2]map[uint64]bool
+	for i, tr := range []*testRelay{r1, r2} {
+		high[i] = map[uint64]bool{}
+		for id, u := range ids {
+			if u == tr.uri {
+				high[i][id>>32] = true
+			}
+		}
+	}
+	if len(high[0]) != 1 || len(high[1]) != 1 {
+		t.Fatalf("one relay's ids have several high halves: %v", high)
+	}
+	for h := range high[0] {
+		if high[1][h] {
+			t.Fatalf("both relays' ids have high half %#x", h)
 		}
 	}
 }

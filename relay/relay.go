@@ -8,6 +8,8 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,7 +51,8 @@ type Relay struct {
 	cancel       context.CancelFunc
 	serving      atomic.Bool
 	tlsOut       *tlsClient
-	nextConnID   atomic.Uint64
+	connIDBase   uint64 // random high 32 bits of this instance's connection ids
+	nextConnID   atomic.Uint32
 	shuttingDown atomic.Bool
 
 	stats counters
@@ -107,6 +110,9 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 		out:     make(map[string]*dialEntry),
 		txns:    newTxnTable(),
 	}
+	var idb [4]byte
+	_, _ = rand.Read(idb[:]) // never fails (crypto/rand)
+	r.connIDBase = uint64(binary.BigEndian.Uint32(idb[:])) << 32
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -344,6 +350,12 @@ func (r *Relay) Stats() Stats {
 		UnmatchedResponses: s.unmatchedResponses.Load(), TxnTimeouts: s.txnTimeouts.Load(), QueueFull: s.queueFull.Load(),
 	}
 }
+
+// newConnID returns a connection id unique to this relay instance: random
+// high 32 bits chosen at start, a counter in the low 32 bits, so that
+// "conn-<id>" does not repeat after a restart or between relays feeding
+// one collector.
+func (r *Relay) newConnID() uint64 { return r.connIDBase | uint64(r.nextConnID.Add(1)) }
 
 // tracing reports whether frames are to be reported now: there is an
 // Observer and its switch, if it has one, is on. Connection events are
