@@ -119,10 +119,7 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	if sw, ok := r.obs.(interface{ Enabled() bool }); ok {
 		r.obsSwitch = sw
 	}
-	r.captureBytes = cfg.TraceCaptureBytes
-	if r.captureBytes <= 0 {
-		r.captureBytes = 16 << 10
-	}
+	r.captureBytes = orInt(cfg.TraceCaptureBytes, DefaultTraceCaptureBytes)
 	r.sessions = newSessionTable(r.lim.MaxSessions, r.lim.MaxSessionsPerUser)
 	if len(cfg.Listen) == 0 {
 		return nil, cfgErr("no listen address")
@@ -160,15 +157,10 @@ func (r *Relay) setupAuth() error {
 	if a.Realm == "" {
 		a.Realm = r.own[0].Host
 	}
-	if a.Expires <= 0 {
-		a.Expires = 1800
-	}
-	if a.MinExpires <= 0 {
-		a.MinExpires = 60
-	}
-	if a.MaxExpires <= 0 {
-		a.MaxExpires = 3600
-	}
+	d := DefaultAuth()
+	a.Expires = orInt(a.Expires, d.Expires)
+	a.MinExpires = orInt(a.MinExpires, d.MinExpires)
+	a.MaxExpires = orInt(a.MaxExpires, d.MaxExpires)
 	if a.MinExpires > a.MaxExpires || a.Expires < a.MinExpires || a.Expires > a.MaxExpires {
 		return cfgErr("auth: need min_expires <= expires <= max_expires (got %d, %d, %d)", a.MinExpires, a.Expires, a.MaxExpires)
 	}

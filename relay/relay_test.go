@@ -443,3 +443,24 @@ func (r repeatReader) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// The AUTH defaults the relay applies are DefaultAuth's (docs/CONFIG.md
+// states them): a relay configured with none grants DefaultAuth().Expires.
+func TestDefaultAuthApplied(t *testing.T) {
+	tr := startRelay(t, nil)
+	c, err := msrpclient.Dial(ctxT(t), tr.addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d := relay.DefaultAuth()
+	if d.Expires != 1800 || d.MinExpires != 60 || d.MaxExpires != 3600 {
+		t.Fatalf("DefaultAuth %+v, docs/CONFIG.md says 1800, 60, 3600", d)
+	}
+	if _, exp, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], 0); err != nil || exp != d.Expires {
+		t.Fatalf("AUTH without Expires: granted %d (%v), want %d", exp, err, d.Expires)
+	}
+	if _, _, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], d.MaxExpires+1); statusCode(t, err) != 423 {
+		t.Fatalf("AUTH above DefaultAuth().MaxExpires: %v", err)
+	}
+}
