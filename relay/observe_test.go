@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
@@ -160,5 +163,62 @@ func TestConnIDsDisjointBetweenRelays(t *testing.T) {
 		if high[1][h] {
 			t.Fatalf("both relays' ids have high half %#x", h)
 		}
+	}
+}
+
+// panicky is an Observer that panics once, on the first frame whose wire
+// bytes contain a marker; otherwise it hands events on.
+type panicky struct {
+	next     event.Observer
+	marker   []byte
+	panicked atomic.Bool
+}
+
+func (p *panicky) Observe(e *event.Event) {
+	if e.Frame != nil && bytes.Contains(e.Frame.Wire, p.marker) && p.panicked.CompareAndSwap(false, true) {
+		panic("observer bug on this frame")
+	}
+	p.next.Observe(e)
+}
+
+// A panic while handling one connection (here: an Observer's, on a frame
+// that connection sent) closes that connection only, counted and traced;
+// the relay keeps serving the others.
+func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) {
+		c.Observer = &panicky{next: c.Observer, marker: []byte("kaboom")}
+	})
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	c, useC := client(t, tr, "carol", msrpclient.Options{})
+	_, _ = a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("kaboom"), ContentType: "text/plain"})
+	select {
+	case <-a.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection whose handling panicked is still open")
+	}
+	tr.obs.waitFor(t, "closed(internal-error)", func(e recEvent) bool {
+		return e.kind == event.Closed && e.reason == event.ClosePanic
+	})
+	if event.ClosePanic.String() != "internal-error" {
+		t.Fatalf("ClosePanic is %q", event.ClosePanic)
+	}
+	// The others still relay, both ways.
+	if _, err := c.Send(ctxT(t), []string{useC, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("still here"), ContentType: "text/plain"}); err != nil {
+		t.Fatalf("SEND C→B after the panic: %v", err)
+	}
+	for {
+		if got := receive(t, b, "SEND"); string(got.Body) == "still here" {
+			break
+		}
+	}
+	if _, err := b.Send(ctxT(t), []string{useB, useC, c.LocalURI()}, msrpclient.Message{Body: []byte("and back"), ContentType: "text/plain"}); err != nil {
+		t.Fatalf("SEND B→C after the panic: %v", err)
+	}
+	if got := receive(t, c, "SEND"); string(got.Body) != "and back" {
+		t.Fatalf("C got %q", got.Body)
+	}
+	if st := tr.Stats(); st.Panics != 1 {
+		t.Fatalf("Stats.Panics %d, want 1", st.Panics)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,7 @@ type counters struct {
 	forwarded, forwardFailed, rejected, badFrames   atomic.Int64
 	authOK, authFailed, reportsSent, reportsDropped atomic.Int64
 	unmatchedResponses, txnTimeouts, queueFull      atomic.Int64
+	panics                                          atomic.Int64
 }
 
 // Stats is a snapshot of the relay's counters and tables.
@@ -86,6 +88,7 @@ type Stats struct {
 	UnmatchedResponses int64
 	TxnTimeouts        int64
 	QueueFull          int64 // connections closed because their write queue was full
+	Panics             int64 // connections closed because handling them panicked (recovered, logged with the stack)
 }
 
 // New checks cfg, binds the listeners and returns a Relay ready to Serve.
@@ -340,6 +343,7 @@ func (r *Relay) Stats() Stats {
 		BadFrames: s.badFrames.Load(), AuthOK: s.authOK.Load(), AuthFailed: s.authFailed.Load(),
 		ReportsSent: s.reportsSent.Load(), ReportsDropped: s.reportsDropped.Load(),
 		UnmatchedResponses: s.unmatchedResponses.Load(), TxnTimeouts: s.txnTimeouts.Load(), QueueFull: s.queueFull.Load(),
+		Panics: s.panics.Load(),
 	}
 }
 
@@ -348,6 +352,23 @@ func (r *Relay) Stats() Stats {
 // "conn-<id>" does not repeat after a restart or between relays feeding
 // one collector.
 func (r *Relay) newConnID() uint64 { return r.connIDBase | uint64(r.nextConnID.Add(1)) }
+
+// recoverConn, deferred at the top of a connection's goroutines, turns a
+// panic while handling c (routing, an Observer's filter or encoding) into
+// the close of c alone: logged at ERROR with the stack, counted, the
+// connection closed with event.ClosePanic; the relay keeps serving. As
+// net/http's conn.serve does.
+func (r *Relay) recoverConn(c *conn, where string) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	r.stats.panics.Add(1)
+	err := fmt.Errorf("panic in %s: %v", where, p)
+	r.log.Error("connection handler panicked", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("error", err.Error()), slog.String("stack", string(debug.Stack())))
+	c.close(event.ClosePanic, err)
+}
 
 // tracing reports whether frames are to be reported now: there is an
 // Observer and its switch, if it has one, is on. Connection events are
@@ -410,9 +431,13 @@ func (r *Relay) run(c *conn) {
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
+		defer r.recoverConn(c, "writer")
 		c.writeLoop()
 	}()
-	c.readLoop()
+	func() {
+		defer r.recoverConn(c, "read loop")
+		c.readLoop()
+	}()
 	if !c.isClosed() {
 		// Reading ended without an error (graceful shutdown): write what
 		// is queued, then close.
@@ -438,6 +463,7 @@ func (r *Relay) run(c *conn) {
 		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
 	}
 	r.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
+	defer r.recoverConn(c, "closed event")
 	r.observe(event.Closed, c, nil, c.reason, c.closeErr)
 }
 

@@ -66,6 +66,7 @@ const (
 	CloseNotForUs                             // a request not addressed to this relay (RFC 4976 §6.2)
 	CloseTLSFailed                            // the TLS handshake failed
 	CloseShutdown                             // the relay is shutting down
+	ClosePanic                                // handling the connection panicked (a bug: recovered, logged with the stack)
 )
 
 var closeNames = [...]string{
@@ -73,6 +74,7 @@ var closeNames = [...]string{
 	CloseBodyTimeout: "body-timeout", CloseSendTimeout: "send-timeout", CloseReadError: "read-error",
 	CloseWriteError: "write-error", CloseProtocol: "protocol-error", CloseLimit: "limit",
 	CloseNotForUs: "not-for-us", CloseTLSFailed: "tls-failed", CloseShutdown: "shutdown",
+	ClosePanic: "internal-error",
 }
 
 func (r CloseReason) String() string {
