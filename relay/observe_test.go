@@ -2,8 +2,10 @@ package relay_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -220,5 +222,91 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 	}
 	if st := tr.Stats(); st.Panics != 1 {
 		t.Fatalf("Stats.Panics %d, want 1", st.Panics)
+	}
+}
+
+// A relayed response to an AUTH through two relays (RFC 4976 §5.1) carries
+// From-Path "R1 R2": R1 puts its URI in front of R2's (RFC 4976 §6.4.3).
+func TestRelayedAuthResponseFromPath(t *testing.T) {
+	r1 := startRelay(t, nil)
+	r2 := startRelay(t, nil)
+	a, _ := client(t, r1, "alice", msrpclient.Options{})
+	if _, _, err := a.AuthPath(ctxT(t), []string{r1.uri, r2.uri}, "alice", testUsers["alice"], 0); err != nil {
+		t.Fatalf("AUTH at R2 through R1: %v", err)
+	}
+	want := []byte("\r\nFrom-Path: " + r1.uri + " " + r2.uri + "\r\n")
+	for _, code := range []int{401, 200} {
+		e := r1.obs.waitFor(t, fmt.Sprintf("relayed %d out", code), func(e recEvent) bool {
+			return e.kind == event.FrameOut && e.status == code && bytes.Contains(e.wire, []byte("\r\nFrom-Path: "+r1.uri+" "))
+		})
+		if !bytes.Contains(e.wire, want) {
+			t.Fatalf("relayed %d:\n%s\nwant From-Path %q", code, e.wire, want)
+		}
+	}
+}
+
+// What a full write queue does today: the peer is not reading what the
+// relay queues for it (responses), so the connection is closed with reason
+// "limit" and counted in Stats.QueueFull. When back-pressure replaces the
+// close (the relay stops reading that peer's requests until its queue
+// drains), flip closeWanted: the writes below then stall instead, and the
+// connection must stay open with nothing counted.
+func TestWriteQueueFull(t *testing.T) {
+	const closeWanted = true
+	tr := startRelay(t, func(c *relay.Config) {
+		c.Limits.WriteQueue = 2
+		c.Limits.SendTimeout = time.Minute // the writer waits on the peer; the queue fills
+	})
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.(*net.TCPConn).SetReadBuffer(4096)
+	// Requests that each get a response (481), never read.
+	var batch []byte
+	for i := range 100 {
+		batch = fmt.Appendf(batch, "MSRP q%07d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/c;tcp\r\nMessage-ID: m%d\r\n-------q%07d$\r\n",
+			i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), i, i)
+	}
+	closed := func() (recEvent, bool) {
+		tr.obs.mu.Lock()
+		defer tr.obs.mu.Unlock()
+		for _, e := range tr.obs.events {
+			if e.kind == event.Closed {
+				return e, true
+			}
+		}
+		return recEvent{}, false
+	}
+	stalled := false
+	for sent := 0; sent < 100_000; sent += 100 {
+		if _, ok := closed(); ok {
+			break
+		}
+		// A write that makes no progress for seconds: the relay stopped
+		// reading us (back-pressure). Not a timing assertion: today's relay
+		// always reads, and closes.
+		_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := nc.Write(batch); err != nil {
+			stalled = errors.Is(err, os.ErrDeadlineExceeded)
+			break // stalled, or the relay closed the connection
+		}
+	}
+	if !closeWanted {
+		if _, ok := closed(); ok || !stalled {
+			t.Fatalf("connection closed (%v) or never stalled (%v): want back-pressure", ok, stalled)
+		}
+		if st := tr.Stats(); st.QueueFull != 0 {
+			t.Fatalf("Stats.QueueFull %d with back-pressure", st.QueueFull)
+		}
+		return
+	}
+	e := tr.obs.waitFor(t, "closed", func(e recEvent) bool { return e.kind == event.Closed })
+	if e.reason != event.CloseLimit {
+		t.Fatalf("closed with reason %v, want limit (write queue full)", e.reason)
+	}
+	if st := tr.Stats(); st.QueueFull != 1 {
+		t.Fatalf("Stats.QueueFull %d, want 1", st.QueueFull)
 	}
 }
