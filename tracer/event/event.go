@@ -126,15 +126,15 @@ type FrameInfo struct {
 	Status      int    // 0 for a request
 	MessageID   []byte
 	ContentType []byte
-	// SessionID is deprecated and being removed: use FromSession and ToSession.
-	SessionID string
 	// FromSession and ToSession are the relay sessions (session-ids of this
 	// relay's Use-Path URIs) on the request sender's side and on its
 	// receiver's side, "" where that side holds no session here (a link to
 	// another relay, a client before its AUTH succeeded). A response carries
 	// its request's pair unchanged, so one transaction shares one pair. An
 	// AUTH request and its responses carry the session the 200 creates as
-	// FromSession. The relay reports sessions; the tracer and the sinks
+	// FromSession. A REPORT the relay makes about a SEND travels back to the
+	// SEND's sender, as an end-to-end REPORT does: it carries the SEND's
+	// pair swapped. The relay reports sessions; the tracer and the sinks
 	// decide correlation from them.
 	FromSession string
 	ToSession   string
