@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,7 +23,9 @@ import (
 type benchObserver struct {
 	frames   bool
 	accepted chan netip.AddrPort
-	n        int
+	n        atomic.Int64
+	r        *Relay                     // set before Serve
+	onFrame  func(*Relay, *event.Event) // when set, called for every frame event
 }
 
 func (o *benchObserver) Enabled() bool { return o.frames }
@@ -32,7 +35,10 @@ func (o *benchObserver) Observe(e *event.Event) {
 		o.accepted <- e.Conn.Remote
 	}
 	if e.Frame != nil {
-		o.n += len(e.Frame.Wire)
+		o.n.Add(int64(len(e.Frame.Wire)))
+		if o.onFrame != nil {
+			o.onFrame(o.r, e)
+		}
 	}
 }
 
@@ -45,14 +51,15 @@ type benchPair struct {
 	send, resp []byte // A's SEND to B; B's 200 for the relay's tid (filled per frame)
 }
 
-func newBenchPair(b *testing.B, frames bool) *benchPair {
-	obs := &benchObserver{frames: frames, accepted: make(chan netip.AddrPort, 2)}
+func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event)) *benchPair {
+	obs := &benchObserver{frames: frames, accepted: make(chan netip.AddrPort, 2), onFrame: onFrame}
 	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
 		Logger: slog.New(slog.DiscardHandler), Observer: obs}
 	r, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
+	obs.r = r
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
@@ -111,7 +118,7 @@ func newBenchPair(b *testing.B, frames bool) *benchPair {
 	return p
 }
 
-func drain(b *testing.B, f *msrp.Frame) {
+func drain(b testing.TB, f *msrp.Frame) {
 	body := f.Body()
 	for {
 		_, err := body.Next()
@@ -126,7 +133,7 @@ func drain(b *testing.B, f *msrp.Frame) {
 
 // one sends one SEND from A to B through the relay, answers it at B and
 // waits for the relay's 200 at A.
-func (p *benchPair) one(b *testing.B) {
+func (p *benchPair) one(b testing.TB) {
 	if _, err := p.a.Write(p.send); err != nil {
 		b.Fatal(err)
 	}
@@ -158,7 +165,7 @@ func (p *benchPair) one(b *testing.B) {
 }
 
 func benchSEND(b *testing.B, frames bool) {
-	p := newBenchPair(b, frames)
+	p := newBenchPair(b, frames, nil)
 	for range 100 { // warm the pools
 		p.one(b)
 	}
