@@ -17,6 +17,8 @@ import (
 // DefaultPort is used for a next-hop URI without a port (IANA "msrp").
 const DefaultPort = 2855
 
+var errDialAborted = errors.New("dial aborted")
+
 // dialEntry is one outbound connection, or a dial in progress that other
 // forwarders wait for instead of dialling again.
 type dialEntry struct {
@@ -78,8 +80,14 @@ func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 	r.out[key] = e
 	r.mu.Unlock()
 
-	e.c, e.err = r.dial(u, hostport, key)
-	close(e.ready)
+	func() {
+		// Closed also when dial panics (an Observer's bug, recovered by the
+		// caller's read loop): the forwarders waiting on it see the error
+		// instead of waiting forever.
+		defer close(e.ready)
+		e.err = errDialAborted
+		e.c, e.err = r.dial(u, hostport, key)
+	}()
 	if e.err != nil {
 		r.mu.Lock()
 		if r.out[key] == e {

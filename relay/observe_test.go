@@ -310,3 +310,39 @@ func TestWriteQueueFull(t *testing.T) {
 		t.Fatalf("Stats.QueueFull %d, want 1", st.QueueFull)
 	}
 }
+
+// panicOnDial is an Observer that panics on the first connect-start event.
+type panicOnDial struct {
+	next     event.Observer
+	panicked atomic.Bool
+}
+
+func (p *panicOnDial) Observe(e *event.Event) {
+	if e.Kind == event.ConnectStart && p.panicked.CompareAndSwap(false, true) {
+		panic("observer bug on connect-start")
+	}
+	p.next.Observe(e)
+}
+
+// A panic while a connection dials a next hop closes that connection; the
+// next request to the same next hop, from another connection, is relayed
+// (it does not wait forever for the dial that broke off).
+func TestPanicWhileDialling(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Observer = &panicOnDial{next: c.Observer} })
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	hop := fakeHop(t, 200)
+	_, _ = a.Send(ctxT(t), []string{useA, hop}, msrpclient.Message{Body: []byte("first"), ContentType: "text/plain"})
+	select {
+	case <-a.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection whose dial panicked is still open")
+	}
+	res, err := b.Send(ctxT(t), []string{useB, hop}, msrpclient.Message{Body: []byte("second"), ContentType: "text/plain"})
+	if err != nil || res.Chunks[0].Code != 200 {
+		t.Fatalf("SEND to the same next hop after the panic: %+v %v", res, err)
+	}
+	if st := tr.Stats(); st.Panics != 1 || st.Dialled != 1 {
+		t.Fatalf("Panics %d, Dialled %d; want 1 and 1", st.Panics, st.Dialled)
+	}
+}
