@@ -101,6 +101,9 @@ func (d Direction) String() string {
 
 // ConnInfo identifies a connection; it is fixed for the connection's life.
 type ConnInfo struct {
+	// ID is unique per relay instance: random high 32 bits chosen at the
+	// relay's start, a counter in the low 32, so ids do not repeat after a
+	// restart or between relays feeding one collector.
 	ID        uint64
 	Transport string // "msrp" or "msrps"
 	Local     netip.AddrPort
