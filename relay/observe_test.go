@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -168,6 +170,24 @@ func TestConnIDsDisjointBetweenRelays(t *testing.T) {
 	}
 }
 
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // panicky is an Observer that panics once, on the first frame whose wire
 // bytes contain a marker; otherwise it hands events on.
 type panicky struct {
@@ -187,8 +207,10 @@ func (p *panicky) Observe(e *event.Event) {
 // that connection sent) closes that connection only, counted and traced;
 // the relay keeps serving the others.
 func TestPanicClosesOnlyThatConnection(t *testing.T) {
+	var logs syncBuffer
 	tr := startRelay(t, func(c *relay.Config) {
 		c.Observer = &panicky{next: c.Observer, marker: []byte("kaboom")}
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	a, useA := client(t, tr, "alice", msrpclient.Options{})
 	b, useB := client(t, tr, "bob", msrpclient.Options{})
@@ -202,6 +224,11 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 	tr.obs.waitFor(t, "closed(internal-error)", func(e recEvent) bool {
 		return e.kind == event.Closed && e.reason == event.ClosePanic
 	})
+	// Logged at ERROR with the stack (the Closed event follows the log).
+	if l := logs.String(); !strings.Contains(l, `level=ERROR msg="connection handler panicked"`) ||
+		!strings.Contains(l, "observer bug on this frame") || !strings.Contains(l, "runtime/debug.Stack") {
+		t.Fatalf("log:\n%s", l)
+	}
 	if event.ClosePanic.String() != "internal-error" {
 		t.Fatalf("ClosePanic is %q", event.ClosePanic)
 	}

@@ -57,6 +57,10 @@ type Relay struct {
 	shuttingDown atomic.Bool
 
 	stats counters
+
+	panicLogMu         sync.Mutex
+	panicLogged        time.Time // last panic logged with its stack
+	panicLogSuppressed int       // panics since then not logged
 }
 
 // counters are the relay's statistics; Stats returns a snapshot.
@@ -355,9 +359,9 @@ func (r *Relay) newConnID() uint64 { return r.connIDBase | uint64(r.nextConnID.A
 
 // recoverConn, deferred at the top of a connection's goroutines, turns a
 // panic while handling c (routing, an Observer's filter or encoding) into
-// the close of c alone: logged at ERROR with the stack, counted, the
-// connection closed with event.ClosePanic; the relay keeps serving. As
-// net/http's conn.serve does.
+// the close of c alone: counted, the connection closed with
+// event.ClosePanic, logged at ERROR with the stack (rate-limited); the
+// relay keeps serving. As net/http's conn.serve does.
 func (r *Relay) recoverConn(c *conn, where string) {
 	p := recover()
 	if p == nil {
@@ -365,9 +369,21 @@ func (r *Relay) recoverConn(c *conn, where string) {
 	}
 	r.stats.panics.Add(1)
 	err := fmt.Errorf("panic in %s: %v", where, p)
-	r.log.Error("connection handler panicked", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
-		slog.String("error", err.Error()), slog.String("stack", string(debug.Stack())))
 	c.close(event.ClosePanic, err)
+	// A peer may be able to trigger the same bug again and again: one
+	// log line with a stack per second at most, saying how many were not.
+	now := time.Now()
+	r.panicLogMu.Lock()
+	if now.Sub(r.panicLogged) < time.Second {
+		r.panicLogSuppressed++
+		r.panicLogMu.Unlock()
+		return
+	}
+	suppressed := r.panicLogSuppressed
+	r.panicLogged, r.panicLogSuppressed = now, 0
+	r.panicLogMu.Unlock()
+	r.log.Error("connection handler panicked", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("error", err.Error()), slog.Int("suppressed_since_last", suppressed), slog.String("stack", string(debug.Stack())))
 }
 
 // tracing reports whether frames are to be reported now: there is an
