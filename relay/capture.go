@@ -3,10 +3,11 @@ package relay
 import (
 	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
-	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
+
+var crlf = []byte("\r\n")
 
 // The frame-in capture rebuilds a frame's wire bytes for the Observer from
 // what the Reader hands out: start line and header fields, blank line,
@@ -33,9 +34,11 @@ func (c *conn) capIn(p []byte) {
 	}
 }
 
-// endIn reports the frame read from c to the Observer; complete is false
-// when its body broke off.
-func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
+// endIn reports the frame read from c to the Observer, stamped with the
+// arrival of its first byte, with the relay sessions on its sender's and
+// its receiver's side (event.FrameInfo); complete is false when its body
+// broke off.
+func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	if !c.capturing {
 		return
 	}
@@ -47,28 +50,33 @@ func (c *conn) endIn(f *msrp.Frame, sessionID string, complete bool) {
 	flag := f.Flag()
 	if complete {
 		var end [7 + 255 + 3]byte
-		e := append(append(append(end[:0], "-------"...), f.TransactID...), flag, '\r', '\n')
+		e := msrp.AppendEndLine(end[:0], f.TransactID, flag)
 		c.capIn(e)
 	}
 	// The read loop's own scratch: the Observer may not keep it.
 	c.inFI = event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
-		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType), SessionID: sessionID,
-		Flag: flag, Size: size, Wire: c.inCap}
-	c.inEv = event.Event{Kind: event.FrameIn, Time: time.Now(), Conn: c.info, Frame: &c.inFI}
+		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType),
+		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap}
+	c.inEv = event.Event{Kind: event.FrameIn, Time: c.inStart, Conn: c.info, Frame: &c.inFI}
 	c.r.obs.Observe(&c.inEv)
 }
 
 // finishIn reads the rest of f's body (capturing it) and reports the frame.
-func (c *conn) finishIn(f *msrp.Frame, sessionID string) error {
+func (c *conn) finishIn(f *msrp.Frame, from, to string) error {
+	err := c.readIn(f)
+	c.endIn(f, from, to, err == nil)
+	return err
+}
+
+// readIn reads the rest of f's body, capturing it.
+func (c *conn) readIn(f *msrp.Frame) error {
 	body := f.Body()
 	for {
 		p, err := body.Next()
 		if err == io.EOF {
-			c.endIn(f, sessionID, true)
 			return nil
 		}
 		if err != nil {
-			c.endIn(f, sessionID, false)
 			return err
 		}
 		c.capIn(p)

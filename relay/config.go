@@ -14,8 +14,9 @@ import (
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
-// Config is everything a Relay needs. Zero values take the defaults in
-// DefaultLimits and the field comments; docs/CONFIG.md lists every key.
+// Config is everything a Relay needs. Zero values take the defaults of
+// DefaultLimits, DefaultAuth and DefaultTraceCaptureBytes; docs/CONFIG.md
+// lists every key.
 type Config struct {
 	Listen   []Listen `yaml:"listen"`
 	URIs     []string `yaml:"uris"` // further URIs that name this relay (public names, aliases)
@@ -23,7 +24,7 @@ type Config struct {
 	Limits   Limits   `yaml:"limits"`
 	Outbound Outbound `yaml:"outbound"`
 	// TraceCaptureBytes bounds how much of each frame an Observer sees
-	// in event.FrameInfo.Wire. Default 16384.
+	// in event.FrameInfo.Wire. Default DefaultTraceCaptureBytes.
 	TraceCaptureBytes int `yaml:"trace_capture_bytes"`
 
 	Users    *auth.Users    `yaml:"-"` // who may AUTH; from Auth.UsersFile when nil
@@ -83,8 +84,12 @@ type Limits struct {
 	MaxAuthFailures     int           `yaml:"max_auth_failures"`      // failed AUTHs without success before close (RFC 4976 §6.3); default 5
 }
 
-// DefaultLimits are the limits used for zero fields.
-var DefaultLimits = Limits{
+// DefaultLimits returns the limits used for zero fields: the one place
+// where each default limit is set (docs/CONFIG.md and cmd/msrpscope's
+// default.yaml state the same values).
+func DefaultLimits() Limits { return defaultLimits }
+
+var defaultLimits = Limits{
 	HeaderTimeout:       10 * time.Second,
 	BodyTimeout:         30 * time.Second,
 	IdleTimeout:         time.Hour,
@@ -101,6 +106,16 @@ var DefaultLimits = Limits{
 	MaxSessionsPerUser:  64,
 	WriteQueue:          1024,
 	MaxAuthFailures:     5,
+}
+
+// DefaultTraceCaptureBytes is Config.TraceCaptureBytes when zero.
+const DefaultTraceCaptureBytes = 16 << 10
+
+// DefaultAuth returns the AUTH settings used for zero fields (Realm
+// defaults to the host of the first listener URI; Algorithms and NonceTTL
+// to relay/auth's).
+func DefaultAuth() Auth {
+	return Auth{Expires: 1800, MinExpires: 60, MaxExpires: 3600}
 }
 
 // Outbound configures connections the relay opens to next hops.
@@ -126,7 +141,7 @@ func orInt(v, d int) int {
 }
 
 func (l Limits) withDefaults() Limits {
-	d := DefaultLimits
+	d := defaultLimits
 	l.HeaderTimeout = orDur(l.HeaderTimeout, d.HeaderTimeout)
 	l.BodyTimeout = orDur(l.BodyTimeout, d.BodyTimeout)
 	l.IdleTimeout = orDur(l.IdleTimeout, d.IdleTimeout)

@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"bytes"
-	"crypto/tls"
 	"errors"
 	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
@@ -29,9 +28,8 @@ type conn struct {
 	r    *Relay
 	info event.ConnInfo
 	nc   net.Conn
-	lst  *listener // nil for a dialled connection
-	key  string    // outbound pool key, "" for an accepted connection
-	uri  msrp.URI  // our URI on this connection (listener URI; for dialled ones the first own URI of its scheme)
+	key  string   // outbound pool key, "" for an accepted connection
+	uri  msrp.URI // our URI on this connection (listener URI; for dialled ones the first own URI of its scheme)
 
 	dr deadlineReader
 	br *bufio.Reader
@@ -53,17 +51,26 @@ type conn struct {
 	phaseMu sync.Mutex
 	idle    bool // waiting for the next frame (shutdown may interrupt)
 
-	requestOK  atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
-	authFails  atomic.Int32 // failed AUTHs since the last success
-	tlsState   *tls.ConnectionState
-	inCap      []byte          // frame-in capture for the Observer
-	capturing  bool            // the frame being read is traced
-	inEv       event.Event     // scratch of the read loop for frame-in events
-	inFI       event.FrameInfo //
-	outEv      event.Event     // scratch for frame-out events, guarded by wmu
-	outFI      event.FrameInfo //
-	tidBuf     [msrp.TransactIDLen]byte
-	sessionHit string // session of the frame being handled, for event.FrameInfo
+	requestOK atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
+	authFails atomic.Int32 // failed AUTHs since the last success
+
+	// The read loop's own state (frames read from c, and forwarded by it).
+	inStart   time.Time       // when the first byte of the frame being read arrived
+	inCap     []byte          // frame-in capture for the Observer
+	capturing bool            // the frame being read is traced
+	inEv      event.Event     // scratch for frame-in events
+	inFI      event.FrameInfo //
+	tidBuf    [msrp.TransactIDLen]byte
+	hdrBuf    []byte          // header lines of the frame being forwarded
+	fwdCap    []byte          // capture of the frame being forwarded, lent to the destination's captureWriter
+	fwdSize   int64           //
+	fwdEv     event.Event     // scratch for events of forwarded frames
+	fwdFI     event.FrameInfo //
+
+	// The writer goroutine's own state (queued frames written to c).
+	wCap  []byte // capture of the queued frame being written, lent to cw
+	outEv event.Event
+	outFI event.FrameInfo
 }
 
 // outFrame is a small frame made by the relay, queued for a writer goroutine.
@@ -73,11 +80,11 @@ type outFrame struct {
 	// connection when it reaches it, after the frames queued before.
 	closeReason event.CloseReason
 	closeErr    error
-	tid         string
 	method      string
 	status      int
 	messageID   string
-	sessionID   string
+	fromSession string // event.FrameInfo's sessions
+	toSession   string
 }
 
 var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte, 0, 512)} }}
@@ -85,7 +92,7 @@ var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte
 func newOutFrame() *outFrame {
 	f := outFramePool.Get().(*outFrame)
 	f.buf = f.buf[:0]
-	f.method, f.status, f.messageID, f.sessionID = "", 0, "", ""
+	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, "", "", ""
 	f.closeReason, f.closeErr = 0, nil
 	return f
 }
@@ -113,7 +120,9 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 
 // captureWriter writes to the connection with a send timeout per write
 // (progress, not total time) and, while capturing, keeps the first bytes
-// of the frame being written for the Observer.
+// of the frame being written for the Observer, in a buffer the writer of
+// that frame lends it (start) and takes back (stop) under the connection's
+// write lock, so that the Observer can read it after the lock is released.
 type captureWriter struct {
 	nc      net.Conn
 	timeout time.Duration
@@ -134,22 +143,27 @@ func (c *captureWriter) Write(p []byte) (int, error) {
 	return c.nc.Write(p)
 }
 
-func (c *captureWriter) start(on bool) {
-	c.on = on
-	c.buf = c.buf[:0]
-	c.n = 0
+func (c *captureWriter) start(on bool, buf []byte) {
+	c.on, c.buf, c.n = on, buf[:0], 0
 }
 
-func newConn(r *Relay, nc net.Conn, lst *listener, dir event.Direction, transport string) *conn {
+// stop ends the frame's capture and returns the lent buffer, holding what
+// was captured, and the frame's size.
+func (c *captureWriter) stop() ([]byte, int64) {
+	buf, n := c.buf, c.n
+	c.on, c.buf, c.n = false, nil, 0
+	return buf, n
+}
+
+func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn {
 	c := &conn{
 		r:    r,
 		nc:   nc,
-		lst:  lst,
 		ctrl: make(chan *outFrame, r.lim.WriteQueue),
 		done: make(chan struct{}),
 	}
 	c.info = event.ConnInfo{
-		ID:        r.nextConnID.Add(1),
+		ID:        r.newConnID(),
 		Transport: transport,
 		Local:     addrPort(nc.LocalAddr()),
 		Remote:    addrPort(nc.RemoteAddr()),
@@ -218,29 +232,39 @@ func (c *conn) writeQueued(f *outFrame) {
 		return
 	}
 	obs := c.r.tracing()
-	c.wmu.Lock()
-	c.cw.start(obs)
-	sent := time.Now() // the frame's time is when it starts out, before the peer can react
-	_, err := c.bw.Write(f.buf)
-	if err == nil {
-		err = c.bw.Flush()
+	sent, size, err := c.writeLocked(f.buf, obs)
+	if err != nil {
+		c.close(writeCloseReason(err), err)
+		return
 	}
-	if obs && err == nil {
+	if obs {
+		// After the write lock: the capture is the writer goroutine's (wCap).
 		tid := f.buf[5:]
 		tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
 		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: []byte(f.messageID),
-			SessionID: f.sessionID, Flag: msrp.FlagEnd, Size: c.cw.n, Wire: c.cw.buf}
+			FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: size, Wire: c.wCap}
 		if f.method != "" {
 			c.outFI.Method = []byte(f.method)
 		}
 		c.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.info, Frame: &c.outFI}
 		c.r.obs.Observe(&c.outEv)
 	}
-	c.cw.start(false)
-	c.wmu.Unlock()
-	if err != nil {
-		c.close(writeCloseReason(err), err)
+}
+
+// writeLocked writes one whole frame under the write lock, capturing it
+// into c.wCap when obs; sent is when it started out, before the peer can
+// react.
+func (c *conn) writeLocked(frame []byte, obs bool) (sent time.Time, size int64, err error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.cw.start(obs, c.wCap)
+	sent = time.Now()
+	_, err = c.bw.Write(frame)
+	if err == nil {
+		err = c.bw.Flush()
 	}
+	c.wCap, size = c.cw.stop()
+	return sent, size, err
 }
 
 func writeCloseReason(err error) event.CloseReason {
@@ -262,6 +286,7 @@ func (c *conn) readLoop() {
 			return // shutting down: run flushes and closes
 		}
 		_, err := c.br.Peek(1)
+		c.inStart = time.Now() // the frame's time is when its first byte arrived
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
@@ -359,39 +384,6 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	c.close(event.CloseProtocol, fe)
 	return false
-}
-
-// answerBadFrame answers a malformed request with 400 when the lines that
-// could be read name a From-Path to answer to (RFC 4975 §7.2), unless it is
-// a REPORT or its Failure-Report forbids responses. It must run before
-// Recover, which reuses the Reader's buffer.
-func (c *conn) answerBadFrame(fe *msrp.FrameError) {
-	method := c.rd.FailedMethod()
-	from := c.rd.FailedHeader(msrp.HdrFromPath)
-	if method == "" || method == "REPORT" || len(from) == 0 {
-		return
-	}
-	if method == "SEND" {
-		if m, err := msrp.ParseFailureReport(c.rd.FailedHeader(msrp.HdrFailureReport)); err == nil && m != msrp.ReportYes {
-			return
-		}
-		from, _ = msrp.SplitPath(from)
-	}
-	top, _ := msrp.SplitPath(c.rd.FailedHeader(msrp.HdrToPath))
-	if len(top) == 0 {
-		top = c.uri.Append(nil)
-	}
-	tid := []byte(fe.TransactID)
-	of := newOutFrame()
-	of.status = 400
-	b := append(of.buf, "MSRP "...)
-	b = append(b, tid...)
-	b = append(b, " 400 Bad request\r\n"...)
-	b = appendHeader(b, msrp.HdrToPath, from)
-	b = appendHeader(b, msrp.HdrFromPath, top)
-	b = appendEndLine(b, tid, msrp.FlagEnd)
-	of.buf = b
-	c.enqueue(of)
 }
 
 // maxRecoverBytes bounds how far a malformed frame is skipped.

@@ -17,6 +17,8 @@ import (
 // DefaultPort is used for a next-hop URI without a port (IANA "msrp").
 const DefaultPort = 2855
 
+var errDialAborted = errors.New("dial aborted")
+
 // dialEntry is one outbound connection, or a dial in progress that other
 // forwarders wait for instead of dialling again.
 type dialEntry struct {
@@ -78,8 +80,14 @@ func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 	r.out[key] = e
 	r.mu.Unlock()
 
-	e.c, e.err = r.dial(u, hostport, key)
-	close(e.ready)
+	func() {
+		// Closed also when dial panics (an Observer's bug, recovered by the
+		// caller's read loop): the forwarders waiting on it see the error
+		// instead of waiting forever.
+		defer close(e.ready)
+		e.err = errDialAborted
+		e.c, e.err = r.dial(u, hostport, key)
+	}()
 	if e.err != nil {
 		r.mu.Lock()
 		if r.out[key] == e {
@@ -97,7 +105,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		transport = "msrps"
 	}
 	// Observers see the attempt with the remote address known so far.
-	pre := &conn{r: r, info: event.ConnInfo{ID: r.nextConnID.Add(1), Transport: transport, Dir: event.DirOut}}
+	pre := &conn{r: r, info: event.ConnInfo{ID: r.newConnID(), Transport: transport, Dir: event.DirOut}}
 	if ap, err := netipParse(hostport); err == nil {
 		pre.info.Remote = ap
 	}
@@ -112,7 +120,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		r.observe(event.ConnectFailed, pre, nil, 0, err)
 		return nil, err
 	}
-	c := newConn(r, nc, nil, event.DirOut, transport)
+	c := newConn(r, nc, event.DirOut, transport)
 	c.info.ID = pre.info.ID
 	c.key = key
 	c.uri = r.ownURIFor(u.Secure)
@@ -135,8 +143,6 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 			r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
 		}
-		st := tc.ConnectionState()
-		c.tlsState = &st
 		c.setNetConn(tc)
 	}
 	if !r.register(c) {

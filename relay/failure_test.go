@@ -237,6 +237,14 @@ func TestFailureReports(t *testing.T) {
 			if rep.ByteRange.Start != 1 || strings.Join(rep.FromPath, " ") != useA {
 				t.Fatalf("REPORT Byte-Range %+v From-Path %q", rep.ByteRange, rep.FromPath)
 			}
+			// The relay's REPORT travels back to the SEND's sender: its
+			// sessions are the SEND's, swapped (here: no session beyond).
+			out := tr.obs.waitFor(t, "frame-out REPORT", func(e recEvent) bool {
+				return e.kind == event.FrameOut && e.method == "REPORT" && e.messageID == res.MessageID
+			})
+			if out.to != sidOf(useA) || out.from != "" {
+				t.Fatalf("REPORT out sessions from %q to %q, want from \"\" to %q", out.from, out.to, sidOf(useA))
+			}
 		})
 	}
 }
@@ -459,7 +467,7 @@ func TestConnectionLimitPerIP(t *testing.T) {
 		}
 		conns = append(conns, nc)
 	}
-	tr.obs.waitFor(t, "2 accepted", func(e recEvent) bool { return e.kind == event.Accepted && e.conn.ID == 2 })
+	tr.obs.waitCount(t, "accepted", 2, func(e recEvent) bool { return e.kind == event.Accepted })
 	third, err := net.Dial("tcp", tr.addr())
 	if err != nil {
 		t.Fatal(err)

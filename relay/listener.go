@@ -125,7 +125,7 @@ func (r *Relay) acceptLoop(l *listener) error {
 			continue
 		}
 		backoff = 0
-		c := newConn(r, nc, l, event.DirIn, transport)
+		c := newConn(r, nc, event.DirIn, transport)
 		c.uri = l.uri
 		if !r.register(c) {
 			r.stats.refused.Add(1)
@@ -135,10 +135,9 @@ func (r *Relay) acceptLoop(l *listener) error {
 			continue
 		}
 		r.stats.accepted.Add(1)
-		r.observe(event.Accepted, c, nil, 0, nil)
 		r.wg.Add(1)
 		go func() {
-			if l.tlsCfg != nil && !r.serverHandshake(c, l) {
+			if !r.observeAccepted(c) || l.tlsCfg != nil && !r.serverHandshake(c, l) {
 				r.unregister(c)
 				r.wg.Done()
 				return
@@ -148,8 +147,17 @@ func (r *Relay) acceptLoop(l *listener) error {
 	}
 }
 
+// observeAccepted reports an accepted connection, on its own goroutine
+// (an Observer that panics closes this connection, not the accept loop).
+func (r *Relay) observeAccepted(c *conn) bool {
+	defer r.recoverConn(c, "accepted event")
+	r.observe(event.Accepted, c, nil, 0, nil)
+	return true
+}
+
 // serverHandshake runs the TLS handshake of an accepted msrps connection.
-func (r *Relay) serverHandshake(c *conn, l *listener) bool {
+func (r *Relay) serverHandshake(c *conn, l *listener) (ok bool) {
+	defer r.recoverConn(c, "TLS handshake")
 	tc := tls.Server(c.nc, l.tlsCfg)
 	ctx, cancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
 	defer cancel()
@@ -162,8 +170,6 @@ func (r *Relay) serverHandshake(c *conn, l *listener) bool {
 		r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 		return false
 	}
-	st := tc.ConnectionState()
-	c.tlsState = &st
 	c.setNetConn(tc)
 	return true
 }

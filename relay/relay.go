@@ -8,6 +8,8 @@ package relay
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,10 +52,15 @@ type Relay struct {
 	cancel       context.CancelFunc
 	serving      atomic.Bool
 	tlsOut       *tlsClient
-	nextConnID   atomic.Uint64
+	connIDBase   uint64 // random high 32 bits of this instance's connection ids
+	nextConnID   atomic.Uint32
 	shuttingDown atomic.Bool
 
 	stats counters
+
+	panicLogMu         sync.Mutex
+	panicLogged        time.Time // last panic logged with its stack
+	panicLogSuppressed int       // panics since then not logged
 }
 
 // counters are the relay's statistics; Stats returns a snapshot.
@@ -61,6 +69,7 @@ type counters struct {
 	forwarded, forwardFailed, rejected, badFrames   atomic.Int64
 	authOK, authFailed, reportsSent, reportsDropped atomic.Int64
 	unmatchedResponses, txnTimeouts, queueFull      atomic.Int64
+	panics                                          atomic.Int64
 }
 
 // Stats is a snapshot of the relay's counters and tables.
@@ -83,6 +92,7 @@ type Stats struct {
 	UnmatchedResponses int64
 	TxnTimeouts        int64
 	QueueFull          int64 // connections closed because their write queue was full
+	Panics             int64 // connections closed because handling them panicked (recovered, logged with the stack)
 }
 
 // New checks cfg, binds the listeners and returns a Relay ready to Serve.
@@ -107,16 +117,16 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 		out:     make(map[string]*dialEntry),
 		txns:    newTxnTable(),
 	}
+	var idb [4]byte
+	_, _ = rand.Read(idb[:]) // never fails (crypto/rand)
+	r.connIDBase = uint64(binary.BigEndian.Uint32(idb[:])) << 32
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if sw, ok := r.obs.(interface{ Enabled() bool }); ok {
 		r.obsSwitch = sw
 	}
-	r.captureBytes = cfg.TraceCaptureBytes
-	if r.captureBytes <= 0 {
-		r.captureBytes = 16 << 10
-	}
+	r.captureBytes = orInt(cfg.TraceCaptureBytes, DefaultTraceCaptureBytes)
 	r.sessions = newSessionTable(r.lim.MaxSessions, r.lim.MaxSessionsPerUser)
 	if len(cfg.Listen) == 0 {
 		return nil, cfgErr("no listen address")
@@ -154,15 +164,10 @@ func (r *Relay) setupAuth() error {
 	if a.Realm == "" {
 		a.Realm = r.own[0].Host
 	}
-	if a.Expires <= 0 {
-		a.Expires = 1800
-	}
-	if a.MinExpires <= 0 {
-		a.MinExpires = 60
-	}
-	if a.MaxExpires <= 0 {
-		a.MaxExpires = 3600
-	}
+	d := DefaultAuth()
+	a.Expires = orInt(a.Expires, d.Expires)
+	a.MinExpires = orInt(a.MinExpires, d.MinExpires)
+	a.MaxExpires = orInt(a.MaxExpires, d.MaxExpires)
 	if a.MinExpires > a.MaxExpires || a.Expires < a.MinExpires || a.Expires > a.MaxExpires {
 		return cfgErr("auth: need min_expires <= expires <= max_expires (got %d, %d, %d)", a.MinExpires, a.Expires, a.MaxExpires)
 	}
@@ -342,7 +347,43 @@ func (r *Relay) Stats() Stats {
 		BadFrames: s.badFrames.Load(), AuthOK: s.authOK.Load(), AuthFailed: s.authFailed.Load(),
 		ReportsSent: s.reportsSent.Load(), ReportsDropped: s.reportsDropped.Load(),
 		UnmatchedResponses: s.unmatchedResponses.Load(), TxnTimeouts: s.txnTimeouts.Load(), QueueFull: s.queueFull.Load(),
+		Panics: s.panics.Load(),
 	}
+}
+
+// newConnID returns a connection id unique to this relay instance: random
+// high 32 bits chosen at start, a counter in the low 32 bits, so that
+// "conn-<id>" does not repeat after a restart or between relays feeding
+// one collector.
+func (r *Relay) newConnID() uint64 { return r.connIDBase | uint64(r.nextConnID.Add(1)) }
+
+// recoverConn, deferred at the top of a connection's goroutines, turns a
+// panic while handling c (routing, an Observer's filter or encoding) into
+// the close of c alone: counted, the connection closed with
+// event.ClosePanic, logged at ERROR with the stack (rate-limited); the
+// relay keeps serving. As net/http's conn.serve does.
+func (r *Relay) recoverConn(c *conn, where string) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	r.stats.panics.Add(1)
+	err := fmt.Errorf("panic in %s: %v", where, p)
+	c.close(event.ClosePanic, err)
+	// A peer may be able to trigger the same bug again and again: one
+	// log line with a stack per second at most, saying how many were not.
+	now := time.Now()
+	r.panicLogMu.Lock()
+	if now.Sub(r.panicLogged) < time.Second {
+		r.panicLogSuppressed++
+		r.panicLogMu.Unlock()
+		return
+	}
+	suppressed := r.panicLogSuppressed
+	r.panicLogged, r.panicLogSuppressed = now, 0
+	r.panicLogMu.Unlock()
+	r.log.Error("connection handler panicked", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("error", err.Error()), slog.Int("suppressed_since_last", suppressed), slog.String("stack", string(debug.Stack())))
 }
 
 // tracing reports whether frames are to be reported now: there is an
@@ -406,9 +447,13 @@ func (r *Relay) run(c *conn) {
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
+		defer r.recoverConn(c, "writer")
 		c.writeLoop()
 	}()
-	c.readLoop()
+	func() {
+		defer r.recoverConn(c, "read loop")
+		c.readLoop()
+	}()
 	if !c.isClosed() {
 		// Reading ended without an error (graceful shutdown): write what
 		// is queued, then close.
@@ -434,6 +479,7 @@ func (r *Relay) run(c *conn) {
 		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
 	}
 	r.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
+	defer r.recoverConn(c, "closed event")
 	r.observe(event.Closed, c, nil, c.reason, c.closeErr)
 }
 

@@ -42,16 +42,20 @@ type recorder struct {
 }
 
 type recEvent struct {
-	kind   event.Kind
-	conn   event.ConnInfo
-	reason event.CloseReason
-	tls    *event.TLSInfo
-	method string
-	status int
-	sessID string
-	size   int64
-	wire   []byte
-	dir    event.Direction
+	kind      event.Kind
+	conn      event.ConnInfo
+	reason    event.CloseReason
+	tls       *event.TLSInfo
+	method    string
+	status    int
+	from      string
+	to        string
+	time      time.Time
+	tid       string
+	messageID string
+	size      int64
+	wire      []byte
+	dir       event.Direction
 }
 
 func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
@@ -63,7 +67,8 @@ func (r *recorder) Observe(e *event.Event) {
 		ev.tls = &t
 	}
 	if f := e.Frame; f != nil {
-		ev.method, ev.status, ev.sessID, ev.size, ev.dir = string(f.Method), f.Status, f.SessionID, f.Size, f.Dir
+		ev.method, ev.status, ev.from, ev.to, ev.size, ev.dir = string(f.Method), f.Status, f.FromSession, f.ToSession, f.Size, f.Dir
+		ev.time, ev.tid, ev.messageID = e.Time, string(f.TransactID), string(f.MessageID)
 		ev.wire = bytes.Clone(f.Wire)
 	}
 	r.mu.Lock()
@@ -92,6 +97,30 @@ func (r *recorder) waitFor(t *testing.T, what string, ok func(recEvent) bool) re
 		case <-r.signal:
 		case <-deadline:
 			t.Fatalf("no %s event within 10s", what)
+		}
+	}
+}
+
+// waitCount waits until n recorded events satisfy ok and returns them.
+func (r *recorder) waitCount(t *testing.T, what string, n int, ok func(recEvent) bool) []recEvent {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		var got []recEvent
+		r.mu.Lock()
+		for _, e := range r.events {
+			if ok(e) {
+				got = append(got, e)
+			}
+		}
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-r.signal:
+		case <-deadline:
+			t.Fatalf("%d %s events within 10s, want %d", len(got), what, n)
 		}
 	}
 }
@@ -239,7 +268,7 @@ func TestAuthSendBothWaysWithReports(t *testing.T) {
 	in := tr.obs.waitFor(t, "frame-in SEND", func(e recEvent) bool {
 		return e.kind == event.FrameIn && e.method == "SEND"
 	})
-	if in.sessID == "" || !bytes.HasPrefix(in.wire, []byte("MSRP ")) || int64(len(in.wire)) != in.size {
+	if in.from == "" || in.to == "" || !bytes.HasPrefix(in.wire, []byte("MSRP ")) || int64(len(in.wire)) != in.size {
 		t.Fatalf("frame-in event %+v", in)
 	}
 	out := tr.obs.waitFor(t, "frame-out SEND", func(e recEvent) bool {
@@ -413,4 +442,25 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		p[i] = byte(r)
 	}
 	return len(p), nil
+}
+
+// The AUTH defaults the relay applies are DefaultAuth's (docs/CONFIG.md
+// states them): a relay configured with none grants DefaultAuth().Expires.
+func TestDefaultAuthApplied(t *testing.T) {
+	tr := startRelay(t, nil)
+	c, err := msrpclient.Dial(ctxT(t), tr.addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d := relay.DefaultAuth()
+	if d.Expires != 1800 || d.MinExpires != 60 || d.MaxExpires != 3600 {
+		t.Fatalf("DefaultAuth %+v, docs/CONFIG.md says 1800, 60, 3600", d)
+	}
+	if _, exp, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], 0); err != nil || exp != d.Expires {
+		t.Fatalf("AUTH without Expires: granted %d (%v), want %d", exp, err, d.Expires)
+	}
+	if _, _, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], d.MaxExpires+1); statusCode(t, err) != 423 {
+		t.Fatalf("AUTH above DefaultAuth().MaxExpires: %v", err)
+	}
 }

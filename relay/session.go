@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -16,23 +15,8 @@ type session struct {
 	id      string
 	user    string
 	conn    *conn
-	uri     msrp.URI // our URI with this session-id, as in Use-Path
 	prevHop msrp.URI // first From-Path URI of the AUTH: the client, or the relay in front of it
 	expires time.Time
-	chat    atomic.Pointer[chatEntry] // the last chat key made with a peer session
-}
-
-type chatEntry struct{ peer, key string }
-
-// chatWith returns the trace correlation key of a chat between s and peer
-// (chatKey), remembered so that a busy chat does not make one per frame.
-func (s *session) chatWith(peer *session) string {
-	if e := s.chat.Load(); e != nil && e.peer == peer.id {
-		return e.key
-	}
-	k := chatKey(s.id, peer.id)
-	s.chat.Store(&chatEntry{peer: peer.id, key: k})
-	return k
 }
 
 var (

@@ -11,22 +11,24 @@ import (
 // (RFC 4976 §6.4.1, §6.4.3). Its transact-id is the one the relay made for
 // the next hop; srcTID is the one the previous hop used.
 type txn struct {
-	tid       string
-	dst       *conn // where the request went
-	src       *conn // where it came from
-	srcTID    string
-	method    string
-	sessionID string
-	report    msrp.ReportMode // Failure-Report of a SEND; ReportYes for others
-	ourURI    string          // our URI as the previous hop named it: From-Path of REPORTs
-	fromPath  string          // From-Path of the request as received: To-Path of REPORTs
-	messageID string
-	byteRange string
-	bodyLen   int64
-	flag      byte
-	deadline  time.Time
-	bucket    int64 // timing-wheel bucket once armed
-	done      bool  // answered or expired; guarded by txnTable.mu
+	tid    string
+	dst    *conn // where the request went
+	src    *conn // where it came from
+	srcTID string
+	method string
+	// The relay sessions on the request's sender's and receiver's side
+	// (event.FrameInfo), for its responses and REPORTs.
+	fromSession, toSession string
+	report                 msrp.ReportMode // Failure-Report of a SEND; ReportYes for others
+	ourURI                 string          // our URI as the previous hop named it: From-Path of REPORTs
+	fromPath               string          // From-Path of the request as received: To-Path of REPORTs
+	messageID              string
+	byteRange              string
+	bodyLen                int64
+	flag                   byte
+	deadline               time.Time
+	bucket                 int64 // timing-wheel bucket once armed
+	done                   bool  // answered or expired; guarded by txnTable.mu
 }
 
 // newTxn makes the transaction of forwarding q with the new transact-id
@@ -49,7 +51,7 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 		arena = arena[n:]
 		return s
 	}
-	x := &txn{report: q.mode, method: "SEND"}
+	x := &txn{report: q.mode, method: "SEND", fromSession: q.from, toSession: q.to}
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
 	x.ourURI = cut(len(q.top))

@@ -5,5 +5,7 @@
 // out frames whose start line and header fields are slices into the Reader's
 // own buffer (valid until the next ReadFrame) and whose body is an io.Reader
 // that ends at the frame's own end-line, so a body of any size passes through
-// with memory bounded by the bufio.Reader's buffer.
+// with memory bounded by the bufio.Reader's buffer. A Writer streams frames
+// out; the Append* builders (builders.go) build whole small frames and
+// lines into a caller's buffer without allocating.
 package msrp

@@ -65,3 +65,7 @@ var ErrEndLineInBody = errors.New("msrp: body contains the frame's end-line")
 
 // ErrWriterState is returned when Writer methods are called out of order.
 var ErrWriterState = errors.New("msrp: writer call out of order")
+
+// ErrRawHeaders is reported by Writer.End when RawHeaders was given bytes
+// that are not whole header field lines; they were not written.
+var ErrRawHeaders = errors.New("msrp: raw header bytes are not whole CRLF-ended lines")

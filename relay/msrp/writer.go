@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"io"
-	"strconv"
 )
 
 // Writer writes MSRP frames: a start line, header fields, an optional body
@@ -68,11 +67,7 @@ func (w *Writer) StartRequest(tid []byte, method string) error {
 	if !w.setTID(tid) || method == "" {
 		return ErrWriterState
 	}
-	w.bw.WriteString("MSRP ")
-	w.bw.Write(w.tid[:w.tidN])
-	w.bw.WriteByte(' ')
-	w.bw.WriteString(method)
-	w.bw.WriteString("\r\n")
+	w.bw.Write(AppendRequestLine(w.room(w.tidN+len(method)+8), w.tid[:w.tidN], method))
 	w.state = wHeaders
 	return nil
 }
@@ -85,18 +80,19 @@ func (w *Writer) StartResponse(tid []byte, code int, comment string) error {
 	if code < 100 || code > 999 || !w.setTID(tid) {
 		return ErrWriterState
 	}
-	var num [3]byte
-	w.bw.WriteString("MSRP ")
-	w.bw.Write(w.tid[:w.tidN])
-	w.bw.WriteByte(' ')
-	w.bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
-	if comment != "" {
-		w.bw.WriteByte(' ')
-		w.bw.WriteString(comment)
-	}
-	w.bw.WriteString("\r\n")
+	w.bw.Write(AppendResponseLine(w.room(w.tidN+len(comment)+12), w.tid[:w.tidN], code, comment))
 	w.state = wHeaders
 	return nil
+}
+
+// room returns the buffer's free space to build n bytes in, flushing first
+// when they do not fit (a line longer than the whole buffer is built in a
+// new slice: the only case that allocates).
+func (w *Writer) room(n int) []byte {
+	if w.bw.Available() < n {
+		_ = w.bw.Flush() // an error stays in bw and comes back from End
+	}
+	return w.bw.AvailableBuffer()
 }
 
 // TransactID returns the transact-id of the frame being written.
@@ -108,10 +104,7 @@ func (w *Writer) Header(name string, value []byte) {
 		w.err = ErrWriterState
 		return
 	}
-	w.bw.WriteString(name)
-	w.bw.WriteString(": ")
-	w.bw.Write(value)
-	w.bw.WriteString("\r\n")
+	w.bw.Write(AppendHeader(w.room(len(name)+len(value)+4), name, value))
 }
 
 // HeaderString is Header with a string value.
@@ -120,20 +113,36 @@ func (w *Writer) HeaderString(name, value string) {
 		w.err = ErrWriterState
 		return
 	}
-	w.bw.WriteString(name)
-	w.bw.WriteString(": ")
-	w.bw.WriteString(value)
-	w.bw.WriteString("\r\n")
+	w.bw.Write(AppendHeader(w.room(len(name)+len(value)+4), name, value))
 }
 
-// RawHeaders writes header field lines that are already formatted, each
-// ending in CRLF (e.g. copied from a received Frame).
+// RawHeaders writes whole header field lines that are already formatted
+// (e.g. with AppendHeader, or copied from a received Frame): lines must be
+// empty or end in CRLF, and must not hold the blank line that ends the
+// header fields. Anything else is refused with ErrRawHeaders (reported by
+// End) and nothing of it is written, so a piece of a line can never end up
+// on the wire.
 func (w *Writer) RawHeaders(lines []byte) {
 	if w.state != wHeaders {
 		w.err = ErrWriterState
 		return
 	}
+	if !wholeLines(lines) {
+		if w.err == nil {
+			w.err = ErrRawHeaders
+		}
+		return
+	}
 	w.bw.Write(lines)
+}
+
+// wholeLines reports whether b is a run of non-empty CRLF-ended lines.
+func wholeLines(b []byte) bool {
+	n := len(b)
+	if n == 0 {
+		return true
+	}
+	return n >= 3 && b[n-2] == '\r' && b[n-1] == '\n' && b[0] != '\r' && !bytes.Contains(b, []byte("\r\n\r\n"))
 }
 
 // Body ends the header fields with the blank line and returns a writer for
@@ -198,10 +207,7 @@ func (w *Writer) End(flag byte) error {
 	if w.state == wBody {
 		w.bw.WriteString("\r\n")
 	}
-	w.bw.WriteString("-------")
-	w.bw.Write(w.tid[:w.tidN])
-	w.bw.WriteByte(flag)
-	w.bw.WriteString("\r\n")
+	w.bw.Write(AppendEndLine(w.room(w.tidN+10), w.tid[:w.tidN], flag))
 	w.state = wIdle
 	return w.bw.Flush()
 }

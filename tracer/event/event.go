@@ -66,6 +66,7 @@ const (
 	CloseNotForUs                             // a request not addressed to this relay (RFC 4976 §6.2)
 	CloseTLSFailed                            // the TLS handshake failed
 	CloseShutdown                             // the relay is shutting down
+	ClosePanic                                // handling the connection panicked (a bug: recovered, logged with the stack)
 )
 
 var closeNames = [...]string{
@@ -73,6 +74,7 @@ var closeNames = [...]string{
 	CloseBodyTimeout: "body-timeout", CloseSendTimeout: "send-timeout", CloseReadError: "read-error",
 	CloseWriteError: "write-error", CloseProtocol: "protocol-error", CloseLimit: "limit",
 	CloseNotForUs: "not-for-us", CloseTLSFailed: "tls-failed", CloseShutdown: "shutdown",
+	ClosePanic: "internal-error",
 }
 
 func (r CloseReason) String() string {
@@ -99,6 +101,9 @@ func (d Direction) String() string {
 
 // ConnInfo identifies a connection; it is fixed for the connection's life.
 type ConnInfo struct {
+	// ID is unique per relay instance: random high 32 bits chosen at the
+	// relay's start, a counter in the low 32, so ids do not repeat after a
+	// restart or between relays feeding one collector.
 	ID        uint64
 	Transport string // "msrp" or "msrps"
 	Local     netip.AddrPort
@@ -124,15 +129,15 @@ type FrameInfo struct {
 	Status      int    // 0 for a request
 	MessageID   []byte
 	ContentType []byte
-	// SessionID is deprecated and being removed: use FromSession and ToSession.
-	SessionID string
 	// FromSession and ToSession are the relay sessions (session-ids of this
 	// relay's Use-Path URIs) on the request sender's side and on its
 	// receiver's side, "" where that side holds no session here (a link to
 	// another relay, a client before its AUTH succeeded). A response carries
 	// its request's pair unchanged, so one transaction shares one pair. An
 	// AUTH request and its responses carry the session the 200 creates as
-	// FromSession. The relay reports sessions; the tracer and the sinks
+	// FromSession. A REPORT the relay makes about a SEND travels back to the
+	// SEND's sender, as an end-to-end REPORT does: it carries the SEND's
+	// pair swapped. The relay reports sessions; the tracer and the sinks
 	// decide correlation from them.
 	FromSession string
 	ToSession   string

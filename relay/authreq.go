@@ -1,0 +1,122 @@
+package relay
+
+import (
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/auth"
+	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// handleAuth authenticates an AUTH addressed to this relay alone
+// (RFC 4976 §5.1, §6.3) and on success creates a session. The frame is
+// reported after the decision, so that it carries the session its 200
+// creates (event.FrameInfo.FromSession), as its responses do.
+func (c *conn) handleAuth(q *request) error {
+	if err := c.readIn(q.f); err != nil {
+		c.endIn(q.f, "", "", false)
+		return err
+	}
+	a := c.authenticate(q)
+	q.from = a.sid
+	c.endIn(q.f, q.from, q.to, true)
+	c.respond(q, a.code, a.comment, a.extra...)
+	if a.failed && int(c.authFails.Add(1)) >= c.r.lim.MaxAuthFailures {
+		// RFC 4976 §6.3: too many failures without success.
+		c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"))
+	}
+	return nil
+}
+
+// authResult is the decision on one AUTH.
+type authResult struct {
+	code    int
+	comment string
+	extra   []msrp.Header
+	sid     string // the session created (200)
+	failed  bool   // a failed check of credentials: counts towards max_auth_failures
+}
+
+// authenticate decides an AUTH and, on success, creates its session.
+func (c *conn) authenticate(q *request) authResult {
+	r := c.r
+	f := q.f
+	first, _ := msrp.SplitPath(q.fromPath)
+	prevHop, err := msrp.ParseURI(string(first))
+	if err != nil {
+		return authResult{code: 400, comment: "Bad From-Path"}
+	}
+	authz := f.Get(msrp.HdrAuthorization)
+	if authz == nil {
+		return c.challenge(false)
+	}
+	// RFC 4976 §9.1: H(A2) uses the rightmost To-Path URI.
+	toAll := f.Get(msrp.HdrToPath)
+	rightmost := toAll
+	for rest := toAll; len(rest) > 0; {
+		rightmost, rest = msrp.SplitPath(rest)
+	}
+	res, err := r.auth.VerifyWithURI(authz, "AUTH", string(rightmost))
+	if err != nil {
+		r.stats.authFailed.Add(1)
+		r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+			slog.String("error", err.Error()))
+		switch {
+		case errors.Is(err, auth.ErrMalformed):
+			return authResult{code: 400, comment: "Bad credentials", failed: true}
+		case errors.Is(err, auth.ErrStale):
+			return c.challenge(true) // not a failure of the client's (RFC 4976 §6.3)
+		}
+		a := c.challenge(false)
+		a.failed = true
+		return a
+	}
+	expires := r.authCfg.Expires
+	if v := f.Get(msrp.HdrExpires); v != nil {
+		e, err := msrp.ParseExpires(v)
+		if err != nil {
+			return authResult{code: 400, comment: "Bad Expires"}
+		}
+		switch {
+		case int64(e) < int64(r.authCfg.MinExpires):
+			return authResult{code: 423, comment: "Interval Out-of-Bounds", extra: []msrp.Header{{Name: []byte(msrp.HdrMinExpires),
+				Value: strconv.AppendInt(nil, int64(r.authCfg.MinExpires), 10)}}}
+		case int64(e) > int64(r.authCfg.MaxExpires):
+			return authResult{code: 423, comment: "Interval Out-of-Bounds", extra: []msrp.Header{{Name: []byte(msrp.HdrMaxExpires),
+				Value: strconv.AppendInt(nil, int64(r.authCfg.MaxExpires), 10)}}}
+		}
+		expires = int(e)
+	}
+	sid := string(msrp.AppendTransactID(nil)) // RFC 4976 §6.3: ≥ 64 random bits; this has 95
+	uri := c.uri
+	uri.SessionID = sid
+	uri.User = ""
+	s := &session{id: sid, user: res.User, conn: c, prevHop: prevHop,
+		expires: time.Now().Add(time.Duration(expires) * time.Second)}
+	if err := r.sessions.add(s); err != nil {
+		return authResult{code: 403, comment: "Too many sessions"}
+	}
+	c.requestOK.Store(true)
+	c.authFails.Store(0)
+	r.stats.authOK.Add(1)
+	r.log.Info("AUTH ok", slog.Uint64("conn", c.info.ID), slog.String("user", res.User), slog.String("session", sid),
+		slog.Int("expires", expires))
+	return authResult{code: 200, comment: "OK", sid: sid, extra: []msrp.Header{
+		{Name: []byte(msrp.HdrUsePath), Value: uri.Append(nil)},
+		{Name: []byte(msrp.HdrExpires), Value: strconv.AppendInt(nil, int64(expires), 10)},
+		{Name: []byte(msrp.HdrAuthenticationInf), Value: res.AuthInfo},
+	}}
+}
+
+// challenge is the 401 with one WWW-Authenticate per offered algorithm.
+func (c *conn) challenge(stale bool) authResult {
+	ch := c.r.auth.Challenges(stale)
+	hs := make([]msrp.Header, len(ch))
+	for i, v := range ch {
+		hs[i] = msrp.Header{Name: []byte(msrp.HdrWWWAuthenticate), Value: v}
+	}
+	return authResult{code: 401, comment: "Unauthorized", extra: hs}
+}

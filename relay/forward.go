@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// forward streams q's frame to dst with a new transact-id: our URI moves
+// from the front of To-Path to the front of From-Path (RFC 4976 §6.4), every
+// other header field and the body pass unchanged, and the end-line keeps
+// its flag. A body that breaks off is ended with "#" (RFC 4975 §7.1).
+func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) error {
+	r := c.r
+	f := q.f
+	tid := msrp.AppendTransactID(c.tidBuf[:0])
+	var x *txn
+	if !q.isREPORT && !(q.isSEND && q.mode == msrp.ReportNo) {
+		x = newTxn(tid, f, q)
+		x.dst, x.src = dst, c
+		r.txns.register(x) // before the first byte: a next hop may answer early
+	}
+
+	// The header fields as they go out, whole lines in c's own buffer.
+	hdr := c.hdrBuf[:0]
+	for _, h := range f.Headers {
+		switch {
+		case equalFoldName(h.Name, msrp.HdrToPath):
+			hdr = msrp.AppendHeader(hdr, h.Name, toOut)
+		case equalFoldName(h.Name, msrp.HdrFromPath):
+			hdr = msrp.AppendPathHeader(hdr, h.Name, prefix, h.Value)
+		default:
+			hdr = msrp.AppendHeader(hdr, h.Name, h.Value)
+		}
+	}
+	c.hdrBuf = hdr
+
+	obs := r.tracing()
+	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, obs)
+	// The Observer runs after the destination's lock is released, so its
+	// filters and encoding do not lengthen every forwarder's wait. The
+	// source side first: it is complete (or broken) before the copy is.
+	c.endIn(f, q.from, q.to, bodyErr == nil)
+	if obs && writeErr == nil {
+		// After the destination's lock: the capture is c's (fwdCap).
+		c.fwdFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
+			ContentType: f.Get(msrp.HdrContentType), FromSession: q.from, ToSession: q.to, Flag: flag, Size: c.fwdSize, Wire: c.fwdCap}
+		c.fwdEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &c.fwdFI}
+		r.obs.Observe(&c.fwdEv)
+	}
+
+	if writeErr != nil && !errors.Is(writeErr, msrp.ErrEndLineInBody) {
+		dst.close(writeCloseReason(writeErr), writeErr)
+	}
+	if bodyErr != nil {
+		return bodyErr // the source broke off; its read loop closes it
+	}
+	r.stats.forwarded.Add(1)
+	if writeErr != nil {
+		r.stats.forwardFailed.Add(1)
+		r.log.Info("forwarding failed", slog.Uint64("conn", c.info.ID), slog.Uint64("next_conn", dst.info.ID),
+			slog.String("error", writeErr.Error()))
+		if x != nil && r.txns.cancel(x) {
+			x.bodyLen, x.flag = f.Body().Len(), flag
+			r.failTxn(x, 408, "Forwarding failed")
+		}
+		if q.isSEND && q.mode == msrp.ReportYes {
+			c.respond(q, 200, "OK")
+		}
+		return nil
+	}
+	if x != nil {
+		x.bodyLen, x.flag = f.Body().Len(), flag
+		r.txns.arm(x, time.Now().Add(r.lim.TransactionTimeout))
+	}
+	// Hop-by-hop success for a SEND once the chunk is in (RFC 4976 §6.4.1).
+	if q.isSEND && q.mode == msrp.ReportYes {
+		c.respond(q, 200, "OK")
+	}
+	return nil
+}
+
+// writeForward writes the frame to dst under its write lock: start line,
+// the header lines hdr, the body streamed from the source, the end-line.
+// With obs, what went out is kept in c.fwdCap and
+// c.fwdSize (c's, not dst's: dst's lock is released before the Observer
+// is called). sent is when the frame started out.
+func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
+	f := q.f
+	dst.wmu.Lock()
+	defer dst.wmu.Unlock() // also when an Observer panics: the lock must not outlive this frame
+	sent = time.Now()
+	lent := false // c.fwdCap is dst's capture buffer until taken back
+	if dst.isClosed() {
+		writeErr = errors.New("next hop connection closed")
+	} else {
+		dst.cw.start(obs, c.fwdCap)
+		lent = true
+		w := dst.mw
+		_ = w.StartRequest(tid, bstr(f.Method))
+		w.RawHeaders(hdr)
+		if f.HasBody() {
+			bw := w.Body()
+			body := f.Body()
+			for {
+				p, err := body.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					bodyErr = err
+					break
+				}
+				c.capIn(p)
+				if writeErr == nil {
+					_, writeErr = bw.Write(p)
+				}
+			}
+		}
+	}
+	flag = f.Flag()
+	if bodyErr != nil {
+		flag = msrp.FlagAbort
+	}
+	if writeErr == nil || errors.Is(writeErr, msrp.ErrEndLineInBody) {
+		if errors.Is(writeErr, msrp.ErrEndLineInBody) {
+			flag = msrp.FlagAbort
+		}
+		if err := dst.mw.End(flag); err != nil && writeErr == nil {
+			writeErr = err
+		}
+	}
+	if lent {
+		c.fwdCap, c.fwdSize = dst.cw.stop()
+	}
+	return sent, flag, writeErr, bodyErr
+}
+
+func equalFoldName(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i]|0x20, s[i]|0x20 // ASCII letters only differ in bit 5; '-' stays '-'|0x20 == '-'
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,132 @@
+package relay
+
+import (
+	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// The small frames the relay makes itself (responses, REPORTs, relayed
+// responses), built with relay/msrp's builders into a pooled outFrame and
+// queued for the destination's writer goroutine (conn.go).
+
+// respond queues a response to q on c (RFC 4975 §7.2): To-Path is the first
+// From-Path URI for a SEND, the whole From-Path otherwise; From-Path is our
+// URI as the sender named it.
+func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Header) {
+	to := q.fromPath
+	if q.isSEND {
+		to, _ = msrp.SplitPath(q.fromPath)
+	}
+	of := newOutFrame()
+	of.status, of.fromSession, of.toSession = code, q.from, q.to
+	of.buf = msrp.AppendResponse(of.buf, q.f.TransactID, code, comment, to, q.top, extra...)
+	c.enqueue(of)
+}
+
+// sendReport queues a REPORT about a forwarded SEND to the connection it
+// came from (RFC 4976 §6.4.1, RFC 4975 §7.1.2): To-Path is the SEND's
+// From-Path, From-Path our URI, with its Message-ID and Byte-Range (made up
+// from what was received when the SEND had none) and Status 000 code. It
+// travels back from the SEND's receiver's side to its sender's: its
+// sessions are the SEND's, swapped.
+func (r *Relay) sendReport(x *txn, code int, comment string) {
+	if x.src.isClosed() {
+		r.stats.reportsDropped.Add(1)
+		return
+	}
+	of := newOutFrame()
+	var tidBuf [msrp.TransactIDLen]byte
+	tid := msrp.AppendTransactID(tidBuf[:0])
+	of.method, of.messageID = "REPORT", x.messageID
+	of.fromSession, of.toSession = x.toSession, x.fromSession
+	br := []byte(x.byteRange)
+	if len(br) == 0 {
+		// RFC 4975 §7.1.1: a SEND without Byte-Range carries the whole
+		// message in one chunk; report what we saw of it.
+		end := max(x.bodyLen, 0)
+		total := int64(msrp.Unknown)
+		if x.flag == msrp.FlagEnd {
+			total = end
+		}
+		br = msrp.ByteRange{Start: 1, End: end, Total: total}.Append(nil)
+	}
+	of.buf = msrp.AppendReport(of.buf, tid, []byte(x.fromPath), []byte(x.ourURI), []byte(x.messageID), br,
+		msrp.Status{Namespace: 0, Code: code, Reason: comment})
+	r.stats.reportsSent.Add(1)
+	x.src.enqueue(of)
+}
+
+// failTxn handles a transaction that will get no (good) response: a SEND
+// gets a failure REPORT when its Failure-Report asks for one; any other
+// request gets an error response with its own transact-id.
+func (r *Relay) failTxn(x *txn, code int, comment string) {
+	if x.method == "SEND" {
+		if x.report != msrp.ReportNo {
+			r.sendReport(x, code, comment)
+		}
+		return
+	}
+	if x.src.isClosed() {
+		return
+	}
+	of := newOutFrame()
+	of.status, of.fromSession, of.toSession = code, x.fromSession, x.toSession
+	of.buf = msrp.AppendResponse(of.buf, x.srcTID, code, comment, []byte(x.fromPath), []byte(x.ourURI))
+	x.src.enqueue(of)
+}
+
+// relayResponse queues the response f to the forwarded request x back to
+// where x came from (RFC 4976 §6.4.3): with x's transact-id on that hop,
+// To-Path without our URI (top, rest: f's To-Path split), our URI put in
+// front of From-Path, every other header field as received.
+func (r *Relay) relayResponse(x *txn, f *msrp.Frame, top, rest []byte) {
+	of := newOutFrame()
+	of.status, of.fromSession, of.toSession = f.StatusCode, x.fromSession, x.toSession
+	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
+	prefix := [1][]byte{top}
+	for _, h := range f.Headers {
+		switch {
+		case equalFoldName(h.Name, msrp.HdrToPath):
+			b = msrp.AppendHeader(b, h.Name, rest)
+		case equalFoldName(h.Name, msrp.HdrFromPath):
+			b = msrp.AppendPathHeader(b, h.Name, prefix[:], h.Value)
+		default:
+			b = msrp.AppendHeader(b, h.Name, h.Value)
+		}
+	}
+	of.buf = msrp.AppendEndLine(b, x.srcTID, msrp.FlagEnd)
+	x.src.enqueue(of)
+}
+
+// answerBadFrame answers a malformed request with 400 when the lines that
+// could be read name a From-Path to answer to (RFC 4975 §7.2), unless it is
+// a REPORT or its Failure-Report forbids responses. It must run before
+// Recover, which reuses the Reader's buffer.
+func (c *conn) answerBadFrame(fe *msrp.FrameError) {
+	method := c.rd.FailedMethod()
+	from := c.rd.FailedHeader(msrp.HdrFromPath)
+	if method == "" || method == "REPORT" || len(from) == 0 {
+		return
+	}
+	if method == "SEND" {
+		if m, err := msrp.ParseFailureReport(c.rd.FailedHeader(msrp.HdrFailureReport)); err == nil && m != msrp.ReportYes {
+			return
+		}
+		from, _ = msrp.SplitPath(from)
+	}
+	top, _ := msrp.SplitPath(c.rd.FailedHeader(msrp.HdrToPath))
+	if len(top) == 0 {
+		top = c.uri.Append(nil)
+	}
+	of := newOutFrame()
+	of.status = 400
+	of.buf = msrp.AppendResponse(of.buf, fe.TransactID, 400, "Bad request", from, top)
+	c.enqueue(of)
+}
+
+// closeAfterFlush closes c once what is queued for it has been written.
+func (c *conn) closeAfterFlush(reason event.CloseReason, err error) {
+	of := newOutFrame()
+	of.closeReason, of.closeErr = reason, err
+	c.enqueue(of)
+}
