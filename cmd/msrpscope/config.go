@@ -21,11 +21,11 @@ var defaultYAML []byte
 
 // fileConfig is the YAML configuration file.
 type fileConfig struct {
-	Listen  []relay.Listen               `yaml:"listen"`
-	Relay   relaySection                 `yaml:"relay"`
-	Tracing tracer.Config                `yaml:"tracing"`
-	Sinks   map[string]tracer.SinkConfig `yaml:"sinks"`
-	Log     logSection                   `yaml:"log"`
+	Listen  []relay.Listen        `yaml:"listen"`
+	Relay   relaySection          `yaml:"relay"`
+	Tracing tracer.Config         `yaml:"tracing"`
+	Sinks   map[string]*sinkBlock `yaml:"sinks"`
+	Log     logSection            `yaml:"log"`
 }
 
 type relaySection struct {
@@ -68,12 +68,6 @@ func decodeStrict(b []byte, v any) error {
 		return err
 	}
 	return nil
-}
-
-func (fc *fileConfig) tracerConfig() tracer.Config {
-	tc := fc.Tracing
-	tc.Sinks = fc.Sinks
-	return tc
 }
 
 func (fc *fileConfig) relayConfig() relay.Config {

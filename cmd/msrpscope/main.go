@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
@@ -93,7 +94,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer func() {
-		if err := tr.Close(); err != nil {
+		// Sinks write out what they hold; a collector that does not take it within this is given up.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tr.Close(cctx); err != nil {
 			log.Warn("closing trace sinks", slog.String("error", err.Error()))
 		}
 		logTraceStats(log, tr.Stats())
@@ -121,7 +125,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 func logTraceStats(log *slog.Logger, st tracer.Stats) {
 	for _, s := range st.Sinks {
 		log.Info("trace sink", slog.String("sink", s.Name), slog.String("type", s.Type),
-			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors))
+			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors),
+			slog.String("state", s.State))
 	}
 }
 
