@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -72,6 +71,7 @@ type pcapSink struct {
 	limit   int
 	w       *pcap.Writer
 	q       *sink.Queue[*rec]
+	free    chan *rec // records to reuse, at most the queue's size: Put allocates only while more are in flight than ever before
 	written atomic.Uint64
 	errs    atomic.Uint64
 	failing atomic.Bool // the last write failed
@@ -88,15 +88,36 @@ type rec struct {
 	data     []byte
 }
 
-var recPool = sync.Pool{New: func() any { return &rec{data: make([]byte, 0, 1024)} }}
+func (p *pcapSink) getRec() *rec {
+	select {
+	case r := <-p.free:
+		return r
+	default:
+		return &rec{data: make([]byte, 0, 1024)}
+	}
+}
+
+func (p *pcapSink) putRec(r *rec) {
+	if cap(r.data) > 64<<10 {
+		return // a large frame's buffer: let it go
+	}
+	select {
+	case p.free <- r:
+	default:
+	}
+}
 
 func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name))}
-	p.q = sink.NewQueue(o.QueueSize, p.write, p.flush)
+	size := o.QueueSize
+	if size <= 0 {
+		size = sink.DefaultQueueSize
+	}
+	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size)}
+	p.q = sink.NewQueue(size, p.write, p.flush)
 	return p
 }
 
@@ -109,7 +130,7 @@ func (p *pcapSink) Put(e *event.Event) {
 	if e.Kind == event.Closed && !e.Conn.Local.IsValid() {
 		return
 	}
-	r := recPool.Get().(*rec)
+	r := p.getRec()
 	r.kind, r.t = e.Kind, e.Time
 	r.src, r.dst = sink.Endpoints(e)
 	r.data = r.data[:0]
@@ -117,7 +138,7 @@ func (p *pcapSink) Put(e *event.Event) {
 		r.data = sink.AppendFrame(r.data, e.Frame, p.limit)
 	}
 	if !p.q.Put(r) {
-		recPool.Put(r)
+		p.putRec(r)
 	}
 }
 
@@ -143,9 +164,7 @@ func (p *pcapSink) write(r *rec) {
 		p.failing.Store(false)
 		p.written.Add(1)
 	}
-	if cap(r.data) <= 64<<10 {
-		recPool.Put(r)
-	}
+	p.putRec(r)
 }
 
 // flush makes what was written visible to readers of the file; the queue
