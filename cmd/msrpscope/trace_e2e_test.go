@@ -160,19 +160,23 @@ log: {level: debug}
 	}
 	// Rule 1, A's connection only: accepted, AUTH in, 401 out, AUTH in,
 	// 200 out, SEND in, 200 out, closed. Nothing of B's connection.
+	// Correlation (docs/HEP.md): the AUTH that creates A's session and its
+	// 200 carry that session; the chat's frames both sessions, sorted and
+	// joined with "~"; the rest the connection. A search for %sidA% in Homer
+	// finds the AUTH and the chat.
 	want := []struct {
-		payload  string // prefix of the payload
-		fromA    bool   // src is A (else the relay)
-		cidIsSID bool   // correlation id is the chat, else conn-<n>
+		payload string // prefix of the payload
+		fromA   bool   // src is A (else the relay)
+		cid     string // "chat", "sidA", or "" for conn-<n>
 	}{
-		{"MSRP:ACCEPTED:SUCCESS:Connection accepted", true, false},
-		{"MSRP ", true, false},  // AUTH
-		{"MSRP ", false, false}, // 401
-		{"MSRP ", true, false},  // AUTH
-		{"MSRP ", false, false}, // 200 with Use-Path
-		{"MSRP ", true, true},   // SEND
-		{"MSRP ", false, true},  // 200
-		{"MSRP:CLOSED:SUCCESS:", true, false},
+		{"MSRP:ACCEPTED:SUCCESS:Connection accepted", true, ""},
+		{"MSRP ", true, ""},      // AUTH
+		{"MSRP ", false, ""},     // 401
+		{"MSRP ", true, "sidA"},  // AUTH
+		{"MSRP ", false, "sidA"}, // 200 with Use-Path
+		{"MSRP ", true, "chat"},  // SEND
+		{"MSRP ", false, "chat"}, // 200
+		{"MSRP:CLOSED:SUCCESS:", true, ""},
 	}
 	pkts := homer.WaitFor(t, len(want), 20*time.Second)
 	sort.SliceStable(pkts, func(i, j int) bool { return pkts[i].Time().Before(pkts[j].Time()) })
@@ -202,9 +206,11 @@ log: {level: debug}
 		}
 		cid := string(p.CorrelationID)
 		switch {
-		case w.cidIsSID && cid != chat:
+		case w.cid == "chat" && cid != chat:
 			t.Errorf("packet %d correlation id %q, want the chat %q", i, cid, chat)
-		case !w.cidIsSID:
+		case w.cid == "sidA" && cid != sidA:
+			t.Errorf("packet %d correlation id %q, want A's session %q", i, cid, sidA)
+		case w.cid == "":
 			if connCID == "" {
 				connCID = cid
 			}
