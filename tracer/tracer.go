@@ -76,13 +76,15 @@ type Tracer struct {
 	enabled  atomic.Bool
 	switched atomic.Bool // SetEnabled was called: the configuration's enabled no longer applies
 	set      atomic.Pointer[ruleSet]
+	traces   atomic.Pointer[traceSet]
 	shards   [64]connShard
 
-	mu      sync.Mutex // serializes Reload and Close; guards the fields below
-	matched map[string]*atomic.Uint64
-	log     *slog.Logger
-	closed  bool
-	closing sync.WaitGroup // removed sinks draining
+	mu       sync.Mutex // serializes Reload and Close; guards the fields below
+	matched  map[string]*atomic.Uint64
+	log      *slog.Logger
+	closed   bool
+	closing  sync.WaitGroup // removed sinks draining
+	traceSeq uint64         // last id AddTrace chose
 }
 
 // connState is what the tracer remembers of a live connection: cached
@@ -112,6 +114,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 		t.shards[i].m = make(map[uint64]*connState)
 	}
 	t.set.Store(&ruleSet{})
+	t.traces.Store(noTraces)
 	if err := t.Reload(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -317,16 +320,29 @@ func (t *Tracer) SetEnabled(on bool) {
 	t.enabled.Store(on)
 }
 
-// Enabled reports whether anything may be traced: the global switch is on.
-// The relay asks it before capturing a frame.
-func (t *Tracer) Enabled() bool { return t.enabled.Load() }
+// Enabled reports whether anything may be traced: the global switch is on
+// or a dynamic trace is active. The relay asks it before capturing a frame.
+func (t *Tracer) Enabled() bool {
+	if t.enabled.Load() {
+		return true
+	}
+	ts := t.traces.Load()
+	return ts.until != 0 && ts.active(time.Now().UnixNano())
+}
 
 // Observe implements event.Observer.
 func (t *Tracer) Observe(e *event.Event) {
 	terminal := e.Kind == event.Closed || e.Kind == event.ConnectFailed
+	ts := t.traces.Load()
 	if !t.enabled.Load() {
 		if terminal {
 			t.forget(e.Conn.ID)
+		}
+		if ts.until != 0 && ts.active(e.Time.UnixNano()) {
+			set := t.set.Load()
+			if mask := traceMask(set, ts, e); mask != 0 {
+				put(set, mask, e)
+			}
 		}
 		return
 	}
@@ -358,6 +374,14 @@ func (t *Tracer) Observe(e *event.Event) {
 			r.matched.Add(1)
 		}
 	}
+	if ts.until != 0 {
+		mask |= traceMask(set, ts, e)
+	}
+	put(set, mask, e)
+}
+
+// put hands e once to each sink of set in mask.
+func put(set *ruleSet, mask uint64, e *event.Event) {
 	for i, s := range set.sinks {
 		if mask&(1<<i) != 0 {
 			s.s.Put(e)
