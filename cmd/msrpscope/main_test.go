@@ -37,6 +37,10 @@ func TestCheckConfig(t *testing.T) {
 		{"missing users file", "relay:\n  auth:\n    users_file: /nonexistent/users.yaml\n", "users"},
 		{"bad expires", "relay:\n  auth: {expires: 10, min_expires: 60}\n", "min_expires <= expires"},
 		{"bad duration", "relay:\n  limits: {idle_timeout: soon}\n", "line 2: cannot unmarshal"},
+		{"unknown sink key", "sinks:\n  pcap:\n    type: pcap\n    dri: /tmp\n", `sink "pcap": line 4: field dri not found`},
+		{"unknown sink type", "sinks:\n  pcap: {type: kafka}\n", `unknown type "kafka"`},
+		{"hep addr without port", "sinks:\n  pcap: {type: hep, addr: 127.0.0.1}\n", "want host:port"},
+		{"bad sink value", "sinks:\n  pcap: {type: pcap, max_file_age: soon}\n", "line 2: cannot unmarshal"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
