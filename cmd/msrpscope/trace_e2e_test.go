@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +152,20 @@ log: {level: debug}
 	case <-ctx.Done():
 		t.Fatal("B got nothing")
 	}
+	// A 40,000-byte SEND: the relay captures its first 16,384 bytes
+	// (trace_capture_bytes); HEP and pcap carry it cut once, with the same
+	// marker stating the true totals.
+	bigBody := []byte(strings.Repeat("0123456789", 4000))
+	resBig, err := a.Send(ctx, []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: bigBody, ContentType: "text/plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotBig *msrpclient.Received
+	select {
+	case gotBig = <-b.Incoming():
+	case <-ctx.Done():
+		t.Fatal("B got no big SEND")
+	}
 	a.Close() // A's connection closes: a closed event on rule 1's connection
 
 	sidA := useA[strings.LastIndexByte(useA, '/')+1 : strings.LastIndexByte(useA, ';')]
@@ -175,6 +191,8 @@ log: {level: debug}
 		{"MSRP ", true, "sidA"},  // AUTH
 		{"MSRP ", false, "sidA"}, // 200 with Use-Path
 		{"MSRP ", true, "chat"},  // SEND
+		{"MSRP ", false, "chat"}, // 200
+		{"MSRP ", true, "chat"},  // the big SEND
 		{"MSRP ", false, "chat"}, // 200
 		{"MSRP:CLOSED:SUCCESS:", true, ""},
 	}
@@ -219,7 +237,7 @@ log: {level: debug}
 			}
 		}
 	}
-	for i, m := range []string{" AUTH\r\n", " 401 ", " AUTH\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n"} {
+	for i, m := range []string{" AUTH\r\n", " 401 ", " AUTH\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n"} {
 		if !strings.Contains(string(pkts[i+1].Payload), m) {
 			t.Errorf("frame packet %d %q lacks %q", i+1, pkts[i+1].Payload, m)
 		}
@@ -227,6 +245,17 @@ log: {level: debug}
 	if !strings.Contains(string(pkts[5].Payload), "\r\n\r\ntraced\r\n-------") {
 		t.Errorf("SEND packet body: %q", pkts[5].Payload)
 	}
+	big := pkts[7].Payload
+	mm := regexp.MustCompile(`\r\n\[msrpscope: frame truncated, (\d+) of (\d+) bytes omitted\]\r\n-------` +
+		regexp.QuoteMeta(resBig.Chunks[0].TransactID) + `\$\r\n$`).FindSubmatch(big)
+	if mm == nil {
+		t.Fatalf("big SEND packet of %d bytes ends %q: no marker with its end-line", len(big), big[max(0, len(big)-100):])
+	}
+	omitted, total := atoi(t, string(mm[1])), atoi(t, string(mm[2]))
+	if len(big)-len(mm[0]) != 16384 || total <= 40000 || omitted != total-16384 {
+		t.Fatalf("big SEND: %d bytes kept, marker says %d of %d omitted: want 16384 kept of the whole frame", len(big)-len(mm[0]), omitted, total)
+	}
+	bigMarker := mm[0]
 
 	// Rule 2: exactly the two SENDs, in (A's transact-id) and out (the
 	// relay's, as B received it), in the pcap file tshark reads.
@@ -234,7 +263,8 @@ log: {level: debug}
 	if len(files) != 1 {
 		t.Fatalf("pcap files %v", files)
 	}
-	wantLines := []string{"SEND\t" + res.Chunks[0].TransactID, "SEND\t" + got.TransactID}
+	wantLines := []string{"SEND\t" + res.Chunks[0].TransactID, "SEND\t" + got.TransactID,
+		"SEND\t" + resBig.Chunks[0].TransactID, "SEND\t" + gotBig.TransactID}
 	var lines []string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -246,7 +276,7 @@ log: {level: debug}
 			t.Fatalf("tshark: %v", err)
 		}
 		lines = strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(out)), "\t", "|"))
-		if len(lines) >= 2 || time.Now().After(deadline) {
+		if len(lines) >= len(wantLines) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // the sink flushes when idle; poll the file
@@ -256,6 +286,13 @@ log: {level: debug}
 	}
 	if strings.Join(lines, "\n") != strings.Join(wantLines, "\n") {
 		t.Fatalf("tshark shows %q, want %q", lines, wantLines)
+	}
+	pcapBytes, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pcapBytes, bigMarker) {
+		t.Fatalf("the pcap file lacks the HEP packet's marker %q", bigMarker)
 	}
 }
 
@@ -360,4 +397,13 @@ sinks:
 	if m == nil || m[1] == "0" {
 		t.Fatalf("no drops counted with the collector stalled: %q", sinkLine)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
