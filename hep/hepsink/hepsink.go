@@ -18,6 +18,10 @@ import (
 	"github.com/msrpscope/msrpscope/tracer/sink"
 )
 
+// minMaxPacket is the smallest max_packet: room for the chunks, a cut
+// frame's marker and end-line, and some of the frame.
+const minMaxPacket = 512
+
 // Kind is the sink kind; register it with sink.Register("hep", hepsink.Kind{}).
 type Kind struct{}
 
@@ -65,8 +69,8 @@ func (Kind) Decode(decode func(v any) error) (any, error) {
 	default:
 		return nil, fmt.Errorf("hep event_format must be colon or json, not %q", c.EventFormat)
 	}
-	if c.MaxPacket < 0 {
-		return nil, fmt.Errorf("hep max_packet must not be negative")
+	if c.MaxPacket != 0 && (c.MaxPacket < minMaxPacket || c.MaxPacket > 65535) {
+		return nil, fmt.Errorf("hep max_packet must be %d-65535, not %d", minMaxPacket, c.MaxPacket)
 	}
 	if c.CAFile != "" && c.Transport != "tls" {
 		return nil, fmt.Errorf("hep ca_file applies to transport tls only")
