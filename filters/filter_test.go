@@ -93,6 +93,7 @@ var matchCases = []struct {
 	{`remote.ip in cidr("2001:db9::/32")`, ""},
 	{`remote.ip in cidr("203.0.113.0/24", "2001:db8::/32")`, "v4 v6 mapped"},
 	{`remote.ip in cidr("::ffff:203.0.113.0/120")`, "v4 mapped"},
+	{`remote.ip in cidr("::ffff:0.0.0.0/96")`, "v4 mapped send resp report"}, // all of IPv4
 	{`remote.ip in cidr("0.0.0.0/0")`, "v4 mapped send resp report"},
 	{`remote.ip in cidr("::/0")`, "v6 zoned"},
 	{`remote.ip in cidr("fe80::/10")`, "zoned"},
@@ -190,6 +191,79 @@ func TestMatch(t *testing.T) {
 		for _, name := range inputNames {
 			if got := f.Match(inputs[name]); got != slices.Contains(want, name) {
 				t.Errorf("%q on %s: got %v, want %v", tc.expr, name, got, !got)
+			}
+		}
+	}
+}
+
+// TestSetEdges checks the edges of sets, one field at a time: every value
+// in in must match, every value in out must not.
+func TestSetEdges(t *testing.T) {
+	ports := []struct {
+		expr    string
+		in, out []uint16
+	}{
+		// A range includes both ends.
+		{`local.port in 5060..5061`, []uint16{5060, 5061}, []uint16{0, 5059, 5062, 65535}},
+		{`local.port not in 5060..5061`, []uint16{0, 5059, 5062}, []uint16{5060, 5061}},
+		{`local.port in [2855, 5060..5061]`, []uint16{2855, 5060, 5061}, []uint16{2854, 2856, 5059, 5062}},
+		{`local.port in 0..65535`, []uint16{0, 1, 65534, 65535}, nil},
+		// More than linearMax numbers, unsorted and with a duplicate: the
+		// compiled set is searched by bisection, so it must be sorted.
+		{`local.port in [9000, 65535, 5000, 2, 8999, 1, 7000, 4, 6000, 9000, 3]`,
+			[]uint16{1, 2, 3, 4, 5000, 6000, 7000, 8999, 9000, 65535},
+			[]uint16{0, 5, 4999, 8998, 9001, 65534}},
+		{`local.port in [65535, 9, 8, 7, 6, 5, 4, 3, 2, 1, 10..20]`,
+			[]uint16{1, 5, 9, 10, 20, 65535}, []uint16{0, 21, 65534}},
+	}
+	for _, tc := range ports {
+		f, err := Compile(tc.expr)
+		if err != nil {
+			t.Fatalf("Compile(%q): %v", tc.expr, err)
+		}
+		for _, p := range tc.in {
+			if !f.Match(&Input{LocalPort: p}) {
+				t.Errorf("%q does not match port %d", tc.expr, p)
+			}
+		}
+		for _, p := range tc.out {
+			if f.Match(&Input{LocalPort: p}) {
+				t.Errorf("%q matches port %d", tc.expr, p)
+			}
+		}
+	}
+
+	addrs := []struct {
+		expr    string
+		in, out []string
+	}{
+		// ::ffff:0.0.0.0/96 holds the IPv4-mapped addresses: all of IPv4,
+		// which remote.ip holds unmapped.
+		{`remote.ip in cidr("::ffff:0.0.0.0/96")`,
+			[]string{"0.0.0.0", "203.0.113.7", "255.255.255.255", "::ffff:198.51.100.1"},
+			[]string{"::", "::1", "2001:db8::1", "::fffe:c000:201", "64:ff9b::c000:201"}},
+		{`remote.ip in ["::ffff:0.0.0.0/96"]`,
+			[]string{"0.0.0.0", "203.0.113.7", "::ffff:10.1.2.3"}, []string{"::1", "2001:db8::1"}},
+		{`remote.ip in cidr("::ffff:192.0.2.0/120")`,
+			[]string{"192.0.2.0", "192.0.2.255", "::ffff:192.0.2.9"},
+			[]string{"192.0.1.255", "192.0.3.0", "::c000:209"}},
+		{`remote.ip in cidr("::ffff:192.0.2.1/128")`,
+			[]string{"192.0.2.1", "::ffff:192.0.2.1"}, []string{"192.0.2.0", "192.0.2.2"}},
+		{`remote.ip in cidr("::/0")`, []string{"::", "2001:db8::1"}, []string{"0.0.0.0", "192.0.2.1"}},
+	}
+	for _, tc := range addrs {
+		f, err := Compile(tc.expr)
+		if err != nil {
+			t.Fatalf("Compile(%q): %v", tc.expr, err)
+		}
+		for _, a := range tc.in {
+			if !f.Match(&Input{RemoteIP: netip.MustParseAddr(a)}) {
+				t.Errorf("%q does not match %s", tc.expr, a)
+			}
+		}
+		for _, a := range tc.out {
+			if f.Match(&Input{RemoteIP: netip.MustParseAddr(a)}) {
+				t.Errorf("%q matches %s", tc.expr, a)
 			}
 		}
 	}

@@ -169,9 +169,44 @@ func (a *Authenticator) Algorithms() []Algorithm { return append([]Algorithm(nil
 //
 // followed by `, stale=true` when stale is set (after ErrStale).
 func (a *Authenticator) Challenges(stale bool) [][]byte {
-	nonce := a.newNonce(a.now())
-	out := make([][]byte, 0, len(a.algs))
-	for _, alg := range a.algs {
+	return a.challenges(a.algs, stale, false)
+}
+
+// ChallengesAfter returns the WWW-Authenticate values of the 401 that
+// answers an AUTH whose Verify failed with err:
+//   - ErrUserAlgorithm: one challenge per algorithm the user has
+//     credentials for (an *AlgorithmError's Offer), with stale=true, which
+//     tells the client to answer again without asking its user
+//     (RFC 7616 §3.3), and a nonce marked as such an offer: an answer to it
+//     with an algorithm the user lacks is then ErrBadResponse;
+//   - ErrStale: Challenges(true);
+//   - anything else: Challenges(false).
+func (a *Authenticator) ChallengesAfter(err error) [][]byte {
+	var ae *AlgorithmError
+	switch {
+	case errors.As(err, &ae) && len(ae.Offer) > 0:
+		return a.challenges(ae.Offer, true, true)
+	case errors.Is(err, ErrStale):
+		return a.Challenges(true)
+	}
+	return a.Challenges(false)
+}
+
+// CountsAsFailure reports whether a Verify error counts as a failed AUTH
+// (towards a limit of failures per connection): every error but ErrStale
+// (RFC 4976 §6.3) and ErrUserAlgorithm, which say nothing against the
+// client's credentials.
+func CountsAsFailure(err error) bool {
+	return err != nil && !errors.Is(err, ErrStale) && !errors.Is(err, ErrUserAlgorithm)
+}
+
+// challenges makes one challenge per algorithm of algs with one fresh
+// nonce; userOffer marks the nonce as a per-user offer (see
+// ChallengesAfter).
+func (a *Authenticator) challenges(algs []Algorithm, stale, userOffer bool) [][]byte {
+	nonce := a.newNonce(a.now(), userOffer)
+	out := make([][]byte, 0, len(algs))
+	for _, alg := range algs {
 		params := []msrp.DigestParam{
 			{Name: "realm", Value: a.realm, Quoted: true},
 			{Name: "nonce", Value: nonce, Quoted: true},
@@ -272,7 +307,7 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 	if !a.offers(alg) {
 		return Result{}, fmt.Errorf("%w: %s", ErrAlgorithm, alg)
 	}
-	key, issued, err := a.checkNonce(nonce)
+	key, issued, userOffer, err := a.checkNonce(nonce)
 	if err != nil {
 		return Result{}, err
 	}
@@ -303,6 +338,16 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 	if !known {
 		return Result{}, fmt.Errorf("%w: %q", ErrUnknownUser, username)
 	}
+	if !haveHA1 && !userOffer {
+		// A client takes the first challenge it supports (RFC 7616 §3.7),
+		// and the first AUTH names no user to choose the offer by: offer
+		// this user's algorithms now. Not to a nonce of such an offer, so
+		// that a client which keeps answering with an algorithm the user
+		// lacks runs into the failure limit.
+		if offer := a.userAlgorithms(user); len(offer) > 0 {
+			return Result{}, &AlgorithmError{User: username, Used: alg, Offer: offer}
+		}
+	}
 	if !match || !haveHA1 {
 		return Result{}, fmt.Errorf("%w: user %q, algorithm %s", ErrBadResponse, username, alg)
 	}
@@ -324,6 +369,18 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 		msrp.DigestParam{Name: "nc", Value: nc},
 	)
 	return Result{User: username, URI: uri, Algorithm: alg, AuthInfo: info}, nil
+}
+
+// userAlgorithms returns the offered algorithms user has credentials for,
+// in preference order.
+func (a *Authenticator) userAlgorithms(user User) []Algorithm {
+	var out []Algorithm
+	for _, alg := range a.algs {
+		if _, ok := user.HA1[alg]; ok || user.Password != "" {
+			out = append(out, alg)
+		}
+	}
+	return out
 }
 
 func (a *Authenticator) offers(alg Algorithm) bool {
@@ -349,19 +406,24 @@ func parseNC(nc string) (uint32, error) {
 }
 
 // Nonce layout: time(8) || random(8) || mac(16), base64url, no padding.
+// The lowest bit of the first random byte is set in the nonces of
+// per-user offers (ChallengesAfter); 63 random bits remain.
 const (
 	nonceRaw  = 32
 	nonceLen  = 43 // base64.RawURLEncoding.EncodedLen(nonceRaw)
 	nonceMAC  = 16
 	nonceBody = nonceRaw - nonceMAC
+
+	userOfferBit = 0x01 // in raw[8]
 )
 
 type nonceKey [nonceBody]byte
 
-// newNonce makes a nonce. Issue times are strictly increasing per
-// Authenticator, even when the clock is coarse or steps back, so that
-// nonces issued later order later in the nonce-count table.
-func (a *Authenticator) newNonce(now time.Time) string {
+// newNonce makes a nonce, marked when userOffer is set. Issue times are
+// strictly increasing per Authenticator, even when the clock is coarse or
+// steps back, so that nonces issued later order later in the nonce-count
+// table.
+func (a *Authenticator) newNonce(now time.Time, userOffer bool) string {
 	t := now.UnixNano()
 	for {
 		last := a.lastIssue.Load()
@@ -376,6 +438,10 @@ func (a *Authenticator) newNonce(now time.Time) string {
 	var raw [nonceRaw]byte
 	binary.BigEndian.PutUint64(raw[:8], uint64(t))
 	rand.Read(raw[8:16])
+	raw[8] &^= userOfferBit
+	if userOffer {
+		raw[8] |= userOfferBit
+	}
 	copy(raw[nonceBody:], a.nonceMAC(raw[:nonceBody]))
 	return base64.RawURLEncoding.EncodeToString(raw[:])
 }
@@ -387,23 +453,22 @@ func (a *Authenticator) nonceMAC(body []byte) []byte {
 	return mac.Sum(nil)[:nonceMAC]
 }
 
-// checkNonce verifies that nonce is ours and returns its key and issue
-// time.
-func (a *Authenticator) checkNonce(nonce string) (nonceKey, time.Time, error) {
-	var key nonceKey
+// checkNonce verifies that nonce is ours and returns its key, its issue
+// time and whether it is the nonce of a per-user offer.
+func (a *Authenticator) checkNonce(nonce string) (key nonceKey, issued time.Time, userOffer bool, err error) {
 	if len(nonce) != nonceLen {
-		return key, time.Time{}, fmt.Errorf("%w: nonce of %d characters", ErrNonce, len(nonce))
+		return key, time.Time{}, false, fmt.Errorf("%w: nonce of %d characters", ErrNonce, len(nonce))
 	}
 	var raw [nonceRaw]byte
 	if n, err := base64.RawURLEncoding.Decode(raw[:], []byte(nonce)); err != nil || n != nonceRaw {
-		return key, time.Time{}, fmt.Errorf("%w: nonce not base64url", ErrNonce)
+		return key, time.Time{}, false, fmt.Errorf("%w: nonce not base64url", ErrNonce)
 	}
 	if !hmac.Equal(raw[nonceBody:], a.nonceMAC(raw[:nonceBody])) {
-		return key, time.Time{}, fmt.Errorf("%w: bad nonce MAC", ErrNonce)
+		return key, time.Time{}, false, fmt.Errorf("%w: bad nonce MAC", ErrNonce)
 	}
 	copy(key[:], raw[:nonceBody])
-	issued := time.Unix(0, int64(binary.BigEndian.Uint64(raw[:8])))
-	return key, issued, nil
+	issued = time.Unix(0, int64(binary.BigEndian.Uint64(raw[:8])))
+	return key, issued, raw[8]&userOfferBit != 0, nil
 }
 
 // computeHA1 returns hex H(username ":" realm ":" password).

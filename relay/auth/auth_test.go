@@ -14,7 +14,7 @@ import (
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
-var allErrs = []error{ErrMalformed, ErrRealm, ErrAlgorithm, ErrQop, ErrNonce, ErrStale, ErrReplay, ErrUnknownUser, ErrBadResponse}
+var allErrs = []error{ErrMalformed, ErrRealm, ErrAlgorithm, ErrQop, ErrNonce, ErrStale, ErrReplay, ErrUnknownUser, ErrBadResponse, ErrUserAlgorithm}
 
 func checkErr(t *testing.T, got, want error) {
 	t.Helper()
@@ -283,7 +283,7 @@ func TestAlgorithmCrossing(t *testing.T) {
 		{"MD5 answer, MD5 not offered", []Algorithm{SHA256}, "alice", "!secret", "MD5", ErrAlgorithm},
 		{"no algorithm=, MD5 not offered", []Algorithm{SHA256}, "alice", "!secret", "-", ErrAlgorithm},
 		{"SHA-256 answer, only MD5 offered", []Algorithm{MD5}, "alice", "!secret", "SHA-256", ErrAlgorithm},
-		{"MD5-only HA1 user answers SHA-256", nil, "dave", "pw", "SHA-256", ErrBadResponse},
+		{"MD5-only HA1 user answers SHA-256", nil, "dave", "pw", "SHA-256", ErrUserAlgorithm}, // see TestUserAlgorithmOffer
 		{"MD5-only HA1 user answers MD5", nil, "dave", "pw", "MD5", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,7 +9,9 @@
 // success, returns the Authentication-Info value for the 200 (RFC 7616
 // §3.5: qop, rspauth, cnonce, nc). Every failure is one of the sentinel
 // errors of this package, wrapped with context; the doc comment of each says
-// which MSRP response the relay should send.
+// which MSRP response the relay should send. [Authenticator.ChallengesAfter]
+// gives the challenges of the 401 that answers a failure, and
+// [CountsAsFailure] says whether it counts against the client.
 //
 // Supported: algorithms MD5 and SHA-256 (RFC 7616 §3.3, both offered by
 // default, SHA-256 first), qop=auth only. Not supported: the "-sess"
@@ -24,7 +26,9 @@
 // the first 16 bytes of HMAC-SHA256(secret, realm || time || random). It
 // does not bind the algorithm, so a client that ignores algorithm= and
 // answers a SHA-256 challenge with MD5 is accepted when MD5 is offered.
-// The opaque value is HMAC-derived from the secret and realm, hence
+// The lowest bit of the first random byte marks the nonce of a per-user
+// offer (see Users file below). The opaque value is HMAC-derived from the
+// secret and realm, hence
 // constant per secret and realm; when the client echoes an opaque it must
 // be ours.
 //
@@ -85,8 +89,18 @@
 // Each entry has a non-empty, unique name and either a password or at least
 // one ha1 (not both). ha1 keys are algorithm names (MD5, SHA-256, case
 // insensitive), values hex digests of the right length (32 or 64 hex
-// digits) of "name:realm:password" for the relay's realm. A user with only an
-// MD5 HA1 cannot authenticate with SHA-256 (the answer is ErrBadResponse, as
-// for a wrong password). Unknown keys are errors; errors name the file, the
-// entry (index, name and line) and the problem.
+// digits) of "name:realm:password" for the relay's realm. Unknown keys are
+// errors; errors name the file, the entry (index, name and line) and the
+// problem.
+//
+// A client answers the first challenge it supports (RFC 7616 §3.7), SHA-256
+// by default, and the first AUTH names no user to choose the offer by. A
+// user with only an MD5 HA1 who answers SHA-256 gets ErrUserAlgorithm: the
+// 401 then offers MD5 alone, with stale=true so that the client answers again
+// without asking its user (RFC 7616 §3.3), and it is not a failed AUTH. Its
+// nonce is marked as such an offer: answering it with SHA-256 again is
+// ErrBadResponse. The same holds for a user with only a SHA-256 HA1 who
+// answers MD5. This tells a client that the name exists and lacks an HA1 for
+// the algorithm; users with a password, or an HA1 for every offered
+// algorithm, stay indistinguishable from unknown ones.
 package auth

@@ -1,6 +1,10 @@
 package auth
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // Errors of [Authenticator.Verify]. They are returned wrapped with context;
 // test them with errors.Is. The doc comment of each names the MSRP response
@@ -42,7 +46,34 @@ var (
 	// computed and compared for unknown users).
 	ErrUnknownUser = errors.New("auth: unknown user")
 	// ErrBadResponse: the response does not match (wrong password, or a
-	// user with no credentials for the algorithm used). Send 401
-	// Unauthorized with new Challenges(false).
+	// user with no credentials for the algorithm used who was offered the
+	// ones they have already, see ErrUserAlgorithm). Send 401 Unauthorized
+	// with new Challenges(false).
 	ErrBadResponse = errors.New("auth: wrong response")
+	// ErrUserAlgorithm: the user exists but has no credentials for the
+	// algorithm of the answer, only for other offered ones (a user with
+	// only an MD5 HA1 answering the SHA-256 challenge, which a client takes
+	// first, RFC 7616 §3.7). The answer cannot be checked and says nothing
+	// against the client: send 401 Unauthorized with
+	// ChallengesAfter(err), the user's algorithms only, stale=true, and do
+	// not count it as a failed AUTH (CountsAsFailure is false). The error
+	// is an *AlgorithmError.
+	ErrUserAlgorithm = errors.New("auth: no credentials of the user for the algorithm")
 )
+
+// AlgorithmError is the ErrUserAlgorithm error.
+type AlgorithmError struct {
+	User  string      // the user name of the credentials
+	Used  Algorithm   // the algorithm of the answer
+	Offer []Algorithm // the offered algorithms the user has credentials for, in preference order
+}
+
+func (e *AlgorithmError) Error() string {
+	offer := make([]string, len(e.Offer))
+	for i, alg := range e.Offer {
+		offer[i] = string(alg)
+	}
+	return fmt.Sprintf("%v: user %q answered with %s, offering %s", ErrUserAlgorithm, e.User, e.Used, strings.Join(offer, ", "))
+}
+
+func (e *AlgorithmError) Unwrap() error { return ErrUserAlgorithm }

@@ -31,6 +31,12 @@ func FuzzVerify(f *testing.F) {
 		b := answer(f, challengeFor(f, seedAuth, alg, false), "bob", "hunter2", "0000000A", "")
 		f.Add([]byte(b.String()))
 	}
+	// The MD5-only user answers SHA-256, then the MD5 offer that follows.
+	d := answer(f, challengeFor(f, seedAuth, SHA256, false), "dave", "pw", "00000001", "")
+	f.Add([]byte(d.String()))
+	_, err := seedAuth.Verify([]byte(d.String()), "AUTH")
+	d = answer(f, seedAuth.ChallengesAfter(err)[0], "dave", "pw", "00000001", "")
+	f.Add([]byte(d.String()))
 	f.Add([]byte(`Digest username="Alice", realm="intra.example.com", nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093", qop=auth, nc=00000001, cnonce="0a4f113b", response="6629fae49393a05397450978507c4ef1"`))
 	f.Add([]byte(`Digest username="a\"b", realm="` + testRealm + `", nonce="", uri="", response=""`))
 	f.Add([]byte("Digest"))
@@ -51,6 +57,12 @@ func FuzzVerify(f *testing.F) {
 			}
 			if res.User != "" || res.AuthInfo != nil {
 				t.Fatalf("result with error: %+v", res)
+			}
+			// Only dave lacks an HA1 (SHA-256): only dave is offered another.
+			var ae *AlgorithmError
+			if errors.Is(err, ErrUserAlgorithm) != errors.As(err, &ae) ||
+				ae != nil && (ae.User != "dave" || ae.Used != SHA256 || len(ae.Offer) != 1 || ae.Offer[0] != MD5) {
+				t.Fatalf("error %v (%#v)", err, ae)
 			}
 			return
 		}

@@ -67,6 +67,8 @@ var fuzzReaderSeeds = []string{
 	"MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\na\r\n-------tid2$\r\n-------tid1\r\n-------tid1$\r\n",
 	"MSRP tid1 SEND\r\n\r\n-------tid1$\r\nMSRP tid2 200 OK\r\n-------tid2+\r\n",
 	"MSRP abcd SEND\r\nX: a\rb\r\n-------abcd$\r\n",
+	"MSRP tid1 SEND\r\n\r\n-------tid1!\r\na\r\n-------tid1!\r\n-------tid1+\r\n",
+	"MSRP " + tid32 + " SEND\r\n\r\nx\r\n-------" + tid32 + "$\r\n",
 }
 
 // compareSmallBig reads in through a 16-byte bufio.Reader over small (which

@@ -53,6 +53,10 @@ func readAll(t *testing.T, r *Reader) ([]readResult, error) {
 	}
 }
 
+// tid32 is a transact-id of the RFC 4975 §9 maximum length, every kind of
+// ident-char in it.
+const tid32 = "A1b2.c-d+e%f=g3h4i5j6k7l8m9n0o1Z"
+
 func TestReadFrameGood(t *testing.T) {
 	tests := []struct {
 		name string
@@ -102,6 +106,39 @@ func TestReadFrameGood(t *testing.T) {
 				body: "a\r\n-------\r\nb\r\n-------tid2$\r\nc\r\n-------tid1\r\n-------tid1x$\r\n-------tid1$x\r\n--------tid1$\r\nend",
 				flag: '$',
 			}},
+		},
+		{
+			// RFC 4975 §7.1: only a flag of "$", "+" or "#" ends the frame.
+			name: "this frame's end-line with an invalid flag byte is body data",
+			in: "MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\n" +
+				"a\r\n-------tid1!\r\nb\r\n-------tid1 \r\nc\r\n-------tid1-\r\nd" +
+				"\r\n-------tid1#\r\n",
+			want: []readResult{{
+				tid: "tid1", method: "SEND", headers: []string{"Content-Type: text/plain"}, hasBody: true,
+				body: "a\r\n-------tid1!\r\nb\r\n-------tid1 \r\nc\r\n-------tid1-\r\nd",
+				flag: '#',
+			}},
+		},
+		{
+			// The same at the start of the body, where the lenient check
+			// for an end-line without its leading CRLF runs.
+			name: "body starting with this frame's end-line with an invalid flag byte",
+			in:   "MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\n-------tid1!\r\nx\r\n-------tid1$\r\n",
+			want: []readResult{{
+				tid: "tid1", method: "SEND", headers: []string{"Content-Type: text/plain"}, hasBody: true,
+				body: "-------tid1!\r\nx", flag: '$',
+			}},
+		},
+		{
+			// RFC 4975 §9: transact-id = ident = ALPHANUM 3*31ident-char,
+			// 32 characters at most.
+			name: "32-character transact-id (the maximum)",
+			in: "MSRP " + tid32 + " SEND\r\nContent-Type: text/plain\r\n\r\nhi\r\n-------" + tid32 + "$\r\n" +
+				"MSRP " + tid32 + " 200 OK\r\n-------" + tid32 + "$\r\n",
+			want: []readResult{
+				{tid: tid32, method: "SEND", headers: []string{"Content-Type: text/plain"}, hasBody: true, body: "hi", flag: '$'},
+				{tid: tid32, status: 200, comment: "OK", flag: '$'},
+			},
 		},
 		{
 			name: "empty body",
