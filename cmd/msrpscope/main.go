@@ -50,44 +50,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *checkPath != "" {
 		path = *checkPath
 	}
-	fc, err := loadConfig(path)
+	su, err := prepare(path, *logLevel, stderr, *checkPath == "")
 	if err != nil {
 		return err
-	}
-	if *logLevel != "" {
-		fc.Log.Level = *logLevel
-	}
-	log, err := newLogger(fc.Log, stderr)
-	if err != nil {
-		return err
-	}
-	rc := fc.relayConfig()
-	rc.Logger = log
-	if rc.Auth.UsersFile == "" {
-		users, pw, generated, err := demoUsers()
-		if err != nil {
-			return err
-		}
-		rc.Users = users
-		if *checkPath == "" {
-			if generated {
-				log.Warn("no auth.users_file: user demo may AUTH with a generated password (set MSRPSCOPE_DEMO_PASSWORD to choose it)",
-					slog.String("user", "demo"), slog.String("password", pw))
-			} else {
-				log.Info("no auth.users_file: user demo may AUTH with the password in MSRPSCOPE_DEMO_PASSWORD", slog.String("user", "demo"))
-			}
-		}
 	}
 	if *checkPath != "" {
-		if err := relay.CheckConfig(rc); err != nil {
-			return err
-		}
-		if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
-			return err
-		}
 		fmt.Fprintf(stderr, "%s: configuration OK\n", *checkPath)
 		return nil
 	}
+	fc, log, rc := su.fc, su.log, su.rc
 
 	tr, err := tracer.New(ctx, fc.tracerConfig(), log)
 	if err != nil {
@@ -128,6 +99,56 @@ func logTraceStats(log *slog.Logger, st tracer.Stats) {
 			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors),
 			slog.String("state", s.State))
 	}
+}
+
+// setup is a checked configuration, ready to start.
+type setup struct {
+	fc  *fileConfig
+	log *slog.Logger
+	rc  relay.Config
+}
+
+// prepare loads the configuration at path over the embedded defaults and
+// checks all of it: the one validation path that both -check-config and
+// start-up take, so that a configuration -check-config passes can only fail
+// at start for what a check cannot see offline (a port in use). announce
+// logs how the demo user may AUTH (not when only checking).
+func prepare(path, logLevel string, stderr io.Writer, announce bool) (*setup, error) {
+	fc, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if logLevel != "" {
+		fc.Log.Level = logLevel
+	}
+	log, err := newLogger(fc.Log, stderr)
+	if err != nil {
+		return nil, err
+	}
+	rc := fc.relayConfig()
+	rc.Logger = log
+	if rc.Auth.UsersFile == "" {
+		users, pw, generated, err := demoUsers()
+		if err != nil {
+			return nil, err
+		}
+		rc.Users = users
+		if announce {
+			if generated {
+				log.Warn("no auth.users_file: user demo may AUTH with a generated password (set MSRPSCOPE_DEMO_PASSWORD to choose it)",
+					slog.String("user", "demo"), slog.String("password", pw))
+			} else {
+				log.Info("no auth.users_file: user demo may AUTH with the password in MSRPSCOPE_DEMO_PASSWORD", slog.String("user", "demo"))
+			}
+		}
+	}
+	if err := relay.CheckConfig(rc); err != nil {
+		return nil, err
+	}
+	if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
+		return nil, err
+	}
+	return &setup{fc: fc, log: log, rc: rc}, nil
 }
 
 // demoUsers makes the users of a configuration without users_file: "demo"

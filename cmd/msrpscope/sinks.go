@@ -1,11 +1,10 @@
 package main
 
 import (
-	"fmt"
-	"reflect"
-	"strings"
+	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
 
 	"github.com/msrpscope/msrpscope/hep/hepsink"
 	"github.com/msrpscope/msrpscope/tracer"
@@ -19,74 +18,75 @@ func init() {
 	sink.Register("pcap", pcapsink.Kind{})
 }
 
+// sinkMap is the "sinks" key. A sink the file names replaces the embedded
+// default's sink of that name whole; the default's other sinks stay.
+type sinkMap map[string]*sinkBlock
+
 // sinkBlock is one entry of the "sinks" key: the common keys type and queue,
 // and the rest, which the sink kind decodes itself (tracer.SinkConfig.Decode).
 type sinkBlock struct {
 	Type  string
 	Queue int
-	rest  *yaml.Node // a mapping without type and queue
+	rest  *ast.MappingNode // the block without type and queue
 }
 
-func (b *sinkBlock) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: a sink is a mapping of keys", n.Line)
+func (m *sinkMap) UnmarshalYAML(n ast.Node) error {
+	if _, null := n.(*ast.NullNode); null {
+		return nil
 	}
-	*b = sinkBlock{rest: &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: n.Line, Column: n.Column}}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		var err error
-		switch k.Value {
-		case "type":
-			err = v.Decode(&b.Type)
-		case "queue":
-			err = v.Decode(&b.Queue)
-		default:
-			b.rest.Content = append(b.rest.Content, k, v)
-		}
+	mn, ok := n.(*ast.MappingNode)
+	if !ok {
+		return yamlErrorAt(n, "sinks is a mapping of sink names to sinks")
+	}
+	if *m == nil {
+		*m = sinkMap{}
+	}
+	for _, kv := range mn.Values {
+		name := kv.Key.GetToken().Value
+		b, err := newSinkBlock(name, kv.Value)
 		if err != nil {
 			return err
 		}
+		(*m)[name] = b
 	}
 	return nil
+}
+
+func newSinkBlock(name string, n ast.Node) (*sinkBlock, error) {
+	mn, ok := n.(*ast.MappingNode)
+	if !ok {
+		return nil, yamlErrorAt(n, "sink %q is a mapping of keys", name)
+	}
+	rest := *mn
+	rest.Values = nil
+	b := &sinkBlock{rest: &rest}
+	for _, kv := range mn.Values {
+		var err error
+		switch kv.Key.GetToken().Value {
+		case "type":
+			err = yaml.NodeToValue(kv.Value, &b.Type, yaml.Strict())
+		case "queue":
+			err = yaml.NodeToValue(kv.Value, &b.Queue, yaml.Strict())
+		default:
+			rest.Values = append(rest.Values, kv)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // decode fills v (a pointer to the kind's configuration struct) from the
 // block's own keys; a key v has no field for is an error naming its line.
 func (b *sinkBlock) decode(v any) error {
-	if b.rest == nil {
+	if b.rest == nil || len(b.rest.Values) == 0 {
 		return nil
 	}
-	known := yamlKeys(reflect.TypeOf(v))
-	for i := 0; i+1 < len(b.rest.Content); i += 2 {
-		k := b.rest.Content[i]
-		if known != nil && !known[k.Value] {
-			return fmt.Errorf("line %d: field %s not found in a sink of type %s", k.Line, k.Value, b.Type)
-		}
+	if err := yaml.NodeToValue(b.rest, v, yaml.Strict(), yaml.CustomUnmarshaler[time.Duration](unmarshalDuration)); err != nil {
+		return yamlError(nil, b.rest, err)
 	}
-	return b.rest.Decode(v)
-}
-
-// yamlKeys returns the keys a struct (or pointer to one) decodes; nil when
-// t is not a struct.
-func yamlKeys(t reflect.Type) map[string]bool {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct {
-		return nil
-	}
-	keys := map[string]bool{}
-	for f := range t.Fields() {
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name == "-" || !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		keys[name] = true
-	}
-	return keys
+	return nil
 }
 
 func (fc *fileConfig) tracerConfig() tracer.Config {
