@@ -17,11 +17,11 @@ var defaultYAML []byte
 
 // fileConfig is the YAML configuration file.
 type fileConfig struct {
-	Listen  []relay.Listen        `yaml:"listen"`
-	Relay   relaySection          `yaml:"relay"`
-	Tracing tracer.Config         `yaml:"tracing"`
-	Sinks   sinkMap               `yaml:"sinks"`
-	Log     logSection            `yaml:"log"`
+	Listen  []relay.Listen `yaml:"listen"`
+	Relay   relaySection   `yaml:"relay"`
+	Tracing tracer.Config  `yaml:"tracing"`
+	Sinks   sinkMap        `yaml:"sinks"`
+	Log     logSection     `yaml:"log"`
 }
 
 type relaySection struct {
