@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -83,7 +84,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr}
+	reloads := make(chan struct{})
+	go func() { // owned by run: ends with ctx, before run returns
+		defer close(reloads)
+		for {
+			select {
+			case <-hup:
+				_ = rl.reload(ctx)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	err = r.Serve(ctx)
+	<-reloads
 	st := r.Stats()
 	log.Info("stopped", slog.Int64("forwarded", st.Forwarded), slog.Int64("accepted", st.Accepted),
 		slog.Int64("auth_ok", st.AuthOK))
@@ -99,6 +117,32 @@ func logTraceStats(log *slog.Logger, st tracer.Stats) {
 			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors),
 			slog.String("state", s.State))
 	}
+}
+
+// reloader applies the configuration file again (SIGHUP, the admin API):
+// through the same validation as start-up, then to the tracer, whose rules
+// and sinks change without dropping a connection or a queued record of a
+// sink that stays. A configuration that does not pass changes nothing.
+type reloader struct {
+	path, logLevel string
+	log            *slog.Logger
+	tracer         *tracer.Tracer
+	mu             sync.Mutex // one reload at a time
+}
+
+func (rl *reloader) reload(ctx context.Context) error {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	su, err := prepare(rl.path, rl.logLevel, io.Discard, false)
+	if err == nil {
+		err = rl.tracer.Reload(ctx, su.fc.tracerConfig())
+	}
+	if err != nil {
+		rl.log.Error("reload refused: the running configuration stays", slog.String("config", rl.path), slog.String("error", err.Error()))
+		return err
+	}
+	rl.log.Info("configuration reloaded", slog.String("config", rl.path), slog.Uint64("generation", rl.tracer.Stats().Generation))
+	return nil
 }
 
 // setup is a checked configuration, ready to start.
