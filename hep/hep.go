@@ -231,7 +231,7 @@ func appendAddr(dst []byte, typ4, typ6 uint16, a netip.Addr) []byte {
 }
 
 // appendHead appends the packet header (with a zero total length, patched by finish) and every
-// chunk that precedes the payload. The order follows OpenSIPS's build_hep3_buf (research §8): the
+// chunk that precedes the payload. The order follows OpenSIPS's build_hep3_buf (OpenSIPS proto_hep/hep.c): the
 // fixed block 1,2,7,8,9,10,11,12, then the addresses, then the optional chunks.
 func (p *Packet) appendHead(dst []byte) []byte {
 	dst = append(dst, magic[:]...)

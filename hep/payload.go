@@ -27,7 +27,7 @@ func (f EventForm) String() string {
 	return "colon"
 }
 
-// Protocol labels. OpenSIPS labels MSRP connections "TCP" even for MSRPS (research T2); msrpscope
+// Protocol labels. OpenSIPS labels MSRP connections "TCP" even for MSRPS; msrpscope
 // uses the real transport.
 const (
 	ProtocolMSRP  = "MSRP"
@@ -35,7 +35,8 @@ const (
 )
 
 // Event names: OpenSIPS's "net" events (net/trans_trace.c:23-34) plus CONNECT_FAILED and
-// TLS_HANDSHAKE, which OpenSIPS never produces for MSRP (research T1, T3).
+// TLS_HANDSHAKE, which OpenSIPS never produces for MSRP (it
+// reports neither failed connects nor TLS handshakes of MSRP connections).
 const (
 	EventAccepted      = "ACCEPTED"
 	EventConnectStart  = "CONNECT_START"

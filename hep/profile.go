@@ -36,7 +36,7 @@ type Profile struct {
 type Meta struct {
 	// Src and Dst are the real endpoints of the traced hop, in the direction of the data: for a
 	// frame, sender → receiver; for a connection event, the connection's initiator → acceptor (the
-	// TCP SYN direction; OpenSIPS always sends remote → local, research T5).
+	// TCP SYN direction; OpenSIPS always sends remote → local).
 	Src, Dst netip.AddrPort
 	// Time is the capture time; the zero Time means time.Now().
 	Time time.Time
@@ -118,6 +118,14 @@ func (pr *Profile) AppendEventPacket(dst []byte, m Meta, ev Event) ([]byte, erro
 	return pr.appendWithPayload(dst, &p, func(dst []byte, _ int) []byte {
 		return AppendEvent(dst, form, ev)
 	})
+}
+
+// FrameRoom returns the largest frame payload a packet with meta m can carry within
+// pr.MaxPacketSize (ignoring pr.FrameLimit): a caller that cuts frames itself cuts them to
+// at most this, so that AppendFramePacket does not cut them again.
+func (pr *Profile) FrameRoom(m *Meta) int {
+	p := pr.packet(m)
+	return max(pr.maxPacket()-p.headLen()-chunkHeaderLen-p.tailLen(), 0)
 }
 
 // AppendFramePacket appends a complete HEP packet carrying the MSRP frame to dst, truncated (see

@@ -195,7 +195,7 @@ func (l Listen) listenURI() (msrp.URI, error) {
 		return msrp.URI{}, cfgErr("listen %q: an unspecified address needs an explicit uri (what peers use to reach this relay)", l.Addr)
 	}
 	p, err := strconv.Atoi(port)
-	if err != nil || p <= 0 || p > 65535 {
+	if err != nil || p < 0 || p > 65535 { // 0: any free port, named once bound
 		return msrp.URI{}, cfgErr("listen %q: bad port", l.Addr)
 	}
 	return msrp.URI{Secure: scheme == "msrps", Host: host, Port: p, Transport: "tcp"}, nil

@@ -65,10 +65,7 @@ func (r *Relay) listen(lc Listen, bind bool) (*listener, error) {
 		return nil, err
 	}
 	if !bind {
-		u, err := lc.listenURI()
-		if err != nil && lc.URI == "" && strings.HasSuffix(lc.Addr, ":0") {
-			err = nil // the port is known once bound
-		}
+		u, err := lc.listenURI() // port 0 stays 0: it is known once bound
 		l.uri = u
 		return l, err
 	}

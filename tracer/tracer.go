@@ -1,9 +1,9 @@
 // Package tracer owns what happens to the relay's events: the runtime
-// switch, rules (filter expression → sinks) and the fan-out to HEP and pcap.
+// switch, rules (filter expression → sinks), reloading them, and the fan-out to sinks.
 //
-// A Tracer implements event.Observer. Observe never blocks the relay: HEP
-// packets go to each collector client's bounded queue, pcap records to the
-// pcap sink's bounded queue; what does not fit is dropped and counted.
+// A Tracer implements event.Observer. Observe never blocks the relay: each
+// sink's Put copies the record into its own bounded queue or drops it and
+// counts (package tracer/sink, where sink kinds register).
 package tracer
 
 import (
@@ -12,33 +12,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/msrpscope/msrpscope/filters"
 	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/sink"
 )
 
-// sink is one destination. put is called from Observe: it must not block
-// and must copy what it keeps of e.
-type sink interface {
-	put(e *event.Event)
-	stats() SinkStats
-	close() error
-}
-
-// SinkStats are one sink's counters.
-type SinkStats struct {
-	Name    string
-	Type    string
-	Sent    uint64 // records handed on (HEP packets written, pcap records written)
-	Dropped uint64 // records lost: queue full, encoding failed, collector unreachable
-	Errors  uint64
-}
-
-// RuleStats counts what one rule matched.
+// RuleStats counts what one rule matched. The count of a rule survives a
+// reload that keeps its name.
 type RuleStats struct {
 	Name    string
 	Matched uint64
@@ -46,10 +33,15 @@ type RuleStats struct {
 
 // Stats is a snapshot of the tracer's counters.
 type Stats struct {
-	Enabled bool
-	Rules   []RuleStats
-	Sinks   []SinkStats
+	Enabled    bool   // the global switch (Enabled() is also true while a dynamic trace is active)
+	Generation uint64 // rule set generation: 1 after New, +1 per successful Reload
+	Rules      []RuleStats
+	Sinks      []sink.Stats // the sinks of the current rule set, by name
 }
+
+// drainTimeout bounds how long a sink removed by Reload may take to write
+// out what it has queued before the rest is dropped.
+const drainTimeout = 30 * time.Second
 
 type rule struct {
 	name     string
@@ -58,23 +50,47 @@ type rule struct {
 	bit      uint64          // this rule's bit in connState.verdicts (connOnly rules)
 	events   bool
 	frames   bool
-	sinks    uint64 // bit i: sink i
-	matched  atomic.Uint64
+	sinks    uint64         // bit i: ruleSet.sinks[i]
+	matched  *atomic.Uint64 // shared by the rules of one name across reloads
+}
+
+// openSink is an opened sink with the configuration it was opened from.
+type openSink struct {
+	name string
+	typ  string
+	qsz  int
+	cfg  any // what the kind's Decode returned
+	s    sink.Sink
+}
+
+// ruleSet is an immutable compiled configuration: Observe reads it through
+// an atomic pointer, Reload replaces it whole.
+type ruleSet struct {
+	gen   uint64
+	rules []*rule
+	sinks []*openSink // sorted by name; at most 64
 }
 
 // Tracer routes events to sinks by rules. Create it with New.
 type Tracer struct {
-	enabled atomic.Bool
-	rules   []*rule
-	sinks   []sink
-	log     *slog.Logger
-	shards  [64]connShard
+	enabled  atomic.Bool
+	switched atomic.Bool // SetEnabled was called: the configuration's enabled no longer applies
+	set      atomic.Pointer[ruleSet]
+	traces   atomic.Pointer[traceSet]
+	shards   [64]connShard
+
+	mu       sync.Mutex // serializes Reload and Close; guards the fields below
+	matched  map[string]*atomic.Uint64
+	log      *slog.Logger
+	closed   bool
+	closing  sync.WaitGroup // removed sinks draining
+	traceSeq uint64         // last id AddTrace chose
 }
 
 // connState is what the tracer remembers of a live connection: cached
 // verdicts of connection-level rules and the TLS peer subject.
 type connState struct {
-	computed      bool
+	gen           uint64 // rule set generation the verdicts were computed for; 0: none
 	verdicts      uint64
 	local, remote netip.AddrPort // what the verdicts were computed for
 	tlsSubject    string
@@ -85,23 +101,84 @@ type connShard struct {
 	m  map[uint64]*connState
 }
 
-// New compiles the rules and opens the sinks they use. Sinks no rule names
-// are not opened. Errors name the rule or sink and, for expressions, the
-// position.
+// New compiles the rules and opens the sinks they use (sinks no rule names
+// are decoded and checked, not opened). Errors name the rule or sink and,
+// for expressions, the position. The sinks live until Close; ctx bounds
+// their opening only.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracer{log: log}
+	t := &Tracer{log: log, matched: map[string]*atomic.Uint64{}}
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]*connState)
 	}
-	// Sinks in a stable order: the ones rules use.
+	t.set.Store(&ruleSet{})
+	t.traces.Store(noTraces)
+	if err := t.Reload(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// plan is a checked configuration, before its sinks are opened.
+type plan struct {
+	rules []Rule
+	flts  []*filters.Filter // per rule; nil: match everything
+	sinks map[string]decodedSink
+	used  []string // sinks some rule names, sorted
+}
+
+type decodedSink struct {
+	typ string
+	qsz int
+	cfg any
+	f   sink.Factory
+}
+
+// check validates cfg without I/O: the rules, their expressions, and every
+// sink's block through its kind's Decode. New, Reload and CheckConfig all
+// call it.
+func check(cfg Config) (*plan, error) {
+	p := &plan{rules: cfg.Rules, sinks: map[string]decodedSink{}}
+	names := make([]string, 0, len(cfg.Sinks))
+	for n := range cfg.Sinks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		sc := cfg.Sinks[n]
+		f, ok := sink.Lookup(sc.Type)
+		if !ok {
+			return nil, cfgErr("sink %q: unknown type %q (known: %v)", n, sc.Type, sink.Types())
+		}
+		if sc.Queue < 0 {
+			return nil, cfgErr("sink %q: queue must not be negative", n)
+		}
+		decode := sc.Decode
+		if decode == nil {
+			decode = func(any) error { return nil }
+		}
+		dc, err := f.Decode(decode)
+		if err != nil {
+			return nil, fmt.Errorf("%w: sink %q: %w", ErrConfig, n, err)
+		}
+		qsz := sc.Queue
+		if qsz == 0 {
+			qsz = sink.DefaultQueueSize
+		}
+		p.sinks[n] = decodedSink{typ: sc.Type, qsz: qsz, cfg: dc, f: f}
+	}
 	used := map[string]bool{}
+	seen := map[string]bool{}
 	for i, rc := range cfg.Rules {
 		if rc.Name == "" {
 			return nil, cfgErr("rule %d: no name", i+1)
 		}
+		if seen[rc.Name] {
+			return nil, cfgErr("rule %q: name used twice", rc.Name)
+		}
+		seen[rc.Name] = true
 		if !rc.Events && !rc.Frames {
 			return nil, cfgErr("rule %q: neither events nor frames", rc.Name)
 		}
@@ -114,94 +191,162 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 			}
 			used[s] = true
 		}
-	}
-	names := make([]string, 0, len(used))
-	for n := range used {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	if len(names) > 64 {
-		return nil, cfgErr("more than 64 sinks")
-	}
-	index := map[string]int{}
-	for _, n := range names {
-		s, err := openSink(ctx, n, cfg.Sinks[n], log)
-		if err != nil {
-			t.Close()
-			return nil, fmt.Errorf("sink %q: %w", n, err)
-		}
-		index[n] = len(t.sinks)
-		t.sinks = append(t.sinks, s)
-	}
-	nConn := 0
-	for _, rc := range cfg.Rules {
-		r := &rule{name: rc.Name, events: rc.Events, frames: rc.Frames}
+		var f *filters.Filter
 		if rc.Match != "" {
-			f, err := filters.Compile(rc.Match)
-			if err != nil {
-				t.Close()
+			var err error
+			if f, err = filters.Compile(rc.Match); err != nil {
 				return nil, fmt.Errorf("%w: rule %q: %w", ErrConfig, rc.Name, err)
 			}
-			r.f = f
-			r.connOnly = f.Uses().ConnectionOnly()
 		}
-		if r.connOnly {
-			if nConn == 64 {
-				r.connOnly = false // more than 64 cacheable rules: evaluate the rest each time
-			} else {
-				r.bit = 1 << nConn
-				nConn++
+		p.flts = append(p.flts, f)
+	}
+	if len(used) > 64 {
+		return nil, cfgErr("rules use %d sinks, at most 64", len(used))
+	}
+	for n := range used {
+		p.used = append(p.used, n)
+	}
+	sort.Strings(p.used)
+	return p, nil
+}
+
+// CheckConfig checks cfg as New and Reload do, without opening anything:
+// no files, no network.
+func CheckConfig(cfg Config) error {
+	_, err := check(cfg)
+	return err
+}
+
+// Reload replaces the rules and sinks with cfg's. A sink whose type, queue
+// and decoded configuration are unchanged is kept (the same instance, its
+// queued records untouched); removed sinks are closed in the background
+// after writing out what they hold (at most drainTimeout); new ones are
+// opened (ctx bounds their opening only). Events observed after Reload
+// returns use the new rules. On any error nothing changes. The global
+// switch takes cfg.Enabled unless SetEnabled was called since the start.
+func (t *Tracer) Reload(ctx context.Context, cfg Config) error {
+	p, err := check(cfg)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("tracer: reload after close")
+	}
+	old := t.set.Load()
+	kept := map[*openSink]bool{}
+	var opened []*openSink
+	ns := &ruleSet{gen: old.gen + 1}
+	index := map[string]int{}
+	for _, n := range p.used {
+		d := p.sinks[n]
+		var keep *openSink
+		for _, o := range old.sinks {
+			if o.name == n && o.typ == d.typ && o.qsz == d.qsz && reflect.DeepEqual(o.cfg, d.cfg) {
+				keep = o
+				kept[o] = true
+				break
 			}
+		}
+		if keep == nil {
+			s, err := d.f.Open(context.WithoutCancel(ctx), d.cfg, sink.Options{Name: n, QueueSize: d.qsz, Logger: t.log})
+			if err == nil {
+				err = ctx.Err()
+			}
+			if err != nil {
+				if s != nil {
+					_ = s.Close(context.Background())
+				}
+				for _, o := range opened {
+					_ = o.s.Close(context.Background())
+				}
+				return fmt.Errorf("sink %q: %w", n, err)
+			}
+			keep = &openSink{name: n, typ: d.typ, qsz: d.qsz, cfg: d.cfg, s: s}
+			opened = append(opened, keep)
+		}
+		index[n] = len(ns.sinks)
+		ns.sinks = append(ns.sinks, keep)
+	}
+	nConn := 0
+	for i, rc := range p.rules {
+		r := &rule{name: rc.Name, f: p.flts[i], events: rc.Events, frames: rc.Frames}
+		if r.f != nil && r.f.Uses().ConnectionOnly() && nConn < 64 {
+			// More than 64 cacheable rules: the rest are evaluated each time.
+			r.connOnly, r.bit = true, 1<<nConn
+			nConn++
 		}
 		for _, s := range rc.To {
 			r.sinks |= 1 << index[s]
 		}
-		t.rules = append(t.rules, r)
-	}
-	t.enabled.Store(cfg.Enabled)
-	return t, nil
-}
-
-// CheckConfig compiles the rules and checks the sinks without opening them.
-func CheckConfig(cfg Config) error {
-	for _, rc := range cfg.Rules {
-		if rc.Match == "" {
-			continue
+		if r.matched = t.matched[rc.Name]; r.matched == nil {
+			r.matched = new(atomic.Uint64)
+			t.matched[rc.Name] = r.matched
 		}
-		if _, err := filters.Compile(rc.Match); err != nil {
-			return fmt.Errorf("%w: rule %q: %w", ErrConfig, rc.Name, err)
-		}
+		ns.rules = append(ns.rules, r)
 	}
-	for name, sc := range cfg.Sinks {
-		if err := checkSink(sc); err != nil {
-			return fmt.Errorf("sink %q: %w", name, err)
-		}
+	t.set.Store(ns)
+	if !t.switched.Load() {
+		t.enabled.Store(cfg.Enabled)
 	}
-	for _, rc := range cfg.Rules {
-		for _, s := range rc.To {
-			if _, ok := cfg.Sinks[s]; !ok {
-				return cfgErr("rule %q: unknown sink %q", rc.Name, s)
-			}
+	for _, o := range old.sinks {
+		if !kept[o] {
+			t.drain(o)
 		}
 	}
 	return nil
 }
 
-// SetEnabled turns tracing on or off at run time.
-func (t *Tracer) SetEnabled(on bool) { t.enabled.Store(on) }
+// drain closes a sink no rule set uses any more, in the background: an
+// Observe that loaded the old set may still Put to it (the sink drops and
+// counts that). Called with t.mu held.
+func (t *Tracer) drain(o *openSink) {
+	t.closing.Add(1)
+	go func() {
+		defer t.closing.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		if err := o.s.Close(ctx); err != nil {
+			t.log.Warn("closing a removed trace sink", slog.String("sink", o.name), slog.String("error", err.Error()))
+		}
+	}()
+}
 
-// Enabled reports the switch's state.
-func (t *Tracer) Enabled() bool { return t.enabled.Load() }
+// SetEnabled turns tracing on or off at run time. The state stays until
+// the process ends: a reload no longer applies the configuration's enabled.
+func (t *Tracer) SetEnabled(on bool) {
+	t.switched.Store(true)
+	t.enabled.Store(on)
+}
+
+// Enabled reports whether anything may be traced: the global switch is on
+// or a dynamic trace is active. The relay asks it before capturing a frame.
+func (t *Tracer) Enabled() bool {
+	if t.enabled.Load() {
+		return true
+	}
+	ts := t.traces.Load()
+	return ts.until != 0 && ts.active(time.Now().UnixNano())
+}
 
 // Observe implements event.Observer.
 func (t *Tracer) Observe(e *event.Event) {
 	terminal := e.Kind == event.Closed || e.Kind == event.ConnectFailed
+	ts := t.traces.Load()
 	if !t.enabled.Load() {
 		if terminal {
 			t.forget(e.Conn.ID)
 		}
+		if ts.until != 0 && ts.active(e.Time.UnixNano()) {
+			set := t.set.Load()
+			if mask := traceMask(set, ts, e); mask != 0 {
+				put(set, mask, e)
+			}
+		}
 		return
 	}
+	set := t.set.Load()
 	// The filters' closures make an Input escape: a pooled one keeps Observe allocation-free.
 	in := inputPool.Get().(*filters.Input)
 	defer func() {
@@ -209,10 +354,10 @@ func (t *Tracer) Observe(e *event.Event) {
 		inputPool.Put(in)
 	}()
 	fill(in, e)
-	verdicts := t.connView(e, in, terminal)
+	verdicts := t.connView(set, e, in, terminal)
 	isFrame := e.Frame != nil
 	var mask uint64
-	for _, r := range t.rules {
+	for _, r := range set.rules {
 		if isFrame && !r.frames || !isFrame && !r.events {
 			continue
 		}
@@ -229,9 +374,17 @@ func (t *Tracer) Observe(e *event.Event) {
 			r.matched.Add(1)
 		}
 	}
-	for i, s := range t.sinks {
+	if ts.until != 0 {
+		mask |= traceMask(set, ts, e)
+	}
+	put(set, mask, e)
+}
+
+// put hands e once to each sink of set in mask.
+func put(set *ruleSet, mask uint64, e *event.Event) {
+	for i, s := range set.sinks {
 		if mask&(1<<i) != 0 {
-			s.put(e)
+			s.s.Put(e)
 		}
 	}
 }
@@ -240,10 +393,10 @@ var inputPool = sync.Pool{New: func() any { return new(filters.Input) }}
 
 // connView looks up (or creates) the connection's state under its shard
 // lock: it records the TLS peer subject, sets in.TLSSubject, and returns the
-// connection-level verdicts, evaluated once per connection (again when its
-// addresses or TLS subject become known: connect-start has no local
-// address yet).
-func (t *Tracer) connView(e *event.Event, in *filters.Input, terminal bool) uint64 {
+// connection-level verdicts of set, evaluated once per connection and rule
+// set (again when its addresses or TLS subject become known: connect-start
+// has no local address yet).
+func (t *Tracer) connView(set *ruleSet, e *event.Event, in *filters.Input, terminal bool) uint64 {
 	id := e.Conn.ID
 	sh := t.shard(id)
 	sh.mu.Lock()
@@ -252,17 +405,17 @@ func (t *Tracer) connView(e *event.Event, in *filters.Input, terminal bool) uint
 	if st == nil {
 		if terminal {
 			// Nothing to remember: evaluate without caching.
-			return t.connVerdicts(in)
+			return connVerdicts(set, in)
 		}
 		st = &connState{}
 		sh.m[id] = st
 	}
 	if e.Kind == event.TLSHandshake && e.TLS != nil && st.tlsSubject != e.TLS.PeerSubject {
-		st.tlsSubject, st.computed = e.TLS.PeerSubject, false
+		st.tlsSubject, st.gen = e.TLS.PeerSubject, 0
 	}
 	in.TLSSubject = st.tlsSubject
-	if !st.computed || st.local != e.Conn.Local || st.remote != e.Conn.Remote {
-		st.verdicts, st.computed = t.connVerdicts(in), true
+	if st.gen != set.gen || st.local != e.Conn.Local || st.remote != e.Conn.Remote {
+		st.verdicts, st.gen = connVerdicts(set, in), set.gen
 		st.local, st.remote = e.Conn.Local, e.Conn.Remote
 	}
 	v := st.verdicts
@@ -272,9 +425,9 @@ func (t *Tracer) connView(e *event.Event, in *filters.Input, terminal bool) uint
 	return v
 }
 
-func (t *Tracer) connVerdicts(in *filters.Input) uint64 {
+func connVerdicts(set *ruleSet, in *filters.Input) uint64 {
 	var v uint64
-	for _, r := range t.rules {
+	for _, r := range set.rules {
 		if r.connOnly && r.f.Match(in) {
 			v |= r.bit
 		}
@@ -303,7 +456,12 @@ func fill(in *filters.Input, e *event.Event) {
 		in.Event = "frame"
 		in.Method = bstr(f.Method)
 		in.Status = f.Status
-		in.Session = f.SessionID
+		// The filter language has one session field: the sender's session
+		// where it has one here, else the receiver's.
+		in.Session = f.FromSession
+		if in.Session == "" {
+			in.Session = f.ToSession
+		}
 		in.MessageID = bstr(f.MessageID)
 		in.ContentType = bstr(f.ContentType)
 		in.Size = f.Size
@@ -323,24 +481,47 @@ func bstr(b []byte) string {
 
 // Stats returns the counters.
 func (t *Tracer) Stats() Stats {
-	s := Stats{Enabled: t.enabled.Load()}
-	for _, r := range t.rules {
+	set := t.set.Load()
+	s := Stats{Enabled: t.enabled.Load(), Generation: set.gen}
+	for _, r := range set.rules {
 		s.Rules = append(s.Rules, RuleStats{Name: r.name, Matched: r.matched.Load()})
 	}
-	for _, sk := range t.sinks {
-		s.Sinks = append(s.Sinks, sk.stats())
+	for _, o := range set.sinks {
+		s.Sinks = append(s.Sinks, o.s.Stats())
 	}
 	return s
 }
 
-// Close stops every sink, writing out what is queued (pcap) or flushing
-// to connected collectors (HEP) as far as their own bounds allow.
-func (t *Tracer) Close() error {
-	var errs []error
-	for _, s := range t.sinks {
-		if err := s.close(); err != nil {
-			errs = append(errs, err)
-		}
+// Close stops every sink, writing out what is queued (pcap) or flushing to
+// connected collectors (HEP) within ctx, and waits for sinks removed by
+// Reload to finish draining (within ctx). Observe after Close traces nothing;
+// Stats then gives the sinks' final counts.
+func (t *Tracer) Close(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	// No rules: nothing is put any more; the sinks stay for Stats' final counts.
+	old := t.set.Load()
+	t.set.Store(&ruleSet{gen: old.gen + 1, sinks: old.sinks})
+	errs := make([]error, len(old.sinks))
+	var wg sync.WaitGroup
+	for i, o := range old.sinks {
+		wg.Go(func() {
+			if err := o.s.Close(ctx); err != nil {
+				errs[i] = fmt.Errorf("sink %q: %w", o.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	drained := make(chan struct{})
+	go func() { t.closing.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("removed sinks still draining: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
 }

@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bytes"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/tracer"
@@ -21,11 +17,11 @@ var defaultYAML []byte
 
 // fileConfig is the YAML configuration file.
 type fileConfig struct {
-	Listen  []relay.Listen               `yaml:"listen"`
-	Relay   relaySection                 `yaml:"relay"`
-	Tracing tracer.Config                `yaml:"tracing"`
-	Sinks   map[string]tracer.SinkConfig `yaml:"sinks"`
-	Log     logSection                   `yaml:"log"`
+	Listen  []relay.Listen `yaml:"listen"`
+	Relay   relaySection   `yaml:"relay"`
+	Tracing tracer.Config  `yaml:"tracing"`
+	Sinks   sinkMap        `yaml:"sinks"`
+	Log     logSection     `yaml:"log"`
 }
 
 type relaySection struct {
@@ -42,10 +38,10 @@ type logSection struct {
 }
 
 // loadConfig reads the embedded defaults, then the file (if any) over them.
-// Unknown keys are errors, reported with their line.
+// Unknown keys are errors; every error names the line and column.
 func loadConfig(path string) (*fileConfig, error) {
 	var fc fileConfig
-	if err := decodeStrict(defaultYAML, &fc); err != nil {
+	if err := decodeYAML(defaultYAML, &fc); err != nil {
 		return nil, fmt.Errorf("embedded defaults: %w", err)
 	}
 	if path == "" {
@@ -55,25 +51,10 @@ func loadConfig(path string) (*fileConfig, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := decodeStrict(b, &fc); err != nil {
+	if err := decodeYAML(b, &fc); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &fc, nil
-}
-
-func decodeStrict(b []byte, v any) error {
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	return nil
-}
-
-func (fc *fileConfig) tracerConfig() tracer.Config {
-	tc := fc.Tracing
-	tc.Sinks = fc.Sinks
-	return tc
 }
 
 func (fc *fileConfig) relayConfig() relay.Config {

@@ -18,7 +18,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
@@ -49,51 +51,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *checkPath != "" {
 		path = *checkPath
 	}
-	fc, err := loadConfig(path)
+	su, err := prepare(path, *logLevel, stderr, *checkPath == "")
 	if err != nil {
 		return err
-	}
-	if *logLevel != "" {
-		fc.Log.Level = *logLevel
-	}
-	log, err := newLogger(fc.Log, stderr)
-	if err != nil {
-		return err
-	}
-	rc := fc.relayConfig()
-	rc.Logger = log
-	if rc.Auth.UsersFile == "" {
-		users, pw, generated, err := demoUsers()
-		if err != nil {
-			return err
-		}
-		rc.Users = users
-		if *checkPath == "" {
-			if generated {
-				log.Warn("no auth.users_file: user demo may AUTH with a generated password (set MSRPSCOPE_DEMO_PASSWORD to choose it)",
-					slog.String("user", "demo"), slog.String("password", pw))
-			} else {
-				log.Info("no auth.users_file: user demo may AUTH with the password in MSRPSCOPE_DEMO_PASSWORD", slog.String("user", "demo"))
-			}
-		}
 	}
 	if *checkPath != "" {
-		if err := relay.CheckConfig(rc); err != nil {
-			return err
-		}
-		if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
-			return err
-		}
 		fmt.Fprintf(stderr, "%s: configuration OK\n", *checkPath)
 		return nil
 	}
+	fc, log, rc := su.fc, su.log, su.rc
 
 	tr, err := tracer.New(ctx, fc.tracerConfig(), log)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if err := tr.Close(); err != nil {
+		// Sinks write out what they hold; a collector that does not take it within this is given up.
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tr.Close(cctx); err != nil {
 			log.Warn("closing trace sinks", slog.String("error", err.Error()))
 		}
 		logTraceStats(log, tr.Stats())
@@ -108,7 +84,24 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr}
+	reloads := make(chan struct{})
+	go func() { // owned by run: ends with ctx, before run returns
+		defer close(reloads)
+		for {
+			select {
+			case <-hup:
+				_ = rl.reload(ctx)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	err = r.Serve(ctx)
+	<-reloads
 	st := r.Stats()
 	log.Info("stopped", slog.Int64("forwarded", st.Forwarded), slog.Int64("accepted", st.Accepted),
 		slog.Int64("auth_ok", st.AuthOK))
@@ -121,8 +114,85 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 func logTraceStats(log *slog.Logger, st tracer.Stats) {
 	for _, s := range st.Sinks {
 		log.Info("trace sink", slog.String("sink", s.Name), slog.String("type", s.Type),
-			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors))
+			slog.Uint64("sent", s.Sent), slog.Uint64("dropped", s.Dropped), slog.Uint64("errors", s.Errors),
+			slog.String("state", s.State))
 	}
+}
+
+// reloader applies the configuration file again (SIGHUP, the admin API):
+// through the same validation as start-up, then to the tracer, whose rules
+// and sinks change without dropping a connection or a queued record of a
+// sink that stays. A configuration that does not pass changes nothing.
+type reloader struct {
+	path, logLevel string
+	log            *slog.Logger
+	tracer         *tracer.Tracer
+	mu             sync.Mutex // one reload at a time
+}
+
+func (rl *reloader) reload(ctx context.Context) error {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	su, err := prepare(rl.path, rl.logLevel, io.Discard, false)
+	if err == nil {
+		err = rl.tracer.Reload(ctx, su.fc.tracerConfig())
+	}
+	if err != nil {
+		rl.log.Error("reload refused: the running configuration stays", slog.String("config", rl.path), slog.String("error", err.Error()))
+		return err
+	}
+	rl.log.Info("configuration reloaded", slog.String("config", rl.path), slog.Uint64("generation", rl.tracer.Stats().Generation))
+	return nil
+}
+
+// setup is a checked configuration, ready to start.
+type setup struct {
+	fc  *fileConfig
+	log *slog.Logger
+	rc  relay.Config
+}
+
+// prepare loads the configuration at path over the embedded defaults and
+// checks all of it: the one validation path that both -check-config and
+// start-up take, so that a configuration -check-config passes can only fail
+// at start for what a check cannot see offline (a port in use). announce
+// logs how the demo user may AUTH (not when only checking).
+func prepare(path, logLevel string, stderr io.Writer, announce bool) (*setup, error) {
+	fc, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if logLevel != "" {
+		fc.Log.Level = logLevel
+	}
+	log, err := newLogger(fc.Log, stderr)
+	if err != nil {
+		return nil, err
+	}
+	rc := fc.relayConfig()
+	rc.Logger = log
+	if rc.Auth.UsersFile == "" {
+		users, pw, generated, err := demoUsers()
+		if err != nil {
+			return nil, err
+		}
+		rc.Users = users
+		if announce {
+			if generated {
+				log.Warn("no auth.users_file: user demo may AUTH with a generated password (set MSRPSCOPE_DEMO_PASSWORD to choose it)",
+					slog.String("user", "demo"), slog.String("password", pw))
+			} else {
+				log.Info("no auth.users_file: user demo may AUTH with the password in MSRPSCOPE_DEMO_PASSWORD", slog.String("user", "demo"))
+			}
+		}
+	}
+	if err := relay.CheckConfig(rc); err != nil {
+		return nil, err
+	}
+	if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
+		return nil, err
+	}
+	return &setup{fc: fc, log: log, rc: rc}, nil
 }
 
 // demoUsers makes the users of a configuration without users_file: "demo"

@@ -23,38 +23,6 @@ func writeFile(t *testing.T, name, body string) string {
 	return p
 }
 
-func TestCheckConfig(t *testing.T) {
-	users := writeFile(t, "users.yaml", "users:\n  - name: alice\n    password: pw\n")
-	tests := []struct {
-		name, yaml, wantErr string
-	}{
-		{"defaults", "", ""},
-		{"users file", "relay:\n  auth:\n    users_file: " + users + "\n", ""},
-		{"unknown key", "relay:\n  auht: {}\n", "field auht not found"},
-		{"bad transport", "listen:\n  - {transport: udp, addr: \"127.0.0.1:2855\"}\n", "transport must be msrp or msrps"},
-		{"msrps without cert", "listen:\n  - {transport: msrps, addr: \"127.0.0.1:2856\"}\n", "msrps needs cert and key"},
-		{"unspecified address without uri", "listen:\n  - {transport: msrp, addr: \"0.0.0.0:2855\"}\n", "needs an explicit uri"},
-		{"missing users file", "relay:\n  auth:\n    users_file: /nonexistent/users.yaml\n", "users"},
-		{"bad expires", "relay:\n  auth: {expires: 10, min_expires: 60}\n", "min_expires <= expires"},
-		{"bad duration", "relay:\n  limits: {idle_timeout: soon}\n", "line 2: cannot unmarshal"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			var out strings.Builder
-			err := run(context.Background(), []string{"-check-config", writeFile(t, "c.yaml", tc.yaml)}, &out)
-			if tc.wantErr == "" {
-				if err != nil || !strings.Contains(out.String(), "configuration OK") {
-					t.Fatalf("err %v, output %q", err, out.String())
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err %v, want one containing %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
 // The binary's run with a config file: it listens, relays between two
 // demo clients, and stops cleanly when its context ends (as on SIGTERM).
 func TestRunRelays(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -150,6 +152,20 @@ log: {level: debug}
 	case <-ctx.Done():
 		t.Fatal("B got nothing")
 	}
+	// A 40,000-byte SEND: the relay captures its first 16,384 bytes
+	// (trace_capture_bytes); HEP and pcap carry it cut once, with the same
+	// marker stating the true totals.
+	bigBody := []byte(strings.Repeat("0123456789", 4000))
+	resBig, err := a.Send(ctx, []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: bigBody, ContentType: "text/plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotBig *msrpclient.Received
+	select {
+	case gotBig = <-b.Incoming():
+	case <-ctx.Done():
+		t.Fatal("B got no big SEND")
+	}
 	a.Close() // A's connection closes: a closed event on rule 1's connection
 
 	sidA := useA[strings.LastIndexByte(useA, '/')+1 : strings.LastIndexByte(useA, ';')]
@@ -160,19 +176,25 @@ log: {level: debug}
 	}
 	// Rule 1, A's connection only: accepted, AUTH in, 401 out, AUTH in,
 	// 200 out, SEND in, 200 out, closed. Nothing of B's connection.
+	// Correlation (docs/HEP.md): the AUTH that creates A's session and its
+	// 200 carry that session; the chat's frames both sessions, sorted and
+	// joined with "~"; the rest the connection. A search for %sidA% in Homer
+	// finds the AUTH and the chat.
 	want := []struct {
-		payload  string // prefix of the payload
-		fromA    bool   // src is A (else the relay)
-		cidIsSID bool   // correlation id is the chat, else conn-<n>
+		payload string // prefix of the payload
+		fromA   bool   // src is A (else the relay)
+		cid     string // "chat", "sidA", or "" for conn-<n>
 	}{
-		{"MSRP:ACCEPTED:SUCCESS:Connection accepted", true, false},
-		{"MSRP ", true, false},  // AUTH
-		{"MSRP ", false, false}, // 401
-		{"MSRP ", true, false},  // AUTH
-		{"MSRP ", false, false}, // 200 with Use-Path
-		{"MSRP ", true, true},   // SEND
-		{"MSRP ", false, true},  // 200
-		{"MSRP:CLOSED:SUCCESS:", true, false},
+		{"MSRP:ACCEPTED:SUCCESS:Connection accepted", true, ""},
+		{"MSRP ", true, ""},      // AUTH
+		{"MSRP ", false, ""},     // 401
+		{"MSRP ", true, "sidA"},  // AUTH
+		{"MSRP ", false, "sidA"}, // 200 with Use-Path
+		{"MSRP ", true, "chat"},  // SEND
+		{"MSRP ", false, "chat"}, // 200
+		{"MSRP ", true, "chat"},  // the big SEND
+		{"MSRP ", false, "chat"}, // 200
+		{"MSRP:CLOSED:SUCCESS:", true, ""},
 	}
 	pkts := homer.WaitFor(t, len(want), 20*time.Second)
 	sort.SliceStable(pkts, func(i, j int) bool { return pkts[i].Time().Before(pkts[j].Time()) })
@@ -202,9 +224,11 @@ log: {level: debug}
 		}
 		cid := string(p.CorrelationID)
 		switch {
-		case w.cidIsSID && cid != chat:
+		case w.cid == "chat" && cid != chat:
 			t.Errorf("packet %d correlation id %q, want the chat %q", i, cid, chat)
-		case !w.cidIsSID:
+		case w.cid == "sidA" && cid != sidA:
+			t.Errorf("packet %d correlation id %q, want A's session %q", i, cid, sidA)
+		case w.cid == "":
 			if connCID == "" {
 				connCID = cid
 			}
@@ -213,7 +237,7 @@ log: {level: debug}
 			}
 		}
 	}
-	for i, m := range []string{" AUTH\r\n", " 401 ", " AUTH\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n"} {
+	for i, m := range []string{" AUTH\r\n", " 401 ", " AUTH\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n", " SEND\r\n", " 200 OK\r\n"} {
 		if !strings.Contains(string(pkts[i+1].Payload), m) {
 			t.Errorf("frame packet %d %q lacks %q", i+1, pkts[i+1].Payload, m)
 		}
@@ -221,6 +245,17 @@ log: {level: debug}
 	if !strings.Contains(string(pkts[5].Payload), "\r\n\r\ntraced\r\n-------") {
 		t.Errorf("SEND packet body: %q", pkts[5].Payload)
 	}
+	big := pkts[7].Payload
+	mm := regexp.MustCompile(`\r\n\[msrpscope: frame truncated, (\d+) of (\d+) bytes omitted\]\r\n-------` +
+		regexp.QuoteMeta(resBig.Chunks[0].TransactID) + `\$\r\n$`).FindSubmatch(big)
+	if mm == nil {
+		t.Fatalf("big SEND packet of %d bytes ends %q: no marker with its end-line", len(big), big[max(0, len(big)-100):])
+	}
+	omitted, total := atoi(t, string(mm[1])), atoi(t, string(mm[2]))
+	if len(big)-len(mm[0]) != 16384 || total <= 40000 || omitted != total-16384 {
+		t.Fatalf("big SEND: %d bytes kept, marker says %d of %d omitted: want 16384 kept of the whole frame", len(big)-len(mm[0]), omitted, total)
+	}
+	bigMarker := mm[0]
 
 	// Rule 2: exactly the two SENDs, in (A's transact-id) and out (the
 	// relay's, as B received it), in the pcap file tshark reads.
@@ -228,7 +263,8 @@ log: {level: debug}
 	if len(files) != 1 {
 		t.Fatalf("pcap files %v", files)
 	}
-	wantLines := []string{"SEND\t" + res.Chunks[0].TransactID, "SEND\t" + got.TransactID}
+	wantLines := []string{"SEND\t" + res.Chunks[0].TransactID, "SEND\t" + got.TransactID,
+		"SEND\t" + resBig.Chunks[0].TransactID, "SEND\t" + gotBig.TransactID}
 	var lines []string
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -240,7 +276,7 @@ log: {level: debug}
 			t.Fatalf("tshark: %v", err)
 		}
 		lines = strings.Fields(strings.ReplaceAll(strings.TrimSpace(string(out)), "\t", "|"))
-		if len(lines) >= 2 || time.Now().After(deadline) {
+		if len(lines) >= len(wantLines) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // the sink flushes when idle; poll the file
@@ -250,6 +286,13 @@ log: {level: debug}
 	}
 	if strings.Join(lines, "\n") != strings.Join(wantLines, "\n") {
 		t.Fatalf("tshark shows %q, want %q", lines, wantLines)
+	}
+	pcapBytes, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(pcapBytes, bigMarker) {
+		t.Fatalf("the pcap file lacks the HEP packet's marker %q", bigMarker)
 	}
 }
 
@@ -354,4 +397,13 @@ sinks:
 	if m == nil || m[1] == "0" {
 		t.Fatalf("no drops counted with the collector stalled: %q", sinkLine)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

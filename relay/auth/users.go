@@ -1,15 +1,15 @@
 package auth
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
 )
 
 // Algorithm is a digest algorithm as written in the algorithm= parameter:
@@ -160,20 +160,27 @@ func ParseUsers(yml []byte) (*Users, error) {
 }
 
 func parseUsers(yml []byte) (*Users, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(yml))
-	dec.KnownFields(true)
-	var f usersFile
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("empty document")
-		}
-		return nil, err
+	file, err := parser.ParseBytes(yml, 0)
+	if err != nil {
+		return nil, errors.New(strings.TrimRight(yaml.FormatError(err, false, true), "\n"))
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+	var docs []*ast.DocumentNode
+	for _, d := range file.Docs {
+		if d.Body != nil {
+			docs = append(docs, d)
+		}
+	}
+	switch {
+	case len(docs) == 0:
+		return nil, errors.New("empty document")
+	case len(docs) > 1:
 		return nil, errors.New("more than one YAML document")
 	}
-	lines := entryLines(yml)
+	var f usersFile
+	if err := yaml.NodeToValue(docs[0].Body, &f, yaml.Strict()); err != nil {
+		return nil, errors.New(strings.TrimRight(yaml.FormatError(err, false, true), "\n"))
+	}
+	lines := entryLines(docs[0].Body)
 	users := NewUsers()
 	for i, e := range f.Users {
 		where := fmt.Sprintf("users[%d]", i)
@@ -199,23 +206,26 @@ func parseUsers(yml []byte) (*Users, error) {
 
 // entryLines returns the line of each item of the top-level "users"
 // sequence, for error messages; nil when it cannot tell.
-func entryLines(yml []byte) []int {
-	var doc yaml.Node
-	if yaml.Unmarshal(yml, &doc) != nil || len(doc.Content) == 0 {
+func entryLines(root ast.Node) []int {
+	m, ok := root.(*ast.MappingNode)
+	if !ok {
 		return nil
 	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		if root.Content[i].Value == "users" && root.Content[i+1].Kind == yaml.SequenceNode {
-			var lines []int
-			for _, item := range root.Content[i+1].Content {
-				lines = append(lines, item.Line)
-			}
-			return lines
+	for _, kv := range m.Values {
+		if kv.Key.GetToken().Value != "users" {
+			continue
 		}
+		seq, ok := kv.Value.(*ast.SequenceNode)
+		if !ok {
+			return nil
+		}
+		var lines []int
+		for _, item := range seq.Values {
+			if tk := item.GetToken(); tk != nil && tk.Position != nil {
+				lines = append(lines, tk.Position.Line)
+			}
+		}
+		return lines
 	}
 	return nil
 }

@@ -75,7 +75,7 @@ func TestParseUsersBad(t *testing.T) {
 		{"duplicate yaml key", "users:\n  - name: a\n    name: b\n    password: x\n", []string{"already"}},
 		{"unknown key", "users:\n  - name: a\n    pasword: x\n", []string{"pasword"}},
 		{"unknown top key", "user:\n  - name: a\n", []string{"user"}},
-		{"not a list", "users: alice\n", []string{"unmarshal"}},
+		{"not a list", "users: alice\n", []string{"[1:8]", "sequence"}},
 		{"empty", "", []string{"empty document"}},
 		{"two documents", "users: []\n---\nusers: []\n", []string{"more than one"}},
 		{"control char name", "users:\n  - name: \"a\\nb\"\n    password: x\n", []string{"control"}},

@@ -1,0 +1,241 @@
+// Package hepsink is the tracer's "hep" sink kind: it encodes each traced
+// record as a HEPv3 packet for one collector (Homer's heplify-server, ...).
+package hepsink
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/msrpscope/msrpscope/hep"
+	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/sink"
+)
+
+// minMaxPacket is the smallest max_packet: room for the chunks, a cut
+// frame's marker and end-line, and some of the frame.
+const minMaxPacket = 512
+
+// Kind is the sink kind; register it with sink.Register("hep", hepsink.Kind{}).
+type Kind struct{}
+
+// Config is a hep sink's own configuration block (besides type and queue).
+type Config struct {
+	Addr               string `yaml:"addr" json:"addr"`                                 // host:port
+	Transport          string `yaml:"transport" json:"transport"`                       // udp (default), tcp or tls
+	CaptureID          uint32 `yaml:"capture_id" json:"capture_id"`                     // chunk 0x000c
+	Node               string `yaml:"node" json:"node"`                                 // chunk 0x0013 (capture agent name)
+	AuthKey            string `yaml:"auth_key" json:"auth_key"`                         // chunk 0x000e
+	ProtoType          int    `yaml:"proto_type" json:"proto_type"`                     // chunk 0x000b: 100 (LOG, default) or 89 (0x59, OpenSIPS "net")
+	EventFormat        string `yaml:"event_format" json:"event_format"`                 // "colon" (OpenSIPS homer5 form, default) or "json"
+	FrameLimit         int    `yaml:"frame_limit" json:"frame_limit"`                   // bytes of a frame kept; 0: hep.DefaultFrameLimit; < 0: only max_packet bounds
+	MaxPacket          int    `yaml:"max_packet" json:"max_packet"`                     // bytes of one HEP packet; 0: hep.MaxPacketSize
+	UDPGSO             *bool  `yaml:"udp_gso" json:"udp_gso"`                           // udp: send batches as GSO runs where the kernel offers it (default true)
+	CAFile             string `yaml:"ca_file" json:"ca_file"`                           // tls: CA to verify the collector
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" json:"insecure_skip_verify"` // tls: do not verify (tests only)
+}
+
+// Decode implements sink.Factory: it checks the keys without I/O.
+func (Kind) Decode(decode func(v any) error) (any, error) {
+	var c Config
+	if err := decode(&c); err != nil {
+		return nil, err
+	}
+	if c.Addr == "" {
+		return nil, fmt.Errorf("hep sink needs addr")
+	}
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil || port == "" {
+		return nil, fmt.Errorf("hep addr %q: want host:port", c.Addr)
+	}
+	c.Transport = strings.ToLower(c.Transport)
+	switch c.Transport {
+	case "":
+		c.Transport = string(hep.UDP)
+	case "udp", "tcp", "tls":
+	default:
+		return nil, fmt.Errorf("hep transport must be udp, tcp or tls, not %q", c.Transport)
+	}
+	if c.ProtoType < 0 || c.ProtoType > 255 {
+		return nil, fmt.Errorf("hep proto_type must be 0-255, not %d", c.ProtoType)
+	}
+	switch c.EventFormat {
+	case "", "colon", "json":
+	default:
+		return nil, fmt.Errorf("hep event_format must be colon or json, not %q", c.EventFormat)
+	}
+	if c.MaxPacket != 0 && (c.MaxPacket < minMaxPacket || c.MaxPacket > 65535) {
+		return nil, fmt.Errorf("hep max_packet must be %d-65535, not %d", minMaxPacket, c.MaxPacket)
+	}
+	if c.CAFile != "" && c.Transport != "tls" {
+		return nil, fmt.Errorf("hep ca_file applies to transport tls only")
+	}
+	return c, nil
+}
+
+// Open implements sink.Factory. It reads ca_file and starts the collector
+// client, which connects in the background.
+func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, fmt.Errorf("hep sink %q: configuration of type %T", o.Name, cfg)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cc := hep.ClientConfig{
+		Name:      o.Name,
+		Transport: hep.Transport(c.Transport),
+		Addr:      c.Addr,
+		QueueSize: o.QueueSize,
+		NoGSO:     c.UDPGSO != nil && !*c.UDPGSO,
+		Logger:    log.With(slog.String("sink", o.Name)),
+		Profile: hep.Profile{
+			ProtoType:     uint8(c.ProtoType),
+			CaptureID:     c.CaptureID,
+			AuthKey:       []byte(c.AuthKey),
+			NodeName:      []byte(c.Node),
+			FrameLimit:    -1, // frames arrive cut by sink.AppendFrame: the client must not cut again
+			MaxPacketSize: c.MaxPacket,
+		},
+	}
+	if c.EventFormat == "json" {
+		cc.Profile.EventForm = hep.FormJSON
+	}
+	if cc.Transport == hep.TLS {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("hep ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("hep ca_file %s: no PEM certificate", c.CAFile)
+			}
+			tc.RootCAs = pool
+		}
+		cc.TLSConfig = tc
+	}
+	limit := c.FrameLimit
+	if limit == 0 {
+		limit = hep.DefaultFrameLimit
+	}
+	client, err := hep.NewClient(ctx, cc)
+	if err != nil {
+		return nil, err
+	}
+	return &hepSink{name: o.Name, client: client, profile: cc.Profile, limit: limit}, nil
+}
+
+// hepSink encodes each record into a HEP packet at once, on the caller's
+// goroutine, and hands it to the collector client's bounded queue
+// (hep.Client never blocks; what does not fit is dropped and counted there).
+type hepSink struct {
+	name    string
+	client  *hep.Client
+	profile hep.Profile // the client's, for FrameRoom
+	limit   int         // frame bytes kept; < 0: only the packet size bounds
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 18<<10); return &b }}
+
+func (h *hepSink) Put(e *event.Event) {
+	var cidBuf [96]byte
+	m := hep.Meta{Time: e.Time, CorrelationID: sink.AppendCorrelationID(cidBuf[:0], e)}
+	m.Src, m.Dst = sink.Endpoints(e)
+	if f := e.Frame; f != nil {
+		limit := h.profile.FrameRoom(&m) - sink.MaxFrameOverhead
+		if h.limit > 0 {
+			limit = min(limit, h.limit)
+		}
+		buf := framePool.Get().(*[]byte)
+		*buf = sink.AppendFrame((*buf)[:0], f, max(limit, 1))
+		h.client.SendFrame(m, *buf)
+		if cap(*buf) <= 64<<10 {
+			framePool.Put(buf)
+		}
+		return
+	}
+	var extra [2]hep.Attr
+	h.client.SendEvent(m, hepEvent(e, extra[:0]))
+}
+
+// hepEvent renders a connection event in OpenSIPS "net" shape with the
+// real protocol label (MSRPS for TLS, where OpenSIPS says TCP).
+func hepEvent(e *event.Event, extra []hep.Attr) hep.Event {
+	ev := hep.Event{Protocol: hep.ProtocolMSRP, Status: hep.StatusSuccess}
+	if e.Conn.Transport == "msrps" {
+		ev.Protocol = hep.ProtocolMSRPS
+	}
+	switch e.Kind {
+	case event.Accepted:
+		ev.Name, ev.Message = hep.EventAccepted, "Connection accepted"
+	case event.ConnectStart:
+		ev.Name, ev.Message = hep.EventConnectStart, "Connecting"
+	case event.Connected:
+		ev.Name, ev.Message = hep.EventConnected, "Successfully connected"
+	case event.ConnectFailed:
+		ev.Name, ev.Status, ev.Message = hep.EventConnectFailed, hep.StatusFailure, errText(e.Err, "Connect failed")
+	case event.TLSHandshake:
+		ev.Name = hep.EventTLSHandshake
+		if e.TLS != nil && e.TLS.OK {
+			ev.Message = "TLS handshake done: " + e.TLS.Version + " " + e.TLS.CipherSuite
+		} else {
+			ev.Status, ev.Message = hep.StatusFailure, errText(e.Err, "TLS handshake failed")
+		}
+		if e.TLS != nil && e.TLS.PeerSubject != "" {
+			subj, iss := hep.AttrServerSubject, hep.AttrServerIssuer
+			if e.Conn.Dir == event.DirIn {
+				subj, iss = hep.AttrClientSubject, hep.AttrClientIssuer
+			}
+			ev.Extra = append(extra, hep.Attr{Key: subj, Value: e.TLS.PeerSubject}, hep.Attr{Key: iss, Value: e.TLS.PeerIssuer})
+		}
+	case event.Closed:
+		ev.Name, ev.Message = hep.EventClosed, "Connection closed: "+e.Reason.String()
+		switch e.Reason {
+		case event.CloseEOF, event.CloseShutdown:
+		default:
+			ev.Status = hep.StatusFailure
+		}
+		if e.Err != nil {
+			ev.Message += ": " + e.Err.Error()
+		}
+	default:
+		ev.Name = strings.ToUpper(e.Kind.String())
+	}
+	return ev
+}
+
+func errText(err error, def string) string {
+	if err == nil {
+		return def
+	}
+	return err.Error()
+}
+
+func (h *hepSink) Stats() sink.Stats {
+	st := h.client.Stats()
+	return sink.Stats{Name: h.name, Type: "hep", Sent: st.Sent, Dropped: st.Dropped, Errors: st.Errors,
+		Queued: st.Queued, State: sink.StateOK,
+		Counters: []sink.Counter{{Name: "reconnects", Value: st.Reconnects}, {Name: "segmented", Value: st.Segmented}}}
+}
+
+// Close stops the client after flushing to a connected collector as far as
+// its write timeout allows; ctx bounds the wait.
+func (h *hepSink) Close(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- h.client.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

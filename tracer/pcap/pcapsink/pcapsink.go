@@ -1,0 +1,204 @@
+// Package pcapsink is the tracer's "pcap" sink kind: rotating pcap files
+// (tracer/pcap) written from a bounded queue, never on the relay's path.
+package pcapsink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/pcap"
+	"github.com/msrpscope/msrpscope/tracer/sink"
+)
+
+// Kind is the sink kind; register it with sink.Register("pcap", pcapsink.Kind{}).
+type Kind struct{}
+
+// Config is a pcap sink's own configuration block (besides type and queue).
+// Zero fields take tracer/pcap's defaults.
+type Config struct {
+	Dir           string        `yaml:"dir" json:"dir"`                         // default "." (the working directory)
+	Prefix        string        `yaml:"prefix" json:"prefix"`                   // file name prefix, default "msrpscope"
+	MaxFileBytes  int64         `yaml:"max_file_bytes" json:"max_file_bytes"`   // rotate above this
+	MaxFileAge    time.Duration `yaml:"max_file_age" json:"max_file_age"`       // rotate after this
+	MaxTotalBytes int64         `yaml:"max_total_bytes" json:"max_total_bytes"` // delete the oldest files above this
+	FrameLimit    int           `yaml:"frame_limit" json:"frame_limit"`         // bytes of a frame kept; 0: what the relay captured
+}
+
+// Decode implements sink.Factory.
+func (Kind) Decode(decode func(v any) error) (any, error) {
+	var c Config
+	if err := decode(&c); err != nil {
+		return nil, err
+	}
+	if c.MaxFileBytes < 0 || c.MaxTotalBytes < 0 {
+		return nil, errors.New("pcap max_file_bytes and max_total_bytes must not be negative")
+	}
+	if c.MaxFileBytes > 0 && c.MaxTotalBytes > 0 && c.MaxTotalBytes < c.MaxFileBytes {
+		return nil, fmt.Errorf("pcap max_total_bytes (%d) is below max_file_bytes (%d)", c.MaxTotalBytes, c.MaxFileBytes)
+	}
+	if c.FrameLimit < 0 {
+		return nil, errors.New("pcap frame_limit must not be negative")
+	}
+	if c.Dir == "" {
+		c.Dir = "."
+	}
+	return c, nil
+}
+
+// Open implements sink.Factory: it opens the first file.
+func (Kind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) {
+	c, ok := cfg.(Config)
+	if !ok {
+		return nil, fmt.Errorf("pcap sink %q: configuration of type %T", o.Name, cfg)
+	}
+	w, err := pcap.Open(pcap.Config{Dir: c.Dir, Prefix: c.Prefix, MaxFileBytes: c.MaxFileBytes,
+		MaxFileAge: c.MaxFileAge, MaxTotalBytes: c.MaxTotalBytes})
+	if err != nil {
+		return nil, err
+	}
+	return start(o, w, c.FrameLimit), nil
+}
+
+// pcapSink writes to rotating pcap files from its queue's goroutine.
+type pcapSink struct {
+	name    string
+	limit   int
+	w       *pcap.Writer
+	q       *sink.Queue[*rec]
+	free    chan *rec // records to reuse, at most the queue's size: Put allocates only while more are in flight than ever before
+	written atomic.Uint64
+	errs    atomic.Uint64
+	failing atomic.Bool // the last write failed
+	log     *slog.Logger
+	// beforeWrite, when set (by tests), runs on the queue's goroutine
+	// before each record is written.
+	beforeWrite func()
+}
+
+type rec struct {
+	kind     event.Kind
+	t        time.Time
+	src, dst netip.AddrPort // frame: sender → receiver; connection: initiator → acceptor
+	data     []byte
+}
+
+func (p *pcapSink) getRec() *rec {
+	select {
+	case r := <-p.free:
+		return r
+	default:
+		return &rec{data: make([]byte, 0, 1024)}
+	}
+}
+
+func (p *pcapSink) putRec(r *rec) {
+	if cap(r.data) > 64<<10 {
+		return // a large frame's buffer: let it go
+	}
+	select {
+	case p.free <- r:
+	default:
+	}
+}
+
+func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	size := o.QueueSize
+	if size <= 0 {
+		size = sink.DefaultQueueSize
+	}
+	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size)}
+	p.q = sink.NewQueue(size, p.write, p.flush)
+	return p
+}
+
+func (p *pcapSink) Put(e *event.Event) {
+	switch e.Kind {
+	case event.Accepted, event.Connected, event.Closed, event.FrameIn, event.FrameOut:
+	default:
+		return // pcap shows TCP streams: only their opening, data and closing
+	}
+	if e.Kind == event.Closed && !e.Conn.Local.IsValid() {
+		return
+	}
+	r := p.getRec()
+	r.kind, r.t = e.Kind, e.Time
+	r.src, r.dst = sink.Endpoints(e)
+	r.data = r.data[:0]
+	if e.Frame != nil {
+		r.data = sink.AppendFrame(r.data, e.Frame, p.limit)
+	}
+	if !p.q.Put(r) {
+		p.putRec(r)
+	}
+}
+
+func (p *pcapSink) write(r *rec) {
+	if p.beforeWrite != nil {
+		p.beforeWrite()
+	}
+	var err error
+	switch r.kind {
+	case event.Accepted, event.Connected:
+		err = p.w.ConnOpen(r.t, r.src, r.dst)
+	case event.Closed:
+		err = p.w.ConnClose(r.t, r.src, r.dst)
+	default:
+		err = p.w.Data(r.t, r.src, r.dst, r.data)
+	}
+	if err != nil {
+		p.failing.Store(true)
+		if p.errs.Add(1) == 1 {
+			p.log.Warn("pcap write failed", slog.String("error", err.Error()))
+		}
+	} else {
+		p.failing.Store(false)
+		p.written.Add(1)
+	}
+	p.putRec(r)
+}
+
+// flush makes what was written visible to readers of the file; the queue
+// calls it when it runs empty.
+func (p *pcapSink) flush() {
+	if err := p.w.Flush(); err != nil {
+		p.errs.Add(1)
+	}
+}
+
+func (p *pcapSink) Stats() sink.Stats {
+	ws := p.w.Stats()
+	st := sink.Stats{Name: p.name, Type: "pcap", Sent: p.written.Load(), Dropped: p.q.Dropped(),
+		Errors: p.errs.Load(), Queued: p.q.Len(), State: sink.StateOK, LastError: ws.LastError,
+		Counters: []sink.Counter{
+			{Name: "bytes", Value: uint64(ws.Bytes)},
+			{Name: "files", Value: uint64(ws.Files)},
+			{Name: "files_deleted", Value: uint64(ws.FilesDeleted)},
+			{Name: "flows", Value: uint64(ws.Flows)},
+			{Name: "flows_evicted", Value: uint64(ws.FlowsEvicted)},
+			{Name: "packets", Value: uint64(ws.Packets)},
+			{Name: "rotations", Value: uint64(ws.Rotations)},
+			{Name: "writer_errors", Value: uint64(ws.Errors)},
+		}}
+	if p.failing.Load() {
+		st.State = sink.StateDegraded
+	}
+	return st
+}
+
+// Close writes out what is queued (within ctx), then closes the file.
+func (p *pcapSink) Close(ctx context.Context) error {
+	if err := p.q.Close(ctx); err != nil {
+		return err // the queue's goroutine may still be writing: leave the file to it
+	}
+	return p.w.Close()
+}

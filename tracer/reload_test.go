@@ -1,0 +1,203 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/sink"
+)
+
+// countKind counts what its sinks get; its config is a version string, so
+// a changed version is a changed sink.
+type countKind struct{}
+
+type countConfig struct {
+	Version string `json:"version"`
+}
+
+type countSink struct {
+	name    string
+	version string
+	got     atomic.Uint64
+	late    atomic.Uint64 // Put after Close
+	closed  atomic.Bool
+}
+
+var (
+	countMu    sync.Mutex
+	countSinks []*countSink
+)
+
+func init() { sink.Register("count", countKind{}) }
+
+func (countKind) Decode(decode func(v any) error) (any, error) {
+	var c countConfig
+	return c, decode(&c)
+}
+
+func (countKind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) {
+	s := &countSink{name: o.Name, version: cfg.(countConfig).Version}
+	countMu.Lock()
+	countSinks = append(countSinks, s)
+	countMu.Unlock()
+	return s, nil
+}
+
+func (s *countSink) Put(*event.Event) {
+	if s.closed.Load() {
+		s.late.Add(1)
+		return
+	}
+	s.got.Add(1)
+}
+
+func (s *countSink) Stats() sink.Stats {
+	return sink.Stats{Name: s.name, Type: "count", Sent: s.got.Load(), Dropped: s.late.Load()}
+}
+
+func (s *countSink) Close(context.Context) error {
+	s.closed.Store(true)
+	return nil
+}
+
+func countTo(version string) SinkConfig {
+	return block("count", 0, `{"version":"`+version+`"}`)
+}
+
+// reloadConfig is generation i's configuration: every frame goes to
+// "keep" (unchanged throughout); frames of connections from port 40001 go
+// to "mark" in even generations, from 40002 in odd ones (a connection-level
+// rule: its cached verdict must follow the generation); "churn" changes
+// its configuration every time, so it is replaced each time.
+func reloadConfig(i int) Config {
+	port := 40001 + i%2
+	return Config{Enabled: true,
+		Rules: []Rule{
+			{Name: "keep", Match: `local.port == 2855`, Frames: true, To: []string{"keep", "churn"}},
+			{Name: "mark", Match: fmt.Sprintf(`remote.port == %d`, port), Frames: true, To: []string{"mark"}},
+		},
+		Sinks: map[string]SinkConfig{"keep": countTo("1"), "mark": countTo("1"), "churn": countTo(fmt.Sprint(i))}}
+}
+
+func (t *Tracer) sinkNamed(name string) sink.Sink {
+	for _, o := range t.set.Load().sinks {
+		if o.name == name {
+			return o.s
+		}
+	}
+	return nil
+}
+
+// Many goroutines observe while Reload replaces rules and sinks: the kept
+// sink (same instance throughout) gets every frame, and each Reload's rules
+// apply to every event observed after it returns.
+func TestReloadUnderLoad(t *testing.T) {
+	tr, err := New(context.Background(), reloadConfig(0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := tr.sinkNamed("keep").(*countSink)
+	const workers, perWorker, reloads = 8, 3000, 200
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var observed atomic.Uint64
+	for w := range workers {
+		wg.Go(func() {
+			remote := netip.MustParseAddrPort(fmt.Sprintf("198.51.100.%d:50000", w+1))
+			for i := range perWorker {
+				e := frameEv(uint64(1000+w*perWorker+i%50), remote, relayAddr, event.DirIn, "SEND", "s")
+				tr.Observe(e)
+				observed.Add(1)
+				if i%100 == 0 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			}
+		})
+	}
+	// The marker connection: one connection, its verdict cached across
+	// generations, observed by this goroutine right after each Reload.
+	var markWant uint64
+	marks := func(port uint16) *event.Event {
+		return frameEv(1, netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), port), relayAddr, event.DirIn, "SEND", "m")
+	}
+	for i := 1; i <= reloads; i++ {
+		if err := tr.Reload(context.Background(), reloadConfig(i)); err != nil {
+			t.Fatal(err)
+		}
+		if tr.sinkNamed("keep") != keep {
+			t.Fatalf("reload %d replaced the unchanged sink", i)
+		}
+		if got := tr.sinkNamed("churn").(*countSink).version; got != fmt.Sprint(i) {
+			t.Fatalf("reload %d: churn sink of version %s", i, got)
+		}
+		mark := tr.sinkNamed("mark").(*countSink)
+		before := mark.got.Load()
+		tr.Observe(marks(40001))
+		if i%2 == 0 {
+			markWant++
+			if mark.got.Load() != before+1 {
+				t.Fatalf("generation %d: the frame after Reload was not marked", i)
+			}
+		} else if mark.got.Load() != before {
+			t.Fatalf("generation %d: the frame after Reload used the old rules", i)
+		}
+		observed.Add(1)
+	}
+	close(stop)
+	wg.Wait()
+	// A bad configuration leaves everything as it was.
+	bad := reloadConfig(reloads + 1)
+	bad.Rules[1].Match = `remote.port ==`
+	if err := tr.Reload(context.Background(), bad); !errors.Is(err, ErrConfig) {
+		t.Fatalf("bad reload: %v", err)
+	}
+	if tr.sinkNamed("keep") != keep || tr.Stats().Generation != reloads+1 {
+		t.Fatalf("a failed reload changed the rule set: generation %d", tr.Stats().Generation)
+	}
+	if got, want := keep.got.Load(), observed.Load(); got != want || keep.late.Load() != 0 {
+		t.Fatalf("kept sink got %d of %d frames (%d late)", got, want, keep.late.Load())
+	}
+	if got := tr.sinkNamed("mark").(*countSink).got.Load(); got < markWant {
+		t.Fatalf("mark sink got %d, want at least %d", got, markWant)
+	}
+	if err := tr.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	countMu.Lock()
+	defer countMu.Unlock()
+	for _, s := range countSinks {
+		if !s.closed.Load() {
+			t.Fatalf("sink %s version %s not closed", s.name, s.version)
+		}
+	}
+}
+
+// SetEnabled at run time outlives reloads; without it, a reload applies
+// the configuration's enabled.
+func TestReloadKeepsRuntimeSwitch(t *testing.T) {
+	cfg := reloadConfig(0)
+	cfg.Enabled = false
+	tr, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeTracer(t, tr)
+	cfg.Enabled = true
+	if err := tr.Reload(context.Background(), cfg); err != nil || !tr.Enabled() {
+		t.Fatalf("reload with enabled: %v, Enabled %v", err, tr.Enabled())
+	}
+	tr.SetEnabled(false)
+	if err := tr.Reload(context.Background(), cfg); err != nil || tr.Enabled() {
+		t.Fatalf("reload after SetEnabled(false): %v, Enabled %v", err, tr.Enabled())
+	}
+}

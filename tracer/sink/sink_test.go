@@ -1,0 +1,187 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+func TestAppendFrame(t *testing.T) {
+	whole := "MSRP abcd1234 SEND\r\nTo-Path: msrp://x;tcp\r\n\r\nbody...\r\n-------abcd1234$\r\n"
+	big := strings.Repeat("x", 40000)
+	tests := []struct {
+		name  string
+		f     event.FrameInfo
+		limit int
+		want  string
+	}{
+		{"whole, no limit", event.FrameInfo{TransactID: []byte("abcd1234"), Flag: '$', Size: int64(len(whole)), Wire: []byte(whole)}, 0, whole},
+		{"whole, within limit", event.FrameInfo{TransactID: []byte("abcd1234"), Flag: '$', Size: int64(len(whole)), Wire: []byte(whole)}, len(whole), whole},
+		{"captured beginning", event.FrameInfo{TransactID: []byte("abcd1234"), Flag: '+', Size: 100000, Wire: []byte(whole[:49])}, 0,
+			whole[:49] + "\r\n[msrpscope: frame truncated, 99951 of 100000 bytes omitted]\r\n-------abcd1234+\r\n"},
+		{"sink limit below capture", event.FrameInfo{TransactID: []byte("abcd1234"), Flag: '$', Size: int64(len(whole)), Wire: []byte(whole)}, 10,
+			"MSRP abcd1\r\n[msrpscope: frame truncated, " + itoa(len(whole)-10) + " of " + itoa(len(whole)) + " bytes omitted]\r\n-------abcd1234$\r\n"},
+		{"capture below sink limit", event.FrameInfo{TransactID: []byte("t1"), Flag: '$', Size: 40364, Wire: []byte(big[:16384])}, 30000,
+			big[:16384] + "\r\n[msrpscope: frame truncated, 23980 of 40364 bytes omitted]\r\n-------t1$\r\n"},
+		{"no UTF-8 sequence split", event.FrameInfo{TransactID: []byte("t1"), Flag: '$', Size: 100, Wire: []byte("ab€cd")}, 4,
+			"ab\r\n[msrpscope: frame truncated, 98 of 100 bytes omitted]\r\n-------t1$\r\n"},
+		{"no flag: #", event.FrameInfo{TransactID: []byte("t1"), Size: 100, Wire: []byte("ab")}, 0,
+			"ab\r\n[msrpscope: frame truncated, 98 of 100 bytes omitted]\r\n-------t1#\r\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := string(AppendFrame([]byte("pre"), &tc.f, tc.limit))
+			if got != "pre"+tc.want {
+				t.Fatalf("got  %q\nwant %q", got, "pre"+tc.want)
+			}
+			kept := min(len(tc.f.Wire), max(tc.limit, len(tc.f.Wire)*btoi(tc.limit <= 0)))
+			if len(got)-3 > kept+MaxFrameOverhead {
+				t.Fatalf("%d bytes appended, more than %d kept + MaxFrameOverhead", len(got)-3, kept)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestAppendFrameAllocs(t *testing.T) {
+	f := &event.FrameInfo{TransactID: []byte("t1"), Flag: '$', Size: 40364, Wire: make([]byte, 16384)}
+	buf := make([]byte, 0, 20000)
+	if n := testing.AllocsPerRun(100, func() { buf = AppendFrame(buf[:0], f, 8000) }); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+}
+
+func TestCorrelationID(t *testing.T) {
+	tests := []struct {
+		from, to string
+		want     string
+	}{
+		{"b2", "a1", "a1~b2"},
+		{"a1", "b2", "a1~b2"},
+		{"a1", "", "a1"},
+		{"", "b2", "b2"},
+		{"a1", "a1", "a1"},
+		{"", "", "conn-77"},
+	}
+	for _, tc := range tests {
+		e := &event.Event{Kind: event.FrameIn, Conn: event.ConnInfo{ID: 77}, Frame: &event.FrameInfo{FromSession: tc.from, ToSession: tc.to}}
+		if got := string(AppendCorrelationID(nil, e)); got != tc.want {
+			t.Errorf("from %q to %q: %q, want %q", tc.from, tc.to, got, tc.want)
+		}
+	}
+	if got := string(AppendCorrelationID(nil, &event.Event{Kind: event.Accepted, Conn: event.ConnInfo{ID: 1<<63 | 5}})); got != "conn-9223372036854775813" {
+		t.Errorf("connection event: %q", got)
+	}
+}
+
+// A queue of size 1 whose handler is blocked holds one record: every
+// further Put is refused and counted, exactly.
+func TestQueueFullDropsAreCounted(t *testing.T) {
+	started, release := make(chan int), make(chan struct{})
+	var mu sync.Mutex
+	var got []int
+	q := NewQueue(1, func(v int) {
+		if v == 0 {
+			started <- v
+			<-release
+		}
+		mu.Lock()
+		got = append(got, v)
+		mu.Unlock()
+	}, nil)
+	if !q.Put(0) {
+		t.Fatal("first Put refused")
+	}
+	<-started // the goroutine holds record 0, the queue is empty
+	if !q.Put(1) {
+		t.Fatal("second Put refused: the queue holds one")
+	}
+	const extra = 25
+	for i := range extra {
+		if q.Put(100 + i) {
+			t.Fatalf("Put %d taken by a full queue", i)
+		}
+	}
+	if d := q.Dropped(); d != extra {
+		t.Fatalf("Dropped %d, want %d", d, extra)
+	}
+	close(release)
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("handled %v, want [0 1]", got)
+	}
+	if q.Put(5) || q.Dropped() != extra+1 {
+		t.Fatalf("Put after Close: dropped %d", q.Dropped())
+	}
+}
+
+// Close whose context ends before the handler finishes discards the rest
+// and counts it.
+func TestQueueCloseDeadline(t *testing.T) {
+	started, release := make(chan struct{}), make(chan struct{})
+	q := NewQueue(4, func(v int) {
+		if v == 0 {
+			close(started)
+			<-release
+		}
+	}, nil)
+	q.Put(0)
+	<-started
+	q.Put(1)
+	q.Put(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := q.Close(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close: %v", err)
+	}
+	close(release)
+	<-q.done
+	if q.Dropped() != 2 {
+		t.Fatalf("Dropped %d, want the 2 not handled", q.Dropped())
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Put(*event.Event)                                 {}
+func (nopSink) Stats() Stats                                     { return Stats{} }
+func (nopSink) Close(context.Context) error                      { return nil }
+func (nopKind) Decode(func(any) error) (any, error)              { return nil, nil }
+func (nopKind) Open(context.Context, any, Options) (Sink, error) { return nopSink{}, nil }
+
+type nopKind struct{}
+
+func TestRegistry(t *testing.T) {
+	Register("sink-test-nop", nopKind{})
+	if _, ok := Lookup("sink-test-nop"); !ok {
+		t.Fatal("not found after Register")
+	}
+	found := false
+	for _, ty := range Types() {
+		found = found || ty == "sink-test-nop"
+	}
+	if !found {
+		t.Fatalf("Types %v", Types())
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("second Register of one type did not panic")
+		}
+	}()
+	Register("sink-test-nop", nopKind{})
+}
