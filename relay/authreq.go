@@ -61,17 +61,24 @@ func (c *conn) authenticate(q *request) authResult {
 	}
 	res, err := r.auth.VerifyWithURI(authz, "AUTH", string(rightmost))
 	if err != nil {
-		r.stats.authFailed.Add(1)
-		r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
-			slog.String("error", err.Error()))
-		switch {
-		case errors.Is(err, auth.ErrMalformed):
+		if errors.Is(err, auth.ErrMalformed) {
+			r.stats.authFailed.Add(1)
+			r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+				slog.String("error", err.Error()))
 			return authResult{code: 400, comment: "Bad credentials", failed: true}
-		case errors.Is(err, auth.ErrStale):
-			return c.challenge(true) // not a failure of the client's (RFC 4976 §6.3)
 		}
-		a := c.challenge(false)
-		a.failed = true
+		// A stale nonce, or a user whose HA1 is for another offered
+		// algorithm than the one answered, gets a fresh challenge and is
+		// no failure of the client's (RFC 4976 §6.3; RFC 7616 §3.3 stale).
+		a := c.challengeFor(err)
+		a.failed = auth.CountsAsFailure(err)
+		if a.failed {
+			r.stats.authFailed.Add(1)
+			r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+				slog.String("error", err.Error()))
+		} else {
+			r.log.Debug("AUTH challenged again", slog.Uint64("conn", c.info.ID), slog.String("error", err.Error()))
+		}
 		return a
 	}
 	expires := r.authCfg.Expires
@@ -113,7 +120,17 @@ func (c *conn) authenticate(q *request) authResult {
 
 // challenge is the 401 with one WWW-Authenticate per offered algorithm.
 func (c *conn) challenge(stale bool) authResult {
-	ch := c.r.auth.Challenges(stale)
+	return c.challenges(c.r.auth.Challenges(stale))
+}
+
+// challengeFor is the 401 after a failed check: relay/auth chooses the
+// offer (a fresh one after a stale nonce, the user's own algorithms after
+// an answer with an algorithm the user has no HA1 for).
+func (c *conn) challengeFor(err error) authResult {
+	return c.challenges(c.r.auth.ChallengesAfter(err))
+}
+
+func (c *conn) challenges(ch [][]byte) authResult {
 	hs := make([]msrp.Header, len(ch))
 	for i, v := range ch {
 		hs[i] = msrp.Header{Name: []byte(msrp.HdrWWWAuthenticate), Value: v}
