@@ -46,8 +46,10 @@
 // # Files
 //
 // Dir holds segment files named by a 20-digit sequence number plus ".seg"
-// (see format.go for the layout), and the ack file "ack". Files are created
-// 0600, Dir 0700. After Open, appends always go to a new segment.
+// (see format.go for the layout), the ack file "ack" and "lock", locked
+// (flock) while a Spool has the directory open: a second Open of the same
+// directory fails. Files are created 0600, Dir 0700. After Open, appends
+// always go to a new segment.
 package spool
 
 import (
@@ -145,6 +147,7 @@ type Spool struct {
 	bytes   int64
 	stats   Stats
 	closed  bool
+	lock    *os.File // holds the directory lock
 
 	fullLog, corruptLog limiter
 }
@@ -170,6 +173,11 @@ func Open(cfg Config) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	if err := s.recover(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -191,7 +199,7 @@ func (s *Spool) recover() error {
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case name == "ack":
+		case name == "ack", name == "lock":
 		case name == "ack.tmp":
 			os.Remove(filepath.Join(s.cfg.Dir, name))
 		case strings.HasSuffix(name, ".corrupt"):
@@ -598,6 +606,10 @@ func (s *Spool) closeFiles() error {
 			errs = append(errs, seg.f.Close())
 			seg.f = nil
 		}
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close())
+		s.lock = nil
 	}
 	return errors.Join(errs...)
 }

@@ -498,7 +498,7 @@ func TestFilePermissions(t *testing.T) {
 		if fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s mode %v", e.Name(), fi.Mode())
 		}
-		if !strings.HasSuffix(e.Name(), ".seg") && e.Name() != "ack" {
+		if !strings.HasSuffix(e.Name(), ".seg") && e.Name() != "ack" && e.Name() != "lock" {
 			t.Errorf("unexpected file %s", e.Name())
 		}
 	}
@@ -522,4 +522,15 @@ func TestTornTailTruncated(t *testing.T) {
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != offsetOf(4) {
 		t.Fatalf("segment size %v, %v; want %d", fi.Size(), err, offsetOf(4))
 	}
+}
+
+func TestDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, Config{Dir: dir})
+	if _, err := Open(Config{Dir: dir}); err == nil {
+		t.Fatal("a second Open of the same directory succeeded")
+	}
+	s.Close()
+	s = mustOpen(t, Config{Dir: dir}) // released by Close
+	s.Close()
 }
