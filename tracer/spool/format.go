@@ -11,18 +11,28 @@ import (
 //
 //	segment file  = segMagic (8 bytes) record*
 //	record        = length uint32 | payloadCRC uint32 | headerCRC uint32 | payload (length bytes)
-//	ack file      = ackMagic (8 bytes) | seq uint64 | offset uint64 | CRC uint32 of the 24 bytes before
+//	ack file      = slot at offset 0, slot at offset 512
+//	slot          = ackMagic (8 bytes) | generation uint64 | seq uint64 | offset uint64 | CRC uint32 of the 32 bytes before
 //
 // payloadCRC is CRC-32C (Castagnoli) of the payload; headerCRC is CRC-32C of
 // the 8 bytes before it. The header checksum tells a corrupt length from a
 // corrupt payload: a record whose header is intact but whose payload is not is
 // skipped by its length; a corrupt header makes the reader search forward for
 // the next position holding a record whose two checksums match (resync).
+//
+// Ack overwrites the older of the ack file's two slots in place (one write,
+// one fdatasync) with the next generation; the slot with the highest
+// generation and a valid checksum holds the position. A write torn by a power
+// loss spoils only the slot being written: the other one still holds the
+// previous position (the record then is replayed once more). The slots sit in
+// different 512-byte sectors.
 const (
 	segMagic   = "msrpspl\x01"
 	ackMagic   = "msrpack\x01"
 	recHdrSize = 12
-	ackSize    = 8 + 8 + 8 + 4
+	ackSize    = 8 + 8 + 8 + 8 + 4
+	ackStride  = 512 // offset of the second slot
+	ackFile    = ackStride + ackSize
 	// MaxRecord bounds one record's payload.
 	MaxRecord = 1 << 30
 )
@@ -138,25 +148,40 @@ type ackPos struct {
 	off int64
 }
 
-func encodeAck(a ackPos) []byte {
-	b := make([]byte, ackSize)
+// encodeAck writes a slot into b (ackSize bytes).
+func encodeAck(b []byte, gen uint64, a ackPos) {
 	copy(b, ackMagic)
-	binary.LittleEndian.PutUint64(b[8:16], a.seq)
-	binary.LittleEndian.PutUint64(b[16:24], uint64(a.off))
-	binary.LittleEndian.PutUint32(b[24:28], crc32.Checksum(b[:24], castagnoli))
-	return b
+	binary.LittleEndian.PutUint64(b[8:16], gen)
+	binary.LittleEndian.PutUint64(b[16:24], a.seq)
+	binary.LittleEndian.PutUint64(b[24:32], uint64(a.off))
+	binary.LittleEndian.PutUint32(b[32:36], checksum(b[:32]))
 }
 
-func decodeAck(b []byte) (ackPos, error) {
-	if len(b) != ackSize || string(b[:8]) != ackMagic {
-		return ackPos{}, fmt.Errorf("ack file: bad size or magic (%d bytes)", len(b))
+func decodeAckSlot(b []byte) (gen uint64, a ackPos, ok bool) {
+	if len(b) < ackSize || string(b[:8]) != ackMagic || checksum(b[:32]) != binary.LittleEndian.Uint32(b[32:36]) {
+		return 0, ackPos{}, false
 	}
-	if crc32.Checksum(b[:24], castagnoli) != binary.LittleEndian.Uint32(b[24:28]) {
-		return ackPos{}, errors.New("ack file: bad checksum")
-	}
-	off := binary.LittleEndian.Uint64(b[16:24])
+	off := binary.LittleEndian.Uint64(b[24:32])
 	if off > 1<<62 {
-		return ackPos{}, errors.New("ack file: offset out of range")
+		return 0, ackPos{}, false
 	}
-	return ackPos{seq: binary.LittleEndian.Uint64(b[8:16]), off: int64(off)}, nil
+	return binary.LittleEndian.Uint64(b[8:16]), ackPos{seq: binary.LittleEndian.Uint64(b[16:24]), off: int64(off)}, true
+}
+
+// decodeAck returns the position of the newest valid slot of an ack file.
+func decodeAck(b []byte) (gen uint64, a ackPos, err error) {
+	g0, a0, ok0 := decodeAckSlot(b)
+	var g1 uint64
+	var a1 ackPos
+	ok1 := false
+	if len(b) >= ackFile {
+		g1, a1, ok1 = decodeAckSlot(b[ackStride:])
+	}
+	switch {
+	case ok0 && (!ok1 || g0 >= g1):
+		return g0, a0, nil
+	case ok1:
+		return g1, a1, nil
+	}
+	return 0, ackPos{}, fmt.Errorf("ack file: no valid slot (%d bytes)", len(b))
 }

@@ -6,9 +6,8 @@
 // Append returns nil only after the record is written and fsynced (and, for a
 // new segment file, the directory fsynced too): from then on it survives a
 // process crash and, as far as the file system honours fsync, a power loss.
-// Ack persists the consumer's position durably (an ack file replaced
-// atomically: write a temporary file, fsync, rename, fsync the directory)
-// before it returns; a record whose Ack returned nil is never replayed again,
+// Ack persists the consumer's position durably (one of the ack file's two
+// slots overwritten and fdatasynced, see format.go) before it returns; a record whose Ack returned nil is never replayed again,
 // not even after a restart.
 //
 // # At-least-once
@@ -138,6 +137,9 @@ type Spool struct {
 	rbuf   []byte
 	peeked bool
 	peekAt ackPos // position after the peeked record
+	ackF   *os.File
+	ackGen uint64 // generation of the newest slot
+	abuf   [ackSize]byte
 
 	mu      sync.Mutex // guards the fields below; held only briefly, never over fsync
 	segs    []*segment
@@ -186,8 +188,8 @@ func Open(cfg Config) (*Spool, error) {
 }
 
 func (s *Spool) recover() error {
-	ack, err := s.readAck()
-	if err != nil {
+	gen, ack := s.readAck()
+	if err := s.initAck(gen, ack); err != nil {
 		return err
 	}
 	entries, err := os.ReadDir(s.cfg.Dir)
@@ -269,22 +271,52 @@ func (s *Spool) recover() error {
 	return nil
 }
 
-func (s *Spool) readAck() (ackPos, error) {
+func (s *Spool) readAck() (uint64, ackPos) {
 	path := filepath.Join(s.cfg.Dir, "ack")
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return ackPos{}, nil
+		return 0, ackPos{}
 	}
 	if err == nil {
-		var a ackPos
-		if a, err = decodeAck(b); err == nil {
-			return a, nil
+		gen, a, derr := decodeAck(b)
+		if derr == nil {
+			return gen, a
 		}
+		err = derr
 	}
 	// Without a readable position every record is replayed: at-least-once.
 	s.stats.CorruptFiles++
 	s.log.Error("spool: ack file unreadable, replaying every record", "file", path, "err", err)
-	return ackPos{}, nil
+	return 0, ackPos{}
+}
+
+// initAck rewrites the ack file with a in both slots (atomically: a
+// temporary file, fsync, rename, fsync of the directory) and opens it for
+// Ack's in-place updates.
+func (s *Spool) initAck(gen uint64, a ackPos) error {
+	path := filepath.Join(s.cfg.Dir, "ack")
+	tmp := path + ".tmp"
+	b := make([]byte, ackFile)
+	encodeAck(b, gen+1, a)
+	encodeAck(b[ackStride:], gen+2, a)
+	err := os.WriteFile(tmp, b, 0o600)
+	if err == nil {
+		err = syncFile(tmp)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(s.cfg.Dir)
+	}
+	if err == nil {
+		s.ackF, err = os.OpenFile(path, os.O_RDWR, 0)
+	}
+	if err != nil {
+		return fmt.Errorf("spool: ack file: %w", err)
+	}
+	s.ackGen = gen + 2
+	return nil
 }
 
 func (s *Spool) segPath(seq uint64) string {
@@ -542,28 +574,19 @@ func (s *Spool) Ack() error {
 	return nil
 }
 
+// writeAck overwrites the older slot with the next generation and syncs it.
 func (s *Spool) writeAck(a ackPos) error {
-	tmp := filepath.Join(s.cfg.Dir, "ack.tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("spool: ack: %w", err)
-	}
-	_, err = f.Write(encodeAck(a))
+	gen := s.ackGen + 1
+	encodeAck(s.abuf[:], gen, a)
+	_, err := s.ackF.WriteAt(s.abuf[:], int64(gen%2)*ackStride)
 	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(s.cfg.Dir, "ack"))
-	}
-	if err == nil {
-		err = syncDir(s.cfg.Dir)
+		err = fdatasync(s.ackF)
 	}
 	if err != nil {
+		// The slot may be torn; the other one keeps the previous position.
 		return fmt.Errorf("spool: ack: %w", err)
 	}
+	s.ackGen = gen
 	return nil
 }
 
@@ -607,6 +630,10 @@ func (s *Spool) closeFiles() error {
 			seg.f = nil
 		}
 	}
+	if s.ackF != nil {
+		errs = append(errs, s.ackF.Close())
+		s.ackF = nil
+	}
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close())
 		s.lock = nil
@@ -621,6 +648,18 @@ func syncDir(dir string) error {
 	}
 	err = d.Sync()
 	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
