@@ -204,7 +204,11 @@ func (s *Spool) recover() error {
 		case name == "ack", name == "lock":
 		case name == "ack.tmp":
 			os.Remove(filepath.Join(s.cfg.Dir, name))
-		case strings.HasSuffix(name, ".corrupt"):
+		case strings.HasSuffix(name, ".seg.corrupt"):
+			// Moved aside by an earlier Open: its number is not reused.
+			if seq, err := strconv.ParseUint(strings.TrimSuffix(name, ".seg.corrupt"), 10, 64); err == nil {
+				maxSeq = max(maxSeq, seq)
+			}
 		case strings.HasSuffix(name, ".seg"):
 			seq, err := strconv.ParseUint(strings.TrimSuffix(name, ".seg"), 10, 64)
 			if err != nil || len(name) != 24 {

@@ -328,11 +328,20 @@ func TestCorruption(t *testing.T) {
 			}
 			s.Close()
 			// A second reopen finds nothing left and reports nothing new
-			// (torn tails were truncated, bad files moved aside).
+			// (torn tails were truncated, bad files moved aside); a file
+			// moved aside is never overwritten by a new segment.
+			aside, _ := filepath.Glob(filepath.Join(dir, "*.corrupt"))
+			if int64(len(aside)) != tc.corruptFiles && !strings.Contains(tc.name, "ack") {
+				t.Errorf("files moved aside: %v", aside)
+			}
 			s = mustOpen(t, Config{Dir: dir})
 			defer s.Close()
 			if st := s.Stats(); st.Records != 0 || st.Corrupt != 0 || st.CorruptFiles != 0 {
 				t.Errorf("Stats after second reopen = %+v", st)
+			}
+			appendRange(t, s, 0, 1)
+			if again, _ := filepath.Glob(filepath.Join(dir, "*.corrupt")); !slices.Equal(again, aside) {
+				t.Errorf("files moved aside changed: %v, then %v", aside, again)
 			}
 		})
 	}
