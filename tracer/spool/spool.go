@@ -7,8 +7,11 @@
 // new segment file, the directory fsynced too): from then on it survives a
 // process crash and, as far as the file system honours fsync, a power loss.
 // Ack persists the consumer's position durably (one of the ack file's two
-// slots overwritten and fdatasynced, see format.go) before it returns; a record whose Ack returned nil is never replayed again,
-// not even after a restart.
+// slots overwritten and fdatasynced, see format.go) before it returns: a
+// record whose Ack returned nil is never replayed again, not even after a
+// restart. Append may run concurrently with Peek and Ack (a writer goroutine
+// appending while a replay goroutine drains); Peek and Ack are meant for one
+// consumer.
 //
 // # At-least-once
 //
@@ -32,15 +35,17 @@
 //
 // Every record carries CRC-32C checksums of its header and its payload. Open
 // scans every segment: a record whose checksum does not match is skipped,
-// counted (Stats.Corrupt) and logged, and the records after it are still
-// delivered; a torn tail (a record cut short by a crash while it was being
+// counted (Stats.Corrupt, one per damaged region, which may span several
+// records when a length was damaged) and logged, and the records after it
+// are still delivered; a torn tail (a record cut short by a crash while it was being
 // appended, so its Append never returned nil) is counted the same way and
 // truncated away. A file named like a segment that is unreadable or not a
 // segment is counted (Stats.CorruptFiles), logged and renamed aside with the
-// suffix ".corrupt" (kept for inspection, outside the bound); other unknown
-// files are logged and left alone. A record found corrupt later, when Peek
+// suffix ".corrupt" (kept for inspection, outside the bound; its records are
+// lost); other unknown files are logged and left alone. An unreadable ack
+// file is counted the same way and every record is replayed (at-least-once). A record found corrupt later, when Peek
 // reads it, is skipped and counted as well. No corruption makes Open or Peek
-// fail or panic.
+// fail or panic; Peek returns only I/O errors.
 //
 // # Files
 //
