@@ -34,6 +34,7 @@ func TestConfigTable(t *testing.T) {
 		{"defaults", listen, nil},
 		{"only comments", listen + "# nothing else\n", nil},
 		{"users file", listen + "relay:\n  auth:\n    users_file: " + users + "\n", nil},
+		{"hep sink with a spool", listen + "sinks:\n  homer: {type: hep, addr: \"127.0.0.1:9060\", transport: tcp, spool_dir: spool}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [homer]}\n", nil},
 		{"hep sink", listen + "sinks:\n  homer: {type: hep, addr: \"127.0.0.1:9060\"}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [homer]}\n", nil},
 
 		// YAML itself: line and column, and the source line quoted.
@@ -62,6 +63,7 @@ func TestConfigTable(t *testing.T) {
 		{"unknown sink type", listen + "sinks:\n  pcap: {type: kafka}\n", []string{`unknown type "kafka"`}},
 		{"hep addr without port", listen + "sinks:\n  pcap: {type: hep, addr: 127.0.0.1}\n", []string{"want host:port"}},
 		{"hep bad transport", listen + "sinks:\n  pcap: {type: hep, addr: \"127.0.0.1:9060\", transport: sctp}\n", []string{"udp, tcp or tls"}},
+		{"hep spool over udp", listen + "sinks:\n  pcap: {type: hep, addr: \"127.0.0.1:9060\", spool_dir: /tmp/x}\n", []string{"spool_dir needs transport tcp or tls"}},
 		{"bad sink duration", listen + "sinks:\n  pcap: {type: pcap, max_file_age: soon}\n", []string{`sink "pcap"`, `[4:36] invalid duration "soon"`}},
 		{"sink not a mapping", listen + "sinks:\n  pcap: 5\n", []string{"[4:9]", "mapping"}},
 	}

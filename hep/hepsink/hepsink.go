@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/msrpscope/msrpscope/hep"
 	"github.com/msrpscope/msrpscope/tracer/event"
 	"github.com/msrpscope/msrpscope/tracer/sink"
+	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
 // minMaxPacket is the smallest max_packet: room for the chunks, a cut
@@ -39,6 +41,8 @@ type Config struct {
 	UDPGSO             *bool  `yaml:"udp_gso" json:"udp_gso"`                           // udp: send batches as GSO runs where the kernel offers it (default true)
 	CAFile             string `yaml:"ca_file" json:"ca_file"`                           // tls: CA to verify the collector
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify" json:"insecure_skip_verify"` // tls: do not verify (tests only)
+	SpoolDir           string `yaml:"spool_dir" json:"spool_dir"`                       // tcp/tls: packets the collector cannot take go to this on-disk spool, replayed in order
+	SpoolMaxBytes      int64  `yaml:"spool_max_bytes" json:"spool_max_bytes"`           // the spool's bound on disk; 0: 1 GiB
 }
 
 // Decode implements sink.Factory: it checks the keys without I/O.
@@ -71,6 +75,12 @@ func (Kind) Decode(decode func(v any) error) (any, error) {
 	}
 	if c.MaxPacket != 0 && (c.MaxPacket < minMaxPacket || c.MaxPacket > 65535) {
 		return nil, fmt.Errorf("hep max_packet must be %d-65535, not %d", minMaxPacket, c.MaxPacket)
+	}
+	if c.SpoolDir != "" && c.Transport == "udp" {
+		return nil, fmt.Errorf("hep spool_dir needs transport tcp or tls (UDP cannot tell that a collector is down)")
+	}
+	if c.SpoolMaxBytes < 0 {
+		return nil, fmt.Errorf("hep spool_max_bytes must not be negative")
 	}
 	if c.CAFile != "" && c.Transport != "tls" {
 		return nil, fmt.Errorf("hep ca_file applies to transport tls only")
@@ -127,11 +137,23 @@ func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error
 	if limit == 0 {
 		limit = hep.DefaultFrameLimit
 	}
+	var sp *spool.Spool
+	if c.SpoolDir != "" {
+		var err error
+		sp, err = spool.Open(spool.Config{Dir: c.SpoolDir, MaxBytes: c.SpoolMaxBytes, Logger: cc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("hep spool_dir: %w", err)
+		}
+		cc.Spool = sp
+	}
 	client, err := hep.NewClient(ctx, cc)
 	if err != nil {
+		if sp != nil {
+			_ = sp.Close()
+		}
 		return nil, err
 	}
-	return &hepSink{name: o.Name, client: client, profile: cc.Profile, limit: limit}, nil
+	return &hepSink{name: o.Name, client: client, profile: cc.Profile, limit: limit, spool: sp}, nil
 }
 
 // hepSink encodes each record into a HEP packet at once, on the caller's
@@ -140,8 +162,9 @@ func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error
 type hepSink struct {
 	name    string
 	client  *hep.Client
-	profile hep.Profile // the client's, for FrameRoom
-	limit   int         // frame bytes kept; < 0: only the packet size bounds
+	profile hep.Profile  // the client's, for FrameRoom
+	limit   int          // frame bytes kept; < 0: only the packet size bounds
+	spool   *spool.Spool // nil without spool_dir; closed after the client
 }
 
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 18<<10); return &b }}
@@ -222,16 +245,30 @@ func errText(err error, def string) string {
 
 func (h *hepSink) Stats() sink.Stats {
 	st := h.client.Stats()
-	return sink.Stats{Name: h.name, Type: "hep", Sent: st.Sent, Dropped: st.Dropped, Errors: st.Errors,
-		Queued: st.Queued, State: sink.StateOK,
-		Counters: []sink.Counter{{Name: "reconnects", Value: st.Reconnects}, {Name: "segmented", Value: st.Segmented}}}
+	s := sink.Stats{Name: h.name, Type: "hep", Sent: st.Sent, Dropped: st.Dropped, Errors: st.Errors,
+		Queued: st.Queued, Spooled: st.Spooled, State: sink.StateOK,
+		Counters: []sink.Counter{{Name: "reconnects", Value: st.Reconnects}, {Name: "replayed", Value: st.Replayed},
+			{Name: "segmented", Value: st.Segmented}}}
+	if h.spool != nil {
+		ss := h.spool.Stats()
+		s.SpoolBytes = uint64(ss.Bytes)
+		s.Counters = append(s.Counters, sink.Counter{Name: "spool_corrupt", Value: uint64(ss.Corrupt)},
+			sink.Counter{Name: "spool_full", Value: uint64(ss.Full)})
+	}
+	return s
 }
 
 // Close stops the client after flushing to a connected collector as far as
 // its write timeout allows; ctx bounds the wait.
 func (h *hepSink) Close(ctx context.Context) error {
 	done := make(chan error, 1)
-	go func() { done <- h.client.Close() }()
+	go func() {
+		err := h.client.Close() // spools what it could not send
+		if h.spool != nil {
+			err = errors.Join(err, h.spool.Close())
+		}
+		done <- err
+	}()
 	select {
 	case err := <-done:
 		return err

@@ -20,6 +20,10 @@ import (
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
+// DefaultAlgorithms are the algorithms offered when Config.Algorithms is
+// empty, in preference order.
+func DefaultAlgorithms() []Algorithm { return []Algorithm{SHA256, MD5} }
+
 // Defaults of Config.
 const (
 	DefaultNonceTTL   = 30 * time.Second
@@ -98,7 +102,7 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	a := &Authenticator{realm: cfg.Realm, users: cfg.Users, ttl: cfg.NonceTTL, now: cfg.Now}
 	if len(cfg.Algorithms) == 0 {
-		a.algs = []Algorithm{SHA256, MD5}
+		a.algs = DefaultAlgorithms()
 	} else {
 		for _, name := range cfg.Algorithms {
 			alg, ok := canonical(string(name))
