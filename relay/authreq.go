@@ -24,7 +24,7 @@ func (c *conn) handleAuth(q *request) error {
 	q.from = a.sid
 	c.endIn(q.f, q.from, q.to, true)
 	c.respond(q, a.code, a.comment, a.extra...)
-	if a.failed && int(c.authFails.Add(1)) >= c.r.lim.MaxAuthFailures {
+	if a.failed && int(c.authFails.Add(1)) >= c.r.limits().MaxAuthFailures {
 		// RFC 4976 §6.3: too many failures without success.
 		c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"))
 	}

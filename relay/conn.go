@@ -159,7 +159,7 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 	c := &conn{
 		r:    r,
 		nc:   nc,
-		ctrl: make(chan *outFrame, r.lim.WriteQueue),
+		ctrl: make(chan *outFrame, r.limits().WriteQueue),
 		done: make(chan struct{}),
 	}
 	c.info = event.ConnInfo{
@@ -178,8 +178,8 @@ func (c *conn) setNetConn(nc net.Conn) {
 	c.nc = nc
 	c.dr = deadlineReader{nc: nc}
 	c.br = bufio.NewReaderSize(&c.dr, connBufSize)
-	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.lim.MaxHeaderBytes, MaxHeaders: c.r.lim.MaxHeaders})
-	c.cw = captureWriter{nc: nc, timeout: c.r.lim.SendTimeout, limit: c.r.captureBytes}
+	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.limits().MaxHeaderBytes, MaxHeaders: c.r.limits().MaxHeaders})
+	c.cw = captureWriter{nc: nc, timeout: c.r.limits().SendTimeout, limit: c.r.captureBytes}
 	c.bw = bufio.NewWriterSize(&c.cw, connBufSize)
 	c.mw = msrp.NewWriter(c.bw)
 }
@@ -276,8 +276,8 @@ func writeCloseReason(err error) event.CloseReason {
 
 // readLoop reads frames until the connection ends.
 func (c *conn) readLoop() {
-	lim := &c.r.lim
 	for {
+		lim := c.r.limits() // per frame: a reload applies from the next one
 		wait := lim.IdleTimeout
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			wait = min(wait, lim.FirstRequestTimeout)
@@ -375,7 +375,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.perRead = c.r.lim.BodyTimeout
+		c.dr.perRead = c.r.limits().BodyTimeout
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

@@ -110,7 +110,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 		pre.info.Remote = ap
 	}
 	r.observe(event.ConnectStart, pre, nil, 0, nil)
-	ctx, cancel := context.WithTimeout(r.ctx, r.lim.ConnectTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", hostport)
@@ -133,7 +133,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 			cfg.ServerName = strings.Clone(u.Host)
 		}
 		tc := tls.Client(nc, cfg)
-		hctx, hcancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
+		hctx, hcancel := context.WithTimeout(r.ctx, r.limits().TLSHandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		hcancel()
 		r.observe(event.TLSHandshake, c, tlsInfo(tc, err), 0, err)

@@ -75,7 +75,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	}
 	if x != nil {
 		x.bodyLen, x.flag = f.Body().Len(), flag
-		r.txns.arm(x, time.Now().Add(r.lim.TransactionTimeout))
+		r.txns.arm(x, time.Now().Add(r.limits().TransactionTimeout))
 	}
 	// Hop-by-hop success for a SEND once the chunk is in (RFC 4976 §6.4.1).
 	if q.isSEND && q.mode == msrp.ReportYes {

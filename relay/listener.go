@@ -156,7 +156,7 @@ func (r *Relay) observeAccepted(c *conn) bool {
 func (r *Relay) serverHandshake(c *conn, l *listener) (ok bool) {
 	defer r.recoverConn(c, "TLS handshake")
 	tc := tls.Server(c.nc, l.tlsCfg)
-	ctx, cancel := context.WithTimeout(r.ctx, r.lim.TLSHandshakeTimeout)
+	ctx, cancel := context.WithTimeout(r.ctx, r.limits().TLSHandshakeTimeout)
 	defer cancel()
 	err := tc.HandshakeContext(ctx)
 	info := tlsInfo(tc, err)

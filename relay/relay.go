@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"github.com/msrpscope/msrpscope/tracer/event"
 	"log/slog"
+	"reflect"
+	"slices"
 	"net"
 	"net/netip"
 	"runtime/debug"
@@ -29,7 +31,8 @@ import (
 // Relay is a running MSRP relay. Create it with New, run it with Serve.
 type Relay struct {
 	cfg          Config
-	lim          Limits
+	lim          atomic.Pointer[Limits] // replaced whole by Reload
+	users        *auth.Users            // its content replaced by Reload
 	authCfg      Auth
 	log          *slog.Logger
 	obs          event.Observer
@@ -95,6 +98,50 @@ type Stats struct {
 	Panics             int64 // connections closed because handling them panicked (recovered, logged with the stack)
 }
 
+// limits returns the limits in force (Reload replaces them).
+func (r *Relay) limits() *Limits { return r.lim.Load() }
+
+// Reload applies what of cfg can change while the relay runs: the limits
+// (timeouts and counts at once; write_queue, max_header_bytes, max_headers
+// and send_timeout's per-connection parts for connections opened after)
+// and the users file (when cfg.Users is nil and auth.users_file is set;
+// sessions already granted stay). Everything else needs a restart: the
+// keys of cfg that differ from the running ones and were not applied are
+// returned, for the caller to warn about. On error nothing changes.
+func (r *Relay) Reload(cfg Config) (needRestart []string, err error) {
+	lim := cfg.Limits.withDefaults()
+	users := cfg.Users
+	if users == nil && cfg.Auth.UsersFile != "" {
+		if users, err = auth.LoadUsers(cfg.Auth.UsersFile); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	r.lim.Store(&lim)
+	r.sessions.setMax(lim.MaxSessions, lim.MaxSessionsPerUser)
+	if users != nil {
+		r.users.Replace(users)
+	}
+	old := r.cfg
+	if !reflect.DeepEqual(old.Listen, cfg.Listen) {
+		needRestart = append(needRestart, "listen")
+	}
+	if !slices.Equal(old.URIs, cfg.URIs) {
+		needRestart = append(needRestart, "relay.uris")
+	}
+	oa, na := old.Auth, cfg.Auth
+	oa.UsersFile, na.UsersFile = "", ""
+	if !reflect.DeepEqual(oa, na) {
+		needRestart = append(needRestart, "relay.auth (but users_file)")
+	}
+	if old.Outbound != cfg.Outbound {
+		needRestart = append(needRestart, "relay.outbound")
+	}
+	if old.TraceCaptureBytes != cfg.TraceCaptureBytes {
+		needRestart = append(needRestart, "relay.trace_capture_bytes")
+	}
+	return needRestart, nil
+}
+
 // New checks cfg, binds the listeners and returns a Relay ready to Serve.
 func New(cfg Config) (*Relay, error) { return newRelay(cfg, true) }
 
@@ -108,7 +155,6 @@ func CheckConfig(cfg Config) error {
 func newRelay(cfg Config, bind bool) (*Relay, error) {
 	r := &Relay{
 		cfg:     cfg,
-		lim:     cfg.Limits.withDefaults(),
 		authCfg: cfg.Auth,
 		log:     cfg.Logger,
 		obs:     cfg.Observer,
@@ -127,7 +173,9 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 		r.obsSwitch = sw
 	}
 	r.captureBytes = orInt(cfg.TraceCaptureBytes, DefaultTraceCaptureBytes)
-	r.sessions = newSessionTable(r.lim.MaxSessions, r.lim.MaxSessionsPerUser)
+	lim := cfg.Limits.withDefaults()
+	r.lim.Store(&lim)
+	r.sessions = newSessionTable(lim.MaxSessions, lim.MaxSessionsPerUser)
 	if len(cfg.Listen) == 0 {
 		return nil, cfgErr("no listen address")
 	}
@@ -196,7 +244,7 @@ func (r *Relay) setupAuth() error {
 	if err != nil {
 		return fmt.Errorf("%w: auth: %w", ErrConfig, err)
 	}
-	r.auth = au
+	r.auth, r.users = au, users
 	return nil
 }
 
@@ -285,7 +333,7 @@ func (r *Relay) shutdown() {
 		r.wg.Wait()
 		close(done)
 	}()
-	grace := time.NewTimer(r.lim.SendTimeout + time.Second)
+	grace := time.NewTimer(r.limits().SendTimeout + time.Second)
 	defer grace.Stop()
 	select {
 	case <-done:
@@ -412,7 +460,7 @@ func (r *Relay) register(c *conn) bool {
 	}
 	if c.info.Dir == event.DirIn {
 		ip := c.info.Remote.Addr()
-		if len(r.conns) >= r.lim.MaxConnections || r.perIP[ip] >= r.lim.MaxConnectionsPerIP {
+		if len(r.conns) >= r.limits().MaxConnections || r.perIP[ip] >= r.limits().MaxConnectionsPerIP {
 			return false
 		}
 		r.perIP[ip]++
@@ -458,7 +506,7 @@ func (r *Relay) run(c *conn) {
 		// Reading ended without an error (graceful shutdown): write what
 		// is queued, then close.
 		c.closeAfterFlush(event.CloseShutdown, nil)
-		t := time.NewTimer(r.lim.SendTimeout)
+		t := time.NewTimer(r.limits().SendTimeout)
 		select {
 		case <-c.done:
 		case <-t.C:

@@ -60,6 +60,13 @@ func (t *sessionTable) add(s *session) error {
 	return nil
 }
 
+// setMax changes the bounds; sessions over a lowered bound stay until they end.
+func (t *sessionTable) setMax(max, maxUser int) {
+	t.mu.Lock()
+	t.max, t.maxUser = max, maxUser
+	t.mu.Unlock()
+}
+
 // get returns the live session with this id, or nil.
 func (t *sessionTable) get(id string, now time.Time) *session {
 	t.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -87,7 +88,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr}
+	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr, relay: r}
 	reloads := make(chan struct{})
 	go func() { // owned by run: ends with ctx, before run returns
 		defer close(reloads)
@@ -127,6 +128,7 @@ type reloader struct {
 	path, logLevel string
 	log            *slog.Logger
 	tracer         *tracer.Tracer
+	relay          *relay.Relay
 	mu             sync.Mutex // one reload at a time
 }
 
@@ -137,9 +139,20 @@ func (rl *reloader) reload(ctx context.Context) error {
 	if err == nil {
 		err = rl.tracer.Reload(ctx, su.fc.tracerConfig())
 	}
+	var needRestart []string
+	if err == nil {
+		rc := su.rc
+		if rc.Auth.UsersFile == "" {
+			rc.Users = nil // the demo user keeps the password it was started with
+		}
+		needRestart, err = rl.relay.Reload(rc)
+	}
 	if err != nil {
 		rl.log.Error("reload refused: the running configuration stays", slog.String("config", rl.path), slog.String("error", err.Error()))
 		return err
+	}
+	if len(needRestart) > 0 {
+		rl.log.Warn("reload: these keys changed and need a restart", slog.String("keys", strings.Join(needRestart, ", ")))
 	}
 	rl.log.Info("configuration reloaded", slog.String("config", rl.path), slog.Uint64("generation", rl.tracer.Stats().Generation))
 	return nil

@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -116,6 +117,18 @@ func (u *Users) Lookup(name string) (User, bool) {
 	user, ok := u.m[name]
 	u.mu.RUnlock()
 	return user, ok
+}
+
+// Replace makes u hold exactly the users of from (a reloaded users file):
+// users not in from can no longer authenticate; sessions already granted
+// are not affected.
+func (u *Users) Replace(from *Users) {
+	from.mu.RLock()
+	m := maps.Clone(from.m)
+	from.mu.RUnlock()
+	u.mu.Lock()
+	u.m = m
+	u.mu.Unlock()
 }
 
 // Len returns the number of users.
