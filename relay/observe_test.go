@@ -215,11 +215,31 @@ func TestPanicClosesOnlyThatConnection(t *testing.T) {
 	a, useA := client(t, tr, "alice", msrpclient.Options{})
 	b, useB := client(t, tr, "bob", msrpclient.Options{})
 	c, useC := client(t, tr, "carol", msrpclient.Options{})
+	// Load on other connections while one panics: C sends to B without pause.
+	const loadN = 300
+	loadErr := make(chan error, 1)
+	go func() {
+		for i := range loadN {
+			if _, err := c.Send(ctxT(t), []string{useC, useB, b.LocalURI()}, msrpclient.Message{Body: fmt.Appendf(nil, "load-%d", i), ContentType: "text/plain"}); err != nil {
+				loadErr <- err
+				return
+			}
+		}
+		loadErr <- nil
+	}()
 	_, _ = a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("kaboom"), ContentType: "text/plain"})
 	select {
 	case <-a.Done():
 	case <-time.After(20 * time.Second):
 		t.Fatal("the connection whose handling panicked is still open")
+	}
+	if err := <-loadErr; err != nil {
+		t.Fatalf("SEND C→B while A's connection panicked: %v", err)
+	}
+	for got := 0; got < loadN; {
+		if r := receive(t, b, "SEND"); strings.HasPrefix(string(r.Body), "load-") {
+			got++
+		}
 	}
 	tr.obs.waitFor(t, "closed(internal-error)", func(e recEvent) bool {
 		return e.kind == event.Closed && e.reason == event.ClosePanic
