@@ -299,3 +299,53 @@ func TestNewOTLP(t *testing.T) {
 	defer cancel()
 	_ = m.Shutdown(ctx)
 }
+
+// TestLatencyEitherOrder: the relay reports a frame out after writing it,
+// so the next hop's 200 (or the forwarded copy) can be reported first; the
+// sample is the same. A non-200 answer gives none.
+func TestLatencyEitherOrder(t *testing.T) {
+	m, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown(t.Context())
+	o := m.Observer()
+	c1, c3 := conn(1, "msrp", event.DirIn), conn(3, "msrp", event.DirOut)
+	for _, e := range []*event.Event{
+		// In order.
+		frame(event.FrameIn, c1, 0, "SEND", "s1", "m1", 0, 10),
+		frame(event.FrameOut, c3, 1*time.Millisecond, "SEND", "x1", "m1", 0, 10),
+		frame(event.FrameIn, c3, 11*time.Millisecond, "", "x1", "", 200, 10),
+		// Reported out of order: the 200 before the SEND out, the SEND out
+		// before the SEND in.
+		frame(event.FrameOut, c3, 101*time.Millisecond, "SEND", "x2", "m2", 0, 10),
+		frame(event.FrameIn, c3, 111*time.Millisecond, "", "x2", "", 200, 10),
+		frame(event.FrameIn, c1, 100*time.Millisecond, "SEND", "s2", "m2", 0, 10),
+		// A 481: no SEND→200 sample; its SEND still has a relay latency.
+		frame(event.FrameIn, c1, 200*time.Millisecond, "SEND", "s3", "m3", 0, 10),
+		frame(event.FrameOut, c3, 201*time.Millisecond, "SEND", "x3", "m3", 0, 10),
+		frame(event.FrameIn, c3, 205*time.Millisecond, "", "x3", "", 481, 10),
+		// A SEND in twice (a retransmission on a new connection) is no
+		// relaying; the copy out pairs with the later one.
+		frame(event.FrameIn, c1, 300*time.Millisecond, "SEND", "s4", "m4", 0, 10),
+		frame(event.FrameIn, conn(5, "msrp", event.DirIn), 310*time.Millisecond, "SEND", "s5", "m4", 0, 10),
+		frame(event.FrameOut, c3, 312*time.Millisecond, "SEND", "x5", "m4", 0, 10),
+	} {
+		o.Observe(e)
+	}
+	f := scrape(t, m)
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		count  uint64
+		sum    float64
+	}{
+		{"msrpscope_relay_latency_seconds", l("method", "SEND"), 4, 0.005},
+		{"msrpscope_send_response_time_seconds", l(), 2, 0.020},
+	} {
+		h := find(f, tc.name, tc.labels).GetHistogram()
+		if h.GetSampleCount() != tc.count || math.Abs(h.GetSampleSum()-tc.sum) > 1e-9 {
+			t.Errorf("%s: count %d sum %v, want %d and %v", tc.name, h.GetSampleCount(), h.GetSampleSum(), tc.count, tc.sum)
+		}
+	}
+}

@@ -274,24 +274,28 @@ func (o *Observer) frame(e *event.Event) {
 	}
 	switch {
 	case f.Dir == event.DirIn:
-		// A request in: start its relay latency, keyed by method and
-		// Message-ID, the fields a forwarded copy keeps (the transact-id
-		// is new on each hop, RFC 4975 §7.1).
+		// A request in: its relay latency runs to the forwarded copy, found
+		// by method and Message-ID, the fields a forwarded copy keeps (the
+		// transact-id is new on each hop, RFC 4975 §7.1).
 		if len(f.MessageID) > 0 {
-			o.pend.put(keyOf('R', uint64(m), f.MessageID), e.Conn.ID, e.Time)
+			if out, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideIn, e.Time); ok {
+				o.relayLatency.Record(bg, seconds(out.Sub(e.Time)), o.latMethod[m]...)
+			}
 		}
 		if m == mAUTH {
 			// AUTH is answered here (RFC 4976 §5): keep it for the result.
-			o.pend.put(keyOf('A', e.Conn.ID, f.TransactID), e.Conn.ID, e.Time)
+			o.pend.put(keyOf('A', e.Conn.ID, f.TransactID), e.Time)
 		}
 	default: // a request out
 		if len(f.MessageID) > 0 {
-			if in, conn, ok := o.pend.take(keyOf('R', uint64(m), f.MessageID)); ok && conn != e.Conn.ID {
+			if in, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideOut, e.Time); ok {
 				o.relayLatency.Record(bg, seconds(e.Time.Sub(in)), o.latMethod[m]...)
 			}
 		}
 		if m == mSEND {
-			o.pend.put(keyOf('S', e.Conn.ID, f.TransactID), e.Conn.ID, e.Time)
+			if resp, ok := o.pend.match(keyOf('S', e.Conn.ID, f.TransactID), sideOut, e.Time); ok {
+				o.sendResponseTime.Record(bg, seconds(resp.Sub(e.Time)), o.noRecordOpts...)
+			}
 		}
 	}
 }
@@ -303,12 +307,19 @@ func (o *Observer) response(e *event.Event) {
 	if f.Dir == event.DirIn {
 		// The next hop's answer to a SEND we wrote on this connection
 		// (same transact-id, RFC 4975 §7.2).
-		if sent, _, ok := o.pend.take(keyOf('S', e.Conn.ID, f.TransactID)); ok && f.Status == 200 {
+		// Either may be reported first: the relay reports a frame out
+		// after writing it, and the answer can be read before that.
+		key := keyOf('S', e.Conn.ID, f.TransactID)
+		if f.Status != 200 {
+			o.pend.take(key) // a failure: no sample
+			return
+		}
+		if sent, ok := o.pend.match(key, sideIn, e.Time); ok {
 			o.sendResponseTime.Record(bg, seconds(e.Time.Sub(sent)), o.noRecordOpts...)
 		}
 		return
 	}
-	_, _, isAuth := o.pend.take(keyOf('A', e.Conn.ID, f.TransactID))
+	isAuth := o.pend.take(keyOf('A', e.Conn.ID, f.TransactID))
 	if isAuth || string(f.Method) == "AUTH" {
 		o.authResults.Add(bg, 1, o.authDir[authIndex(f.Status)][fd]...)
 	}
@@ -347,26 +358,50 @@ const pendingSlots = 1 << 13
 type slot struct {
 	mu   sync.Mutex
 	key  uint64
-	conn uint64
+	side side
 	t    time.Time
 }
 
+// side says which end of a measurement a slot holds.
+type side uint8
+
+const (
+	sideIn side = iota + 1
+	sideOut
+)
+
 func (p *pending) init() { p.slots = make([]slot, pendingSlots) }
 
-func (p *pending) put(key, conn uint64, t time.Time) {
+func (p *pending) put(key uint64, t time.Time) {
 	s := &p.slots[key&(pendingSlots-1)]
 	s.mu.Lock()
-	s.key, s.conn, s.t = key, conn, t
+	s.key, s.side, s.t = key, 0, t
 	s.mu.Unlock()
 }
 
-func (p *pending) take(key uint64) (time.Time, uint64, bool) {
+// match pairs an end of a measurement with its other end, whichever the
+// relay reported first: when the slot holds key from the other side, it is
+// emptied and its time returned; otherwise this end takes the slot.
+func (p *pending) match(key uint64, sd side, t time.Time) (time.Time, bool) {
+	s := &p.slots[key&(pendingSlots-1)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.key == key && s.side != sd {
+		s.key = 0
+		return s.t, true
+	}
+	s.key, s.side, s.t = key, sd, t
+	return time.Time{}, false
+}
+
+// take empties key's slot and reports whether it held key.
+func (p *pending) take(key uint64) bool {
 	s := &p.slots[key&(pendingSlots-1)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.key != key {
-		return time.Time{}, 0, false
+		return false
 	}
 	s.key = 0
-	return s.t, s.conn, true
+	return true
 }
