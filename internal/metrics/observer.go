@@ -1,0 +1,407 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"hash/maphash"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
+)
+
+// Observer records metrics from the relay's events. It implements
+// event.Observer and has no Enabled method: it wants every frame's metadata
+// (never its Wire bytes) whether tracing is on or off. Observe allocates
+// nothing: every attribute set is built once in newObserver.
+type Observer struct {
+	connsOpen        metric.Int64UpDownCounter
+	connsOpened      metric.Int64Counter
+	connsClosed      metric.Int64Counter
+	connectFailed    metric.Int64Counter
+	tlsHandshakes    metric.Int64Counter
+	limitHits        metric.Int64Counter
+	frames           metric.Int64Counter
+	bytes            metric.Int64Counter
+	responses        metric.Int64Counter
+	authResults      metric.Int64Counter
+	relayLatency     metric.Float64Histogram
+	sendResponseTime metric.Float64Histogram
+
+	// Prebuilt options, indexed as the names say.
+	dirTransport [3][nTransport][]metric.AddOption // [dir][transport]
+	closed       [3][nReason][]metric.AddOption    // [dir][reason]
+	transport    [nTransport][]metric.AddOption    // connect failures
+	tlsResult    [3][2][]metric.AddOption          // [dir][ok]
+	limit        [nReason][]metric.AddOption       // nil where the reason is no limit
+	methodDir    [nMethod][3][]metric.AddOption    // [method][dir]
+	classDir     [nClass][3][]metric.AddOption     // [class][dir]
+	authDir      [nAuth][3][]metric.AddOption      // [result][dir]
+	latMethod    [nMethod][]metric.RecordOption    // relay latency by method
+	noRecordOpts []metric.RecordOption
+
+	pend pending
+}
+
+var bg = context.Background()
+
+const (
+	mSEND = iota
+	mREPORT
+	mAUTH
+	mNICKNAME
+	mOther
+	mResponse
+	nMethod
+)
+
+var methodNames = [nMethod]string{"SEND", "REPORT", "AUTH", "NICKNAME", "other", "response"}
+
+// methodIndex maps a request method to its label; it does not allocate
+// (a string(b) conversion in a switch is compared in place).
+func methodIndex(m []byte) int {
+	switch string(m) {
+	case "SEND":
+		return mSEND
+	case "REPORT":
+		return mREPORT
+	case "AUTH":
+		return mAUTH
+	case "NICKNAME":
+		return mNICKNAME
+	}
+	return mOther
+}
+
+const (
+	tMSRP = iota
+	tMSRPS
+	tOther
+	nTransport
+)
+
+var transportNames = [nTransport]string{"msrp", "msrps", "other"}
+
+func transportIndex(t string) int {
+	switch t {
+	case "msrp":
+		return tMSRP
+	case "msrps":
+		return tMSRPS
+	}
+	return tOther
+}
+
+// Close reasons: event's values 1..CloseShutdown, 0 and anything newer is
+// "unknown" (index 0).
+const nReason = int(event.CloseShutdown) + 1
+
+func reasonIndex(r event.CloseReason) int {
+	if int(r) < nReason {
+		return int(r)
+	}
+	return 0
+}
+
+// Status classes: 1xx..5xx by hundreds, anything else "other" (index 0).
+const nClass = 6
+
+var classNames = [nClass]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+func classIndex(status int) int {
+	if c := status / 100; c >= 1 && c <= 5 {
+		return c
+	}
+	return 0
+}
+
+// AUTH results (RFC 4976 §5: 200 grants a session, 401 challenges, 403
+// refuses, 423 asks for another Expires).
+const (
+	aOK = iota
+	aChallenge
+	aForbidden
+	aIntervalOutOfBounds
+	aError
+	nAuth
+)
+
+var authNames = [nAuth]string{"ok", "challenge", "forbidden", "interval-out-of-bounds", "error"}
+
+func authIndex(status int) int {
+	switch status {
+	case 200:
+		return aOK
+	case 401:
+		return aChallenge
+	case 403:
+		return aForbidden
+	case 423:
+		return aIntervalOutOfBounds
+	}
+	return aError
+}
+
+func dirName(d event.Direction) string { return d.String() }
+
+func dirIndex(d event.Direction) int {
+	if d == event.DirOut {
+		return int(event.DirOut)
+	}
+	return int(event.DirIn)
+}
+
+func addOpt(kvs ...attribute.KeyValue) []metric.AddOption {
+	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kvs...))}
+}
+
+func newObserver(mt metric.Meter) (*Observer, error) {
+	o := &Observer{}
+	var errs []error
+	counter := func(name, unit, desc string) metric.Int64Counter {
+		c, err := mt.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+		errs = append(errs, err)
+		return c
+	}
+	var err error
+	o.connsOpen, err = mt.Int64UpDownCounter("msrpscope_connections_open", metric.WithUnit("{connection}"),
+		metric.WithDescription("Connections open now, by direction (in: accepted, out: dialled) and transport."))
+	errs = append(errs, err)
+	o.connsOpened = counter("msrpscope_connections_opened", "{connection}", "Connections accepted (in) or established (out).")
+	o.connsClosed = counter("msrpscope_connections_closed", "{connection}", "Connections closed, by direction and reason.")
+	o.connectFailed = counter("msrpscope_connect_failures", "{connection}", "Outbound connection attempts that failed.")
+	o.tlsHandshakes = counter("msrpscope_tls_handshakes", "{handshake}", "TLS handshakes, by direction and result.")
+	o.limitHits = counter("msrpscope_limit_hits", "{connection}", "Connections closed because a limit or timeout was hit, by limit.")
+	o.frames = counter("msrpscope_frames", "{frame}", "MSRP frames, by method (\"response\" for responses) and direction.")
+	o.bytes = counter("msrpscope_frame", "By", "MSRP frame bytes on the wire, by method and direction.")
+	o.responses = counter("msrpscope_responses", "{response}", "MSRP responses, by status class and direction.")
+	o.authResults = counter("msrpscope_auth_results", "{response}", "AUTH responses, by result and direction (out: this relay's decision).")
+	o.relayLatency, err = mt.Float64Histogram("msrpscope_relay_latency", metric.WithUnit("s"),
+		metric.WithDescription("Request in to forwarded out on the next hop (first byte to first byte), by method."),
+		metric.WithExplicitBucketBoundaries(relayBuckets...))
+	errs = append(errs, err)
+	o.sendResponseTime, err = mt.Float64Histogram("msrpscope_send_response_time", metric.WithUnit("s"),
+		metric.WithDescription("A SEND written to the next hop until its 200 response is read."),
+		metric.WithExplicitBucketBoundaries(rttBuckets...))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+
+	kDir, kTransport, kReason := attribute.Key("direction"), attribute.Key("transport"), attribute.Key("reason")
+	for _, d := range []event.Direction{event.DirIn, event.DirOut} {
+		di := dirIndex(d)
+		for t := range nTransport {
+			o.dirTransport[di][t] = addOpt(kDir.String(dirName(d)), kTransport.String(transportNames[t]))
+		}
+		for r := range nReason {
+			o.closed[di][r] = addOpt(kDir.String(dirName(d)), kReason.String(event.CloseReason(r).String()))
+		}
+		o.tlsResult[di][0] = addOpt(kDir.String(dirName(d)), attribute.String("result", "failed"))
+		o.tlsResult[di][1] = addOpt(kDir.String(dirName(d)), attribute.String("result", "ok"))
+		for m := range nMethod {
+			o.methodDir[m][di] = addOpt(attribute.String("method", methodNames[m]), kDir.String(dirName(d)))
+		}
+		for c := range nClass {
+			o.classDir[c][di] = addOpt(attribute.String("class", classNames[c]), kDir.String(dirName(d)))
+		}
+		for a := range nAuth {
+			o.authDir[a][di] = addOpt(attribute.String("result", authNames[a]), kDir.String(dirName(d)))
+		}
+	}
+	for t := range nTransport {
+		o.transport[t] = addOpt(kTransport.String(transportNames[t]))
+	}
+	for _, r := range []event.CloseReason{event.CloseLimit, event.CloseIdleTimeout, event.CloseHeaderTimeout,
+		event.CloseBodyTimeout, event.CloseSendTimeout} {
+		o.limit[r] = addOpt(attribute.String("limit", r.String()))
+	}
+	for m := range nMethod {
+		o.latMethod[m] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("method", methodNames[m])))}
+	}
+	o.pend.init()
+	return o, nil
+}
+
+// Observe records e. It does not block beyond a short per-slot lock and
+// does not allocate.
+func (o *Observer) Observe(e *event.Event) {
+	di := dirIndex(e.Conn.Dir)
+	switch e.Kind {
+	case event.Accepted, event.Connected:
+		opts := o.dirTransport[di][transportIndex(e.Conn.Transport)]
+		o.connsOpen.Add(bg, 1, opts...)
+		o.connsOpened.Add(bg, 1, opts...)
+	case event.ConnectFailed:
+		o.connectFailed.Add(bg, 1, o.transport[transportIndex(e.Conn.Transport)]...)
+	case event.TLSHandshake:
+		ok := 0
+		if e.TLS != nil && e.TLS.OK && e.Err == nil {
+			ok = 1
+		}
+		o.tlsHandshakes.Add(bg, 1, o.tlsResult[di][ok]...)
+	case event.Closed:
+		// The relay reports Closed only for a connection it reported as
+		// Accepted or Connected, so the open gauge balances.
+		o.connsOpen.Add(bg, -1, o.dirTransport[di][transportIndex(e.Conn.Transport)]...)
+		ri := reasonIndex(e.Reason)
+		o.connsClosed.Add(bg, 1, o.closed[di][ri]...)
+		if l := o.limit[ri]; l != nil {
+			o.limitHits.Add(bg, 1, l...)
+		}
+	case event.FrameIn, event.FrameOut:
+		if e.Frame != nil {
+			o.frame(e)
+		}
+	}
+}
+
+func (o *Observer) frame(e *event.Event) {
+	f := e.Frame
+	fd := dirIndex(f.Dir)
+	m := mResponse
+	if f.Status == 0 {
+		m = methodIndex(f.Method)
+	}
+	o.frames.Add(bg, 1, o.methodDir[m][fd]...)
+	o.bytes.Add(bg, f.Size, o.methodDir[m][fd]...)
+	if m == mResponse {
+		o.response(e)
+		return
+	}
+	switch {
+	case f.Dir == event.DirIn:
+		// A request in: its relay latency runs to the forwarded copy, found
+		// by method and Message-ID, the fields a forwarded copy keeps (the
+		// transact-id is new on each hop, RFC 4975 §7.1).
+		if len(f.MessageID) > 0 {
+			if out, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideIn, e.Time); ok {
+				o.relayLatency.Record(bg, seconds(out.Sub(e.Time)), o.latMethod[m]...)
+			}
+		}
+		if m == mAUTH {
+			// AUTH is answered here (RFC 4976 §5): keep it for the result.
+			o.pend.put(keyOf('A', e.Conn.ID, f.TransactID), e.Time)
+		}
+	default: // a request out
+		if len(f.MessageID) > 0 {
+			if in, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideOut, e.Time); ok {
+				o.relayLatency.Record(bg, seconds(e.Time.Sub(in)), o.latMethod[m]...)
+			}
+		}
+		if m == mSEND {
+			if resp, ok := o.pend.match(keyOf('S', e.Conn.ID, f.TransactID), sideOut, e.Time); ok {
+				o.sendResponseTime.Record(bg, seconds(resp.Sub(e.Time)), o.noRecordOpts...)
+			}
+		}
+	}
+}
+
+func (o *Observer) response(e *event.Event) {
+	f := e.Frame
+	fd := dirIndex(f.Dir)
+	o.responses.Add(bg, 1, o.classDir[classIndex(f.Status)][fd]...)
+	if f.Dir == event.DirIn {
+		// The next hop's answer to a SEND we wrote on this connection
+		// (same transact-id, RFC 4975 §7.2).
+		// Either may be reported first: the relay reports a frame out
+		// after writing it, and the answer can be read before that.
+		key := keyOf('S', e.Conn.ID, f.TransactID)
+		if f.Status != 200 {
+			o.pend.take(key) // a failure: no sample
+			return
+		}
+		if sent, ok := o.pend.match(key, sideIn, e.Time); ok {
+			o.sendResponseTime.Record(bg, seconds(e.Time.Sub(sent)), o.noRecordOpts...)
+		}
+		return
+	}
+	isAuth := o.pend.take(keyOf('A', e.Conn.ID, f.TransactID))
+	if isAuth || string(f.Method) == "AUTH" {
+		o.authResults.Add(bg, 1, o.authDir[authIndex(f.Status)][fd]...)
+	}
+}
+
+func seconds(d time.Duration) float64 {
+	if d < 0 {
+		return 0
+	}
+	return d.Seconds()
+}
+
+var seed = maphash.MakeSeed()
+
+// keyOf hashes a kind, a number (a connection ID or a method) and bytes
+// (a transact-id or a Message-ID) into a non-zero key.
+func keyOf(kind byte, n uint64, b []byte) uint64 {
+	h := maphash.Bytes(seed, b)
+	h ^= (n + uint64(kind)<<56) * 0x9e3779b97f4a7c15
+	h ^= h >> 29
+	if h == 0 {
+		h = 1
+	}
+	return h
+}
+
+// pending is a fixed, direct-mapped table of started measurements: a new
+// one overwrites whatever shares its slot, so it is bounded and never
+// allocates; an overwritten or never-answered start is simply not measured.
+type pending struct {
+	slots []slot
+}
+
+const pendingSlots = 1 << 13
+
+type slot struct {
+	mu   sync.Mutex
+	key  uint64
+	side side
+	t    time.Time
+}
+
+// side says which end of a measurement a slot holds.
+type side uint8
+
+const (
+	sideIn side = iota + 1
+	sideOut
+)
+
+func (p *pending) init() { p.slots = make([]slot, pendingSlots) }
+
+func (p *pending) put(key uint64, t time.Time) {
+	s := &p.slots[key&(pendingSlots-1)]
+	s.mu.Lock()
+	s.key, s.side, s.t = key, 0, t
+	s.mu.Unlock()
+}
+
+// match pairs an end of a measurement with its other end, whichever the
+// relay reported first: when the slot holds key from the other side, it is
+// emptied and its time returned; otherwise this end takes the slot.
+func (p *pending) match(key uint64, sd side, t time.Time) (time.Time, bool) {
+	s := &p.slots[key&(pendingSlots-1)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.key == key && s.side != sd {
+		s.key = 0
+		return s.t, true
+	}
+	s.key, s.side, s.t = key, sd, t
+	return time.Time{}, false
+}
+
+// take empties key's slot and reports whether it held key.
+func (p *pending) take(key uint64) bool {
+	s := &p.slots[key&(pendingSlots-1)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.key != key {
+		return false
+	}
+	s.key = 0
+	return true
+}
