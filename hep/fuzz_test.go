@@ -8,8 +8,8 @@ import (
 
 // FuzzDecode checks that Decode never panics on any input and that a decoded packet, encoded again
 // and decoded again, is the same packet (and encodes to the same bytes). Seeds: the golden CONNECTED
-// packet, the golden IPv6 frame, the research's 209-byte sipcapture packet and 373-byte siptrace
-// packet (f.Add below), plus testdata/fuzz/FuzzDecode.
+// packet, the golden IPv6 frame, the 209-byte packet Kamailio's sipcapture accepted and the 373-byte
+// packet its siptrace emitted (f.Add below), plus testdata/fuzz/FuzzDecode.
 func FuzzDecode(f *testing.F) {
 	f.Add(mustHex(f, goldenConnected))
 	f.Add(goldenIPv6Bytes(f))

@@ -11,10 +11,11 @@ import (
 	"time"
 )
 
-// goldenConnected is the CONNECTED event of research opensips-msrp-and-hep.md §8, written out by hand
-// from the byte map (not produced by this package), with concrete values for the placeholders:
-// remote (HEP src, as OpenSIPS does it) 10.0.0.1:40000, local 10.0.0.2:2855, time 1700000000.123456,
-// capture id 1, cid "1234567890123456789".
+// goldenConnected is a CONNECTED event as OpenSIPS builds it (modules/proto_hep/hep.c build_hep3_buf:
+// the fixed block of hep.h:141-151, the IPv4 chunks, the "net" payload in homer5 form, the decimal
+// connection id), written out by hand from that layout (not produced by this package), with concrete
+// values for the placeholders: remote (HEP src, as OpenSIPS does it) 10.0.0.1:40000, local
+// 10.0.0.2:2855, time 1700000000.123456, capture id 1, cid "1234567890123456789".
 var goldenConnected = strings.Join([]string{
 	"48455033" + "00ab",                   // 0: "HEP3", total length 171
 	"0000" + "0001" + "0007" + "02",       // 6: family AF_INET
@@ -374,7 +375,8 @@ func TestDecodeIsZeroCopy(t *testing.T) {
 	}
 }
 
-// kamailio209 is the packet the research sent to Kamailio's sipcapture (kamailio-hep-here.md).
+// kamailio209 is a hand-built packet Kamailio 5.6.3's sipcapture accepted and logged field by field:
+// chunks 1-4, 7-14, 17-19, a vendor chunk, then the payload.
 const kamailio209 = `
 4845503300d1000000010007020000000200071100000003000a0a00000100000004000a0a00000200000007000813c4
 00000008000813d800000009000a6553f1000000000a000a0001e2400000000b0007640000000c000a000007d1000000
@@ -382,7 +384,7 @@ const kamailio209 = `
 0013000c6e6f64652d4100221234000801020000000f002f4d5352503a41434345505445443a535543434553533a436f
 6e6e656374696f6e206163636570746564`
 
-// kamailioSiptrace373 is a HEP/UDP packet Kamailio 5.6.3 siptrace emitted (kamailio-hep-here.md).
+// kamailioSiptrace373 is a HEP/UDP packet Kamailio 5.6.3 siptrace emitted for a SIP OPTIONS.
 const kamailioSiptrace373 = `
 484550330175000000010007020000000200071100000003000a7f00000100000004000a7f0000010000000700084c43
 0000000800084c4000000009000a6b0401700000000a000a000635950000000b0007010000000c000a000007d1000000

@@ -51,8 +51,9 @@ func newTLSClient(o Outbound) (*tlsClient, error) {
 }
 
 // outbound returns a connection to the next hop u: one already open to the
-// same scheme, host and port (msrps connections are reused too, unlike
-// OpenSIPS, research P3), or a new one.
+// same scheme, host and port (msrps connections are reused too; OpenSIPS
+// opens a new one per forwarded request, as proto_msrp_send looks connections
+// up as PROTO_MSRP only), or a new one.
 func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 	port := u.Port
 	if port == 0 {

@@ -277,7 +277,9 @@ func TestExpiredSession(t *testing.T) {
 	}
 }
 
-// IPv6 listener: the Use-Path carries the bracketed literal (research B3).
+// IPv6 listener: the Use-Path carries the bracketed literal (RFC 4975 §9 takes
+// the authority of RFC 3986, §3.2.2 IP-literal; OpenSIPS msrp_relay writes
+// msrp://2001:db8::1:2855/...).
 func TestIPv6(t *testing.T) {
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
@@ -367,7 +369,9 @@ func tlsClient(t *testing.T, tr *testRelay, pki *testPKI, user string) (*msrpcli
 	return c, use
 }
 
-// msrps listeners: the Use-Path is msrps (research R1, R2), frames relay
+// msrps listeners: the Use-Path is a whole msrps URI (OpenSIPS msrp_relay
+// sends a truncated one, auth.c operator precedence, and never receives
+// requests whose To-Path is msrps), frames relay
 // over TLS, and the handshake is traced with the peer certificate.
 func TestTLS(t *testing.T) {
 	pki := newPKI(t)

@@ -245,7 +245,8 @@ func TestAuthSendBothWaysWithReports(t *testing.T) {
 	}
 
 	// NICKNAME (RFC 7701) and an unknown method are relayed, not refused
-	// with 501 (research R7); their responses travel back end to end.
+	// with 501 as OpenSIPS msrp_relay does; their responses travel back end
+	// to end.
 	for _, m := range []string{"NICKNAME", "FOOBAR"} {
 		done := make(chan error, 1)
 		go func() {

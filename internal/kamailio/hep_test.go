@@ -14,9 +14,9 @@ import (
 	"github.com/msrpscope/msrpscope/internal/kamailio"
 )
 
-// researchPacket is the 209-byte HEPv3 packet of the research notes
-// (/work/shared/research/kamailio-hep-here.md): chunks 1, 2, 3, 4, 7, 8, 9,
-// 10, 11, 12, 13, 14, 17, 18, 19, a vendor chunk, then 15.
+// researchPacket is a hand-built 209-byte HEPv3 packet that Kamailio 5.6.3's
+// sipcapture decodes field by field: chunks 1, 2, 3, 4, 7, 8, 9, 10, 11, 12,
+// 13, 14, 17, 18, 19, a vendor chunk, then 15.
 const researchPacket = "4845503300d1000000010007020000000200071100000003000a0a00000100000004000a0a00000200000007000813c4" +
 	"00000008000813d800000009000a6553f1000000000a000a0001e2400000000b0007640000000c000a000007d1000000" +
 	"0d0008001e0000000e00107365637265742d6b6579000000110011636f72722d78797a2d343200000012000800640000" +

@@ -97,7 +97,7 @@ func TestReadFrameGood(t *testing.T) {
 			},
 		},
 		{
-			name: "body containing CRLF + hyphens that are not this frame's end-line (OpenSIPS P1)",
+			name: "body containing CRLF + hyphens that are not this frame's end-line (OpenSIPS closes the connection)",
 			in: "MSRP tid1 SEND\r\nContent-Type: text/plain\r\n\r\n" +
 				"a\r\n-------\r\nb\r\n-------tid2$\r\nc\r\n-------tid1\r\n-------tid1x$\r\n-------tid1$x\r\n--------tid1$\r\nend" +
 				"\r\n-------tid1$\r\n",
