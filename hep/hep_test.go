@@ -395,7 +395,7 @@ const kamailioSiptrace373 = `
 2e302e313e0d0a43616c6c2d49443a206b6865702d63616c6c2d310d0a435365713a2031204f5054494f4e530d0a4d61
 782d466f7277617264733a2037300d0a436f6e74656e742d4c656e6774683a20300d0a0d0a`
 
-func TestDecodeResearchPackets(t *testing.T) {
+func TestDecodeKamailioPackets(t *testing.T) {
 	p, err := Decode(mustHex(t, kamailio209))
 	if err != nil {
 		t.Fatal(err)

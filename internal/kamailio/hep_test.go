@@ -14,10 +14,10 @@ import (
 	"github.com/msrpscope/msrpscope/internal/kamailio"
 )
 
-// researchPacket is a hand-built 209-byte HEPv3 packet that Kamailio 5.6.3's
+// sipcapturePacket is a hand-built 209-byte HEPv3 packet that Kamailio 5.6.3's
 // sipcapture decodes field by field: chunks 1, 2, 3, 4, 7, 8, 9, 10, 11, 12,
 // 13, 14, 17, 18, 19, a vendor chunk, then 15.
-const researchPacket = "4845503300d1000000010007020000000200071100000003000a0a00000100000004000a0a00000200000007000813c4" +
+const sipcapturePacket = "4845503300d1000000010007020000000200071100000003000a0a00000100000004000a0a00000200000007000813c4" +
 	"00000008000813d800000009000a6553f1000000000a000a0001e2400000000b0007640000000c000a000007d1000000" +
 	"0d0008001e0000000e00107365637265742d6b6579000000110011636f72722d78797a2d343200000012000800640000" +
 	"0013000c6e6f64652d4100221234000801020000000f002f4d5352503a41434345505445443a535543434553533a436f" +
@@ -43,9 +43,9 @@ func TestHEPCollector(t *testing.T) {
 	if got := c.Packets(); len(got) != 0 {
 		t.Fatalf("Packets() before sending = %d packets, want none (probes are excluded)", len(got))
 	}
-	research, err := hex.DecodeString(researchPacket)
-	if err != nil || len(research) != 209 {
-		t.Fatalf("research packet: %d bytes, %v", len(research), err)
+	known, err := hex.DecodeString(sipcapturePacket)
+	if err != nil || len(known) != 209 {
+		t.Fatalf("sipcapture packet: %d bytes, %v", len(known), err)
 	}
 	// IPv6, compressed-payload chunk (unreadable by 5.6), no auth key, no
 	// correlation id, no keepalive, a binary payload.
@@ -59,7 +59,7 @@ func TestHEPCollector(t *testing.T) {
 		0x010, []byte{0x1f, 0x8b},
 		0x00f, v6Payload,
 	)
-	wantResearch := kamailio.HEPPacket{
+	wantSipcapture := kamailio.HEPPacket{
 		Version: 3, Family: 2, IPProto: 17,
 		Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 5060, DstPort: 5080,
 		TimeSec: 1700000000, TimeUsec: 123456, ProtoType: 100, CaptureID: 2001, KeepAlive: 30,
@@ -84,8 +84,8 @@ func TestHEPCollector(t *testing.T) {
 			}
 			defer conn.Close()
 			if network == "tcp" { // one write holding both packets: the TCP framing must split them
-				_, err = conn.Write(append(append([]byte{}, research...), v6...))
-			} else if _, err = conn.Write(research); err == nil {
+				_, err = conn.Write(append(append([]byte{}, known...), v6...))
+			} else if _, err = conn.Write(known); err == nil {
 				_, err = conn.Write(v6)
 			}
 			if err != nil {
@@ -93,7 +93,7 @@ func TestHEPCollector(t *testing.T) {
 			}
 			n += 2
 			peer := netip.MustParseAddrPort(conn.LocalAddr().String())
-			for _, w := range []kamailio.HEPPacket{wantResearch, wantV6} {
+			for _, w := range []kamailio.HEPPacket{wantSipcapture, wantV6} {
 				w.Transport, w.Peer = network, peer
 				got := c.WaitMatch(t, func(p kamailio.HEPPacket) bool {
 					return p.Transport == network && bytes.Equal(p.Payload, w.Payload)
