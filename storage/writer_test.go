@@ -312,3 +312,83 @@ func TestWriterCluster(t *testing.T) {
 		})
 	}
 }
+
+// TestAddNeverBlocks: with ClickHouse unreachable and a small buffer, Add
+// returns for every event; what does not fit is dropped and counted.
+func TestAddNeverBlocks(t *testing.T) {
+	w := newTestWriter(t, Config{Addr: []string{"127.0.0.1:1"}, BatchRows: 100, BufferRows: 100, SpoolMaxBytes: 64 << 10,
+		DialTimeout: 100 * time.Millisecond})
+	const n = 50000
+	e := testFrame(1)
+	for range n {
+		w.Add(e)
+	}
+	st := w.Stats()
+	if st.Added+st.DroppedBuffer != n {
+		t.Fatalf("added %d + dropped %d != %d", st.Added, st.DroppedBuffer, n)
+	}
+	if st.DroppedBuffer == 0 && st.DroppedQueue == 0 {
+		t.Fatalf("nothing dropped with a 100-row buffer and a 64 KiB queue: %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := w.Close(ctx); err == nil {
+		t.Error("Close returned nil with rows unstored")
+	}
+	if st := w.Stats(); st.DroppedOnClose == 0 {
+		t.Errorf("rows left in the memory queue not counted: %+v", st)
+	}
+}
+
+// TestWriterSkipsCorruptRecord: an undecodable queued record is counted and
+// skipped; the batches after it are stored.
+func TestWriterSkipsCorruptRecord(t *testing.T) {
+	srv := startServer(t)
+	q := newMemQueue(1 << 30)
+	var b batchBuilder
+	for i := range 10 {
+		b.add(string(append([]byte{kindFrame}, appendFrame(nil, testFrame(i), 64)...)))
+	}
+	good := b.seal(nil, 5, "n")
+	bad := append([]byte(nil), good...)
+	bad = bad[:len(bad)-3]
+	for _, r := range [][]byte{bad, []byte("garbage"), good} {
+		if err := q.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, Spool: q})
+	closeWriter(t, w)
+	if st := w.Stats(); st.Corrupt != 2 {
+		t.Errorf("corrupt = %d, want 2", st.Corrupt)
+	}
+	if got := queryUint(t, openConn(t, srv.Addr()), "SELECT count() FROM msrpscope.frames"); got != 10 {
+		t.Errorf("rows = %d, want 10", got)
+	}
+}
+
+// TestWriterRecreatesSchema: a server that comes back without the
+// database (dropped, or a fresh server) gets the schema again and the
+// batches waiting meanwhile.
+func TestWriterRecreatesSchema(t *testing.T) {
+	srv := startServer(t)
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: 10 * time.Millisecond})
+	for i := range 100 {
+		w.Add(testFrame(i))
+	}
+	waitFor(t, "the first batch stored", func() bool { return w.Stats().RowsStored == 100 })
+	c := openConn(t, srv.Addr())
+	if err := c.Exec(context.Background(), "DROP DATABASE msrpscope"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 300; i++ {
+		w.Add(testFrame(i))
+	}
+	closeWriter(t, w)
+	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != 200 {
+		t.Errorf("rows after the schema came back = %d, want 200 (stats %+v)", got, w.Stats())
+	}
+	if got := queryUint(t, c, "SELECT sum(frames) FROM msrpscope.frames_per_minute"); got != 200 {
+		t.Errorf("rollup = %d, want 200", got)
+	}
+}
