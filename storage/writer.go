@@ -148,7 +148,8 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return
 
 // NewWriter starts a writer. It does not wait for ClickHouse: connecting
 // (and creating the schema) happens on the writer's goroutine, again after
-// every lost connection, so a relay starts while ClickHouse is down.
+// every lost connection, so a relay starts while ClickHouse is down. ctx
+// gives values only: the writer runs until Close.
 func NewWriter(ctx context.Context, cfg Config) (*Writer, error) {
 	cfg.defaults()
 	if len(cfg.Addr) == 0 {
@@ -199,6 +200,8 @@ func openSpool(cfg Config) (Queue, error) {
 
 // Add queues the row of one event. It never blocks: when the buffer is full
 // the row is dropped and counted. It copies what it keeps (one allocation).
+// Rows added after Close are dropped and counted (the caller stops adding
+// before Close; an Add racing Close may be lost uncounted).
 func (w *Writer) Add(e *event.Event) {
 	if w.closed.Load() {
 		w.dropClosed.Add(1)
