@@ -589,7 +589,9 @@ func (w *Writer) housekeep(force bool) {
 		return
 	}
 	w.lastKeep = now
-	if err := DropOldPartitions(w.ctx, w.conn, w.schema, now); err != nil {
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.InsertTimeout)
+	defer cancel()
+	if err := DropOldPartitions(ctx, w.conn, w.schema, now); err != nil {
 		w.log.Warn("storage: retention", "err", err)
 	}
 }
