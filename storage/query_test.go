@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/msrpscope/msrpscope/internal/clickhouse"
 	"github.com/msrpscope/msrpscope/storage"
@@ -41,7 +42,6 @@ func TestQueryValuesAreParameters(t *testing.T) {
 // writer's column list and types.
 func TestQueriesOn1816(t *testing.T) {
 	srv := clickhouse.Start(t, clickhouse.Options{})
-	ctx := context.Background()
 	conn, err := ch.Open(&ch.Options{Addr: []string{srv.Addr()}, DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +54,38 @@ func TestQueriesOn1816(t *testing.T) {
 	if r.Q.Schema.Flavor != storage.Old {
 		t.Fatalf("flavor %s for 18.16", r.Q.Schema.Flavor)
 	}
+	checkQueries(t, conn, r, r.Q.Schema)
+}
+
+// The same through the Distributed tables of a two-shard 18.16 cluster: the rows spread over
+// both shards and every query sees them all.
+func TestQueriesOnCluster(t *testing.T) {
+	c := clickhouse.StartCluster(t, clickhouse.Options{})
+	conn, err := ch.Open(&ch.Options{Addr: []string{c.Shards[0].Addr()}, DialTimeout: 5 * time.Second,
+		Settings: ch.Settings{"insert_distributed_sync": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r, err := storage.NewReader(conn, "msrpscope")
+	if err != nil {
+		t.Fatal(err)
+	}
 	schema := r.Q.Schema
+	schema.Topology, schema.Cluster = storage.Cluster, c.Name
+	checkQueries(t, conn, r, schema)
+	for i, s := range c.Shards {
+		n := strings.TrimSpace(s.MustQuery(t, "SELECT count() FROM msrpscope.frames_local"))
+		if n == "0" || n == fmt.Sprint(len(storagetest.Frames())) {
+			t.Fatalf("shard %d holds %s of %d rows: not spread over both shards", i+1, n, len(storagetest.Frames()))
+		}
+	}
+}
+
+// checkQueries creates schema, stores the fixture as the writer would and runs every case.
+func checkQueries(t *testing.T, conn driver.Conn, r *storage.Reader, schema storage.Schema) {
+	t.Helper()
+	ctx := context.Background()
 	if _, err := storage.Migrate(ctx, conn, schema); err != nil {
 		t.Fatal(err)
 	}
