@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
 // Transport is how a Client reaches its collector.
@@ -66,6 +68,10 @@ type ClientConfig struct {
 	NoGSO bool
 	// Logger receives connection state changes; nil means slog.Default().
 	Logger *slog.Logger
+	// Spool, for TCP and TLS, keeps on disk what cannot be sent while the collector is down and
+	// replays it in order on reconnection (see spool.go); nil: such packets are dropped. The
+	// caller opens it and closes it after Close.
+	Spool *spool.Spool
 }
 
 // Stats are a Client's counters (monotonic, except Queued).
@@ -75,6 +81,8 @@ type Stats struct {
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
 	Segmented  uint64 // packets of Sent that left in GSO runs (UDP segmentation offload)
+	Spooled    uint64 // packets put into the spool (ClientConfig.Spool)
+	Replayed   uint64 // packets of Sent that came from the spool
 	Queued     int    // packets waiting now
 }
 
@@ -90,6 +98,7 @@ type Client struct {
 	closed atomic.Bool
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
+	spool                                      spooler
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
@@ -127,6 +136,9 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 			cfg.TLSConfig.ServerName = host
 		}
 	}
+	if cfg.Spool != nil && cfg.Transport == UDP {
+		return nil, fmt.Errorf("hep: client %q: a spool needs a stream transport (tcp or tls)", cfg.Name)
+	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = DefaultQueueSize
 	}
@@ -152,6 +164,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		queue: make(chan *[]byte, cfg.QueueSize),
 		done:  make(chan struct{}),
 	}
+	c.spool.sp = cfg.Spool
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -172,6 +185,8 @@ func (c *Client) Stats() Stats {
 		Errors:     c.errs.Load(),
 		Reconnects: c.reconnects.Load(),
 		Segmented:  c.segmented.Load(),
+		Spooled:    c.spool.spooled.Load(),
+		Replayed:   c.spool.replayed.Load(),
 		Queued:     len(c.queue),
 	}
 }
@@ -275,7 +290,7 @@ func (c *Client) run() {
 	}
 	defer func() {
 		c.closed.Store(true)
-		if pending != nil {
+		if pending != nil && !c.spoolOn() {
 			putBuf(pending)
 			c.dropped.Add(1)
 		}
@@ -283,6 +298,7 @@ func (c *Client) run() {
 			c.flush(conn)
 			conn.Close()
 		}
+		c.spoolAtExit(&pending)
 		c.dropAll()
 	}()
 	for {
@@ -297,12 +313,8 @@ func (c *Client) run() {
 				wait := jitter(backoff)
 				c.log.Warn("hep: collector connect failed", "err", err, "retry_in", wait)
 				backoff = min(2*backoff, c.cfg.BackoffMax)
-				t := time.NewTimer(wait)
-				select {
-				case <-c.ctx.Done():
-					t.Stop()
+				if !c.waitBackoff(time.NewTimer(wait), &pending) {
 					return
-				case <-t.C:
 				}
 				continue
 			}
@@ -312,6 +324,21 @@ func (c *Client) run() {
 			}
 			first = false
 			c.log.Info("hep: collector connected", "local", conn.LocalAddr().String())
+			if c.spoolOn() {
+				if err := c.replay(conn, dead); err != nil {
+					if errors.Is(err, errReplayStopped) {
+						return
+					}
+					c.errs.Add(1)
+					c.log.Warn("hep: spool replay failed, reconnecting", "err", err)
+					conn.Close()
+					conn = nil
+					if !c.waitBackoff(time.NewTimer(jitter(backoff)), &pending) {
+						return
+					}
+					continue
+				}
+			}
 		}
 		b := pending
 		pending = nil
@@ -388,8 +415,12 @@ func (c *Client) run() {
 		}
 		if err := c.write(conn, batch); err != nil {
 			c.errs.Add(1)
-			c.dropped.Add(n)
-			c.log.Warn("hep: collector write failed, reconnecting", "err", err, "lost", n)
+			lost := n
+			if c.spoolOn() && c.spoolBatch(batch, n) {
+				lost = 0 // replayed after the reconnection
+			}
+			c.dropped.Add(lost)
+			c.log.Warn("hep: collector write failed, reconnecting", "err", err, "lost", lost)
 			conn.Close()
 			conn = nil
 			continue

@@ -88,7 +88,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestWriterStoresRows(t *testing.T) {
 	srv := startServer(t)
 	const n, ne = 5000, 300
-	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 700, BatchAge: 50 * time.Millisecond, Node: "relay-1", BodyBytes: 3})
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 700, BatchAge: 50 * time.Millisecond, BufferRows: n + ne, Node: "relay-1", BodyBytes: 3})
 	for i := range n {
 		w.Add(testFrame(i))
 		if i < ne {
