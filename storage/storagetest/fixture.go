@@ -508,3 +508,37 @@ func authFailures(frames []storage.Frame) []string {
 	}
 	return out
 }
+
+// EventsInsertSQL is a SQL INSERT of connection events into a modern schema's events table,
+// with the writer's column list and values.
+func EventsInsertSQL(s storage.Schema, events []storage.ConnEvent) string {
+	var b strings.Builder
+	b.WriteString(s.InsertEvents())
+	b.WriteString(" VALUES")
+	for i, e := range events {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		vals := map[string]string{
+			"ts": quote(e.TS.UTC().Format("2006-01-02 15:04:05.000000")), "event": quote(e.Event), "reason": quote(e.Reason),
+			"error": quote(e.Error), "direction": quote(e.Direction), "transport": quote(e.Transport),
+			"local_ip": quote(stored(e.LocalIP)), "local_port": fmt.Sprint(e.LocalPort),
+			"remote_ip": quote(stored(e.RemoteIP)), "remote_port": fmt.Sprint(e.RemotePort),
+			"conn_id": fmt.Sprint(e.ConnID), "tls_subject": quote(e.TLSSubject), "node": quote(e.Node),
+			"batch_id": fmt.Sprint(e.BatchID),
+		}
+		b.WriteString("\n(")
+		for j, c := range s.EventColumns() {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			v, ok := vals[c]
+			if !ok {
+				panic("storagetest: unknown event column " + c)
+			}
+			b.WriteString(v)
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
