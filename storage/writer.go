@@ -17,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
 // Config configures a Writer. Zero values take the defaults named.
@@ -90,6 +91,7 @@ type Stats struct {
 	DroppedQueue   uint64 // rows dropped at sealing: the spool (or memory queue) refused the batch
 	DroppedOnClose uint64 // rows of the memory queue left unsent when Close's context ended
 	Batches        uint64 // batches queued
+	RowsQueued     uint64 // rows in the batches queued
 	BatchesStored  uint64 // batches fully in ClickHouse
 	RowsStored     uint64 // rows inserted by this writer
 	RowsFound      uint64 // rows a batch-id check found already stored (not inserted again)
@@ -126,7 +128,8 @@ type Writer struct {
 	inherited int    // batches in the queue at start
 
 	added, dropBuffer, dropClosed, dropQueue, dropOnClose atomic.Uint64
-	batches, stored, rowsStored, rowsFound, partial       atomic.Uint64
+	batches, rowsQueued, stored, rowsStored, rowsFound    atomic.Uint64
+	partial                                               atomic.Uint64
 	corrupt, failures                                     atomic.Uint64
 	connected                                             atomic.Bool
 	version                                               atomic.Value // string
@@ -185,10 +188,13 @@ func NewWriter(ctx context.Context, cfg Config) (*Writer, error) {
 	return w, nil
 }
 
-// openSpool opens the durable spool in cfg.SpoolDir. Set until the spool
-// package is wired in.
-var openSpool = func(cfg Config) (Queue, error) {
-	return nil, fmt.Errorf("storage: spool_dir %q: the durable spool is not available in this build", cfg.SpoolDir)
+// openSpool opens the durable spool in cfg.SpoolDir.
+func openSpool(cfg Config) (Queue, error) {
+	sp, err := spool.Open(spool.Config{Dir: cfg.SpoolDir, MaxBytes: cfg.SpoolMaxBytes, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("storage: spool: %w", err)
+	}
+	return sp, nil
 }
 
 // Add queues the row of one event. It never blocks: when the buffer is full
@@ -231,7 +237,7 @@ func (w *Writer) Stats() Stats {
 	return Stats{
 		Added: w.added.Load(), DroppedBuffer: w.dropBuffer.Load(), DroppedClosed: w.dropClosed.Load(),
 		DroppedQueue: w.dropQueue.Load(), DroppedOnClose: w.dropOnClose.Load(),
-		Batches: w.batches.Load(), BatchesStored: w.stored.Load(), RowsStored: w.rowsStored.Load(),
+		Batches: w.batches.Load(), RowsQueued: w.rowsQueued.Load(), BatchesStored: w.stored.Load(), RowsStored: w.rowsStored.Load(),
 		RowsFound: w.rowsFound.Load(), PartialFound: w.partial.Load(), Corrupt: w.corrupt.Load(),
 		Failures: w.failures.Load(), Queued: w.queue.Len(), Connected: w.connected.Load(), ServerVersion: v,
 	}
@@ -309,6 +315,7 @@ func (w *Writer) collect() {
 			}
 			return
 		}
+		w.rowsQueued.Add(uint64(n))
 		w.batches.Add(1)
 		w.notify()
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	chtest "github.com/msrpscope/msrpscope/internal/clickhouse"
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
@@ -100,7 +101,7 @@ func TestWriterStoresRows(t *testing.T) {
 	if st.Added != n+ne || st.RowsStored != n+ne || st.DroppedBuffer != 0 {
 		t.Fatalf("stats: %+v", st)
 	}
-	c := srv.conn(t)
+	c := openConn(t, srv.Addr())
 	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames WHERE method='SEND' AND direction='in'"); got != n/2 {
 		t.Errorf("SEND in rows = %d, want %d", got, n/2)
 	}
@@ -165,7 +166,7 @@ func TestWriterServerKilled(t *testing.T) {
 	if st.DroppedBuffer != 0 || st.DroppedQueue != 0 {
 		t.Fatalf("rows dropped: %+v", st)
 	}
-	c := srv.conn(t)
+	c := openConn(t, srv.Addr())
 	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
 		t.Errorf("rows = %d, want %d (stats %+v)", got, n, st)
 	}
@@ -204,7 +205,7 @@ func TestWriterReplayChecksBatchID(t *testing.T) {
 	}
 	w2 := newTestWriter(t, Config{Addr: []string{srv.Addr()}, Spool: replay})
 	closeWriter(t, w2)
-	c := srv.conn(t)
+	c := openConn(t, srv.Addr())
 	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
 		t.Errorf("frames = %d, want %d", got, n)
 	}
@@ -229,4 +230,85 @@ func (q *recordingQueue) Append(rec []byte) error {
 	q.recs = append(q.recs, append([]byte(nil), rec...))
 	q.mu.Unlock()
 	return q.Queue.Append(rec)
+}
+
+// TestWriterSpoolAcrossRestart: batches written while ClickHouse is down
+// stay in the spool through a writer (relay) restart and land exactly once.
+func TestWriterSpoolAcrossRestart(t *testing.T) {
+	srv := startServer(t)
+	srv.Kill()
+	dir := t.TempDir()
+	const n = 4000
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, SpoolDir: dir, BatchRows: 500, BatchAge: 10 * time.Millisecond,
+		BufferRows: n, DialTimeout: time.Second})
+	for i := range n {
+		w.Add(testFrame(i)) // returns at once: ClickHouse is down
+	}
+	waitFor(t, "all rows sealed into the spool", func() bool { return w.Stats().RowsQueued == n })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	err := w.Close(ctx)
+	cancel()
+	if err == nil {
+		t.Fatal("Close returned nil with ClickHouse down")
+	}
+	if st := w.Stats(); st.RowsStored != 0 || st.DroppedBuffer+st.DroppedQueue+st.DroppedOnClose != 0 {
+		t.Fatalf("stats after the first run: %+v", st)
+	}
+	srv.Restart()
+	w2 := newTestWriter(t, Config{Addr: []string{srv.Addr()}, SpoolDir: dir})
+	closeWriter(t, w2)
+	c := openConn(t, srv.Addr())
+	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
+		t.Errorf("rows = %d, want %d (stats %+v)", got, n, w2.Stats())
+	}
+	if got := queryUint(t, c, "SELECT uniqExact(transact_id) FROM msrpscope.frames"); got != n {
+		t.Errorf("distinct rows = %d, want %d", got, n)
+	}
+}
+
+// TestWriterCluster: ON CLUSTER schema on a two-shard 18.16 cluster (with
+// ZooKeeper); rows spread over both shards, the Distributed tables see all.
+func TestWriterCluster(t *testing.T) {
+	cl := chtest.StartCluster(t, chtest.Options{})
+	const n, ne = 3000, 200
+	for _, replicated := range []bool{false, true} {
+		db := "msrpscope_plain"
+		if replicated {
+			db = "msrpscope_repl"
+		}
+		t.Run(db, func(t *testing.T) {
+			w := newTestWriter(t, Config{Addr: []string{cl.Shards[0].Addr()}, Database: db, Cluster: cl.Name,
+				Replicated: replicated, BatchRows: 500, BatchAge: 10 * time.Millisecond, BufferRows: n + ne})
+			for i := range n {
+				e := testFrame(i)
+				e.Frame.FromSession = fmt.Sprintf("session%d", i%10) // frames are sharded by correlation id
+				w.Add(e)
+				if i < ne {
+					w.Add(testConnEvent(i))
+				}
+			}
+			closeWriter(t, w)
+			var sum uint64
+			for i, s := range cl.Shards {
+				c := openConn(t, s.Addr())
+				if got := queryUint(t, c, "SELECT count() FROM "+db+".frames"); got != n {
+					t.Errorf("shard %d: Distributed frames = %d, want %d", i+1, got, n)
+				}
+				if got := queryUint(t, c, "SELECT count() FROM "+db+".events"); got != ne {
+					t.Errorf("shard %d: Distributed events = %d, want %d", i+1, got, ne)
+				}
+				if got := queryUint(t, c, "SELECT sum(frames) FROM "+db+".frames_per_minute"); got != n {
+					t.Errorf("shard %d: Distributed rollup = %d, want %d", i+1, got, n)
+				}
+				local := queryUint(t, c, "SELECT count() FROM "+db+".frames_local")
+				if local == 0 {
+					t.Errorf("shard %d holds no rows", i+1)
+				}
+				sum += local
+			}
+			if sum != n {
+				t.Errorf("rows on the shards = %d, want %d", sum, n)
+			}
+		})
+	}
 }
