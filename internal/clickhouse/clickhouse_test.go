@@ -167,3 +167,34 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+// recTB records what need does instead of stopping the test.
+type recTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recTB) Helper()                        {}
+func (r *recTB) Fatalf(format string, a ...any) { r.fatal = fmt.Sprintf(format, a...) }
+func (r *recTB) Skipf(format string, a ...any)  { r.skip = fmt.Sprintf(format, a...) }
+
+// A missing binary skips the test naming the packages to install; with CI set it fails it.
+func TestMissingBinary(t *testing.T) {
+	for _, ci := range []string{"", "true"} {
+		t.Setenv("CI", ci)
+		r := &recTB{TB: t}
+		need(r, "msrpscope-no-such-binary", "some-package")
+		msg := r.skip
+		if ci != "" {
+			msg = r.fatal
+			if r.skip != "" {
+				t.Fatalf("CI=%s: skipped: %s", ci, r.skip)
+			}
+		} else if r.fatal != "" {
+			t.Fatalf("CI unset: failed: %s", r.fatal)
+		}
+		if !strings.Contains(msg, "apt-get install some-package") {
+			t.Fatalf("CI=%q: message %q does not name the package", ci, msg)
+		}
+	}
+}
