@@ -656,12 +656,15 @@ func (c *Client) flush(conn net.Conn) {
 			return
 		}
 		err := c.write(conn, *b)
-		putBuf(b)
 		if err != nil {
 			c.errs.Add(1)
-			c.dropped.Add(1)
+			if !c.spoolOn() || !c.spoolBatch(*b, 1) {
+				c.dropped.Add(1)
+			}
+			putBuf(b)
 			return
 		}
+		putBuf(b)
 		c.sent.Add(1)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/spool"
 )
@@ -141,5 +142,33 @@ func TestClientSpoolUDPRefused(t *testing.T) {
 	defer sp.Close()
 	if _, err := NewClient(t.Context(), ClientConfig{Transport: UDP, Addr: "127.0.0.1:9", Spool: sp}); err == nil {
 		t.Fatal("a UDP client accepted a spool")
+	}
+}
+
+// TestClientSpoolWriteFails: the collector accepts but never reads; a write
+// that times out puts its batch into the spool instead of losing it, and so
+// does the replay that follows each reconnection: nothing is counted dropped.
+// (What the kernel accepted into the stalled connection is lost: HEP has no
+// acknowledgement.)
+func TestClientSpoolWriteFails(t *testing.T) {
+	col := newCollector(t, "tcp", "stall", nil)
+	sp := openSpool(t, t.TempDir())
+	defer sp.Close()
+	c := newTestClient(t, ClientConfig{Transport: TCP, Addr: col.addr, QueueSize: 16,
+		WriteTimeout: 20 * time.Millisecond, Spool: sp})
+	pkt := testPacket(t, "stall", 60000)
+	waitFor(t, "write failures spooled", func() bool {
+		if c.Stats().Queued == 0 {
+			c.Send(pkt)
+		}
+		s := c.Stats()
+		return s.Errors >= 3 && s.Spooled >= 2
+	})
+	c.Close()
+	if s := c.Stats(); s.Dropped != 0 {
+		t.Fatalf("packets dropped with a spool: %+v", s)
+	}
+	if sp.Len() == 0 {
+		t.Fatal("spool empty")
 	}
 }
