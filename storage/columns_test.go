@@ -49,4 +49,3 @@ func TestColumnTypesAccepted(t *testing.T) {
 		check(eventColumns, ec.column)
 	}
 }
-
