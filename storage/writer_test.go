@@ -392,3 +392,38 @@ func TestWriterRecreatesSchema(t *testing.T) {
 		t.Errorf("rollup = %d, want 200", got)
 	}
 }
+
+// TestWriterTimeoutStoredBatch: an insert that times out on the client
+// after the server stored the rows (a slow view holds the insert after the
+// base table's part is written) is found by its batch id on retry and not
+// inserted again.
+func TestWriterTimeoutStoredBatch(t *testing.T) {
+	srv := startServer(t)
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: 10 * time.Millisecond,
+		InsertTimeout: time.Second})
+	for i := range 100 {
+		w.Add(testFrame(i))
+	}
+	waitFor(t, "the first batch stored", func() bool { return w.Stats().RowsStored == 100 })
+	c := openConn(t, srv.Addr())
+	// 18.16 writes the base table's part, then pushes the block to each view.
+	if err := c.Exec(context.Background(),
+		"CREATE MATERIALIZED VIEW msrpscope.zz_slow ENGINE = Null AS SELECT sleep(3) AS s FROM msrpscope.frames"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 200; i++ {
+		w.Add(testFrame(i))
+	}
+	waitFor(t, "a timed-out insert", func() bool { return w.Stats().Failures > 0 })
+	if err := c.Exec(context.Background(), "DROP TABLE msrpscope.zz_slow"); err != nil {
+		t.Fatal(err)
+	}
+	closeWriter(t, w)
+	st := w.Stats()
+	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != 200 {
+		t.Errorf("rows = %d, want 200 (stats %+v)", got, st)
+	}
+	if st.RowsFound != 100 {
+		t.Errorf("rows found by the batch-id check = %d, want 100 (stats %+v)", st.RowsFound, st)
+	}
+}
