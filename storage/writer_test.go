@@ -406,7 +406,8 @@ func TestWriterTimeoutStoredBatch(t *testing.T) {
 	}
 	waitFor(t, "the first batch stored", func() bool { return w.Stats().RowsStored == 100 })
 	c := openConn(t, srv.Addr())
-	// 18.16 writes the base table's part, then pushes the block to each view.
+	// 18.16 writes the base table's part, then pushes the block to each view in name order:
+	// zz_slow comes after the rollups.
 	if err := c.Exec(context.Background(),
 		"CREATE MATERIALIZED VIEW msrpscope.zz_slow ENGINE = Null AS SELECT sleep(3) AS s FROM msrpscope.frames"); err != nil {
 		t.Fatal(err)
@@ -425,5 +426,9 @@ func TestWriterTimeoutStoredBatch(t *testing.T) {
 	}
 	if st.RowsFound != 100 {
 		t.Errorf("rows found by the batch-id check = %d, want 100 (stats %+v)", st.RowsFound, st)
+	}
+	// The server finished the insert (views included) after the client left.
+	if got := queryUint(t, c, "SELECT sum(frames) FROM msrpscope.frames_per_minute"); got != 200 {
+		t.Errorf("rollup = %d, want 200", got)
 	}
 }
