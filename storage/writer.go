@@ -356,6 +356,7 @@ func (w *Writer) collect() {
 
 // head is the sender's knowledge of the oldest queued batch.
 type head struct {
+	set                    bool
 	id                     uint64
 	unknown                bool // it may be (partly) stored already: check before inserting
 	framesDone, eventsDone bool
@@ -405,8 +406,10 @@ func (w *Writer) send() {
 			}
 			continue
 		}
-		if h.id != b.id || inherited > 0 {
-			h = head{id: b.id, unknown: inherited > 0}
+		if !h.set || h.id != b.id {
+			// A new head: inherited ones are counted once each, however
+			// often they are retried.
+			h = head{set: true, id: b.id, unknown: inherited > 0}
 			inherited = max(inherited-1, 0)
 		}
 		if err := w.deliver(b, &h); err != nil {

@@ -432,3 +432,35 @@ func TestWriterTimeoutStoredBatch(t *testing.T) {
 		t.Errorf("rollup = %d, want 200", got)
 	}
 }
+
+// TestWriterReplayAfterFailures: batches inherited from a previous run are
+// each checked by batch id, however many attempts fail before ClickHouse
+// is back (a retry of the first must not use up the others' checks).
+func TestWriterReplayAfterFailures(t *testing.T) {
+	srv := startServer(t)
+	const n = 1000
+	q := &recordingQueue{Queue: newMemQueue(1 << 30)}
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 500, BatchAge: time.Hour, Spool: q})
+	for i := range n {
+		w.Add(testFrame(i))
+	}
+	closeWriter(t, w)
+	if len(q.recs) != 2 {
+		t.Fatalf("%d records queued, want 2", len(q.recs))
+	}
+	replay := newMemQueue(1 << 30)
+	for _, r := range q.recs {
+		if err := replay.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.Kill()
+	w2 := newTestWriter(t, Config{Addr: []string{srv.Addr()}, Spool: replay, DialTimeout: time.Second})
+	waitFor(t, "failed attempts", func() bool { return w2.Stats().Failures >= 3 })
+	srv.Restart()
+	closeWriter(t, w2)
+	c := openConn(t, srv.Addr())
+	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
+		t.Errorf("frames = %d, want %d (stats %+v)", got, n, w2.Stats())
+	}
+}
