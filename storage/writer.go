@@ -402,7 +402,11 @@ func (w *Writer) send() {
 			w.corrupt.Add(1)
 			w.log.Error("storage: queued batch skipped: undecodable", "err", err)
 			if err := w.queue.Ack(); err != nil {
+				w.failures.Add(1)
 				w.log.Error("storage: ack", "err", err)
+				if !w.wait(&attempt) {
+					return
+				}
 			}
 			continue
 		}
@@ -422,10 +426,17 @@ func (w *Writer) send() {
 			}
 			continue
 		}
-		attempt = 0
 		if err := w.queue.Ack(); err != nil {
-			w.log.Error("storage: ack", "err", err)
+			// Stored but still queued: only the Ack is retried (both
+			// parts are marked done), never the insert.
+			w.failures.Add(1)
+			w.log.Error("storage: ack of a stored batch", "batch_id", b.id, "err", err)
+			if !w.wait(&attempt) {
+				return
+			}
+			continue
 		}
+		attempt = 0
 		w.stored.Add(1)
 		h = head{}
 	}

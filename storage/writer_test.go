@@ -2,10 +2,12 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -462,5 +464,35 @@ func TestWriterReplayAfterFailures(t *testing.T) {
 	c := openConn(t, srv.Addr())
 	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
 		t.Errorf("frames = %d, want %d (stats %+v)", got, n, w2.Stats())
+	}
+}
+
+// ackFailQueue fails the first Acks of a real queue, as a spool whose disk
+// refuses the acknowledgement for a while.
+type ackFailQueue struct {
+	Queue
+	fails atomic.Int32
+}
+
+func (q *ackFailQueue) Ack() error {
+	if q.fails.Add(-1) >= 0 {
+		return errors.New("injected: ack not persisted")
+	}
+	return q.Queue.Ack()
+}
+
+// TestWriterAckFailure: a batch stored whose Ack fails is acknowledged
+// again, not inserted again.
+func TestWriterAckFailure(t *testing.T) {
+	srv := startServer(t)
+	q := &ackFailQueue{Queue: newMemQueue(1 << 30)}
+	q.fails.Store(2)
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, Spool: q, BatchRows: 100, BatchAge: time.Hour})
+	for i := range 100 {
+		w.Add(testFrame(i))
+	}
+	closeWriter(t, w)
+	if got := queryUint(t, openConn(t, srv.Addr()), "SELECT count() FROM msrpscope.frames"); got != 100 {
+		t.Errorf("frames = %d, want 100 (stats %+v)", got, w.Stats())
 	}
 }
