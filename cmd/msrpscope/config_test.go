@@ -35,6 +35,8 @@ func TestConfigTable(t *testing.T) {
 		{"only comments", listen + "# nothing else\n", nil},
 		{"users file", listen + "relay:\n  auth:\n    users_file: " + users + "\n", nil},
 		{"hep sink with a spool", listen + "sinks:\n  homer: {type: hep, addr: \"127.0.0.1:9060\", transport: tcp, spool_dir: spool}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [homer]}\n", nil},
+		{"clickhouse sink", listen + "sinks:\n  ch: {type: clickhouse, addr: \"127.0.0.1:1\", spool_dir: chspool, batch_age: 2s}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [ch]}\n", nil},
+		{"clickhouse sink, addresses listed", listen + "sinks:\n  ch: {type: clickhouse, addr: [\"127.0.0.1:1\", \"[::1]:1\"]}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [ch]}\n", nil},
 		{"hep sink", listen + "sinks:\n  homer: {type: hep, addr: \"127.0.0.1:9060\"}\ntracing:\n  rules:\n    - {name: all, frames: true, to: [homer]}\n", nil},
 
 		// YAML itself: line and column, and the source line quoted.
@@ -64,6 +66,10 @@ func TestConfigTable(t *testing.T) {
 		{"hep addr without port", listen + "sinks:\n  pcap: {type: hep, addr: 127.0.0.1}\n", []string{"want host:port"}},
 		{"hep bad transport", listen + "sinks:\n  pcap: {type: hep, addr: \"127.0.0.1:9060\", transport: sctp}\n", []string{"udp, tcp or tls"}},
 		{"hep spool over udp", listen + "sinks:\n  pcap: {type: hep, addr: \"127.0.0.1:9060\", spool_dir: /tmp/x}\n", []string{"spool_dir needs transport tcp or tls"}},
+		{"clickhouse without addr", listen + "sinks:\n  pcap: {type: clickhouse}\n", []string{"clickhouse sink needs addr"}},
+		{"clickhouse addr without port", listen + "sinks:\n  pcap: {type: clickhouse, addr: [\"127.0.0.1\"]}\n", []string{"want host:port"}},
+		{"clickhouse unknown key", listen + "sinks:\n  pcap: {type: clickhouse, addr: \"127.0.0.1:9000\", batchrows: 5}\n", []string{"[4:52] unknown field \"batchrows\""}},
+		{"clickhouse replicated without cluster", listen + "sinks:\n  pcap: {type: clickhouse, addr: \"127.0.0.1:9000\", replicated: true}\n", []string{"replicated needs cluster"}},
 		{"bad sink duration", listen + "sinks:\n  pcap: {type: pcap, max_file_age: soon}\n", []string{`sink "pcap"`, `[4:36] invalid duration "soon"`}},
 		{"sink not a mapping", listen + "sinks:\n  pcap: 5\n", []string{"[4:9]", "mapping"}},
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 
 	"github.com/msrpscope/msrpscope/hep/hepsink"
+	"github.com/msrpscope/msrpscope/storage"
 	"github.com/msrpscope/msrpscope/tracer"
 	"github.com/msrpscope/msrpscope/tracer/pcap/pcapsink"
 	"github.com/msrpscope/msrpscope/tracer/sink"
@@ -16,6 +17,7 @@ import (
 func init() {
 	sink.Register("hep", hepsink.Kind{})
 	sink.Register("pcap", pcapsink.Kind{})
+	sink.Register("clickhouse", storage.Kind{})
 }
 
 // sinkMap is the "sinks" key. A sink the file names replaces the embedded
