@@ -189,15 +189,12 @@ func TestRelayRunOn267(t *testing.T) {
 	check("correlation "+first.CorrelationID, q.CorrelationFrames(first.CorrelationID, 0),
 		storagetest.Select(frames, func(f storage.Frame) bool { return f.CorrelationID == first.CorrelationID }))
 	if first.SessionID == "" {
-		// The relay does not report FromSession/ToSession yet (tracer/event: the relay reports
-		// sessions); the session query is covered by the fixture until it does.
-		t.Logf("relay frames carry no session ids yet: correlation id %q", first.CorrelationID)
-	} else {
-		check("session "+first.SessionID, q.SessionFrames(first.SessionID, 0),
-			storagetest.Select(frames, func(f storage.Frame) bool {
-				return f.SessionID == first.SessionID || f.PeerSessionID == first.SessionID
-			}))
+		t.Fatalf("alice's first SEND row carries no session id (correlation id %q)", first.CorrelationID)
 	}
+	check("session "+first.SessionID, q.SessionFrames(first.SessionID, 0),
+		storagetest.Select(frames, func(f storage.Frame) bool {
+			return f.SessionID == first.SessionID || f.PeerSessionID == first.SessionID
+		}))
 	// The failed AUTH: mallory from 127.0.0.1.
 	aq := q.AuthFailures(time.Time{}, time.Time{})
 	arows, err := engine.Rows(aq.SQL, aq.Params)
