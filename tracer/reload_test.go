@@ -201,3 +201,36 @@ func TestReloadKeepsRuntimeSwitch(t *testing.T) {
 		t.Fatalf("reload after SetEnabled(false): %v, Enabled %v", err, tr.Enabled())
 	}
 }
+
+// A connection-level rule on local.port: at connect-start an outbound
+// connection has no local address yet, so the verdict then is "no"; once
+// connected its local port is known and the cached verdict must be
+// computed again, or the connection's events and frames are missed.
+func TestLocalPortVerdictAfterConnect(t *testing.T) {
+	cfg := Config{Enabled: true,
+		Rules: []Rule{{Name: "port", Match: `local.port == 40555`, Events: true, Frames: true, To: []string{"c"}}},
+		Sinks: map[string]SinkConfig{"c": countTo("1")}}
+	tr, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close(context.Background())
+	c := tr.sinkNamed("c").(*countSink)
+	next := netip.MustParseAddrPort("192.0.2.10:2855")
+	start := connEv(event.ConnectStart, 77, next, netip.AddrPort{}, "msrp")
+	start.Conn.Dir = event.DirOut
+	tr.Observe(start)
+	if n := c.got.Load(); n != 0 {
+		t.Fatalf("connect-start (no local address yet) matched: %d records", n)
+	}
+	local := netip.MustParseAddrPort("127.0.0.1:40555")
+	conn := connEv(event.Connected, 77, next, local, "msrp")
+	conn.Conn.Dir = event.DirOut
+	tr.Observe(conn)
+	f := frameEv(77, next, local, event.DirOut, "SEND", "")
+	f.Conn.Dir = event.DirOut
+	tr.Observe(f)
+	if n := c.got.Load(); n != 2 {
+		t.Fatalf("connected + one frame on local port 40555: %d records, want 2", n)
+	}
+}
