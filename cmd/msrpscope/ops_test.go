@@ -22,6 +22,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/hep"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/tracer"
 )
 
 // opsRun is msrpscope's run with a config file, its relay and admin API
@@ -675,5 +676,33 @@ tracing: {enabled: false}
 	o.must(t, "GET", "/api/v1/sessions?session="+sidOf(useA), "", 200, &sp)
 	if d := value(after, "msrpscope_frame_bytes_total", sendIn) - value(before, "msrpscope_frame_bytes_total", sendIn); d != float64(sp.Items[0].BytesIn) {
 		t.Errorf("SEND bytes in rose by %v, session A counted %d", d, sp.Items[0].BytesIn)
+	}
+}
+
+// /readyz's answer: not ready while the relay's listeners do not serve
+// (before serve, after stop), ready in between with every sink ok.
+func TestReadiness(t *testing.T) {
+	t.Chdir(t.TempDir()) // the default pcap sink writes to "."
+	fc, err := loadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := tracer.New(context.Background(), fc.tracerConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close(context.Background())
+	o := &ops{}
+	r := readiness{o: o, tr: tr}
+	if got := r.NotReady(); len(got) != 1 || got[0] != "relay: listeners not serving" {
+		t.Fatalf("before serve: %q", got)
+	}
+	o.serve()
+	if got := r.NotReady(); len(got) != 0 {
+		t.Fatalf("serving: %q", got)
+	}
+	o.stop()
+	if got := r.NotReady(); len(got) != 1 {
+		t.Fatalf("after stop: %q", got)
 	}
 }
