@@ -65,7 +65,7 @@ func (m *Multi) Enabled() bool {
 
 // Wire reports whether any switched Observer (a tracer) is enabled, that is
 // whether a frame's wire bytes are wanted. Observers without a switch want
-// frame metadata only. The relay does not ask this yet; see docs/ADMIN.md.
+// frame metadata only (the relay asks it before copying a frame's bytes).
 func (m *Multi) Wire() bool {
 	for i := range m.obs {
 		if x := &m.obs[i]; x.sw != nil && x.sw.Enabled() {

@@ -95,9 +95,9 @@ func transportIndex(t string) int {
 	return tOther
 }
 
-// Close reasons: event's values 1..CloseShutdown, 0 and anything newer is
+// Close reasons: event's values 1..CloseAdmin, 0 and anything newer is
 // "unknown" (index 0).
-const nReason = int(event.CloseShutdown) + 1
+const nReason = int(event.CloseAdmin) + 1 // the last CloseReason
 
 func reasonIndex(r event.CloseReason) int {
 	if int(r) < nReason {
