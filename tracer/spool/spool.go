@@ -42,7 +42,9 @@
 // truncated away. A file named like a segment that is unreadable or not a
 // segment is counted (Stats.CorruptFiles), logged and renamed aside with the
 // suffix ".corrupt" (kept for inspection, outside the bound; its records are
-// lost); other unknown files are logged and left alone. An unreadable ack
+// lost), except a file shorter than the segment header holding a prefix of
+// it: a crash while the segment was created, before any record; it is
+// removed. Other unknown files are logged and left alone. An unreadable ack
 // file is counted the same way and every record is replayed (at-least-once). A record found corrupt later, when Peek
 // reads it, is skipped and counted as well. No corruption makes Open or Peek
 // fail or panic; Peek returns only I/O errors.
@@ -236,6 +238,15 @@ func (s *Spool) recover() error {
 			continue
 		}
 		data, err := os.ReadFile(path)
+		if err == nil && len(data) < len(segMagic) && string(data) == segMagic[:len(data)] {
+			// A crash while newSegment created it: no Append wrote to it.
+			if err := os.Remove(path); err != nil {
+				s.log.Warn("spool: cannot remove segment cut short at its creation", "file", path, "err", err)
+			} else {
+				s.log.Info("spool: removed segment cut short at its creation", "file", path, "bytes", len(data))
+			}
+			continue
+		}
 		var r scanResult
 		if err == nil {
 			r, err = scanSegment(data)

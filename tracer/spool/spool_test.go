@@ -271,9 +271,25 @@ func TestCorruption(t *testing.T) {
 			corruptFiles: 1,
 		},
 		{
-			name: "empty file named like a segment",
+			// A crash while the next segment was created, before or while
+			// its header was written: removed, not reported.
+			name: "empty next segment (crash at its creation)",
 			damage: func(t *testing.T, dir, seg string) {
-				write(t, filepath.Join(dir, "00000000000000000000.seg"), nil)
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), nil)
+			},
+			want: span(0, n),
+		},
+		{
+			name: "next segment with part of its header (crash at its creation)",
+			damage: func(t *testing.T, dir, seg string) {
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), []byte(segMagic[:7]))
+			},
+			want: span(0, n),
+		},
+		{
+			name: "short file named like a segment, not a header prefix",
+			damage: func(t *testing.T, dir, seg string) {
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), []byte("msrq"))
 			},
 			want:         span(0, n),
 			corruptFiles: 1,
