@@ -317,8 +317,8 @@ func (s *Spool) initAck(gen uint64, a ackPos) error {
 	path := filepath.Join(s.cfg.Dir, "ack")
 	tmp := path + ".tmp"
 	b := make([]byte, ackFile)
-	encodeAck(b, gen+1, a)
-	encodeAck(b[ackStride:], gen+2, a)
+	encodeAck(b[ackSlot(gen+1):], gen+1, a)
+	encodeAck(b[ackSlot(gen+2):], gen+2, a)
 	err := os.WriteFile(tmp, b, 0o600)
 	if err == nil {
 		err = syncFile(tmp)
@@ -594,11 +594,15 @@ func (s *Spool) Ack() error {
 	return nil
 }
 
+// ackSlot is the offset of the slot generation gen is written to: the slots
+// alternate, so each write overwrites the older one.
+func ackSlot(gen uint64) int64 { return int64(gen%2) * ackStride }
+
 // writeAck overwrites the older slot with the next generation and syncs it.
 func (s *Spool) writeAck(a ackPos) error {
 	gen := s.ackGen + 1
 	encodeAck(s.abuf[:], gen, a)
-	_, err := s.ackF.WriteAt(s.abuf[:], int64(gen%2)*ackStride)
+	_, err := s.ackF.WriteAt(s.abuf[:], ackSlot(gen))
 	if err == nil {
 		err = fdatasync(s.ackF)
 	}

@@ -579,7 +579,8 @@ func TestAckSlotTorn(t *testing.T) {
 			dir := t.TempDir()
 			s := mustOpen(t, Config{Dir: dir})
 			appendRange(t, s, 0, 5)
-			// Open wrote generations 1 and 2; these Acks write 3 (slot 1), 4 (slot 0), 5 (slot 1).
+			// Open wrote generations 1 (slot 1) and 2 (slot 0); these Acks
+			// write 3 (slot 1), 4 (slot 0), 5 (slot 1).
 			drain(t, s, 3)
 			s.Close()
 			for _, off := range tc.spoil {
@@ -594,5 +595,45 @@ func TestAckSlotTorn(t *testing.T) {
 				t.Fatalf("Stats = %+v", st)
 			}
 		})
+	}
+}
+
+// Every write of the ack file, Open's included, overwrites the older slot:
+// the two slots always hold consecutive generations, the newer one the
+// current position, the older the previous one.
+func TestAckOverwritesOlderSlot(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ack")
+	slots := func() [2]uint64 {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g [2]uint64
+		for i := range g {
+			gen, _, ok := decodeAckSlot(b[i*ackStride:])
+			if !ok {
+				t.Fatalf("slot %d invalid", i)
+			}
+			g[i] = gen
+		}
+		return g
+	}
+	consecutive := func(when string) {
+		t.Helper()
+		if g := slots(); max(g[0], g[1])-min(g[0], g[1]) != 1 {
+			t.Fatalf("%s: slot generations %v, want consecutive", when, g)
+		}
+	}
+	for reopen := range 3 { // Open reads generations of either parity
+		s := mustOpen(t, Config{Dir: dir})
+		consecutive(fmt.Sprint("Open ", reopen))
+		appendRange(t, s, 0, 2+reopen)
+		for i := range 2 + reopen {
+			drain(t, s, 1)
+			consecutive(fmt.Sprintf("Open %d, Ack %d", reopen, i))
+		}
+		s.Close()
 	}
 }
