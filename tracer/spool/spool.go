@@ -585,7 +585,9 @@ func (s *Spool) Ack() error {
 	}
 	s.peeked = false
 	s.mu.Lock()
-	seg := s.segs[0] // Peek returned a record of the head segment; only rmu holders drop segments
+	// Peek returned a record of the head segment and it is still there:
+	// Append (rotating) drops only segments with no record waiting.
+	seg := s.segs[0]
 	seg.head++
 	s.records--
 	s.stats.Acked++
