@@ -42,7 +42,9 @@
 // truncated away. A file named like a segment that is unreadable or not a
 // segment is counted (Stats.CorruptFiles), logged and renamed aside with the
 // suffix ".corrupt" (kept for inspection, outside the bound; its records are
-// lost); other unknown files are logged and left alone. An unreadable ack
+// lost), except a file shorter than the segment header holding a prefix of
+// it: a crash while the segment was created, before any record; it is
+// removed. Other unknown files are logged and left alone. An unreadable ack
 // file is counted the same way and every record is replayed (at-least-once). A record found corrupt later, when Peek
 // reads it, is skipped and counted as well. No corruption makes Open or Peek
 // fail or panic; Peek returns only I/O errors.
@@ -236,6 +238,15 @@ func (s *Spool) recover() error {
 			continue
 		}
 		data, err := os.ReadFile(path)
+		if err == nil && len(data) < len(segMagic) && string(data) == segMagic[:len(data)] {
+			// A crash while newSegment created it: no Append wrote to it.
+			if err := os.Remove(path); err != nil {
+				s.log.Warn("spool: cannot remove segment cut short at its creation", "file", path, "err", err)
+			} else {
+				s.log.Info("spool: removed segment cut short at its creation", "file", path, "bytes", len(data))
+			}
+			continue
+		}
 		var r scanResult
 		if err == nil {
 			r, err = scanSegment(data)
@@ -306,8 +317,8 @@ func (s *Spool) initAck(gen uint64, a ackPos) error {
 	path := filepath.Join(s.cfg.Dir, "ack")
 	tmp := path + ".tmp"
 	b := make([]byte, ackFile)
-	encodeAck(b, gen+1, a)
-	encodeAck(b[ackStride:], gen+2, a)
+	encodeAck(b[ackSlot(gen+1):], gen+1, a)
+	encodeAck(b[ackSlot(gen+2):], gen+2, a)
 	err := os.WriteFile(tmp, b, 0o600)
 	if err == nil {
 		err = syncFile(tmp)
@@ -574,7 +585,9 @@ func (s *Spool) Ack() error {
 	}
 	s.peeked = false
 	s.mu.Lock()
-	seg := s.segs[0] // Peek returned a record of the head segment; only rmu holders drop segments
+	// Peek returned a record of the head segment and it is still there:
+	// Append (rotating) drops only segments with no record waiting.
+	seg := s.segs[0]
 	seg.head++
 	s.records--
 	s.stats.Acked++
@@ -583,11 +596,15 @@ func (s *Spool) Ack() error {
 	return nil
 }
 
+// ackSlot is the offset of the slot generation gen is written to: the slots
+// alternate, so each write overwrites the older one.
+func ackSlot(gen uint64) int64 { return int64(gen%2) * ackStride }
+
 // writeAck overwrites the older slot with the next generation and syncs it.
 func (s *Spool) writeAck(a ackPos) error {
 	gen := s.ackGen + 1
 	encodeAck(s.abuf[:], gen, a)
-	_, err := s.ackF.WriteAt(s.abuf[:], int64(gen%2)*ackStride)
+	_, err := s.ackF.WriteAt(s.abuf[:], ackSlot(gen))
 	if err == nil {
 		err = fdatasync(s.ackF)
 	}

@@ -271,9 +271,25 @@ func TestCorruption(t *testing.T) {
 			corruptFiles: 1,
 		},
 		{
-			name: "empty file named like a segment",
+			// A crash while the next segment was created, before or while
+			// its header was written: removed, not reported.
+			name: "empty next segment (crash at its creation)",
 			damage: func(t *testing.T, dir, seg string) {
-				write(t, filepath.Join(dir, "00000000000000000000.seg"), nil)
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), nil)
+			},
+			want: span(0, n),
+		},
+		{
+			name: "next segment with part of its header (crash at its creation)",
+			damage: func(t *testing.T, dir, seg string) {
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), []byte(segMagic[:7]))
+			},
+			want: span(0, n),
+		},
+		{
+			name: "short file named like a segment, not a header prefix",
+			damage: func(t *testing.T, dir, seg string) {
+				write(t, filepath.Join(dir, "00000000000000000002.seg"), []byte("msrq"))
 			},
 			want:         span(0, n),
 			corruptFiles: 1,
@@ -563,7 +579,8 @@ func TestAckSlotTorn(t *testing.T) {
 			dir := t.TempDir()
 			s := mustOpen(t, Config{Dir: dir})
 			appendRange(t, s, 0, 5)
-			// Open wrote generations 1 and 2; these Acks write 3 (slot 1), 4 (slot 0), 5 (slot 1).
+			// Open wrote generations 1 (slot 1) and 2 (slot 0); these Acks
+			// write 3 (slot 1), 4 (slot 0), 5 (slot 1).
 			drain(t, s, 3)
 			s.Close()
 			for _, off := range tc.spoil {
@@ -578,5 +595,45 @@ func TestAckSlotTorn(t *testing.T) {
 				t.Fatalf("Stats = %+v", st)
 			}
 		})
+	}
+}
+
+// Every write of the ack file, Open's included, overwrites the older slot:
+// the two slots always hold consecutive generations, the newer one the
+// current position, the older the previous one.
+func TestAckOverwritesOlderSlot(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ack")
+	slots := func() [2]uint64 {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g [2]uint64
+		for i := range g {
+			gen, _, ok := decodeAckSlot(b[i*ackStride:])
+			if !ok {
+				t.Fatalf("slot %d invalid", i)
+			}
+			g[i] = gen
+		}
+		return g
+	}
+	consecutive := func(when string) {
+		t.Helper()
+		if g := slots(); max(g[0], g[1])-min(g[0], g[1]) != 1 {
+			t.Fatalf("%s: slot generations %v, want consecutive", when, g)
+		}
+	}
+	for reopen := range 3 { // Open reads generations of either parity
+		s := mustOpen(t, Config{Dir: dir})
+		consecutive(fmt.Sprint("Open ", reopen))
+		appendRange(t, s, 0, 2+reopen)
+		for i := range 2 + reopen {
+			drain(t, s, 1)
+			consecutive(fmt.Sprintf("Open %d, Ack %d", reopen, i))
+		}
+		s.Close()
 	}
 }
