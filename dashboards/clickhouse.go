@@ -8,13 +8,14 @@ package dashboards
 // $__conditionalAll(cond, $var) is 1=1 when All is selected, so All never lists values (and an
 // empty list never breaks the SQL). cidr is a text box: empty or "all" means every address.
 const (
-	// addr is the remote address as text, IPv4 without its ::ffff: prefix, so that both
-	// 10.0.0.0/8 and 2001:db8::/32 work in isIPAddressInRange.
+	// addr is the remote address as text, IPv4 without its ::ffff: prefix (10.0.0.0/8 matches it).
 	addr     = `replaceRegexpOne(IPv6NumToString(remote_ip), '^::ffff:', '')`
 	nodeCond = `$__conditionalAll(node IN (${node:singlequote}), $node)`
 	portCond = `$__conditionalAll(local_port IN (${port:singlequote}), $port)`
 	cidrAll  = `${cidr:singlequote} IN ('', 'all')`
-	cidrCond = `(` + cidrAll + ` OR isIPAddressInRange(` + addr + `, ${cidr:singlequote}))`
+	// An IPv6 CIDR (::ffff:10.0.0.0/104 too) is matched against the stored IPv6 form.
+	cidrCond = `(` + cidrAll + ` OR isIPAddressInRange(if(position(${cidr:singlequote}, ':') > 0, IPv6NumToString(remote_ip), ` +
+		addr + `), ${cidr:singlequote}))`
 	// unfiltered holds when neither a port nor a CIDR is chosen: the rollups (which have no
 	// sockets) answer then; otherwise the base tables do, filtered.
 	unfiltered = `($__conditionalAll(1 = 0, $port) AND ` + cidrAll + `)`
@@ -149,7 +150,7 @@ LIMIT 10000`
   countIf(status >= 300) AS failures, uniqExact(conn_id) AS connections
 FROM ${database}.frames
 ` + where
-	txns := `SELECT conn_id, transact_id, anyIf(method, method != '') AS method, maxIf(status, status != 0) AS status,
+	txns := `SELECT conn_id, transact_id, anyIf(method, method != '') AS request, maxIf(status, status != 0) AS response_status,
   minIf(ts, method != '') AS request_at,
   if(countIf(method != '') = 0 OR countIf(status != 0) = 0, NULL,
      round(dateDiff('microsecond', minIf(ts, method != ''), minIf(ts, status != 0)) / 1000, 3)) AS response_ms
@@ -161,7 +162,7 @@ LIMIT 10000`
 	chunks := `SELECT message_id, byte_range, minIf(ts, direction = 'in') AS received,
   if(countIf(direction = 'out') = 0, NULL,
      round(dateDiff('microsecond', minIf(ts, direction = 'in'), minIf(ts, direction = 'out')) / 1000, 3)) AS relay_ms,
-  maxIf(size, direction = 'in') AS size
+  maxIf(size, direction = 'in') AS chunk_bytes
 FROM ${database}.frames
 ` + where + ` AND method = 'SEND' AND message_id != ''
 GROUP BY message_id, byte_range
