@@ -229,6 +229,7 @@ func TestExpandSQL(t *testing.T) {
 		{in: "$ports", err: "2 values need a format"},
 		{in: "$__conditionalAll(x, 'a')", err: "not a plain variable reference"},
 		{in: "$__conditionalAll(x, $zz)", err: "unknown variable zz"},
+		{in: "$__conditionalAll(a IN (1, 2), b, $node)", err: "needs (condition, $variable)"},
 	} {
 		got, err := ExpandSQL(c.in, testRange, vars)
 		if c.err != "" {

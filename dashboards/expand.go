@@ -113,13 +113,14 @@ func expandConditionalAll(s string, vars map[string]Var) (string, error) {
 		if c.name != "conditionalAll" {
 			continue
 		}
-		if len(c.args) < 2 {
+		// The plugin leaves the macro alone (and the query then fails) unless it has exactly two
+		// arguments, split at commas outside parentheses before variables are substituted.
+		if len(c.args) != 2 {
 			return "", fmt.Errorf("$__conditionalAll needs (condition, $variable): %q", s[c.start:c.end])
 		}
-		// The condition may hold commas; the variable is the last argument.
-		name := varRef.FindStringSubmatch(c.args[len(c.args)-1])
+		name := varRef.FindStringSubmatch(c.args[1])
 		if name == nil {
-			return "", fmt.Errorf("$__conditionalAll: %q is not a plain variable reference", c.args[len(c.args)-1])
+			return "", fmt.Errorf("$__conditionalAll: %q is not a plain variable reference", c.args[1])
 		}
 		v, ok := vars[name[1]]
 		if !ok {
@@ -129,7 +130,7 @@ func expandConditionalAll(s string, vars map[string]Var) (string, error) {
 		if v.All {
 			b.WriteString("1=1")
 		} else {
-			b.WriteString(strings.Join(c.args[:len(c.args)-1], ", "))
+			b.WriteString(c.args[0])
 		}
 		pos = c.end
 	}
