@@ -255,3 +255,26 @@ func TestExpandPromQL(t *testing.T) {
 		t.Fatal("unknown macro accepted")
 	}
 }
+
+// Any query text expands or fails with an error, never a panic, and an expansion leaves no macro.
+func FuzzExpandSQL(f *testing.F) {
+	for _, file := range All() {
+		for _, q := range Queries(file.Dashboard) {
+			f.Add(q.Query)
+		}
+	}
+	f.Add("$__conditionalAll(a, $node")
+	f.Add("$__timeFilter('a)', b)")
+	f.Fuzz(func(t *testing.T, sql string) {
+		vars := map[string]Var{
+			"database": {Values: []string{"db"}}, "node": {All: true, Values: []string{"a"}},
+			"port": {Values: []string{"1", "2"}}, "cidr": {Values: []string{"all"}},
+			"session": {Values: []string{"s"}}, "message_id": {Values: []string{""}},
+			"instance": {All: true, AllValue: ".*"},
+		}
+		// No value holds "$__": whatever expands without an error has no macro left.
+		if out, err := ExpandSQL(sql, testRange, vars); err == nil && strings.Contains(out, "$__") {
+			t.Fatalf("%q expanded to %q", sql, out)
+		}
+	})
+}

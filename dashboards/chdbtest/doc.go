@@ -1,4 +1,3 @@
-// Package chdbtest runs every ClickHouse panel query of msrpscope's dashboards, expanded as the
-// Grafana ClickHouse plugin expands it, on ClickHouse 26.7 (chDB) over rows from a real relay run.
-// Its tests build only with the tag chdb (see storage/chdbtest).
+// Package chdbtest runs every ClickHouse panel query of the dashboards, expanded as Grafana does,
+// on ClickHouse 26.7 (chDB) over a relay run's rows; its tests build only with the tag chdb.
 package chdbtest
