@@ -275,11 +275,11 @@ func (s *Server) uiSession(w http.ResponseWriter, r *http.Request) {
 
 // The ladder's geometry, in SVG user units (pixels at 100%).
 const (
-	ladderLeft   = 190 // the time column
-	ladderColW   = 230
-	ladderTop    = 64 // column headings
-	ladderRowH   = 36
-	ladderBottom = 16
+	ladderLeft   = 170 // the time column
+	ladderColW   = 270
+	ladderTop    = 56 // column headings
+	ladderRowH   = 42
+	ladderBottom = 12
 )
 
 // ladder is a session's message flow: a column per party, a row per frame.
@@ -299,7 +299,7 @@ type ladderCol struct {
 
 type ladderRow struct {
 	N                 int // 1-based, the table's anchor
-	Y, TextY          int
+	Y, TextY, SubY    int
 	X1, X2, MidX      int
 	Rel, Abs          string
 	What, TID, Size   string
@@ -372,8 +372,10 @@ func buildLadder(frames []FlowFrame) *ladder {
 		if f.Dir == "out" {
 			from, to = to, from
 		}
-		y := ladderTop + ladderRowH*i + ladderRowH - 8
-		row := ladderRow{N: i + 1, Y: y, TextY: y - 6, X1: cols[from].X, X2: cols[to].X, Frame: f, Dir: f.Dir,
+		// The label above the arrow, the transact-id below it; the
+		// relative time level with the label, the absolute with the id.
+		y := ladderTop + ladderRowH*i + 22
+		row := ladderRow{N: i + 1, Y: y, TextY: y - 6, SubY: y + 14, X1: cols[from].X, X2: cols[to].X, Frame: f, Dir: f.Dir,
 			From: cols[from].Label + " " + cols[from].Addr, To: cols[to].Label + " " + cols[to].Addr,
 			Rel: "+" + strconv.FormatFloat(float64(f.Time.Sub(start))/float64(time.Millisecond), 'f', 3, 64) + " ms",
 			Abs: f.Time.UTC().Format("15:04:05.000000"), TID: f.TransactID, Size: sizeText(f.Size), MessageID: f.MessageID}
@@ -401,7 +403,7 @@ func buildLadder(frames []FlowFrame) *ladder {
 		if f.Failed() {
 			row.Class = "fail"
 		}
-		row.Label = row.What + "  " + f.TransactID + "  " + row.Size
+		row.Label = row.What + " · " + row.Size
 		l.Rows = append(l.Rows, row)
 	}
 	l.Height = ladderTop + ladderRowH*len(l.Rows) + ladderBottom

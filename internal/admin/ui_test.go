@@ -279,8 +279,8 @@ func TestUIPages(t *testing.T) {
 		t.Errorf("headers %v", resp.Header)
 	}
 	for _, want := range []string{`<svg class="ladder"`, "peer A", "peer B", ">relay<", "127.0.0.1:2855",
-		`class="label fail">481 No Such Session  tid5  105 B<`, `class="label fail">REPORT 481  tid6  106 B<`,
-		`<tr id="f6" class="fail">`, `class="label req">SEND  tid0  100 B<`, "&#43;10.500 ms", "10:00:00.010500",
+		`class="label fail">481 No Such Session · 105 B<`, `class="tid fail">tid5<`, `class="label fail">REPORT 481 · 106 B<`,
+		`<tr id="f6" class="fail">`, `class="label req">SEND · 100 B<`, `class="tid req">tid0<`, "&#43;10.500 ms", "10:00:00.010500",
 		"&lt;script&gt;alert(1)&lt;/script&gt;", "Frames from <b>test</b>: 7."} {
 		if !strings.Contains(body, want) {
 			t.Errorf("session page lacks %q", want)
