@@ -114,8 +114,11 @@ func TestWebViewInChromium(t *testing.T) {
 	}
 	shot := filepath.Join(dir, "ui.png")
 	chromium(t, bin, "--screenshot="+shot, "--window-size=1280,900", sessURL)
-	checkScreenshot(t, shot)
-	t.Logf("screenshot: %s", shot)
+	checkScreenshot(t, shot, true)
+	list := filepath.Join(dir, "ui-sessions.png")
+	chromium(t, bin, "--screenshot="+list, "--window-size=1280,900", admin+"/ui/login?token="+token)
+	checkScreenshot(t, list, false)
+	t.Logf("screenshots: %s, %s", shot, list)
 }
 
 // chat is what chatWithFailures did.
@@ -193,8 +196,8 @@ func chatWithFailures(t *testing.T, r *running) chat {
 }
 
 // checkScreenshot decodes the PNG and wants a page, not a blank: many
-// colours, and the failure red of the ladder.
-func checkScreenshot(t *testing.T, path string) {
+// colours, and (wantRed) the failure red of the ladder.
+func checkScreenshot(t *testing.T, path string, wantRed bool) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -223,7 +226,7 @@ func checkScreenshot(t *testing.T, path string) {
 	if len(colours) < 16 {
 		t.Errorf("screenshot has %d colours: blank?", len(colours))
 	}
-	if red < 50 {
+	if wantRed && red < 50 {
 		t.Errorf("screenshot has %d red pixels: no failure drawn in red?", red)
 	}
 }
