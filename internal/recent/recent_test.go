@@ -291,3 +291,23 @@ func BenchmarkPut(b *testing.B) {
 		r.Put(e)
 	}
 }
+
+// reportStatus reads peer-controlled bytes: it never panics and answers a
+// three-digit code or 0.
+func FuzzReportStatus(f *testing.F) {
+	for _, s := range []string{"MSRP t REPORT\r\nStatus: 000 481 x\r\n\r\n", "Status: 000 2", "status:000 200", "\r\n\r\n", "Status: \xff\xfe 123"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		if c := reportStatus(wire); c < 0 || c > 999 {
+			t.Fatalf("%q: status %d", wire, c)
+		}
+		r := NewRing("r", Config{Frames: 2, WireBytes: 16})
+		e := frame(0, "A", "B", event.DirIn, "REPORT", 0, string(wire))
+		e.Frame.Size = int64(len(wire)) / 2 // shorter than the capture: cut to it
+		r.Put(e)
+		if fs := r.SessionFrames("A"); len(fs) != 1 || int64(len(fs[0].Head)) > min(16, e.Frame.Size) {
+			t.Fatalf("%q: kept %+v", wire, fs)
+		}
+	})
+}
