@@ -119,6 +119,12 @@ func TestWebViewInChromium(t *testing.T) {
 	chromium(t, bin, "--screenshot="+list, "--window-size=1280,900", admin+"/ui/login?token="+token)
 	checkScreenshot(t, list, false)
 	t.Logf("screenshots: %s, %s", shot, list)
+
+	// The default rule sent the same frames to the pcap sink.
+	r.stop(t)
+	if p := pcapText(t, pcapDir); !strings.Contains(p, failTID) || !strings.Contains(p, sendTIDs[0]) {
+		t.Errorf("the pcap files lack the session's frames (%d bytes)", len(p))
+	}
 }
 
 // chat is what chatWithFailures did.
