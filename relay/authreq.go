@@ -101,8 +101,9 @@ func (c *conn) authenticate(q *request) authResult {
 	uri := c.uri
 	uri.SessionID = sid
 	uri.User = ""
-	s := &session{id: sid, user: res.User, conn: c, prevHop: prevHop,
-		expires: time.Now().Add(time.Duration(expires) * time.Second)}
+	now := time.Now()
+	s := &session{id: sid, user: res.User, conn: c, prevHop: prevHop, created: now,
+		expires: now.Add(time.Duration(expires) * time.Second)}
 	if err := r.sessions.add(s); err != nil {
 		return authResult{code: 403, comment: "Too many sessions"}
 	}

@@ -26,9 +26,11 @@ type benchObserver struct {
 	n        atomic.Int64
 	r        *Relay                     // set before Serve
 	onFrame  func(*Relay, *event.Event) // when set, called for every frame event
+	noWire   atomic.Bool                // Wire() answers false: frame metadata only (the metrics' level)
 }
 
 func (o *benchObserver) Enabled() bool { return o.frames }
+func (o *benchObserver) Wire() bool    { return !o.noWire.Load() }
 
 func (o *benchObserver) Observe(e *event.Event) {
 	if e.Kind == event.Accepted {
@@ -46,6 +48,7 @@ func (o *benchObserver) Observe(e *event.Event) {
 // a session made directly in the table (AUTH is not what is measured).
 type benchPair struct {
 	r          *Relay
+	obs        *benchObserver
 	a, b       net.Conn
 	ar, br     *msrp.Reader
 	send, resp []byte // A's SEND to B; B's 200 for the relay's tid (filled per frame)
@@ -64,7 +67,7 @@ func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event))
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
-	p := &benchPair{r: r}
+	p := &benchPair{r: r, obs: obs}
 	dial := func() (net.Conn, *conn) {
 		nc, err := net.Dial("tcp", r.Addrs()[0].String())
 		if err != nil {
@@ -164,8 +167,9 @@ func (p *benchPair) one(b testing.TB) {
 	drain(b, f)
 }
 
-func benchSEND(b *testing.B, frames bool) {
+func benchSEND(b *testing.B, frames, wire bool) {
 	p := newBenchPair(b, frames, nil)
+	p.obs.noWire.Store(!wire)
 	for range 100 { // warm the pools
 		p.one(b)
 	}
@@ -182,8 +186,12 @@ func benchSEND(b *testing.B, frames bool) {
 // BenchmarkRelaySEND (tracing switched off): one 100-byte SEND A → relay → B, B's 200 back to the
 // relay, the relay's 200 to A, over loopback; allocations are the whole
 // process's (relay and the raw clients, which allocate nothing).
-func BenchmarkRelaySEND(b *testing.B) { benchSEND(b, false) }
+func BenchmarkRelaySEND(b *testing.B) { benchSEND(b, false, false) }
 
 // BenchmarkRelaySENDObserved: the same with an Observer that takes every
 // frame event (captures on).
-func BenchmarkRelaySENDObserved(b *testing.B) { benchSEND(b, true) }
+func BenchmarkRelaySENDObserved(b *testing.B) { benchSEND(b, true, true) }
+
+// BenchmarkRelaySENDMetadata: an Observer that takes every frame event but
+// no wire bytes (Wire() false), as the metrics with tracing off.
+func BenchmarkRelaySENDMetadata(b *testing.B) { benchSEND(b, true, false) }

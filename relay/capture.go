@@ -15,10 +15,13 @@ var crlf = []byte("\r\n")
 
 func (c *conn) beginIn(f *msrp.Frame) {
 	c.capturing = c.r.tracing()
+	c.inCap = c.inCap[:0]
+	// Two levels: metadata while the Observer is enabled, the wire bytes
+	// too only while it wants them (docs/ADMIN.md).
+	c.wireIn = c.capturing && c.r.wire()
 	if !c.capturing {
 		return
 	}
-	c.inCap = c.inCap[:0]
 	c.capIn(f.Raw())
 	if f.HasBody() {
 		c.capIn(crlf)
@@ -26,7 +29,7 @@ func (c *conn) beginIn(f *msrp.Frame) {
 }
 
 func (c *conn) capIn(p []byte) {
-	if !c.capturing {
+	if !c.wireIn {
 		return
 	}
 	if room := c.r.captureBytes - len(c.inCap); room > 0 {
@@ -42,9 +45,8 @@ func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	if !c.capturing {
 		return
 	}
-	size := int64(len(f.Raw())) + 7 + int64(len(f.TransactID)) + 3
+	size := frameSize(f)
 	if f.HasBody() {
-		size += 4 + f.Body().Len()
 		c.capIn(crlf)
 	}
 	flag := f.Flag()
@@ -57,8 +59,20 @@ func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	c.inFI = event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
 		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType),
 		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap}
+	if !c.wireIn {
+		c.inFI.Wire = nil
+	}
 	c.inEv = event.Event{Kind: event.FrameIn, Time: c.inStart, Conn: c.info, Frame: &c.inFI}
 	c.r.obs.Observe(&c.inEv)
+}
+
+// frameSize is f's size on the wire, end-line included, once its body is read.
+func frameSize(f *msrp.Frame) int64 {
+	size := int64(len(f.Raw())) + 7 + int64(len(f.TransactID)) + 3
+	if f.HasBody() {
+		size += 4 + f.Body().Len()
+	}
+	return size
 }
 
 // finishIn reads the rest of f's body (capturing it) and reports the frame.

@@ -51,13 +51,17 @@ type conn struct {
 	phaseMu sync.Mutex
 	idle    bool // waiting for the next frame (shutdown may interrupt)
 
+	created    time.Time
+	tlsSubject atomic.Pointer[string] // the TLS peer's certificate subject, once known
+
 	requestOK atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
 	authFails atomic.Int32 // failed AUTHs since the last success
 
 	// The read loop's own state (frames read from c, and forwarded by it).
 	inStart   time.Time       // when the first byte of the frame being read arrived
 	inCap     []byte          // frame-in capture for the Observer
-	capturing bool            // the frame being read is traced
+	capturing bool            // the frame being read is reported to the Observer
+	wireIn    bool            // and its wire bytes copied (the Observer's Wire())
 	inEv      event.Event     // scratch for frame-in events
 	inFI      event.FrameInfo //
 	tidBuf    [msrp.TransactIDLen]byte
@@ -119,48 +123,55 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 }
 
 // captureWriter writes to the connection with a send timeout per write
-// (progress, not total time) and, while capturing, keeps the first bytes
+// (progress, not total time), counts the bytes of the frame being written
+// and, while capturing, keeps the first bytes
 // of the frame being written for the Observer, in a buffer the writer of
 // that frame lends it (start) and takes back (stop) under the connection's
 // write lock, so that the Observer can read it after the lock is released.
 type captureWriter struct {
 	nc      net.Conn
 	timeout time.Duration
-	on      bool
-	limit   int
+	limit   int // the relay's trace_capture_bytes
+	room    int // what may still be captured of this frame: 0 when not capturing
 	buf     []byte
 	n       int64
 }
 
 func (c *captureWriter) Write(p []byte) (int, error) {
-	if c.on {
-		c.n += int64(len(p))
-		if room := c.limit - len(c.buf); room > 0 {
-			c.buf = append(c.buf, p[:min(room, len(p))]...)
-		}
+	c.n += int64(len(p))
+	if c.room > 0 {
+		k := min(c.room, len(p))
+		c.buf = append(c.buf, p[:k]...)
+		c.room -= k
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	return c.nc.Write(p)
 }
 
-func (c *captureWriter) start(on bool, buf []byte) {
-	c.on, c.buf, c.n = on, buf[:0], 0
+// start begins a frame: its bytes are counted, and with wire its first
+// ones kept in buf (lent by the frame's writer).
+func (c *captureWriter) start(wire bool, buf []byte) {
+	c.buf, c.n, c.room = buf[:0], 0, 0
+	if wire {
+		c.room = c.limit
+	}
 }
 
-// stop ends the frame's capture and returns the lent buffer, holding what
-// was captured, and the frame's size.
+// stop ends the frame and returns the lent buffer, holding what was
+// captured, and the frame's size.
 func (c *captureWriter) stop() ([]byte, int64) {
 	buf, n := c.buf, c.n
-	c.on, c.buf, c.n = false, nil, 0
+	c.buf, c.n, c.room = nil, 0, 0
 	return buf, n
 }
 
 func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn {
 	c := &conn{
-		r:    r,
-		nc:   nc,
-		ctrl: make(chan *outFrame, r.limits().WriteQueue),
-		done: make(chan struct{}),
+		r:       r,
+		nc:      nc,
+		ctrl:    make(chan *outFrame, r.limits().WriteQueue),
+		done:    make(chan struct{}),
+		created: time.Now(),
 	}
 	c.info = event.ConnInfo{
 		ID:        r.newConnID(),
@@ -232,7 +243,8 @@ func (c *conn) writeQueued(f *outFrame) {
 		return
 	}
 	obs := c.r.tracing()
-	sent, size, err := c.writeLocked(f.buf, obs)
+	wire := obs && c.r.wire()
+	sent, size, err := c.writeLocked(f.buf, wire)
 	if err != nil {
 		c.close(writeCloseReason(err), err)
 		return
@@ -243,6 +255,9 @@ func (c *conn) writeQueued(f *outFrame) {
 		tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
 		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: []byte(f.messageID),
 			FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: size, Wire: c.wCap}
+		if !wire {
+			c.outFI.Wire = nil
+		}
 		if f.method != "" {
 			c.outFI.Method = []byte(f.method)
 		}
@@ -252,12 +267,12 @@ func (c *conn) writeQueued(f *outFrame) {
 }
 
 // writeLocked writes one whole frame under the write lock, capturing it
-// into c.wCap when obs; sent is when it started out, before the peer can
+// into c.wCap when wire; sent is when it started out, before the peer can
 // react.
-func (c *conn) writeLocked(frame []byte, obs bool) (sent time.Time, size int64, err error) {
+func (c *conn) writeLocked(frame []byte, wire bool) (sent time.Time, size int64, err error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.cw.start(obs, c.wCap)
+	c.cw.start(wire, c.wCap)
 	sent = time.Now()
 	_, err = c.bw.Write(frame)
 	if err == nil {

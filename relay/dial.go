@@ -145,6 +145,7 @@ func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
 			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
 		}
 		c.setNetConn(tc)
+		c.setTLSSubject(tc)
 	}
 	if !r.register(c) {
 		c.close(event.CloseShutdown, nil)

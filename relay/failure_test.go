@@ -453,6 +453,19 @@ func TestChainedRelaysTLS(t *testing.T) {
 	if !strings.Contains(hs.tls.PeerSubject, "relay.test") {
 		t.Fatalf("peer subject %q", hs.tls.PeerSubject)
 	}
+	// The listings show the TLS peers: R2's connection from R1 (R1's client
+	// certificate), R1's dialled one to R2 (R2's server certificate).
+	hasPeer := func(r *testRelay, dir event.Direction) bool {
+		for _, c := range r.Connections() {
+			if c.Dir == dir && c.Transport == "msrps" && strings.Contains(c.TLSSubject, "relay.test") {
+				return true
+			}
+		}
+		return false
+	}
+	if !hasPeer(r2, event.DirIn) || !hasPeer(r1, event.DirOut) {
+		t.Fatalf("TLS subjects in the listings: R1 %+v, R2 %+v", r1.Connections(), r2.Connections())
+	}
 }
 
 // Connections beyond max_connections_per_ip are refused at once, traced.

@@ -40,7 +40,8 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	c.hdrBuf = hdr
 
 	obs := r.tracing()
-	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, obs)
+	wire := obs && r.wire()
+	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, wire)
 	// The Observer runs after the destination's lock is released, so its
 	// filters and encoding do not lengthen every forwarder's wait. The
 	// source side first: it is complete (or broken) before the copy is.
@@ -49,6 +50,9 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 		// After the destination's lock: the capture is c's (fwdCap).
 		c.fwdFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
 			ContentType: f.Get(msrp.HdrContentType), FromSession: q.from, ToSession: q.to, Flag: flag, Size: c.fwdSize, Wire: c.fwdCap}
+		if !wire {
+			c.fwdFI.Wire = nil
+		}
 		c.fwdEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &c.fwdFI}
 		r.obs.Observe(&c.fwdEv)
 	}
@@ -60,6 +64,14 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 		return bodyErr // the source broke off; its read loop closes it
 	}
 	r.stats.forwarded.Add(1)
+	if s := q.fromS; s != nil {
+		s.framesIn.Add(1)
+		s.bytesIn.Add(uint64(frameSize(f)))
+	}
+	if s := q.toS; s != nil && writeErr == nil {
+		s.framesOut.Add(1)
+		s.bytesOut.Add(uint64(c.fwdSize))
+	}
 	if writeErr != nil {
 		r.stats.forwardFailed.Add(1)
 		r.log.Info("forwarding failed", slog.Uint64("conn", c.info.ID), slog.Uint64("next_conn", dst.info.ID),
@@ -86,10 +98,10 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 
 // writeForward writes the frame to dst under its write lock: start line,
 // the header lines hdr, the body streamed from the source, the end-line.
-// With obs, what went out is kept in c.fwdCap and
-// c.fwdSize (c's, not dst's: dst's lock is released before the Observer
-// is called). sent is when the frame started out.
-func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
+// Its size is kept in c.fwdSize and, with wire, its first bytes in c.fwdCap
+// (c's, not dst's: dst's lock is released before the Observer is called).
+// sent is when the frame started out.
+func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
 	f := q.f
 	dst.wmu.Lock()
 	defer dst.wmu.Unlock() // also when an Observer panics: the lock must not outlive this frame
@@ -98,7 +110,7 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs bool) (s
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
 	} else {
-		dst.cw.start(obs, c.fwdCap)
+		dst.cw.start(wire, c.fwdCap)
 		lent = true
 		w := dst.mw
 		_ = w.StartRequest(tid, bstr(f.Method))

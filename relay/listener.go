@@ -168,6 +168,7 @@ func (r *Relay) serverHandshake(c *conn, l *listener) (ok bool) {
 		return false
 	}
 	c.setNetConn(tc)
+	c.setTLSSubject(tc)
 	return true
 }
 

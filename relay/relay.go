@@ -37,6 +37,7 @@ type Relay struct {
 	log          *slog.Logger
 	obs          event.Observer
 	obsSwitch    interface{ Enabled() bool } // the Observer's on/off switch, when it has one
+	obsWire      interface{ Wire() bool }    // whether the Observer wants wire bytes, when it says
 	auth         *auth.Authenticator
 	captureBytes int
 
@@ -171,6 +172,9 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	}
 	if sw, ok := r.obs.(interface{ Enabled() bool }); ok {
 		r.obsSwitch = sw
+	}
+	if w, ok := r.obs.(interface{ Wire() bool }); ok {
+		r.obsWire = w
 	}
 	r.captureBytes = orInt(cfg.TraceCaptureBytes, DefaultTraceCaptureBytes)
 	lim := cfg.Limits.withDefaults()
@@ -439,6 +443,13 @@ func (r *Relay) recoverConn(c *conn, where string) {
 // always reported (observers track connections with them).
 func (r *Relay) tracing() bool {
 	return r.obs != nil && (r.obsSwitch == nil || r.obsSwitch.Enabled())
+}
+
+// wire reports whether a frame being reported now also carries its wire
+// bytes: the Observer has no Wire method, or it answers true. Asked once
+// per frame, after tracing() said true.
+func (r *Relay) wire() bool {
+	return r.obsWire == nil || r.obsWire.Wire()
 }
 
 // observe reports a connection event.

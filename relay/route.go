@@ -36,6 +36,8 @@ type request struct {
 	// The relay sessions on the sender's and on the receiver's side
 	// (event.FrameInfo): the tables' strings, so they outlive the frame.
 	from, to string
+	// The same sessions, for their counters; nil where from/to is "".
+	fromS, toS *session
 }
 
 // canRespond reports whether a response with code may be sent
@@ -131,10 +133,10 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 	switch {
 	case sess == nil: // AUTH onward from an authenticated client
 	case sess.conn == c: // outwards, from the session's owner
-		q.from = sess.id
+		q.from, q.fromS = sess.id, sess
 	case sameHop(nextURI, sess.prevHop):
 		dst = sess.conn // inwards, over the client's own connection
-		q.to = sess.id
+		q.to, q.toS = sess.id, sess
 	default:
 		return c.reject(&q, 403, "Session belongs to another client")
 	}
@@ -153,7 +155,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		dst, toOut = s2.conn, after
 		prefix = [2][]byte{next, q.top}
 		nPrefix = 2
-		q.to = s2.id
+		q.to, q.toS = s2.id, s2
 	}
 	if dst == nil {
 		dst, err = r.outbound(nextURI)

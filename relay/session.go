@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -16,7 +17,12 @@ type session struct {
 	user    string
 	conn    *conn
 	prevHop msrp.URI // first From-Path URI of the AUTH: the client, or the relay in front of it
+	created time.Time
 	expires time.Time
+
+	// Requests relayed from the session's client (in) and to it (out),
+	// and their bytes on the wire; updated on the frame path.
+	framesIn, framesOut, bytesIn, bytesOut atomic.Uint64
 }
 
 var (
@@ -119,6 +125,29 @@ func (t *sessionTable) expire(now time.Time) int {
 		}
 	}
 	return n
+}
+
+// remove ends the session with this id; it reports whether there was one.
+func (t *sessionTable) remove(id string) (*session, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.byID[id]
+	if s == nil {
+		return nil, false
+	}
+	t.removeLocked(s)
+	return s, true
+}
+
+// all returns the sessions held now.
+func (t *sessionTable) all() []*session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*session, 0, len(t.byID))
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	return out
 }
 
 func (t *sessionTable) len() int {

@@ -24,11 +24,22 @@ import (
 	"github.com/msrpscope/msrpscope/tracer/sink"
 )
 
-// RuleStats counts what one rule matched. The count of a rule survives a
-// reload that keeps its name.
+// RuleStats counts what one rule matched. The count of a rule, and its
+// run-time switch, survive a reload that keeps its name.
 type RuleStats struct {
 	Name    string
+	Enabled bool // its run-time switch (SetRuleEnabled); true unless turned off
 	Matched uint64
+}
+
+// ErrNoRule is wrapped by SetRuleEnabled's error for a name no rule has.
+var ErrNoRule = errors.New("tracer: no such rule")
+
+// ruleState is what a rule's name keeps across reloads: its count and its
+// run-time switch.
+type ruleState struct {
+	matched atomic.Uint64
+	off     atomic.Bool
 }
 
 // Stats is a snapshot of the tracer's counters.
@@ -50,8 +61,8 @@ type rule struct {
 	bit      uint64          // this rule's bit in connState.verdicts (connOnly rules)
 	events   bool
 	frames   bool
-	sinks    uint64         // bit i: ruleSet.sinks[i]
-	matched  *atomic.Uint64 // shared by the rules of one name across reloads
+	sinks    uint64     // bit i: ruleSet.sinks[i]
+	st       *ruleState // shared by the rules of one name across reloads
 }
 
 // openSink is an opened sink with the configuration it was opened from.
@@ -77,10 +88,12 @@ type Tracer struct {
 	switched atomic.Bool // SetEnabled was called: the configuration's enabled no longer applies
 	set      atomic.Pointer[ruleSet]
 	traces   atomic.Pointer[traceSet]
-	shards   [64]connShard
+	// sessionUser resolves a relay session to its user, for user traces.
+	sessionUser atomic.Pointer[func(sessionID string) string]
+	shards      [64]connShard
 
 	mu       sync.Mutex // serializes Reload and Close; guards the fields below
-	matched  map[string]*atomic.Uint64
+	rules    map[string]*ruleState
 	log      *slog.Logger
 	closed   bool
 	closing  sync.WaitGroup // removed sinks draining
@@ -109,7 +122,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Tracer, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracer{log: log, matched: map[string]*atomic.Uint64{}}
+	t := &Tracer{log: log, rules: map[string]*ruleState{}}
 	for i := range t.shards {
 		t.shards[i].m = make(map[uint64]*connState)
 	}
@@ -280,9 +293,9 @@ func (t *Tracer) Reload(ctx context.Context, cfg Config) error {
 		for _, s := range rc.To {
 			r.sinks |= 1 << index[s]
 		}
-		if r.matched = t.matched[rc.Name]; r.matched == nil {
-			r.matched = new(atomic.Uint64)
-			t.matched[rc.Name] = r.matched
+		if r.st = t.rules[rc.Name]; r.st == nil {
+			r.st = new(ruleState)
+			t.rules[rc.Name] = r.st
 		}
 		ns.rules = append(ns.rules, r)
 	}
@@ -320,6 +333,22 @@ func (t *Tracer) SetEnabled(on bool) {
 	t.enabled.Store(on)
 }
 
+// SetRuleEnabled turns one rule of the current configuration on or off at
+// run time (a rule that is off matches nothing and counts nothing). The
+// state stays with the rule's name until the process ends, across reloads.
+// The error wraps ErrNoRule when no current rule has that name.
+func (t *Tracer) SetRuleEnabled(name string, on bool) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.set.Load().rules {
+		if r.name == name {
+			r.st.off.Store(!on)
+			return nil
+		}
+	}
+	return fmt.Errorf("rule %q: %w", name, ErrNoRule)
+}
+
 // Enabled reports whether anything may be traced: the global switch is on
 // or a dynamic trace is active. The relay asks it before capturing a frame.
 func (t *Tracer) Enabled() bool {
@@ -340,7 +369,7 @@ func (t *Tracer) Observe(e *event.Event) {
 		}
 		if ts.until != 0 && ts.active(e.Time.UnixNano()) {
 			set := t.set.Load()
-			if mask := traceMask(set, ts, e); mask != 0 {
+			if mask := t.traceMask(set, ts, e); mask != 0 {
 				put(set, mask, e)
 			}
 		}
@@ -358,7 +387,7 @@ func (t *Tracer) Observe(e *event.Event) {
 	isFrame := e.Frame != nil
 	var mask uint64
 	for _, r := range set.rules {
-		if isFrame && !r.frames || !isFrame && !r.events {
+		if isFrame && !r.frames || !isFrame && !r.events || r.st.off.Load() {
 			continue
 		}
 		ok := true
@@ -371,11 +400,11 @@ func (t *Tracer) Observe(e *event.Event) {
 		}
 		if ok {
 			mask |= r.sinks
-			r.matched.Add(1)
+			r.st.matched.Add(1)
 		}
 	}
 	if ts.until != 0 {
-		mask |= traceMask(set, ts, e)
+		mask |= t.traceMask(set, ts, e)
 	}
 	put(set, mask, e)
 }
@@ -484,7 +513,7 @@ func (t *Tracer) Stats() Stats {
 	set := t.set.Load()
 	s := Stats{Enabled: t.enabled.Load(), Generation: set.gen}
 	for _, r := range set.rules {
-		s.Rules = append(s.Rules, RuleStats{Name: r.name, Matched: r.matched.Load()})
+		s.Rules = append(s.Rules, RuleStats{Name: r.name, Enabled: !r.st.off.Load(), Matched: r.st.matched.Load()})
 	}
 	for _, o := range set.sinks {
 		s.Sinks = append(s.Sinks, o.s.Stats())

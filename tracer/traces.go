@@ -21,6 +21,9 @@ type Trace struct {
 	// Session matches frames whose sender's or receiver's relay session
 	// (event.FrameInfo.FromSession, ToSession) is this id.
 	Session string
+	// User matches frames whose sender's or receiver's relay session
+	// belongs to this user, as the function given to SetSessionUser says.
+	User string
 	// Remote matches connection events and frames of connections whose
 	// remote address is in this prefix.
 	Remote netip.Prefix
@@ -53,8 +56,11 @@ var noTraces = &traceSet{}
 
 // AddTrace starts a dynamic trace and returns its id.
 func (t *Tracer) AddTrace(tr Trace) (string, error) {
-	if tr.Session == "" && !tr.Remote.IsValid() {
-		return "", errors.New("tracer: a trace needs a session or a remote prefix")
+	if tr.Session == "" && tr.User == "" && !tr.Remote.IsValid() {
+		return "", errors.New("tracer: a trace needs a session, a user or a remote prefix")
+	}
+	if tr.User != "" && t.sessionUser.Load() == nil {
+		return "", errors.New("tracer: a user trace needs SetSessionUser (no relay sessions known)")
 	}
 	if !tr.Until.After(time.Now()) {
 		return "", errors.New("tracer: a trace's end must be in the future")
@@ -139,11 +145,19 @@ func (t *Tracer) storeTraces(list []*dynTrace) *traceSet {
 	return ts
 }
 
+// SetSessionUser gives the tracer a way to learn which user a relay
+// session belongs to (events carry session ids only): user traces call it
+// for the frames they examine, and only while one is active. It must be
+// safe for concurrent use and not block; "" means unknown.
+func (t *Tracer) SetSessionUser(f func(sessionID string) string) {
+	t.sessionUser.Store(&f)
+}
+
 // active reports whether some trace may still match at now.
 func (ts *traceSet) active(now int64) bool { return now < ts.until }
 
 // traceMask returns the sinks of set that the traces matching e name.
-func traceMask(set *ruleSet, ts *traceSet, e *event.Event) uint64 {
+func (t *Tracer) traceMask(set *ruleSet, ts *traceSet, e *event.Event) uint64 {
 	at := e.Time.UnixNano()
 	var mask uint64
 	for _, d := range ts.list {
@@ -154,6 +168,9 @@ func traceMask(set *ruleSet, ts *traceSet, e *event.Event) uint64 {
 			continue
 		}
 		if d.Session != "" && (e.Frame == nil || e.Frame.FromSession != d.Session && e.Frame.ToSession != d.Session) {
+			continue
+		}
+		if d.User != "" && !t.userMatches(e.Frame, d.User) {
 			continue
 		}
 		var m uint64
@@ -170,4 +187,15 @@ func traceMask(set *ruleSet, ts *traceSet, e *event.Event) uint64 {
 		}
 	}
 	return mask
+}
+
+// userMatches reports whether f's sender's or receiver's session belongs
+// to user.
+func (t *Tracer) userMatches(f *event.FrameInfo, user string) bool {
+	p := t.sessionUser.Load()
+	if f == nil || p == nil {
+		return false
+	}
+	of := *p
+	return f.FromSession != "" && of(f.FromSession) == user || f.ToSession != "" && of(f.ToSession) == user
 }

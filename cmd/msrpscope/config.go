@@ -22,6 +22,8 @@ type fileConfig struct {
 	Tracing tracer.Config  `yaml:"tracing"`
 	Sinks   sinkMap        `yaml:"sinks"`
 	Log     logSection     `yaml:"log"`
+	Admin   adminSection   `yaml:"admin"`
+	Metrics metricsSection `yaml:"metrics"`
 }
 
 type relaySection struct {

@@ -26,6 +26,8 @@ func (w *stopWhenListening) Write(p []byte) (int, error) {
 func TestConfigTable(t *testing.T) {
 	t.Chdir(t.TempDir()) // the default pcap sink writes to "."
 	users := writeFile(t, "users.yaml", "users:\n  - name: alice\n    password: pw\n")
+	token := writeFile(t, "token", "  t0ken\n")
+	empty := writeFile(t, "empty", " \n")
 	const listen = "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\n"
 	tests := []struct {
 		name, yaml string
@@ -72,10 +74,27 @@ func TestConfigTable(t *testing.T) {
 		{"clickhouse replicated without cluster", listen + "sinks:\n  pcap: {type: clickhouse, addr: \"127.0.0.1:9000\", replicated: true}\n", []string{"replicated needs cluster"}},
 		{"bad sink duration", listen + "sinks:\n  pcap: {type: pcap, max_file_age: soon}\n", []string{`sink "pcap"`, `[4:36] invalid duration "soon"`}},
 		{"sink not a mapping", listen + "sinks:\n  pcap: 5\n", []string{"[4:9]", "mapping"}},
+
+		// The admin API and the metrics: the same checks offline as at start.
+		{"admin off", listen + "admin: {addr: \"\"}\nmetrics: {enabled: false}\n", nil},
+		{"admin token file", listen + "admin: {addr: \"127.0.0.1:0\", token_file: " + token + "}\n", nil},
+		{"admin not loopback without token", listen + "admin: {addr: \"0.0.0.0:0\"}\n", []string{"0.0.0.0:0 is not a loopback address", "admin.token"}},
+		{"admin all interfaces without token", listen + "admin: {addr: \":8055\"}\n", []string{"is not a loopback address"}},
+		{"admin token twice", listen + "admin: {addr: \"127.0.0.1:0\", token: x, token_file: " + token + "}\n", []string{"not both"}},
+		{"admin empty token file", listen + "admin: {addr: \"127.0.0.1:0\", token_file: " + empty + "}\n", []string{"is empty"}},
+		{"admin tls cert without key", listen + "admin: {addr: \"127.0.0.1:0\", tls_cert: x.pem}\n", []string{"both admin.tls_cert and admin.tls_key"}},
+		{"admin addr without port", listen + "admin: {addr: \"127.0.0.1\"}\n", []string{"admin.addr"}},
+		{"metrics bad otlp endpoint", listen + "metrics: {otlp_endpoint: \"collector:4318\"}\n", []string{"metrics.otlp_endpoint"}},
+		{"metrics unknown key", listen + "metrics: {otlp_url: x}\n", []string{`unknown field "otlp_url"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			file := writeFile(t, "c.yaml", tc.yaml)
+			yaml := tc.yaml
+			if tc.want == nil && !strings.Contains(yaml, "admin:") {
+				// Tests run many relays at once: the admin API on a free port, never 8055.
+				yaml += "admin: {addr: \"127.0.0.1:0\"}\n"
+			}
+			file := writeFile(t, "c.yaml", yaml)
 			var out strings.Builder
 			checkErr := run(context.Background(), []string{"-check-config", file}, &out)
 			ctx, cancel := context.WithCancel(context.Background())

@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/internal/admin"
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
@@ -35,6 +38,12 @@ func TestDefaultYAMLMatchesCode(t *testing.T) {
 	}
 	if fc.Relay.TraceCaptureBytes != relay.DefaultTraceCaptureBytes {
 		t.Errorf("trace_capture_bytes %d in default.yaml, %d in the code", fc.Relay.TraceCaptureBytes, relay.DefaultTraceCaptureBytes)
+	}
+	if fc.Admin.Addr != admin.DefaultAddr || fc.Admin.MetricsAuth || fc.Admin.Token != "" {
+		t.Errorf("admin in default.yaml %+v; the admin API's default address %s, no token", fc.Admin, admin.DefaultAddr)
+	}
+	if !fc.Metrics.Enabled || fc.Metrics.OTLPInterval != 30*time.Second || fc.Metrics.OTLPEndpoint != "" {
+		t.Errorf("metrics in default.yaml %+v; want enabled, no OTLP endpoint, interval 30s (internal/metrics' default)", fc.Metrics)
 	}
 	b := fc.Sinks["pcap"]
 	if b == nil || b.Type != "pcap" {

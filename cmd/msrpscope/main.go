@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,11 +76,25 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		logTraceStats(log, tr.Stats())
 	}()
-	rc.Observer = tr
+	m, err := newMetrics(fc.Metrics)
+	if err != nil {
+		return err
+	}
+	if m != nil {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := m.Shutdown(sctx); err != nil {
+				log.Warn("metrics shutdown", slog.String("error", err.Error()))
+			}
+		}()
+	}
+	rc.Observer = relayObserver(tr, m)
 	r, err := relay.New(rc)
 	if err != nil {
 		return err
 	}
+	tr.SetSessionUser(r.SessionUser) // user traces
 	for i, u := range r.URIs() {
 		log.Info("listening", slog.String("uri", u.String()), slog.String("addr", r.Addrs()[i].String()))
 	}
@@ -88,7 +103,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr, relay: r}
+	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr, relay: r, admin: fc.Admin, metrics: fc.Metrics}
+	op, err := startOps(fc.Admin, m, tr, r, rl, log)
+	if err != nil {
+		// The relay's listeners are bound: a Serve that stops at once closes them.
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_ = r.Serve(cctx)
+		return err
+	}
+	op.serve()
 	reloads := make(chan struct{})
 	go func() { // owned by run: ends with ctx, before run returns
 		defer close(reloads)
@@ -102,6 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 	err = r.Serve(ctx)
+	op.stop() // the admin API stops with the relay
 	<-reloads
 	st := r.Stats()
 	log.Info("stopped", slog.Int64("forwarded", st.Forwarded), slog.Int64("accepted", st.Accepted),
@@ -129,15 +154,29 @@ type reloader struct {
 	log            *slog.Logger
 	tracer         *tracer.Tracer
 	relay          *relay.Relay
-	mu             sync.Mutex // one reload at a time
+	admin          adminSection   // as started: changes need a restart
+	metrics        metricsSection //
+	mu             sync.Mutex     // one reload at a time
 }
+
+// badConfigError is a reload refused because the configuration does not
+// pass the start-up checks (the admin API answers 400).
+type badConfigError struct{ err error }
+
+func (e *badConfigError) Error() string { return e.err.Error() }
+func (e *badConfigError) Unwrap() error { return e.err }
 
 func (rl *reloader) reload(ctx context.Context) error {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	su, err := prepare(rl.path, rl.logLevel, io.Discard, false)
+	if err != nil {
+		err = &badConfigError{err}
+	}
 	if err == nil {
-		err = rl.tracer.Reload(ctx, su.fc.tracerConfig())
+		if err = rl.tracer.Reload(ctx, su.fc.tracerConfig()); errors.Is(err, tracer.ErrConfig) {
+			err = &badConfigError{err}
+		}
 	}
 	var needRestart []string
 	if err == nil {
@@ -146,6 +185,12 @@ func (rl *reloader) reload(ctx context.Context) error {
 			rc.Users = nil // the demo user keeps the password it was started with
 		}
 		needRestart, err = rl.relay.Reload(rc)
+		if !reflect.DeepEqual(su.fc.Admin, rl.admin) {
+			needRestart = append(needRestart, "admin")
+		}
+		if !reflect.DeepEqual(su.fc.Metrics, rl.metrics) {
+			needRestart = append(needRestart, "metrics")
+		}
 	}
 	if err != nil {
 		rl.log.Error("reload refused: the running configuration stays", slog.String("config", rl.path), slog.String("error", err.Error()))
@@ -203,6 +248,9 @@ func prepare(path, logLevel string, stderr io.Writer, announce bool) (*setup, er
 		return nil, err
 	}
 	if err := tracer.CheckConfig(fc.tracerConfig()); err != nil {
+		return nil, err
+	}
+	if err := checkOps(fc.Admin, fc.Metrics); err != nil {
 		return nil, err
 	}
 	return &setup{fc: fc, log: log, rc: rc}, nil

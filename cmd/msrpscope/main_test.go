@@ -28,7 +28,7 @@ func writeFile(t *testing.T, name, body string) string {
 func TestRunRelays(t *testing.T) {
 	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", "demo-secret")
 	traces := t.TempDir()
-	cfg := writeFile(t, "c.yaml", "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nlog: {level: debug}\n"+
+	cfg := writeFile(t, "c.yaml", "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nlog: {level: debug}\nadmin: {addr: \"127.0.0.1:0\"}\n"+
 		"sinks:\n  pcap: {type: pcap, dir: \""+traces+"\"}\n")
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -28,7 +28,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	cfgPath := filepath.Join(t.TempDir(), "c.yaml")
 	write := func(rules string) {
 		t.Helper()
-		body := "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\n" +
+		body := "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nadmin: {addr: \"127.0.0.1:0\"}\n" +
 			"sinks:\n  a: {type: pcap, dir: \"" + dirA + "\"}\n  b: {type: pcap, dir: \"" + dirB + "\"}\n" +
 			"tracing:\n  rules:\n" + rules
 		if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {

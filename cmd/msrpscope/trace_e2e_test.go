@@ -108,6 +108,7 @@ func TestTracingEndToEnd(t *testing.T) {
 listen:
   - {transport: msrp, addr: "127.0.0.1:%[1]d"}
   - {transport: msrp, addr: "127.0.0.1:%[2]d"}
+admin: {addr: "127.0.0.1:0"}
 tracing:
   enabled: true
   rules:
@@ -331,6 +332,7 @@ func TestStalledCollectorDoesNotSlowRelaying(t *testing.T) {
 	done := make(chan error, 1)
 	cfg := writeFile(t, "c.yaml", fmt.Sprintf(`
 listen: [{transport: msrp, addr: "127.0.0.1:%d"}]
+admin: {addr: "127.0.0.1:0"}
 tracing:
   enabled: true
   rules: [{name: all, events: true, frames: true, to: [stalled]}]

@@ -18,7 +18,11 @@ import (
 //
 // An Observer that also has a method Enabled() bool is asked before each
 // frame: while it answers false the relay neither captures frames nor
-// reports them (connection events are still reported).
+// reports them (connection events are still reported). One that also has a
+// method Wire() bool is asked too: while Wire answers false the relay
+// reports the frame's metadata with FrameInfo.Wire nil and copies no wire
+// bytes (metrics need no bytes; a tracer does). Without Wire the relay
+// copies them whenever it reports frames.
 type Observer interface {
 	Observe(e *Event)
 }
@@ -67,6 +71,7 @@ const (
 	CloseTLSFailed                            // the TLS handshake failed
 	CloseShutdown                             // the relay is shutting down
 	ClosePanic                                // handling the connection panicked (a bug: recovered, logged with the stack)
+	CloseAdmin                                // an operator closed it (admin API)
 )
 
 var closeNames = [...]string{
@@ -74,7 +79,7 @@ var closeNames = [...]string{
 	CloseBodyTimeout: "body-timeout", CloseSendTimeout: "send-timeout", CloseReadError: "read-error",
 	CloseWriteError: "write-error", CloseProtocol: "protocol-error", CloseLimit: "limit",
 	CloseNotForUs: "not-for-us", CloseTLSFailed: "tls-failed", CloseShutdown: "shutdown",
-	ClosePanic: "internal-error",
+	ClosePanic: "internal-error", CloseAdmin: "admin-kill",
 }
 
 func (r CloseReason) String() string {
@@ -142,8 +147,12 @@ type FrameInfo struct {
 	FromSession string
 	ToSession   string
 	Flag        byte
-	Size        int64  // bytes on the wire, end-line included
-	Wire        []byte // the frame's first bytes on the wire, at most the relay's trace_capture_bytes
+	Size        int64 // bytes on the wire, end-line included
+	// Wire is the frame's first bytes on the wire, at most the relay's
+	// trace_capture_bytes; nil (or shorter than Size says) when the
+	// Observer's Wire() was false as the frame started, e.g. in the
+	// instant tracing is switched on.
+	Wire []byte
 }
 
 // Event is one thing the relay did.
