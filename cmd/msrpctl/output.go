@@ -18,11 +18,12 @@ type table struct {
 func newTable(w io.Writer, header ...string) *table {
 	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
 	if len(header) > 0 {
-		t.row(header...)
+		fmt.Fprintln(t.tw, strings.Join(header, "\t"))
 	}
 	return t
 }
 
+// row writes one line; an empty cell shows as "-".
 func (t *table) row(cols ...string) {
 	for i, c := range cols {
 		if c == "" {
