@@ -195,6 +195,10 @@ func traceQuery(ctx context.Context, e *env, sub string, pos []string, q *traceF
 	return nil
 }
 
+// tsLayout is RFC 3339 with always six fractional digits (the stored
+// precision), so that the times sort as strings too.
+const tsLayout = "2006-01-02T15:04:05.000000Z07:00"
+
 // frameJSON is one stored frame in --json output.
 type frameJSON struct {
 	TS            string `json:"ts"`
@@ -222,7 +226,7 @@ type frameJSON struct {
 
 func toJSON(f storage.Frame, body bool) frameJSON {
 	j := frameJSON{
-		TS: f.TS.UTC().Format(time.RFC3339Nano), Node: f.Node, Direction: f.Direction, Transport: f.Transport,
+		TS: f.TS.UTC().Format(tsLayout), Node: f.Node, Direction: f.Direction, Transport: f.Transport,
 		Local:  netip.AddrPortFrom(f.LocalIP, f.LocalPort).String(),
 		Remote: netip.AddrPortFrom(f.RemoteIP, f.RemotePort).String(),
 		ConnID: f.ConnID, SessionID: f.SessionID, PeerSessionID: f.PeerSessionID, CorrelationID: f.CorrelationID,

@@ -58,7 +58,10 @@ sinks:
 		if f.SessionID != a.sid && f.PeerSessionID != a.sid {
 			t.Errorf("frame %d is not session %s's: %+v", i, a.sid, f)
 		}
-		if i > 0 && f.TS < s.Frames[i-1].TS {
+		if len(f.TS) != len("2006-01-02T15:04:05.000000Z") {
+			t.Errorf("frame %d: ts %q is not RFC 3339 with microseconds", i, f.TS)
+		}
+		if i > 0 && mustTime(t, f.TS).Before(mustTime(t, s.Frames[i-1].TS)) {
 			t.Errorf("frame %d (%s) before frame %d (%s)", i, f.TS, i-1, s.Frames[i-1].TS)
 		}
 		if f.Method != "" {
@@ -96,10 +99,7 @@ sinks:
 			label = f.Method + " " + f.Flag
 		}
 		wantLine := fmt.Sprintf("%s %d %s -> %s %s %s %d", f.Direction, f.ConnID, from, to, label, f.TransactID, f.Size)
-		at, err := time.Parse(time.RFC3339Nano, f.TS)
-		if err != nil {
-			t.Fatalf("frame %d: ts %q: %v", i, f.TS, err)
-		}
+		at := mustTime(t, f.TS)
 		// The line starts with the time (after the date when the frames span days).
 		clock := at.Format("15:04:05.000000")
 		_, rest, found := strings.Cut(lines[2+i], clock+" ")
@@ -240,4 +240,13 @@ func wrongPasswordAUTH(t *testing.T, d *daemon) {
 	if !errors.As(err, &se) {
 		t.Fatalf("AUTH with a wrong password: %v", err)
 	}
+}
+
+func mustTime(t *testing.T, s string) time.Time {
+	t.Helper()
+	at, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("ts %q: %v", s, err)
+	}
+	return at
 }
