@@ -109,6 +109,12 @@ func (o *opsRun) must(t *testing.T, method, path, body string, want int, v any) 
 // demo dials the relay and AUTHs as the demo user.
 func (o *opsRun) demo(t *testing.T) (*msrpclient.Client, string) {
 	t.Helper()
+	return o.user(t, "demo", "demo-pw")
+}
+
+// user dials the relay and AUTHs as user.
+func (o *opsRun) user(t *testing.T, user, password string) (*msrpclient.Client, string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := msrpclient.Dial(ctx, o.addr, nil)
@@ -116,7 +122,7 @@ func (o *opsRun) demo(t *testing.T) (*msrpclient.Client, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	use, _, err := c.Auth(ctx, o.uri, "demo", "demo-pw", 0)
+	use, _, err := c.Auth(ctx, o.uri, user, password, 0)
 	if err != nil {
 		t.Fatalf("AUTH: %v", err)
 	}
@@ -704,5 +710,41 @@ func TestReadiness(t *testing.T) {
 	o.stop()
 	if got := r.NotReady(); len(got) != 1 {
 		t.Fatalf("after stop: %q", got)
+	}
+}
+
+// A user trace (the tracer learns sessions' users from the relay) takes
+// the frames of that user's sessions only, with the global switch off.
+func TestUserTraceWithTracingOff(t *testing.T) {
+	homer := newHEPCollector(t)
+	users := writeFile(t, "users.yaml", "users:\n  - {name: alice, password: a-pw}\n  - {name: bob, password: b-pw}\n")
+	o := startOpsRun(t, fmt.Sprintf(`
+listen: [{transport: msrp, addr: "127.0.0.1:0"}]
+admin: {addr: "127.0.0.1:0"}
+relay: {auth: {users_file: %s}}
+tracing:
+  enabled: false
+  rules: [{name: all, frames: true, to: [homer]}]
+sinks:
+  homer: {type: hep, addr: "%s"}
+`, users, homer.addr()), "")
+	a, useA := o.user(t, "alice", "a-pw")
+	b1, useB1 := o.user(t, "bob", "b-pw")
+	b2, useB2 := o.user(t, "bob", "b-pw")
+	o.must(t, "POST", "/api/v1/traces", `{"user":"alice"}`, 201, nil)
+	if err := sendTo(t, b1, useB1, b2, useB2, "bob-to-bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendTo(t, b1, useB1, a, useA, "bob-to-alice"); err != nil {
+		t.Fatal(err)
+	}
+	homer.waitFor(t, "bob-to-alice", 2, payloadHas("bob-to-alice"))
+	if n := homer.count(payloadHas("bob-to-bob")); n != 0 {
+		t.Errorf("%d packets of a SEND between two of bob's sessions", n)
+	}
+	var tl struct{ Traces []struct{ Matched uint64 } }
+	o.must(t, "GET", "/api/v1/traces", "", 200, &tl)
+	if len(tl.Traces) != 1 || tl.Traces[0].Matched < 2 {
+		t.Errorf("traces %+v", tl)
 	}
 }
