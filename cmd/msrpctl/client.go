@@ -102,6 +102,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, body any) ([]
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		return nil, &plainError{fmt.Sprintf("admin API at %s: its certificate is not trusted (%s): give its CA with --cacert",
+			c.base, netReason(cve.Err))}
+	}
 	if err != nil {
 		return nil, &plainError{fmt.Sprintf("admin API at %s unreachable: %s", c.base, netReason(err))}
 	}

@@ -215,6 +215,10 @@ sinks:
 
 	// Errors: a database that is not there, a server that is not there.
 	fails(t, exitFail, `^msrpctl: ClickHouse at `+srv.Addr()+`: database nosuch does not exist`, "trace", "session", a.sid, "--database", "nosuch")
+	fails(t, exitFail, `^msrpctl: ClickHouse at `+srv.Addr()+` refused the login \(code 192\): set --ch-user/--ch-password`, "trace", "top", "--ch-user", "nosuch")
+	t.Setenv("MSRPSCOPE_CLICKHOUSE_PASSWORD", "wrong")
+	fails(t, exitFail, `^msrpctl: ClickHouse at `+srv.Addr()+` refused the login \(code 193\)`, "trace", "top")
+	t.Setenv("MSRPSCOPE_CLICKHOUSE_PASSWORD", "")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
