@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -333,3 +334,45 @@ func localPort(t *testing.T, c *client) uint16 {
 }
 
 var _ = context.Background
+
+// health: exit 1 with /readyz's reasons while a sink cannot reach its
+// server (a ClickHouse sink: the HEP sink does not report a state).
+func TestHealthNotReady(t *testing.T) {
+	clearEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	d := startDaemon(t, fmt.Sprintf(`
+listen: [{transport: msrp, addr: "127.0.0.1:0"}]
+admin: {addr: "127.0.0.1:0"}
+tracing:
+  rules:
+    - {name: all, events: true, frames: true, to: [ch]}
+sinks:
+  ch: {type: clickhouse, addr: %q, dial_timeout: 1s, insert_timeout: 1s}
+`, closed))
+	t.Setenv("MSRPSCOPE_ADMIN", d.admin)
+	d.demo(t) // a connection event for the sink to fail to send
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var r result
+	for r = ctl(t, "health"); r.code == 0 && time.Now().Before(deadline); r = ctl(t, "health") {
+		<-tick.C
+	}
+	if r.code != exitFail || r.stdout != "" || !strings.HasPrefix(r.stderr, "msrpctl: not ready: sink ch: ") ||
+		strings.Count(r.stderr, "\n") != 1 {
+		t.Fatalf("health with the collector down: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = ctl(t, "health", "--json")
+	var body struct {
+		Error   string   `json:"error"`
+		Reasons []string `json:"reasons"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &body); err != nil || r.code != exitFail || body.Error != "not ready" || len(body.Reasons) != 1 {
+		t.Fatalf("health --json: exit %d, %v, stdout %q", r.code, err, r.stdout)
+	}
+}

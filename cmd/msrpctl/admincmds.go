@@ -134,51 +134,63 @@ func (q *traceFlags) define(fs *flag.FlagSet) {
 	fs.BoolVar(&q.body, "body", false, "")
 }
 
-func traceStatus(ctx context.Context, e *env) error {
+// api makes one admin API request within --timeout; a 2xx answer is
+// returned and, when v is not nil, decoded into it.
+func (e *env) api(ctx context.Context, method, path string, body, v any) ([]byte, error) {
 	c, err := e.admin()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := e.withTimeout(ctx)
 	defer cancel()
-	var st admin.TracingStatus
-	raw, err := c.getJSON(ctx, "/api/v1/tracing", &st)
+	raw, err := c.do(ctx, method, path, body)
 	if err != nil {
-		return err
+		return raw, err
 	}
+	if v != nil {
+		if err := json.Unmarshal(raw, v); err != nil {
+			return nil, fmt.Errorf("admin API at %s: %s %s: bad JSON in the answer: %v", c.base, method, path, err)
+		}
+	}
+	return raw, nil
+}
+
+// answer prints the API's answer as it is with --json, else as table does.
+func (e *env) answer(raw []byte, table func() error) error {
 	if e.opts.json {
 		return writeRawJSON(e.stdout, raw)
 	}
-	fmt.Fprintf(e.stdout, "tracing: %s\n\n", onOff(st.Enabled))
-	if err := rulesTable(e, st.Rules); err != nil {
+	return table()
+}
+
+func traceStatus(ctx context.Context, e *env) error {
+	var st admin.TracingStatus
+	raw, err := e.api(ctx, http.MethodGet, "/api/v1/tracing", nil, &st)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintln(e.stdout)
-	return tracesTable(e, st.Traces)
+	return e.answer(raw, func() error {
+		fmt.Fprintf(e.stdout, "tracing: %s\n\n", onOff(st.Enabled))
+		if err := rulesTable(e, st.Rules); err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout)
+		return tracesTable(e, st.Traces)
+	})
 }
 
 func traceSwitch(ctx context.Context, e *env, on bool) error {
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodPost, "/api/v1/tracing/"+onOff(on), nil)
-	if err != nil {
-		return err
-	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
 	var r struct {
 		Enabled bool `json:"enabled"`
 	}
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("the admin API answered bad JSON: %v", err)
+	raw, err := e.api(ctx, http.MethodPost, "/api/v1/tracing/"+onOff(on), nil, &r)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(e.stdout, "tracing: %s\n", onOff(r.Enabled))
-	return nil
+	return e.answer(raw, func() error {
+		_, err := fmt.Fprintf(e.stdout, "tracing: %s\n", onOff(r.Enabled))
+		return err
+	})
 }
 
 func traceStart(ctx context.Context, e *env, q *traceFlags) error {
@@ -206,61 +218,34 @@ func traceStart(ctx context.Context, e *env, q *traceFlags) error {
 	if len(q.to) > 0 {
 		body["sinks"] = q.to
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodPost, "/api/v1/traces", body)
+	var tr admin.Trace
+	raw, err := e.api(ctx, http.MethodPost, "/api/v1/traces", body, &tr)
 	if err != nil {
 		return fmt.Errorf("trace on: %w", err)
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	var tr admin.Trace
-	if err := json.Unmarshal(raw, &tr); err != nil {
-		return fmt.Errorf("the admin API answered bad JSON: %v", err)
-	}
-	return tracesTable(e, []admin.Trace{tr})
+	return e.answer(raw, func() error { return tracesTable(e, []admin.Trace{tr}) })
 }
 
 func traceList(ctx context.Context, e *env) error {
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
 	var r struct {
 		Traces []admin.Trace `json:"traces"`
 	}
-	raw, err := c.getJSON(ctx, "/api/v1/traces", &r)
+	raw, err := e.api(ctx, http.MethodGet, "/api/v1/traces", nil, &r)
 	if err != nil {
 		return err
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	return tracesTable(e, r.Traces)
+	return e.answer(raw, func() error { return tracesTable(e, r.Traces) })
 }
 
 func traceStop(ctx context.Context, e *env, id string) error {
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	if _, err := c.do(ctx, http.MethodDelete, "/api/v1/traces/"+url.PathEscape(id), nil); err != nil {
+	if _, err := e.api(ctx, http.MethodDelete, "/api/v1/traces/"+url.PathEscape(id), nil, nil); err != nil {
 		return fmt.Errorf("trace stop %s: %w", id, err)
 	}
 	if e.opts.json {
 		return writeJSON(e.stdout, map[string]string{"stopped": id})
 	}
-	fmt.Fprintf(e.stdout, "trace %s stopped\n", id)
-	return nil
+	_, err := fmt.Fprintf(e.stdout, "trace %s stopped\n", id)
+	return err
 }
 
 func tracesTable(e *env, traces []admin.Trace) error {
@@ -301,23 +286,14 @@ func cmdRules(ctx context.Context, e *env, args []string) error {
 	if _, err := e.parse(args, 0, nil); err != nil {
 		return err
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
 	var r struct {
 		Rules []admin.Rule `json:"rules"`
 	}
-	raw, err := c.getJSON(ctx, "/api/v1/rules", &r)
+	raw, err := e.api(ctx, http.MethodGet, "/api/v1/rules", nil, &r)
 	if err != nil {
 		return err
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	return rulesTable(e, r.Rules)
+	return e.answer(raw, func() error { return rulesTable(e, r.Rules) })
 }
 
 func cmdRule(ctx context.Context, e *env, args []string) error {
@@ -329,53 +305,39 @@ func cmdRule(ctx context.Context, e *env, args []string) error {
 	if sw != "on" && sw != "off" {
 		return usagef("rule %s: say on or off, not %q", name, sw)
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodPost, "/api/v1/rules/"+url.PathEscape(name)+"/"+sw, nil)
+	raw, err := e.api(ctx, http.MethodPost, "/api/v1/rules/"+url.PathEscape(name)+"/"+sw, nil, nil)
 	if err != nil {
 		return fmt.Errorf("rule %s: %w", name, err)
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	fmt.Fprintf(e.stdout, "rule %s: %s\n", name, sw)
-	return nil
+	return e.answer(raw, func() error {
+		_, err := fmt.Fprintf(e.stdout, "rule %s: %s\n", name, sw)
+		return err
+	})
 }
 
 func cmdSinks(ctx context.Context, e *env, args []string) error {
 	if _, err := e.parse(args, 0, nil); err != nil {
 		return err
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
 	var r struct {
 		Sinks []admin.Sink `json:"sinks"`
 	}
-	raw, err := c.getJSON(ctx, "/api/v1/sinks", &r)
+	raw, err := e.api(ctx, http.MethodGet, "/api/v1/sinks", nil, &r)
 	if err != nil {
 		return err
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	if len(r.Sinks) == 0 {
-		fmt.Fprintln(e.stdout, "no sinks")
-		return nil
-	}
-	t := newTable(e.stdout, "SINK", "TYPE", "STATE", "SENT", "DROPPED", "ERRORS", "QUEUED", "SPOOLED", "SPOOL-BYTES", "COUNTERS", "LAST-ERROR")
-	for _, s := range r.Sinks {
-		t.row(s.Name, s.Type, s.State, num(s.Sent), num(s.Dropped), num(s.Errors), num(s.Queued), num(s.Spooled),
-			num(s.SpoolBytes), counters(s.Counters), s.LastError)
-	}
-	return t.flush()
+	return e.answer(raw, func() error {
+		if len(r.Sinks) == 0 {
+			_, err := fmt.Fprintln(e.stdout, "no sinks")
+			return err
+		}
+		t := newTable(e.stdout, "SINK", "TYPE", "STATE", "SENT", "DROPPED", "ERRORS", "QUEUED", "SPOOLED", "SPOOL-BYTES", "COUNTERS", "LAST-ERROR")
+		for _, s := range r.Sinks {
+			t.row(s.Name, s.Type, s.State, num(s.Sent), num(s.Dropped), num(s.Errors), num(s.Queued), num(s.Spooled),
+				num(s.SpoolBytes), counters(s.Counters), s.LastError)
+		}
+		return t.flush()
+	})
 }
 
 // counters is a sink kind's own counters as k=v, sorted.
@@ -443,16 +405,12 @@ func fetchList[T any](ctx context.Context, e *env, path string, args []string) (
 	if _, err := e.parse(args, 0, l.define); err != nil {
 		return nil, out, err
 	}
-	c, err := e.admin()
-	if err != nil {
-		return nil, out, err
-	}
-	ctx, cancel := e.withTimeout(ctx)
+	ctx, cancel := e.withTimeout(ctx) // bounds every page together
 	defer cancel()
 	cursor := l.cursor
 	for {
 		var p listPage[T]
-		if _, err := c.getJSON(ctx, path+l.query(cursor), &p); err != nil {
+		if _, err := e.api(ctx, http.MethodGet, path+l.query(cursor), nil, &p); err != nil {
 			return nil, out, err
 		}
 		out.Items = append(out.Items, p.Items...)
@@ -547,13 +505,7 @@ func cmdKill(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("kill: say session ID or connection ID, not %q", what)
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	if _, err := c.do(ctx, http.MethodDelete, path, nil); err != nil {
+	if _, err := e.api(ctx, http.MethodDelete, path, nil, nil); err != nil {
 		return fmt.Errorf("kill %s %s: %w", what, id, err)
 	}
 	if e.opts.json {
@@ -567,28 +519,21 @@ func cmdStats(ctx context.Context, e *env, args []string) error {
 	if _, err := e.parse(args, 0, nil); err != nil {
 		return err
 	}
-	c, err := e.admin()
+	raw, err := e.api(ctx, http.MethodGet, "/api/v1/stats", nil, nil)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodGet, "/api/v1/stats", nil)
-	if err != nil {
-		return err
-	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	kv, err := orderedObject(raw)
-	if err != nil {
-		return fmt.Errorf("stats: the admin API answered bad JSON: %v", err)
-	}
-	t := newTable(e.stdout, "STAT", "VALUE")
-	for _, p := range kv {
-		t.row(p[0], p[1])
-	}
-	return t.flush()
+	return e.answer(raw, func() error {
+		kv, err := orderedObject(raw)
+		if err != nil {
+			return fmt.Errorf("stats: the admin API answered bad JSON: %v", err)
+		}
+		t := newTable(e.stdout, "STAT", "VALUE")
+		for _, p := range kv {
+			t.row(p[0], p[1])
+		}
+		return t.flush()
+	})
 }
 
 // orderedObject is a JSON object's members in order, values as JSON text
@@ -623,21 +568,14 @@ func cmdReload(ctx context.Context, e *env, args []string) error {
 	if _, err := e.parse(args, 0, nil); err != nil {
 		return err
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodPost, "/api/v1/reload", nil)
+	raw, err := e.api(ctx, http.MethodPost, "/api/v1/reload", nil, nil)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)
 	}
-	if e.opts.json {
-		return writeRawJSON(e.stdout, raw)
-	}
-	fmt.Fprintln(e.stdout, "configuration reloaded")
-	return nil
+	return e.answer(raw, func() error {
+		_, err := fmt.Fprintln(e.stdout, "configuration reloaded")
+		return err
+	})
 }
 
 // cmdHealth reports /readyz: exit 0 when ready, 1 with the reasons when not.
@@ -645,13 +583,7 @@ func cmdHealth(ctx context.Context, e *env, args []string) error {
 	if _, err := e.parse(args, 0, nil); err != nil {
 		return err
 	}
-	c, err := e.admin()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := e.withTimeout(ctx)
-	defer cancel()
-	raw, err := c.do(ctx, http.MethodGet, "/readyz", nil)
+	raw, err := e.api(ctx, http.MethodGet, "/readyz", nil, nil)
 	var ae *apiError
 	if err != nil && !(errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable) {
 		return err

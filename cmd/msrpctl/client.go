@@ -138,18 +138,6 @@ func (c *adminClient) do(ctx context.Context, method, path string, body any) ([]
 	return b, nil
 }
 
-// getJSON GETs path and decodes the answer into v.
-func (c *adminClient) getJSON(ctx context.Context, path string, v any) ([]byte, error) {
-	b, err := c.do(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return nil, fmt.Errorf("admin API at %s: GET %s: bad JSON: %v", c.base, path, err)
-	}
-	return b, nil
-}
-
 // netReason is the innermost cause of a network error, as the system says
 // it: "connection refused", "no such host", "i/o timeout".
 func netReason(err error) string {
