@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -28,8 +29,15 @@ func (e *env) reader(ctx context.Context) (r *storage.Reader, closeFn func(), er
 			return nil, nil, usagef("--clickhouse %q: want host:port (the native protocol, 9000)", o.clickhouse)
 		}
 	}
+	var tlsCfg *tls.Config
+	if o.chTLS || o.chCACert != "" {
+		if tlsCfg, err = (storage.TLSFiles{CA: o.chCACert}).Config(); err != nil {
+			return nil, nil, fmt.Errorf("--ch-cacert: %w", err)
+		}
+	}
 	conn, err := ch.Open(&ch.Options{
 		Addr:         addrs,
+		TLS:          tlsCfg,
 		Auth:         ch.Auth{Database: "default", Username: o.chUser, Password: o.chPassword},
 		DialTimeout:  min(o.timeout, 5*time.Second),
 		ReadTimeout:  o.timeout,
@@ -64,6 +72,10 @@ func (e *env) chMessage(err error) error {
 			return fmt.Errorf("ClickHouse at %s refused the login (code %d): set --ch-user/--ch-password or MSRPSCOPE_CLICKHOUSE_USER/_PASSWORD", addr, ex.Code)
 		}
 		return fmt.Errorf("ClickHouse at %s: %s (code %d)", addr, ex.Message, ex.Code)
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		return fmt.Errorf("ClickHouse at %s: its certificate is not trusted (%s): give its CA with --ch-cacert", addr, netReason(cve.Err))
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ch.ErrAcquireConnTimeout) {

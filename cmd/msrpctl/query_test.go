@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/msrpscope/msrpscope/internal/clickhouse"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/storage"
 )
 
 // framesOut is msrpctl's --json answer of a frames query.
@@ -253,4 +257,39 @@ func mustTime(t *testing.T, s string) time.Time {
 		t.Fatalf("ts %q: %v", s, err)
 	}
 	return at
+}
+
+// Trace queries over the native protocol's TLS port of 18.16: verified
+// with --ch-cacert; refused in one line with the system roots alone.
+func TestTraceQueriesTLS(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	caFile, certFile, keyFile := writeCerts(t, dir)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secure := l.Addr().String()
+	l.Close()
+	srv := clickhouse.Start(t, clickhouse.Options{ExtraConfig: fmt.Sprintf(`
+    <tcp_port_secure>%d</tcp_port_secure>
+    <openSSL><server>
+        <certificateFile>%s</certificateFile><privateKeyFile>%s</privateKeyFile>
+        <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>
+        <disableProtocols>sslv2,sslv3</disableProtocols>
+    </server></openSSL>`, l.Addr().(*net.TCPAddr).Port, certFile, keyFile)})
+	conn, err := ch.Open(&ch.Options{Addr: []string{srv.Addr()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := storage.Migrate(context.Background(), conn, storage.Schema{Database: "msrpscope", Flavor: storage.Old, Topology: storage.Single}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MSRPSCOPE_CLICKHOUSE", secure)
+	if out := ok(t, "trace", "top", "--ch-cacert", caFile); out != "no frames stored in that time\n" {
+		t.Fatalf("trace top over TLS: %q", out)
+	}
+	fails(t, exitFail, `^msrpctl: ClickHouse at `+secure+`: its certificate is not trusted \(.*\): give its CA with --ch-cacert$`, "trace", "top", "--ch-tls")
+	fails(t, exitFail, `^msrpctl: --ch-cacert: storage: tls ca `, "trace", "top", "--ch-cacert", filepath.Join(dir, "ca.key"))
 }

@@ -62,6 +62,8 @@ Flags (anywhere on the line):
   --database DB        ClickHouse database (env MSRPSCOPE_DATABASE; default msrpscope)
   --ch-user U          ClickHouse user (env MSRPSCOPE_CLICKHOUSE_USER; default default)
   --ch-password P      ClickHouse password (env MSRPSCOPE_CLICKHOUSE_PASSWORD)
+  --ch-tls             TLS to ClickHouse (its secure port, 9440), verified with the system roots
+  --ch-cacert FILE     TLS to ClickHouse, verified with these PEM CA certificates
   --timeout D          bound on each command (default 10s)
   --json               JSON output for scripts
   -h, --help           this help
@@ -74,6 +76,8 @@ type options struct {
 	admin, token, tokenFile, cacert string
 	clickhouse, database            string
 	chUser, chPassword              string
+	chTLS                           bool
+	chCACert                        string
 	timeout                         time.Duration
 	json                            bool
 }
@@ -112,6 +116,8 @@ func newFlags(o *options) *flag.FlagSet {
 	fs.StringVar(&o.database, "database", o.database, "")
 	fs.StringVar(&o.chUser, "ch-user", o.chUser, "")
 	fs.StringVar(&o.chPassword, "ch-password", o.chPassword, "")
+	fs.BoolVar(&o.chTLS, "ch-tls", o.chTLS, "")
+	fs.StringVar(&o.chCACert, "ch-cacert", o.chCACert, "")
 	fs.DurationVar(&o.timeout, "timeout", o.timeout, "")
 	fs.BoolVar(&o.json, "json", o.json, "")
 	return fs
