@@ -135,3 +135,18 @@ func TestPrometheusConfig(t *testing.T) {
 		t.Fatalf("promtool passed a misspelt key:\n%s", out)
 	}
 }
+
+// TestDockerComposeConfig has Docker Compose itself load the file (schema, interpolation with
+// .env.example), where the compose plugin is installed; `config` needs no engine. Skipped
+// here: the docker CLI on this machine has no compose plugin.
+func TestDockerComposeConfig(t *testing.T) {
+	docker, err := exec.LookPath("docker")
+	if err != nil || exec.Command(docker, "compose", "version").Run() != nil {
+		t.Skip("docker compose not installed")
+	}
+	cmd := exec.Command(docker, "compose", "--env-file", ".env.example", "-f", "docker-compose.yml", "config", "--quiet")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker compose config: %v\n%s", err, out)
+	}
+}

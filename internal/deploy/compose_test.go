@@ -927,3 +927,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// TestReadmeNamesImages: the README's Deployment section names every image compose runs, at
+// the version it runs (a tag bumped in one place only fails here).
+func TestReadmeNamesImages(t *testing.T) {
+	readme := string(readFile(t, "README.md"))
+	_, sec, ok := strings.Cut(readme, "\n## Deployment\n")
+	if !ok {
+		t.Fatal("README.md has no Deployment section")
+	}
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	c, err := parseCompose(readFile(t, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range sortedKeys(c.Services) {
+		if img := c.Services[name].Image; img != "" && !strings.Contains(sec, "`"+img+"`") {
+			t.Errorf("README Deployment does not name service %s's image `%s`", name, img)
+		}
+	}
+}
