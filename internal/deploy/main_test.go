@@ -10,10 +10,9 @@ import (
 )
 
 var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
+	binDir string
+	binMu  sync.Mutex
+	built  = map[string]error{}
 )
 
 func TestMain(m *testing.M) {
@@ -30,19 +29,26 @@ func TestMain(m *testing.M) {
 
 // msrpscopeBinary builds ./cmd/msrpscope once per test run: the checks run the daemon's own
 // configuration check, not a copy of it.
-func msrpscopeBinary(t *testing.T) string {
+func msrpscopeBinary(t *testing.T) string { return buildCmd(t, "msrpscope") }
+
+// buildCmd builds ./cmd/<name> statically (as the Dockerfile does), once per test run.
+func buildCmd(t *testing.T, name string) string {
 	t.Helper()
-	binOnce.Do(func() {
-		binPath = filepath.Join(binDir, "msrpscope")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/msrpscope")
+	binMu.Lock()
+	defer binMu.Unlock()
+	path := filepath.Join(binDir, name)
+	err, done := built[name]
+	if !done {
+		cmd := exec.Command("go", "build", "-o", path, "./cmd/"+name)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binError = fmt.Errorf("go build ./cmd/msrpscope: %v\n%s", err, out)
+		if out, e := cmd.CombinedOutput(); e != nil {
+			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, e, out)
 		}
-	})
-	if binError != nil {
-		t.Fatal(binError)
+		built[name] = err
 	}
-	return binPath
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
