@@ -150,3 +150,17 @@ func TestDockerComposeConfig(t *testing.T) {
 		t.Fatalf("docker compose config: %v\n%s", err, out)
 	}
 }
+
+// TestShellScripts: the scripts compose mounts into containers parse (sh -n), and are
+// executable (postgres's entry point runs executable init scripts, sources the others).
+func TestShellScripts(t *testing.T) {
+	for _, rel := range []string{"internal/deploy/homer/init-user-db.sh"} {
+		p := filepath.Join(root, rel)
+		if out, err := exec.Command("sh", "-n", p).CombinedOutput(); err != nil {
+			t.Errorf("sh -n %s: %v\n%s", rel, err, out)
+		}
+		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+			t.Errorf("%s is not executable (%v)", rel, err)
+		}
+	}
+}
