@@ -397,10 +397,11 @@ func checkDashboards(d deployment, c *composeFile) []error {
 	}
 	var ds struct {
 		Datasources []struct {
-			UID      string         `yaml:"uid"`
-			Type     string         `yaml:"type"`
-			URL      string         `yaml:"url"`
-			JSONData map[string]any `yaml:"jsonData"`
+			UID            string         `yaml:"uid"`
+			Type           string         `yaml:"type"`
+			URL            string         `yaml:"url"`
+			JSONData       map[string]any `yaml:"jsonData"`
+			SecureJSONData map[string]any `yaml:"secureJsonData"`
 		} `yaml:"datasources"`
 	}
 	if b := read("dashboards/provisioning/datasources/msrpscope.yaml"); b != nil {
@@ -413,8 +414,20 @@ func checkDashboards(d deployment, c *composeFile) []error {
 			switch s.UID {
 			case "msrpscope-clickhouse":
 				host, port := fmt.Sprint(s.JSONData["host"]), fmt.Sprint(s.JSONData["port"])
-				if c.Services[host] == nil || port != "9000" {
+				chs := c.Services[host]
+				if chs == nil || port != "9000" {
 					errs = append(errs, fmt.Errorf("datasource %s: host %s port %s: want a compose service on 9000", s.UID, host, port))
+					break
+				}
+				user, pass := clickhouseUser(chs)
+				if u := str(s.JSONData["username"], "default"); u != user {
+					errs = append(errs, fmt.Errorf("datasource %s: username %s, the server's user is %s", s.UID, u, user))
+				}
+				// A password is written as $VAR (Grafana expands its environment in provisioning):
+				// Grafana's VAR must be the server's password.
+				dp := str(s.SecureJSONData["password"], "")
+				if g := c.Services["grafana"]; pass != "" && (g == nil || !strings.HasPrefix(dp, "$") || g.Environment[strings.Trim(dp, "${}")] != pass) {
+					errs = append(errs, fmt.Errorf("datasource %s: password %q is not the server's %s", s.UID, dp, pass))
 				}
 			case "msrpscope-prometheus":
 				if s.URL != "http://prometheus:9090" {
@@ -756,19 +769,27 @@ func checkMsrpscopeWiring(d deployment, c *composeFile) []error {
 			errs = append(errs, fmt.Errorf("clickhouse sink addr %v, want clickhouse:9000 (native)", ch["addr"]))
 		}
 		if chs != nil {
-			if u := chs.Environment["CLICKHOUSE_USER"]; fmt.Sprint(ch["username"]) != u {
-				errs = append(errs, fmt.Errorf("clickhouse sink username %v, the server's CLICKHOUSE_USER is %q", ch["username"], u))
+			user, pass := clickhouseUser(chs)
+			if u := str(ch["username"], "default"); u != user {
+				errs = append(errs, fmt.Errorf("clickhouse sink username %s, the server's user (CLICKHOUSE_USER) is %s", u, user))
 			}
-			if db := chs.Environment["CLICKHOUSE_DB"]; fmt.Sprint(ch["database"]) != db {
+			if db := chs.Environment["CLICKHOUSE_DB"]; str(ch["database"], "msrpscope") != db {
 				errs = append(errs, fmt.Errorf("clickhouse sink database %v, the server's CLICKHOUSE_DB is %q", ch["database"], db))
 			}
-			// The password file is the secret read from the same variable as the server's password.
-			pf := fmt.Sprint(ch["password_file"])
-			sec := strings.TrimPrefix(pf, "/run/secrets/")
-			if !hasSecret(pf) {
-				errs = append(errs, fmt.Errorf("clickhouse sink password_file %s is not a secret of msrpscope", pf))
-			} else if v := c.Secrets[sec].Environment; "${"+v != strings.SplitN(chs.Environment["CLICKHOUSE_PASSWORD"], ":", 2)[0] {
-				errs = append(errs, fmt.Errorf("clickhouse password: secret %s reads $%s, the server gets %s", sec, v, chs.Environment["CLICKHOUSE_PASSWORD"]))
+			pf := str(ch["password_file"], "")
+			switch {
+			case pass == "" && user == "default" && chs.Environment["CLICKHOUSE_SKIP_USER_SETUP"] != "1":
+				errs = append(errs, fmt.Errorf("clickhouse: user default without a password is limited to localhost by the image unless CLICKHOUSE_SKIP_USER_SETUP=1"))
+			case pass == "" && (pf != "" || str(ch["password"], "") != ""):
+				errs = append(errs, fmt.Errorf("clickhouse sink sends a password, the server has none"))
+			case pass != "" && !hasSecret(pf):
+				errs = append(errs, fmt.Errorf("clickhouse sink password_file %q is not a secret of msrpscope", pf))
+			case pass != "":
+				// The password file is the secret read from the same variable as the server's password.
+				sec := strings.TrimPrefix(pf, "/run/secrets/")
+				if v := c.Secrets[sec].Environment; varName(pass) != v {
+					errs = append(errs, fmt.Errorf("clickhouse password: secret %s reads $%s, the server gets %s", sec, v, pass))
+				}
 			}
 		}
 		if sd, _ := ch["spool_dir"].(string); sd == "" {
@@ -793,6 +814,32 @@ func checkMsrpscopeWiring(d deployment, c *composeFile) []error {
 		errs = append(errs, fmt.Errorf("msrpscope has no MSRPSCOPE_DEMO_PASSWORD (the config has no users_file)"))
 	}
 	return errs
+}
+
+// clickhouseUser is the user the clickhouse/clickhouse-server image sets up from its
+// environment, and its password as written in the compose file ("" for none).
+func clickhouseUser(chs *service) (user, pass string) {
+	return str(chs.Environment["CLICKHOUSE_USER"], "default"), chs.Environment["CLICKHOUSE_PASSWORD"]
+}
+
+// str is v as a string, or def when v is absent or empty.
+func str(v any, def string) string {
+	if v == nil || fmt.Sprint(v) == "" {
+		return def
+	}
+	return fmt.Sprint(v)
+}
+
+// varName is the variable an expression like ${NAME:?message} or $NAME interpolates, or "".
+func varName(expr string) string {
+	m := interpolation.FindStringSubmatch(expr)
+	if m == nil || m[0] != expr {
+		return ""
+	}
+	if m[1] != "" {
+		return m[1]
+	}
+	return m[3]
 }
 
 func checkHEPSink(hep map[string]any, c *composeFile) []error {
