@@ -33,6 +33,10 @@ type request struct {
 	top      []byte          // first To-Path URI as received: our URI as the sender named it
 	rest     []byte          // the To-Path after it
 	fromPath []byte
+	// The Byte-Range as parsed (SEND; RFC 4975 §7.1.1), when present:
+	// what the relay's own REPORTs carry, never the text as received.
+	br    msrp.ByteRange
+	hasBR bool
 	// The relay sessions on the sender's and on the receiver's side
 	// (event.FrameInfo): the tables' strings, so they outlive the frame.
 	from, to string
@@ -82,6 +86,16 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if len(f.Get(msrp.HdrMessageID)) == 0 {
 			return c.reject(&q, 400, "Message-ID missing")
 		}
+	}
+	if (q.isSEND || q.isREPORT) && f.Has(msrp.HdrByteRange) {
+		// RFC 4975 §9 ABNF: a malformed Byte-Range gets 400 (a REPORT is
+		// dropped, never answered): the relay passes on and reports only
+		// values it would accept itself.
+		br, err := msrp.ParseByteRange(f.Get(msrp.HdrByteRange))
+		if err != nil {
+			return c.reject(&q, 400, "Bad Byte-Range")
+		}
+		q.br, q.hasBR = br, true
 	}
 	toPath := f.Get(msrp.HdrToPath)
 	if len(toPath) == 0 {
@@ -211,7 +225,7 @@ func (c *conn) nextHopFailed(q *request, code int, comment string) error {
 		}
 		if q.mode != msrp.ReportNo {
 			c.r.sendReport(&txn{src: c, fromSession: q.from, toSession: q.to, ourURI: string(q.top), fromPath: string(q.fromPath),
-				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: string(q.f.Get(msrp.HdrByteRange)),
+				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: q.br, hasRange: q.hasBR,
 				bodyLen: n, flag: q.f.Flag()}, code, comment)
 		}
 	default:
