@@ -59,8 +59,9 @@ type Auth struct {
 	MinExpires int           `yaml:"min_expires"` // shorter requests get 423 + Min-Expires; default 60
 	MaxExpires int           `yaml:"max_expires"` // longer requests get 423 + Max-Expires; default 3600
 	NonceTTL   time.Duration `yaml:"nonce_ttl"`   // default 30s
-	// NonceSecret (hex, 32 bytes or more) makes nonces survive a restart
-	// and valid across relays sharing it; default: random per start.
+	// NonceSecret (hex, 32 bytes or more) is the HMAC key of nonces and
+	// opaque; default: random per start. Nonces are bound to this relay's
+	// URIs and to this start whatever the secret (relay/auth).
 	NonceSecret string `yaml:"nonce_secret"`
 }
 

@@ -244,7 +244,7 @@ func (r *Relay) setupAuth() error {
 	for _, s := range a.Algorithms {
 		algs = append(algs, auth.Algorithm(s))
 	}
-	au, err := auth.New(auth.Config{Realm: a.Realm, Algorithms: algs, NonceTTL: a.NonceTTL, Secret: secret, Users: users})
+	au, err := auth.New(auth.Config{Realm: a.Realm, URIs: r.own, Algorithms: algs, NonceTTL: a.NonceTTL, Secret: secret, Users: users})
 	if err != nil {
 		return fmt.Errorf("%w: auth: %w", ErrConfig, err)
 	}
