@@ -94,6 +94,24 @@ func answerDigest(ch msrp.Digest, user, uri, nc string) string {
 		msrp.DigestParam{Name: "response", Value: resp, Quoted: true}))
 }
 
+// runRelay runs a relay with cfg until stop, which returns once Serve has.
+func runRelay(t *testing.T, cfg relay.Config) (r *relay.Relay, stop func()) {
+	t.Helper()
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	return r, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}
+}
+
 const sharedNonceSecret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 // A correct response for a digest uri that is not this relay's gets 401,
@@ -149,22 +167,7 @@ func TestAuthNonceFromBeforeRestart(t *testing.T) {
 		Auth:   relay.Auth{NonceSecret: sharedNonceSecret},
 		Limits: relay.Limits{MaxAuthFailures: 1},
 	}
-	run := func() (*relay.Relay, func()) {
-		t.Helper()
-		r, err := relay.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- r.Serve(ctx) }()
-		return r, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		}
-	}
+	run := func() (*relay.Relay, func()) { return runRelay(t, cfg) }
 	r, stop := run()
 	addr, uri := r.Addrs()[0].String(), r.URIs()[0].String()
 	c := dialRawAuth(t, addr, uri)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	Users    *auth.Users    `yaml:"-"` // who may AUTH; from Auth.UsersFile when nil
 	Logger   *slog.Logger   `yaml:"-"`
 	Observer event.Observer `yaml:"-"`
+	// LogRate bounds the log lines a peer can trigger, per kind of line
+	// (relay/logs.go); zero fields take ratelog's defaults.
+	LogRate ratelog.Config `yaml:"-"`
 }
 
 // Listen is one listening socket.

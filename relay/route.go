@@ -174,7 +174,8 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 	if dst == nil {
 		dst, err = r.outbound(nextURI)
 		if err != nil {
-			r.log.Info("next hop unreachable", slog.String("next", string(next)), slog.String("error", err.Error()))
+			r.plog.Info("next_hop_unreachable", "next hop unreachable", slog.Uint64("conn", c.info.ID), slog.String("next", string(next)),
+				slog.String("error", err.Error()), slog.String("event", "forward_failed"))
 			return c.nextHopFailed(&q, 408, "Next hop unreachable")
 		}
 	}
@@ -199,8 +200,8 @@ func (c *conn) reject(q *request, code int, comment string) error {
 		return err
 	}
 	c.r.stats.rejected.Add(1)
-	c.r.log.Debug("request rejected", slog.Uint64("conn", c.info.ID), slog.String("method", string(q.f.Method)),
-		slog.Int("code", code), slog.String("comment", comment))
+	c.r.plog.Debug("rejected", "request rejected", slog.Uint64("conn", c.info.ID), slog.String("method", string(q.f.Method)),
+		slog.Int("code", code), slog.String("comment", comment), slog.String("event", "rejected"))
 	if q.canRespond(code) {
 		c.respond(q, code, comment)
 	}
@@ -250,14 +251,16 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	}
 	if x == nil {
 		r.stats.unmatchedResponses.Add(1)
-		r.log.Debug("response matches no transaction", slog.Uint64("conn", c.info.ID), slog.String("tid", string(f.TransactID)))
+		r.plog.Debug("unmatched_response", "response matches no transaction", slog.Uint64("conn", c.info.ID),
+			slog.String("tid", string(f.TransactID)), slog.String("event", "unmatched_response"))
 		return nil
 	}
 	top, rest := msrp.SplitPath(f.Get(msrp.HdrToPath))
 	topURI, err := msrp.ParseURI(bstr(top))
 	if err != nil || !r.isOwn(topURI) {
 		r.stats.unmatchedResponses.Add(1)
-		r.log.Info("response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID), slog.String("to", string(top)))
+		r.plog.Info("response_not_ours", "response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID),
+			slog.String("to", string(top)), slog.String("event", "unmatched_response"))
 		return nil
 	}
 	if x.method == "SEND" {
