@@ -98,3 +98,42 @@ func TestLogsRateLimited(t *testing.T) {
 		t.Logf("log:\n%s", buf.String())
 	}
 }
+
+// The session limits and max_auth_failures are logged when hit, each
+// under its own name.
+func TestLimitHitsLogged(t *testing.T) {
+	var buf syncBuffer
+	cfg := relay.Config{
+		Listen: []relay.Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}},
+		Users:  users(t),
+		Logger: slog.New(slog.NewJSONHandler(&buf, nil)),
+		Limits: relay.Limits{MaxAuthFailures: 2, MaxSessionsPerUser: 1},
+	}
+	r, stop := runRelay(t, cfg)
+	addr, uri := r.Addrs()[0].String(), r.URIs()[0].String()
+	c := dialRawAuth(t, addr, uri)
+	for i, want := range []int{200, 403} { // alice's second session is one too many
+		_, ch := c.auth("")
+		if code, _ := c.auth(answerDigest(ch, "alice", uri, "00000001")); code != want {
+			t.Fatalf("AUTH %d: %d, want %d", i, code, want)
+		}
+	}
+	m := dialRawAuth(t, addr, uri)
+	_, ch := m.auth("")
+	for range 2 {
+		_, ch = m.auth(answerDigest(ch, "mallory", uri, "00000001"))
+	}
+	if _, err := m.rd.ReadFrame(); err == nil {
+		t.Fatal("connection open after max_auth_failures")
+	}
+	stop()
+	hits := map[string]int{}
+	for _, l := range logLines(t, buf.String()) {
+		if l["msg"] == "limit hit" {
+			hits[l["limit"].(string)]++
+		}
+	}
+	if hits["max_sessions_per_user"] != 1 || hits["max_auth_failures"] != 1 || len(hits) != 2 {
+		t.Fatalf("limit hit lines %v, want one each for max_sessions_per_user and max_auth_failures\n%s", hits, buf.String())
+	}
+}
