@@ -2,7 +2,6 @@ package relay_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
@@ -92,24 +91,6 @@ func answerDigest(ch msrp.Digest, user, uri, nc string) string {
 		msrp.DigestParam{Name: "nc", Value: nc},
 		msrp.DigestParam{Name: "cnonce", Value: "c0ffee", Quoted: true},
 		msrp.DigestParam{Name: "response", Value: resp, Quoted: true}))
-}
-
-// runRelay runs a relay with cfg until stop, which returns once Serve has.
-func runRelay(t *testing.T, cfg relay.Config) (r *relay.Relay, stop func()) {
-	t.Helper()
-	r, err := relay.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx) }()
-	return r, func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	}
 }
 
 const sharedNonceSecret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
