@@ -140,9 +140,10 @@ func (l *Logger) expire(key string, gen uint64) {
 		l.mu.Unlock()
 		return
 	}
-	s := w.take()
+	// Written under l.mu, so that a Flush that returned has seen every
+	// count written.
+	l.write(w.take())
 	l.mu.Unlock()
-	l.write(s)
 }
 
 // take returns w's suppressed count and resets it, stopping its timer.
@@ -165,19 +166,14 @@ func (l *Logger) write(s summary) {
 	l.log.LogAttrs(context.Background(), s.level, s.msg, append(s.attrs, slog.Int("suppressed", s.n))...)
 }
 
-// Flush writes every pending count now and stops the timers; the Logger
-// stays usable. Call it when the component that logs stops, so that no
+// Flush writes every pending count now and stops the timers; when it
+// returns, no count of a line logged before is still to be written. The
+// Logger stays usable. Call it when the component that logs stops, so that no
 // count is lost at exit.
 func (l *Logger) Flush() {
 	l.mu.Lock()
-	var out []summary
+	defer l.mu.Unlock()
 	for _, w := range l.keys {
-		if s := w.take(); s.n > 0 {
-			out = append(out, s)
-		}
-	}
-	l.mu.Unlock()
-	for _, s := range out {
-		l.write(s)
+		l.write(w.take())
 	}
 }
