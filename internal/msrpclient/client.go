@@ -82,7 +82,7 @@ type Options struct {
 	// complete messages whose SEND asked for Success-Report: yes
 	// (see also SetAutoReport).
 	DisableAutoReport bool
-	// Limits for the frame reader (zero fields: msrp.DefaultLimits).
+	// Limits for the frame reader (zero fields: msrp.DefaultLimits()).
 	Limits msrp.Limits
 	// ReadBufferSize of the connection's bufio.Reader. Default DefaultReadBufferSize.
 	ReadBufferSize int

@@ -22,26 +22,30 @@ type Limits struct {
 	MaxTransactIDLen int
 }
 
-// DefaultLimits are the limits used for zero fields of Limits.
-var DefaultLimits = Limits{
-	MaxHeaderBytes:   16 << 10,
-	MaxHeaders:       64,
-	MinTransactIDLen: IdentMinLen,
-	MaxTransactIDLen: IdentMaxLen,
+// Defaults of Limits' zero fields.
+const (
+	DefaultMaxHeaderBytes = 16 << 10
+	DefaultMaxHeaders     = 64
+)
+
+// DefaultLimits returns the limits used for zero fields of Limits.
+func DefaultLimits() Limits {
+	return Limits{MaxHeaderBytes: DefaultMaxHeaderBytes, MaxHeaders: DefaultMaxHeaders,
+		MinTransactIDLen: IdentMinLen, MaxTransactIDLen: IdentMaxLen}
 }
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxHeaderBytes <= 0 {
-		l.MaxHeaderBytes = DefaultLimits.MaxHeaderBytes
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if l.MaxHeaders <= 0 {
-		l.MaxHeaders = DefaultLimits.MaxHeaders
+		l.MaxHeaders = DefaultMaxHeaders
 	}
 	if l.MinTransactIDLen <= 0 {
-		l.MinTransactIDLen = DefaultLimits.MinTransactIDLen
+		l.MinTransactIDLen = IdentMinLen
 	}
 	if l.MaxTransactIDLen <= 0 {
-		l.MaxTransactIDLen = DefaultLimits.MaxTransactIDLen
+		l.MaxTransactIDLen = IdentMaxLen
 	}
 	l.MaxTransactIDLen = min(l.MaxTransactIDLen, 255)
 	l.MinTransactIDLen = min(l.MinTransactIDLen, l.MaxTransactIDLen)
@@ -68,7 +72,7 @@ type Reader struct {
 }
 
 // NewReader returns a Reader over br. A br with a buffer smaller than 512
-// bytes is wrapped in a larger one. Zero fields of lim take DefaultLimits.
+// bytes is wrapped in a larger one. Zero fields of lim take DefaultLimits().
 func NewReader(br *bufio.Reader, lim Limits) *Reader {
 	r := &Reader{
 		br:  bufio.NewReaderSize(br, minBufSize),
