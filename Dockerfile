@@ -1,7 +1,6 @@
 # syntax=docker/dockerfile:1
-# msrpscope image: a static build of every binary under cmd/ (msrpscope, msrpload,
-# and msrpctl once cmd/msrpctl exists: ./cmd/... builds whatever is there) on a
-# pinned Debian slim base, run as a non-root user.
+# msrpscope image: a static build of every binary under cmd/ (msrpscope, msrpctl,
+# msrpload) on a pinned Debian slim base, run as a non-root user.
 #
 #   docker build -t msrpscope .
 #   docker run --rm -p 2855:2855 -v "$PWD/msrpscope.yaml:/etc/msrpscope/msrpscope.yaml:ro" \

@@ -112,6 +112,7 @@ func startDaemon(t *testing.T, config string) *daemon {
 	d := &daemon{log: &logWatch{signal: make(chan struct{}, 1)}, exited: make(chan struct{}), config: path}
 	d.cmd = exec.Command(msrpscopeBin, "-config", path, "-log-level", "info")
 	d.cmd.Env = append(os.Environ(), "MSRPSCOPE_DEMO_PASSWORD="+demoPassword)
+	d.cmd.Dir = t.TempDir() // the default pcap sink writes to its working directory
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

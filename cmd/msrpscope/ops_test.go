@@ -36,6 +36,7 @@ type opsRun struct {
 
 func startOpsRun(t *testing.T, config, token string) *opsRun {
 	t.Helper()
+	t.Chdir(t.TempDir()) // the default pcap sink writes to "."
 	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", "demo-pw")
 	logs := newLogWatch()
 	ctx, cancel := context.WithCancel(context.Background())
