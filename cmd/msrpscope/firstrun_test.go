@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// -h prints what msrpscope is and its flags, and is not an error (exit 0).
+func TestHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{arg}, &out); err != nil {
+			t.Fatalf("%s: %v", arg, err)
+		}
+		for _, want := range []string{"MSRP relay", "-config file", "-check-config", "-version", "docs/CONFIG.md"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%s: no %q in\n%s", arg, want, out.String())
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-no-such-flag"}, &out); err == nil || !strings.Contains(err.Error(), "-h") {
+		t.Fatalf("unknown flag: %v", err)
+	}
+}
+
+// -version prints one line from the build information and exits 0.
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, &out); err != nil {
+		t.Fatal(err)
+	}
+	line := out.String()
+	if !strings.HasPrefix(line, "msrpscope ") || !strings.Contains(line, runtime.Version()) ||
+		!strings.HasSuffix(line, runtime.GOOS+"/"+runtime.GOARCH+"\n") || strings.Count(line, "\n") != 1 {
+		t.Fatalf("version %q", line)
+	}
+}
+
+// With tracing.enabled false the pcap sink is open (a dynamic trace may
+// use it) but writes no file while nothing is traced.
+func TestTracingOffWritesNoPcap(t *testing.T) {
+	dir := t.TempDir()
+	o := startOpsRun(t, "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nadmin: {addr: \"127.0.0.1:0\"}\n"+
+		"tracing: {enabled: false}\nsinks:\n  pcap: {type: pcap, dir: \""+dir+"\"}\n", "")
+	a, useA := o.demo(t)
+	b, useB := o.demo(t)
+	if err := sendTo(t, a, useA, b, useB, "not traced"); err != nil {
+		t.Fatal(err)
+	}
+	o.must(t, "GET", "/readyz", "", 200, nil)
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) != 0 {
+		t.Fatalf("pcap folder with tracing off: %v %v", entries, err)
+	}
+}
+
+// A pcap folder that cannot be created does not stop the relay (a HEP
+// collector that is down does not either): it relays, and /readyz says
+// which sink is degraded and why.
+func TestUnwritablePcapFolderStartsDegraded(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := startOpsRun(t, "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nadmin: {addr: \"127.0.0.1:0\"}\n"+
+		"sinks:\n  pcap: {type: pcap, dir: \""+filepath.Join(file, "pcaps")+"\"}\n", "")
+	a, useA := o.demo(t)
+	b, useB := o.demo(t)
+	for i := range 20 {
+		if err := sendTo(t, a, useA, b, useB, "relayed while the sink fails "+string(rune('a'+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := o.call(t, "GET", "/readyz", "")
+	if code != 503 || !strings.Contains(string(body), "sink pcap: degraded") || !strings.Contains(string(body), "not a directory") {
+		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	if !strings.Contains(o.logs.text(), "pcap sink starts degraded") {
+		t.Fatalf("log:\n%s", o.logs.text())
+	}
+}
