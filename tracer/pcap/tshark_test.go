@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
 // tshark runs tshark on file and returns its standard output.
@@ -26,10 +28,7 @@ func tshark(t *testing.T, file string, args ...string) string {
 	t.Helper()
 	path, err := exec.LookPath("tshark")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("tshark not installed (Debian package tshark): %v", err)
-		}
-		t.Skipf("tshark not installed (Debian package tshark): %v", err)
+		testenv.Missing(t, "tshark not found (apt-get install tshark)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
