@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -79,6 +80,10 @@ func TestUnwritablePcapFolderStartsDegraded(t *testing.T) {
 	code, body := o.call(t, "GET", "/readyz", "")
 	if code != 503 || !strings.Contains(string(body), "sink pcap: degraded") || !strings.Contains(string(body), "not a directory") {
 		t.Fatalf("/readyz: %d %s", code, body)
+	}
+	code, body = o.call(t, "GET", "/metrics", "")
+	if code != 200 || !regexp.MustCompile(`msrpscope_trace_sink_degraded\{[^}]*sink="pcap"[^}]*\} 1\n`).Match(body) {
+		t.Fatalf("/metrics: %d, no degraded pcap sink in\n%s", code, body)
 	}
 	if !strings.Contains(o.logs.text(), "pcap sink starts degraded") {
 		t.Fatalf("log:\n%s", o.logs.text())
