@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/msrpscope/msrpscope/internal/faultfs"
 )
 
 // -h prints what msrpscope is and its flags, and is not an error (exit 0).
@@ -87,5 +90,28 @@ func TestUnwritablePcapFolderStartsDegraded(t *testing.T) {
 	}
 	if !strings.Contains(o.logs.text(), "pcap sink starts degraded") {
 		t.Fatalf("log:\n%s", o.logs.text())
+	}
+}
+
+// The pcap folder's disk fills up while the relay runs: every message is
+// still relayed, the sink turns degraded, and no file per record appears.
+func TestFullDiskUnderRelay(t *testing.T) {
+	dir := faultfs.Tmpfs(t, 256<<10)
+	o := startOpsRun(t, "listen:\n  - {transport: msrp, addr: \"127.0.0.1:0\"}\nadmin: {addr: \"127.0.0.1:0\"}\n"+
+		"sinks:\n  pcap: {type: pcap, dir: \""+dir+"\"}\n", "")
+	a, useA := o.demo(t)
+	b, useB := o.demo(t)
+	body := strings.Repeat("x", 4000)
+	for i := range 200 { // ~1.6 MB of frames in and out into 256 KiB
+		if err := sendTo(t, a, useA, b, useB, body+strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, rb := o.call(t, "GET", "/readyz", "")
+	if code != 503 || !strings.Contains(string(rb), "sink pcap: degraded") || !strings.Contains(string(rb), "no space") {
+		t.Fatalf("/readyz: %d %s", code, rb)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*.pcap")); len(files) > 2 {
+		t.Fatalf("%d pcap files on a full disk", len(files))
 	}
 }
