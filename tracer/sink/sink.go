@@ -18,7 +18,9 @@
 // be created or written) does not: the sink starts degraded (State
 // StateDegraded, LastError saying why), drops and counts what it cannot hand
 // on, and retries on its own, with a growing wait; /readyz and the metrics
-// read that state. The relay then runs with what works.
+// read that state. The relay then runs with what works. A spool folder is
+// not a destination but the sink's own state and its promise that nothing is
+// lost: one that cannot be opened, or that another relay holds, stops the start.
 package sink
 
 import (
