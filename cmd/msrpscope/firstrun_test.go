@@ -115,3 +115,22 @@ func TestFullDiskUnderRelay(t *testing.T) {
 		t.Fatalf("%d pcap files on a full disk", len(files))
 	}
 }
+
+// -check-config stays offline: a pcap folder that cannot be created is not a
+// configuration error (the relay would start with the sink degraded), and
+// checking creates nothing.
+func TestCheckConfigOfflineForPcapFolder(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not-yet", "pcaps")
+	cfg := writeFile(t, "c.yaml", "sinks:\n  pcap: {type: pcap, dir: \""+dir+"\"}\n")
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-check-config", cfg}, &out); err != nil {
+		t.Fatalf("-check-config: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(filepath.Dir(dir)); !os.IsNotExist(err) {
+		t.Fatalf("-check-config created the pcap folder: %v", err)
+	}
+	bad := writeFile(t, "bad.yaml", "sinks:\n  pcap: {type: pcap, dir: \""+dir+"\", max_file_bytes: -1}\n")
+	if err := run(context.Background(), []string{"-check-config", bad}, &out); err == nil {
+		t.Fatal("-check-config passed a negative max_file_bytes")
+	}
+}
