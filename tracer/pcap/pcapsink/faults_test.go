@@ -277,3 +277,38 @@ func (c *clock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
 }
+
+// A folder that stays unwritable for minutes: attempts come after growing
+// waits (1s doubling to 30s), and the warnings at most every 10s, each with
+// the count of failures since the last one.
+func TestFailureLogRateLimited(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1700000000, 0)}
+	w, err := pcap.Open(pcap.Config{Dir: filepath.Join(file, "pcaps"), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs logLines
+	p := start(sink.Options{Name: "p", QueueSize: 100, Logger: slog.New(slog.NewTextHandler(&logs, nil))}, w, 0)
+	p.now = clk.Now
+	p.beforeWrite = func() { clk.Advance(time.Second) } // one record a second, for 100 s
+	const n = 100
+	for i := range n {
+		p.Put(frame(i))
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	// Attempts at 1, 2, 4, 8, 16, 32, 62, 92 s after the first record: 8 errors.
+	if st.Errors != 8 || st.Dropped != n || st.Sent != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Lines at the failures of 1, 16, 32, 62 and 92 s; the second carries the 4 since the first.
+	if c := logs.count("pcap write failed"); c != 5 || logs.count("failures_since_last_log=4") != 1 {
+		t.Fatalf("%d warnings:\n%s", c, logs.b.String())
+	}
+}

@@ -95,6 +95,8 @@ type pcapSink struct {
 	// beforeWrite, when set (by tests), runs on the queue's goroutine
 	// before each record is written.
 	beforeWrite func()
+	now         func() time.Time // for the log's rate limit; tests set it
+
 }
 
 type rec struct {
@@ -132,7 +134,7 @@ func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
 	if size <= 0 {
 		size = sink.DefaultQueueSize
 	}
-	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size)}
+	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size), now: time.Now}
 	p.q = sink.NewQueue(size, p.write, p.flush)
 	return p
 }
@@ -201,7 +203,7 @@ func (p *pcapSink) failed(err error) {
 		return
 	}
 	p.unlogged++
-	now := time.Now()
+	now := p.now()
 	if !p.lastLog.IsZero() && now.Sub(p.lastLog) < logEvery {
 		return
 	}
