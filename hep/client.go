@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
@@ -91,6 +92,7 @@ type Stats struct {
 type Client struct {
 	cfg    ClientConfig
 	log    *slog.Logger
+	rlog   *ratelog.Logger // lines the collector or the traffic can repeat: rate-limited per kind
 	queue  chan *[]byte
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -169,10 +171,14 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 		c.log = slog.Default()
 	}
 	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
+	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	go c.run()
 	return c, nil
 }
+
+// errAttr is the attribute of an error in log lines.
+func errAttr(err error) slog.Attr { return slog.Any("err", err) }
 
 // Name returns the destination name.
 func (c *Client) Name() string { return c.cfg.Name }
@@ -232,7 +238,7 @@ func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
 	if err != nil {
 		putBuf(b)
 		c.dropped.Add(1)
-		c.log.Debug("hep: packet not encoded", "err", err)
+		c.rlog.Debug("not_encoded", "hep: packet not encoded", errAttr(err))
 		return false
 	}
 	return c.enqueue(b)
@@ -273,6 +279,7 @@ func (c *Client) Close() error {
 // run is the writer goroutine.
 func (c *Client) run() {
 	defer close(c.done)
+	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
 		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
@@ -311,7 +318,7 @@ func (c *Client) run() {
 				}
 				c.errs.Add(1)
 				wait := jitter(backoff)
-				c.log.Warn("hep: collector connect failed", "err", err, "retry_in", wait)
+				c.rlog.Warn("connect_failed", "hep: collector connect failed", errAttr(err), slog.Duration("retry_in", wait))
 				backoff = min(2*backoff, c.cfg.BackoffMax)
 				if !c.waitBackoff(time.NewTimer(wait), &pending) {
 					return
@@ -323,14 +330,14 @@ func (c *Client) run() {
 				c.reconnects.Add(1)
 			}
 			first = false
-			c.log.Info("hep: collector connected", "local", conn.LocalAddr().String())
+			c.rlog.Info("connected", "hep: collector connected", slog.String("local", conn.LocalAddr().String()))
 			if c.spoolOn() {
 				if err := c.replay(conn, dead); err != nil {
 					if errors.Is(err, errReplayStopped) {
 						return
 					}
 					c.errs.Add(1)
-					c.log.Warn("hep: spool replay failed, reconnecting", "err", err)
+					c.rlog.Warn("replay_failed", "hep: spool replay failed, reconnecting", errAttr(err))
 					conn.Close()
 					conn = nil
 					if !c.waitBackoff(time.NewTimer(jitter(backoff)), &pending) {
@@ -351,7 +358,7 @@ func (c *Client) run() {
 		}
 		if dead != nil && dead.Load() {
 			// The collector closed the stream (e.g. it restarted): reconnect, then write b.
-			c.log.Warn("hep: collector closed the connection, reconnecting")
+			c.rlog.Warn("collector_closed", "hep: collector closed the connection, reconnecting")
 			c.errs.Add(1)
 			conn.Close()
 			conn, pending = nil, b
@@ -394,7 +401,7 @@ func (c *Client) run() {
 				// socket stays usable.
 				c.errs.Add(1)
 				c.dropped.Add(uint64(len(bufs) - sent))
-				c.log.Debug("hep: udp write failed", "err", err)
+				c.rlog.Debug("udp_write_failed", "hep: udp write failed", errAttr(err))
 			}
 			continue
 		}
@@ -420,7 +427,7 @@ func (c *Client) run() {
 				lost = 0 // replayed after the reconnection
 			}
 			c.dropped.Add(lost)
-			c.log.Warn("hep: collector write failed, reconnecting", "err", err, "lost", lost)
+			c.rlog.Warn("write_failed", "hep: collector write failed, reconnecting", errAttr(err), slog.Uint64("lost", lost))
 			conn.Close()
 			conn = nil
 			continue

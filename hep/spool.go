@@ -3,6 +3,7 @@ package hep
 import (
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
 	"sync/atomic"
 	"time"
@@ -86,7 +87,7 @@ func (c *Client) spoolQueued(pending **[]byte, first *[]byte) {
 		c.dropped.Add(uint64(n))
 		if !errors.Is(err, spool.ErrFull) && !errors.Is(err, spool.ErrTooLarge) {
 			c.errs.Add(1)
-			c.log.Warn("hep: spool append failed, packets dropped", "err", err, "lost", n)
+			c.rlog.Warn("spool_failed", "hep: spool append failed, packets dropped", errAttr(err), slog.Int("lost", n))
 		}
 		return
 	}
@@ -100,7 +101,7 @@ func (c *Client) spoolBatch(batch []byte, n uint64) bool {
 	s.rec = binary.LittleEndian.AppendUint32(s.rec[:0], uint32(n))
 	s.rec = append(s.rec, batch...)
 	if err := s.sp.Append(s.rec); err != nil {
-		c.log.Warn("hep: spool append failed", "err", err)
+		c.rlog.Warn("spool_batch_failed", "hep: spool append failed", errAttr(err))
 		return false
 	}
 	s.spooled.Add(n)

@@ -26,6 +26,7 @@ func (c *conn) handleAuth(q *request) error {
 	c.respond(q, a.code, a.comment, a.extra...)
 	if a.failed && int(c.authFails.Add(1)) >= c.r.limits().MaxAuthFailures {
 		// RFC 4976 §6.3: too many failures without success.
+		c.r.logLimit(c, limitMaxAuthFailures, slog.String("reason", event.CloseLimit.String()))
 		c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"))
 	}
 	return nil
@@ -63,8 +64,7 @@ func (c *conn) authenticate(q *request) authResult {
 	if err != nil {
 		if errors.Is(err, auth.ErrMalformed) {
 			r.stats.authFailed.Add(1)
-			r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
-				slog.String("error", err.Error()))
+			c.logAuthFailed(err)
 			return authResult{code: 400, comment: "Bad credentials", failed: true}
 		}
 		// A stale nonce, or a user whose HA1 is for another offered
@@ -74,10 +74,9 @@ func (c *conn) authenticate(q *request) authResult {
 		a.failed = auth.CountsAsFailure(err)
 		if a.failed {
 			r.stats.authFailed.Add(1)
-			r.log.Info("AUTH failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
-				slog.String("error", err.Error()))
+			c.logAuthFailed(err)
 		} else {
-			r.log.Debug("AUTH challenged again", slog.Uint64("conn", c.info.ID), slog.String("error", err.Error()))
+			r.plog.Debug("auth_challenged", "AUTH challenged again", slog.Uint64("conn", c.info.ID), slog.String("error", err.Error()))
 		}
 		return a
 	}
@@ -105,13 +104,18 @@ func (c *conn) authenticate(q *request) authResult {
 	s := &session{id: sid, user: res.User, conn: c, prevHop: prevHop, created: now,
 		expires: now.Add(time.Duration(expires) * time.Second)}
 	if err := r.sessions.add(s); err != nil {
+		limit := limitMaxSessions
+		if errors.Is(err, errTooManySessionsForUser) {
+			limit = limitMaxSessionsPerUser
+		}
+		r.logLimit(c, limit, slog.String("user", res.User))
 		return authResult{code: 403, comment: "Too many sessions"}
 	}
 	c.requestOK.Store(true)
 	c.authFails.Store(0)
 	r.stats.authOK.Add(1)
-	r.log.Info("AUTH ok", slog.Uint64("conn", c.info.ID), slog.String("user", res.User), slog.String("session", sid),
-		slog.Int("expires", expires))
+	r.plog.Info("auth_ok", "AUTH ok", slog.Uint64("conn", c.info.ID), slog.String("user", res.User), slog.String("session", sid),
+		slog.Int("expires", expires), slog.String("event", "auth_ok"))
 	return authResult{code: 200, comment: "OK", sid: sid, extra: []msrp.Header{
 		{Name: []byte(msrp.HdrUsePath), Value: uri.Append(nil)},
 		{Name: []byte(msrp.HdrExpires), Value: strconv.AppendInt(nil, int64(expires), 10)},

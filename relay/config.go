@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -30,6 +31,9 @@ type Config struct {
 	Users    *auth.Users    `yaml:"-"` // who may AUTH; from Auth.UsersFile when nil
 	Logger   *slog.Logger   `yaml:"-"`
 	Observer event.Observer `yaml:"-"`
+	// LogRate bounds the log lines a peer can trigger, per kind of line
+	// (relay/logs.go); zero fields take ratelog's defaults.
+	LogRate ratelog.Config `yaml:"-"`
 }
 
 // Listen is one listening socket.
@@ -59,8 +63,9 @@ type Auth struct {
 	MinExpires int           `yaml:"min_expires"` // shorter requests get 423 + Min-Expires; default 60
 	MaxExpires int           `yaml:"max_expires"` // longer requests get 423 + Max-Expires; default 3600
 	NonceTTL   time.Duration `yaml:"nonce_ttl"`   // default 30s
-	// NonceSecret (hex, 32 bytes or more) makes nonces survive a restart
-	// and valid across relays sharing it; default: random per start.
+	// NonceSecret (hex, 32 bytes or more) is the HMAC key of nonces and
+	// opaque; default: random per start. Nonces are bound to this relay's
+	// URIs and to this start whatever the secret (relay/auth).
 	NonceSecret string `yaml:"nonce_secret"`
 }
 

@@ -220,6 +220,7 @@ func (c *conn) enqueue(f *outFrame) {
 	default:
 		f.release()
 		c.r.stats.queueFull.Add(1)
+		c.r.logLimit(c, limitWriteQueue, slog.String("event", "queue_full"), slog.String("reason", event.CloseLimit.String()))
 		c.close(event.CloseLimit, errors.New("write queue full"))
 	}
 }
@@ -382,8 +383,8 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 // whether reading may go on.
 func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	c.r.stats.badFrames.Add(1)
-	c.r.log.Info("malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
-		slog.String("error", fe.Error()))
+	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))
 	if errors.Is(fe, msrp.ErrTruncated) {
 		c.close(event.CloseEOF, fe)
 		return false

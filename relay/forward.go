@@ -74,8 +74,8 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	}
 	if writeErr != nil {
 		r.stats.forwardFailed.Add(1)
-		r.log.Info("forwarding failed", slog.Uint64("conn", c.info.ID), slog.Uint64("next_conn", dst.info.ID),
-			slog.String("error", writeErr.Error()))
+		r.plog.Info("forward_failed", "forwarding failed", slog.Uint64("conn", c.info.ID), slog.Uint64("next_conn", dst.info.ID),
+			slog.String("error", writeErr.Error()), slog.String("event", "forward_failed"))
 		if x != nil && r.txns.cancel(x) {
 			x.bodyLen, x.flag = f.Body().Len(), flag
 			r.failTxn(x, 408, "Forwarding failed")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/msrpscope/msrpscope/tracer/event"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -111,7 +112,7 @@ func (r *Relay) acceptLoop(l *listener) error {
 			}
 			// Out of descriptors and the like: back off, keep serving.
 			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			r.log.Warn("accept failed", "listen", l.cfg.Addr, "error", err.Error())
+			r.plog.Warn("accept_failed", "accept failed", slog.String("listen", l.cfg.Addr), slog.String("error", err.Error()))
 			t := time.NewTimer(backoff)
 			select {
 			case <-t.C:
@@ -124,11 +125,14 @@ func (r *Relay) acceptLoop(l *listener) error {
 		backoff = 0
 		c := newConn(r, nc, event.DirIn, transport)
 		c.uri = l.uri
-		if !r.register(c) {
+		if limit := r.admit(c); limit != "" {
 			r.stats.refused.Add(1)
 			r.observe(event.Accepted, c, nil, 0, nil)
 			c.close(event.CloseLimit, errors.New("connection limit"))
 			r.observe(event.Closed, c, nil, event.CloseLimit, c.closeErr)
+			if limit != refusedShutdown {
+				r.logLimit(c, limit, slog.String("event", "refused"), slog.String("reason", event.CloseLimit.String()))
+			}
 			continue
 		}
 		r.stats.accepted.Add(1)
@@ -163,7 +167,8 @@ func (r *Relay) serverHandshake(c *conn, l *listener) (ok bool) {
 	r.observe(event.TLSHandshake, c, info, 0, err)
 	if err != nil {
 		c.close(event.CloseTLSFailed, err)
-		r.log.Info("TLS handshake failed", "conn", c.info.ID, "remote", c.info.Remote.String(), "error", err.Error())
+		r.plog.Info("tls_failed", "TLS handshake failed", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+			slog.String("error", err.Error()))
 		r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
 		return false
 	}

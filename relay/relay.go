@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -40,6 +41,7 @@ type Relay struct {
 	obsWire      interface{ Wire() bool }    // whether the Observer wants wire bytes, when it says
 	auth         *auth.Authenticator
 	captureBytes int
+	plog         *ratelog.Logger // lines a peer can trigger: rate-limited (logs.go)
 
 	listeners []*listener
 	own       []msrp.URI // every URI that names this relay
@@ -170,6 +172,7 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
+	r.plog = ratelog.New(r.log, cfg.LogRate)
 	if sw, ok := r.obs.(interface{ Enabled() bool }); ok {
 		r.obsSwitch = sw
 	}
@@ -244,7 +247,7 @@ func (r *Relay) setupAuth() error {
 	for _, s := range a.Algorithms {
 		algs = append(algs, auth.Algorithm(s))
 	}
-	au, err := auth.New(auth.Config{Realm: a.Realm, Algorithms: algs, NonceTTL: a.NonceTTL, Secret: secret, Users: users})
+	au, err := auth.New(auth.Config{Realm: a.Realm, URIs: r.own, Algorithms: algs, NonceTTL: a.NonceTTL, Secret: secret, Users: users})
 	if err != nil {
 		return fmt.Errorf("%w: auth: %w", ErrConfig, err)
 	}
@@ -291,6 +294,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 		return errors.New("relay: Serve called twice")
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	defer r.plog.Flush() // the counts of suppressed lines, last
 	defer r.cancel()
 	errc := make(chan error, len(r.listeners))
 	var lwg sync.WaitGroup
@@ -463,21 +467,28 @@ func (r *Relay) observe(kind event.Kind, c *conn, tlsInfo *event.TLSInfo, reason
 
 // register adds c to the connection table, enforcing the limits for
 // inbound connections.
-func (r *Relay) register(c *conn) bool {
+func (r *Relay) register(c *conn) bool { return r.admit(c) == "" }
+
+// admit is register, saying why c was refused: the limit's configuration
+// key, or refusedShutdown; "" when c was admitted.
+func (r *Relay) admit(c *conn) (refusedBy string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.shuttingDown.Load() {
-		return false
+		return refusedShutdown
 	}
 	if c.info.Dir == event.DirIn {
 		ip := c.info.Remote.Addr()
-		if len(r.conns) >= r.limits().MaxConnections || r.perIP[ip] >= r.limits().MaxConnectionsPerIP {
-			return false
+		if len(r.conns) >= r.limits().MaxConnections {
+			return limitMaxConnections
+		}
+		if r.perIP[ip] >= r.limits().MaxConnectionsPerIP {
+			return limitMaxConnectionsPerIP
 		}
 		r.perIP[ip]++
 	}
 	r.conns[c.info.ID] = c
-	return true
+	return ""
 }
 
 func (r *Relay) unregister(c *conn) {
@@ -537,7 +548,7 @@ func (r *Relay) run(c *conn) {
 	if c.closeErr != nil {
 		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
 	}
-	r.log.LogAttrs(context.Background(), lvl, "connection closed", attrs...)
+	r.plog.Log(lvl, "closed "+c.reason.String(), "connection closed", attrs...)
 	defer r.recoverConn(c, "closed event")
 	r.observe(event.Closed, c, nil, c.reason, c.closeErr)
 }

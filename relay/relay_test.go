@@ -147,6 +147,15 @@ func startRelay(t *testing.T, mod func(*relay.Config)) *testRelay {
 	if mod != nil {
 		mod(&cfg)
 	}
+	r, stop := runRelay(t, cfg)
+	t.Cleanup(stop)
+	return &testRelay{Relay: r, uri: r.URIs()[0].String(), obs: obs}
+}
+
+// runRelay runs a relay with cfg until stop, which returns once Serve has
+// (or fails the test after 30s).
+func runRelay(t *testing.T, cfg relay.Config) (r *relay.Relay, stop func()) {
+	t.Helper()
 	r, err := relay.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +163,7 @@ func startRelay(t *testing.T, mod func(*relay.Config)) *testRelay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
-	t.Cleanup(func() {
+	return r, func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -164,8 +173,7 @@ func startRelay(t *testing.T, mod func(*relay.Config)) *testRelay {
 		case <-time.After(30 * time.Second):
 			t.Error("relay did not shut down within 30s")
 		}
-	})
-	return &testRelay{Relay: r, uri: r.URIs()[0].String(), obs: obs}
+	}
 }
 
 func (tr *testRelay) addr() string { return tr.Addrs()[0].String() }

@@ -39,8 +39,13 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 	tid := msrp.AppendTransactID(tidBuf[:0])
 	of.method, of.messageID = "REPORT", x.messageID
 	of.fromSession, of.toSession = x.toSession, x.fromSession
-	br := []byte(x.byteRange)
-	if len(br) == 0 {
+	// The Byte-Range from the SEND's parsed value, so that the REPORT
+	// never carries a value the relay would refuse to read (RFC 4975 §9).
+	var brBuf [3*20 + 2]byte
+	var br []byte
+	if x.hasRange {
+		br = x.byteRange.Append(brBuf[:0])
+	} else {
 		// RFC 4975 §7.1.1: a SEND without Byte-Range carries the whole
 		// message in one chunk; report what we saw of it.
 		end := max(x.bodyLen, 0)
@@ -48,7 +53,7 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 		if x.flag == msrp.FlagEnd {
 			total = end
 		}
-		br = msrp.ByteRange{Start: 1, End: end, Total: total}.Append(nil)
+		br = msrp.ByteRange{Start: 1, End: end, Total: total}.Append(brBuf[:0])
 	}
 	of.buf = msrp.AppendReport(of.buf, tid, []byte(x.fromPath), []byte(x.ourURI), []byte(x.messageID), br,
 		msrp.Status{Namespace: 0, Code: code, Reason: comment})

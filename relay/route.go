@@ -33,6 +33,10 @@ type request struct {
 	top      []byte          // first To-Path URI as received: our URI as the sender named it
 	rest     []byte          // the To-Path after it
 	fromPath []byte
+	// The Byte-Range as parsed (SEND; RFC 4975 §7.1.1), when present:
+	// what the relay's own REPORTs carry, never the text as received.
+	br    msrp.ByteRange
+	hasBR bool
 	// The relay sessions on the sender's and on the receiver's side
 	// (event.FrameInfo): the tables' strings, so they outlive the frame.
 	from, to string
@@ -82,6 +86,16 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if len(f.Get(msrp.HdrMessageID)) == 0 {
 			return c.reject(&q, 400, "Message-ID missing")
 		}
+	}
+	if (q.isSEND || q.isREPORT) && f.Has(msrp.HdrByteRange) {
+		// RFC 4975 §9 ABNF: a malformed Byte-Range gets 400 (a REPORT is
+		// dropped, never answered): the relay passes on and reports only
+		// values it would accept itself.
+		br, err := msrp.ParseByteRange(f.Get(msrp.HdrByteRange))
+		if err != nil {
+			return c.reject(&q, 400, "Bad Byte-Range")
+		}
+		q.br, q.hasBR = br, true
 	}
 	toPath := f.Get(msrp.HdrToPath)
 	if len(toPath) == 0 {
@@ -160,7 +174,8 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 	if dst == nil {
 		dst, err = r.outbound(nextURI)
 		if err != nil {
-			r.log.Info("next hop unreachable", slog.String("next", string(next)), slog.String("error", err.Error()))
+			r.plog.Info("next_hop_unreachable", "next hop unreachable", slog.Uint64("conn", c.info.ID), slog.String("next", string(next)),
+				slog.String("error", err.Error()), slog.String("event", "forward_failed"))
 			return c.nextHopFailed(&q, 408, "Next hop unreachable")
 		}
 	}
@@ -185,8 +200,8 @@ func (c *conn) reject(q *request, code int, comment string) error {
 		return err
 	}
 	c.r.stats.rejected.Add(1)
-	c.r.log.Debug("request rejected", slog.Uint64("conn", c.info.ID), slog.String("method", string(q.f.Method)),
-		slog.Int("code", code), slog.String("comment", comment))
+	c.r.plog.Debug("rejected", "request rejected", slog.Uint64("conn", c.info.ID), slog.String("method", string(q.f.Method)),
+		slog.Int("code", code), slog.String("comment", comment), slog.String("event", "rejected"))
 	if q.canRespond(code) {
 		c.respond(q, code, comment)
 	}
@@ -211,7 +226,7 @@ func (c *conn) nextHopFailed(q *request, code int, comment string) error {
 		}
 		if q.mode != msrp.ReportNo {
 			c.r.sendReport(&txn{src: c, fromSession: q.from, toSession: q.to, ourURI: string(q.top), fromPath: string(q.fromPath),
-				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: string(q.f.Get(msrp.HdrByteRange)),
+				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: q.br, hasRange: q.hasBR,
 				bodyLen: n, flag: q.f.Flag()}, code, comment)
 		}
 	default:
@@ -236,14 +251,16 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	}
 	if x == nil {
 		r.stats.unmatchedResponses.Add(1)
-		r.log.Debug("response matches no transaction", slog.Uint64("conn", c.info.ID), slog.String("tid", string(f.TransactID)))
+		r.plog.Debug("unmatched_response", "response matches no transaction", slog.Uint64("conn", c.info.ID),
+			slog.String("tid", string(f.TransactID)), slog.String("event", "unmatched_response"))
 		return nil
 	}
 	top, rest := msrp.SplitPath(f.Get(msrp.HdrToPath))
 	topURI, err := msrp.ParseURI(bstr(top))
 	if err != nil || !r.isOwn(topURI) {
 		r.stats.unmatchedResponses.Add(1)
-		r.log.Info("response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID), slog.String("to", string(top)))
+		r.plog.Info("response_not_ours", "response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID),
+			slog.String("to", string(top)), slog.String("event", "unmatched_response"))
 		return nil
 	}
 	if x.method == "SEND" {

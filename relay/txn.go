@@ -23,7 +23,8 @@ type txn struct {
 	ourURI                 string          // our URI as the previous hop named it: From-Path of REPORTs
 	fromPath               string          // From-Path of the request as received: To-Path of REPORTs
 	messageID              string
-	byteRange              string
+	byteRange              msrp.ByteRange // as parsed (route.go); hasRange false: the SEND had none
+	hasRange               bool
 	bodyLen                int64
 	flag                   byte
 	deadline               time.Time
@@ -39,9 +40,8 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 	a = append(a, f.TransactID...)
 	a = append(a, q.top...)
 	a = append(a, q.fromPath...)
-	mid, br := f.Get(msrp.HdrMessageID), f.Get(msrp.HdrByteRange)
+	mid := f.Get(msrp.HdrMessageID)
 	a = append(a, mid...)
-	a = append(a, br...)
 	if !q.isSEND {
 		a = append(a, f.Method...)
 	}
@@ -51,13 +51,12 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 		arena = arena[n:]
 		return s
 	}
-	x := &txn{report: q.mode, method: "SEND", fromSession: q.from, toSession: q.to}
+	x := &txn{report: q.mode, method: "SEND", fromSession: q.from, toSession: q.to, byteRange: q.br, hasRange: q.hasBR}
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
 	x.ourURI = cut(len(q.top))
 	x.fromPath = cut(len(q.fromPath))
 	x.messageID = cut(len(mid))
-	x.byteRange = cut(len(br))
 	if !q.isSEND {
 		x.method = arena
 		x.report = msrp.ReportYes // responses to other methods are always expected

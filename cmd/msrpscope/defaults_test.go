@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/admin"
+	"github.com/msrpscope/msrpscope/internal/recent"
 
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
@@ -60,5 +61,20 @@ func TestDefaultYAMLMatchesCode(t *testing.T) {
 		pc.MaxFileAge != pcap.DefaultMaxFileAge || pc.MaxTotalBytes != pcap.DefaultMaxTotalBytes {
 		t.Errorf("sinks.pcap in default.yaml %+v; tracer/pcap's defaults: prefix %s, max_file_bytes %d, max_file_age %s, max_total_bytes %d",
 			pc, pcap.DefaultPrefix, pcap.DefaultMaxFileBytes, pcap.DefaultMaxFileAge, pcap.DefaultMaxTotalBytes)
+	}
+	rb := fc.Sinks["recent"]
+	if rb == nil || rb.Type != "recent" {
+		t.Fatalf("default.yaml has no recent sink (the web view's flows): %+v", fc.Sinks)
+	}
+	var rc recent.Config
+	if err := rb.decode(&rc); err != nil {
+		t.Fatal(err)
+	}
+	if rc.Frames != recent.DefaultFrames || rc.WireBytes != recent.DefaultWireBytes {
+		t.Errorf("sinks.recent in default.yaml %+v; internal/recent's defaults: frames %d, wire_bytes %d",
+			rc, recent.DefaultFrames, recent.DefaultWireBytes)
+	}
+	if r := fc.Tracing.Rules; len(r) != 1 || fmt.Sprint(r[0].To) != "[pcap recent]" {
+		t.Errorf("default rules %+v: want one rule to pcap and recent", r)
 	}
 }

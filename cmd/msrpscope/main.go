@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	rl := &reloader{path: path, logLevel: *logLevel, log: log, tracer: tr, relay: r, admin: fc.Admin, metrics: fc.Metrics}
-	op, err := startOps(fc.Admin, m, tr, r, rl, log)
+	op, err := startOps(fc.Admin, m, tr, r, rl, flowsFor(fc, recentRings), log)
 	if err != nil {
 		// The relay's listeners are bound: a Serve that stops at once closes them.
 		cctx, cancel := context.WithCancel(ctx)

@@ -128,9 +128,10 @@ type ops struct {
 }
 
 // startOps registers the metrics snapshot and binds the admin API (when
-// admin.addr is set) over the relay, the tracer and the reloader; it serves
+// admin.addr is set) over the relay, the tracer, the reloader and the web
+// view's flow source; it serves
 // from serve on.
-func startOps(a adminSection, m *metrics.Metrics, tr *tracer.Tracer, r *relay.Relay, rl *reloader, log *slog.Logger) (*ops, error) {
+func startOps(a adminSection, m *metrics.Metrics, tr *tracer.Tracer, r *relay.Relay, rl *reloader, flows admin.Flows, log *slog.Logger) (*ops, error) {
 	o := &ops{log: log}
 	if m != nil {
 		if err := m.RegisterSnapshot(func() metrics.Snapshot { return snapshot(r, tr) }); err != nil {
@@ -146,6 +147,7 @@ func startOps(a adminSection, m *metrics.Metrics, tr *tracer.Tracer, r *relay.Re
 		Relay:     relayAdapter{r},
 		Reloader:  reloaderAdapter{rl},
 		Readiness: readiness{o: o, tr: tr},
+		Flows:     flows,
 		Log:       log,
 	}
 	if m != nil {

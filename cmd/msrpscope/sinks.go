@@ -7,14 +7,20 @@ import (
 	"github.com/goccy/go-yaml/ast"
 
 	"github.com/msrpscope/msrpscope/hep/hepsink"
+	"github.com/msrpscope/msrpscope/internal/recent"
 	"github.com/msrpscope/msrpscope/storage"
 	"github.com/msrpscope/msrpscope/tracer"
 	"github.com/msrpscope/msrpscope/tracer/pcap/pcapsink"
 	"github.com/msrpscope/msrpscope/tracer/sink"
 )
 
+// recentRings are the rings the "recent" sinks keep, which the web view
+// reads (every run of this process shares it; session ids are unique).
+var recentRings = recent.NewStore()
+
 // The sink kinds this program offers, by their "type" key.
 func init() {
+	sink.Register("recent", recent.Kind{Store: recentRings})
 	sink.Register("hep", hepsink.Kind{})
 	sink.Register("pcap", pcapsink.Kind{})
 	sink.Register("clickhouse", storage.Kind{})

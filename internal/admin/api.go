@@ -137,3 +137,60 @@ type Reloader interface {
 type Readiness interface {
 	NotReady() []string
 }
+
+// Flows is where the web view reads a session's message flow: ClickHouse
+// when configured, else the ring of recent frames (cmd chooses).
+type Flows interface {
+	// SessionFrames returns the frames the relay session id sent or
+	// received (as FromSession or ToSession), in time order; a session
+	// with none is an empty answer, not an error.
+	SessionFrames(ctx context.Context, id string) ([]FlowFrame, error)
+	// Source names where the frames come from ("clickhouse", "recent").
+	Source() string
+}
+
+// RecentSessions is what a Flows may also offer: the sessions it holds
+// frames of, ended ones included, the most recently active first.
+type RecentSessions interface {
+	RecentSessions(ctx context.Context, max int) ([]FlowSession, error)
+}
+
+// FlowSession is one session a Flows holds frames of.
+type FlowSession struct {
+	ID          string
+	Frames      int
+	First, Last time.Time
+}
+
+// FlowFrame is one traced frame as the web view draws it.
+type FlowFrame struct {
+	Time      time.Time
+	Dir       string // "in": read by the relay (remote → local); "out": written (local → remote)
+	ConnID    uint64
+	Transport string
+	Local     netip.AddrPort // the relay's socket
+	Remote    netip.AddrPort // the peer's
+	Node      string         // the relay instance (ClickHouse's node column); "" for this one
+	Method    string         // "" for a response
+	Status    int            // a response's status code
+	// ReportStatus is a REPORT's Status header code (RFC 4975 §7.1.2), 0
+	// when not known.
+	ReportStatus int
+	TransactID   string
+	MessageID    string
+	ContentType  string
+	FromSession  string
+	ToSession    string
+	Flag         string // "$", "+" or "#"
+	Size         int64
+	Head         string // the frame's first bytes as traced, "" when not kept
+}
+
+// Failed reports whether the frame is a failure: a response with status
+// 300 or above, or a REPORT whose Status is 300 or above.
+func (f FlowFrame) Failed() bool {
+	if f.Method == "" {
+		return f.Status >= 300
+	}
+	return f.Method == "REPORT" && f.ReportStatus >= 300
+}

@@ -47,9 +47,19 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /api/v1/connections/{id}", s.killConnection)
 	mux.HandleFunc("GET /api/v1/stats", s.stats)
 	mux.HandleFunc("POST /api/v1/reload", s.reload)
+	s.uiRoutes(mux)
 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		public := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || (r.URL.Path == "/metrics" && !s.cfg.MetricsAuth)
+		if strings.HasPrefix(r.URL.Path, "/ui/") {
+			// The web view: the bearer header or the token cookie; a
+			// browser without either is sent to the login page.
+			if !uiPublic(r.URL.Path) && !s.uiAuthorized(r) {
+				uiDenied(w, r)
+				return
+			}
+			public = true
+		}
 		if !public && !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="msrpscope"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")

@@ -1,5 +1,5 @@
-// Package admin is the admin HTTP API: tracing switches, rules, sinks,
-// sessions, connections, reload, dynamic traces, health and /metrics.
+// Package admin is the admin HTTP API (tracing switches, rules, sinks,
+// sessions, connections, reload, dynamic traces, health, /metrics) and the web view under /ui/.
 package admin
 
 import (
@@ -41,6 +41,7 @@ type Deps struct {
 	Reloader  Reloader
 	Readiness Readiness
 	Metrics   http.Handler
+	Flows     Flows // the web view's message flows; nil: the session page says none is configured
 	Log       *slog.Logger
 }
 

@@ -44,10 +44,17 @@ type Config struct {
 	// NonceTTL is how long a nonce is fresh; default 30s. A correct answer
 	// to an older nonce (with a valid MAC) gets ErrStale.
 	NonceTTL time.Duration
+	// URIs are the URIs that name this relay, e.g. its listeners' and its
+	// public names. RFC 4976 §5: the digest uri of an AUTH is the URI of
+	// the relay the AUTH is addressed to; it must equal one of these as
+	// MSRP URIs compare (RFC 4975 §6.1), or Verify fails with ErrURI. They
+	// are also bound into every nonce. At least one is required.
+	URIs []msrp.URI
 	// Secret is the HMAC key of nonces and opaque, at least MinSecretLen
-	// bytes. Empty means 32 random bytes: nonces then die with the
-	// process. A fixed secret lets a restarted relay, or a cluster of relays
-	// with the same secret and realm, accept each other's nonces.
+	// bytes. Empty means 32 random bytes. Nonces are bound to the realm,
+	// URIs and a random id drawn by New (see the package doc), so a fixed
+	// secret no longer lets a restarted relay or another relay accept
+	// them; it keeps the opaque value stable across restarts and relays.
 	Secret []byte
 	// MaxTracked bounds the nonce-count table (one entry per nonce in
 	// use); default 100000. See the package doc for what happens when it
@@ -66,6 +73,8 @@ type Authenticator struct {
 	algs      []Algorithm
 	ttl       time.Duration
 	secret    []byte
+	bind      []byte // what nonce MACs bind besides the nonce: realm, URIs, start id
+	uris      []msrp.URI
 	opaque    string
 	users     *Users
 	now       func() time.Time
@@ -79,8 +88,8 @@ type Result struct {
 	// User is the authenticated user name.
 	User string
 	// URI is the digest uri the client used (or the one supplied to
-	// VerifyWithURI when the credentials had none); the relay checks it
-	// names itself.
+	// VerifyWithURI when the credentials had none); it names this relay
+	// (Config.URIs).
 	URI string
 	// Algorithm is the algorithm the client used.
 	Algorithm Algorithm
@@ -100,7 +109,11 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.Users == nil {
 		return nil, errors.New("auth: Config.Users is nil")
 	}
-	a := &Authenticator{realm: cfg.Realm, users: cfg.Users, ttl: cfg.NonceTTL, now: cfg.Now}
+	if len(cfg.URIs) == 0 {
+		return nil, errors.New("auth: Config.URIs is empty (the URIs that name this relay)")
+	}
+	a := &Authenticator{realm: cfg.Realm, users: cfg.Users, ttl: cfg.NonceTTL, now: cfg.Now,
+		uris: append([]msrp.URI(nil), cfg.URIs...)}
 	if len(cfg.Algorithms) == 0 {
 		a.algs = DefaultAlgorithms()
 	} else {
@@ -142,6 +155,22 @@ func New(cfg Config) (*Authenticator, error) {
 		return nil, fmt.Errorf("auth: negative MaxTracked %d", maxTracked)
 	}
 	a.tracker = newTracker(maxTracked)
+	// What every nonce MAC binds: this relay (realm and URIs) and this
+	// start (16 random bytes), so that a nonce, and an Authorization that
+	// answers it, is good at one relay during one run only: captured
+	// credentials cannot be replayed at another relay sharing the secret,
+	// nor after a restart, when the nonce-count table is empty.
+	var start [16]byte
+	if _, err := rand.Read(start[:]); err != nil {
+		return nil, fmt.Errorf("auth: random start id: %w", err)
+	}
+	a.bind = append([]byte("msrpscope nonce v2\x00"), a.realm...)
+	for _, u := range a.uris {
+		a.bind = append(a.bind, 0)
+		a.bind = u.Append(a.bind)
+	}
+	a.bind = append(a.bind, 0)
+	a.bind = append(a.bind, start[:]...)
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -302,6 +331,9 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 	if realm != a.realm {
 		return Result{}, fmt.Errorf("%w: %q", ErrRealm, realm)
 	}
+	if !a.ownURI(uri) {
+		return Result{}, fmt.Errorf("%w: %q", ErrURI, uri)
+	}
 	alg := MD5 // RFC 7616 §3.4: absent algorithm means MD5
 	if name, ok := d.Get("algorithm"); ok {
 		if alg, ok = canonical(name); !ok {
@@ -311,11 +343,11 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 	if !a.offers(alg) {
 		return Result{}, fmt.Errorf("%w: %s", ErrAlgorithm, alg)
 	}
-	key, issued, userOffer, err := a.checkNonce(nonce)
+	key, issued, userOffer, foreign, err := a.checkNonce(nonce)
 	if err != nil {
 		return Result{}, err
 	}
-	if op, ok := d.Get("opaque"); ok && subtle.ConstantTimeCompare([]byte(op), []byte(a.opaque)) != 1 {
+	if op, ok := d.Get("opaque"); ok && !foreign && subtle.ConstantTimeCompare([]byte(op), []byte(a.opaque)) != 1 {
 		return Result{}, fmt.Errorf("%w: opaque not ours", ErrNonce)
 	}
 
@@ -352,8 +384,19 @@ func (a *Authenticator) VerifyWithURI(authorization []byte, method, requestURI s
 			return Result{}, &AlgorithmError{User: username, Used: alg, Offer: offer}
 		}
 	}
+	if foreign && (!match || !haveHA1) {
+		return Result{}, fmt.Errorf("%w: bad nonce MAC", ErrNonce)
+	}
 	if !match || !haveHA1 {
 		return Result{}, fmt.Errorf("%w: user %q, algorithm %s", ErrBadResponse, username, alg)
+	}
+	if foreign {
+		// A correct answer to a nonce this Authenticator did not make: one
+		// of an earlier run of this relay, or of another relay (shared
+		// secret or not). Never accepted (its nonce-counts are not known
+		// here); stale=true lets the client answer a fresh nonce without
+		// asking its user (RFC 7616 §3.3).
+		return Result{}, fmt.Errorf("%w: nonce of another run or relay", ErrStale)
 	}
 
 	// A correct answer: now freshness and nonce-count (RFC 7616 §3.3: stale
@@ -385,6 +428,22 @@ func (a *Authenticator) userAlgorithms(user User) []Algorithm {
 		}
 	}
 	return out
+}
+
+// ownURI reports whether uri, a digest uri, names this relay: it equals
+// one of Config.URIs as MSRP URIs compare (RFC 4975 §6.1: scheme, host
+// and transport case-insensitively, port, session-id; not userinfo).
+func (a *Authenticator) ownURI(uri string) bool {
+	u, err := msrp.ParseURI(uri)
+	if err != nil {
+		return false
+	}
+	for _, own := range a.uris {
+		if own.Equal(u) {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *Authenticator) offers(alg Algorithm) bool {
@@ -452,27 +511,30 @@ func (a *Authenticator) newNonce(now time.Time, userOffer bool) string {
 
 func (a *Authenticator) nonceMAC(body []byte) []byte {
 	mac := hmac.New(sha256.New, a.secret)
-	mac.Write([]byte(a.realm))
+	mac.Write(a.bind)
 	mac.Write(body)
 	return mac.Sum(nil)[:nonceMAC]
 }
 
-// checkNonce verifies that nonce is ours and returns its key, its issue
-// time and whether it is the nonce of a per-user offer.
-func (a *Authenticator) checkNonce(nonce string) (key nonceKey, issued time.Time, userOffer bool, err error) {
+// checkNonce checks that nonce has the form of ours (else ErrNonce) and
+// returns its key, its issue time and whether it is the nonce of a
+// per-user offer; foreign reports a MAC that is not this Authenticator's
+// (another run or relay, or forged): then nothing else of it is to be
+// trusted.
+func (a *Authenticator) checkNonce(nonce string) (key nonceKey, issued time.Time, userOffer, foreign bool, err error) {
 	if len(nonce) != nonceLen {
-		return key, time.Time{}, false, fmt.Errorf("%w: nonce of %d characters", ErrNonce, len(nonce))
+		return key, time.Time{}, false, false, fmt.Errorf("%w: nonce of %d characters", ErrNonce, len(nonce))
 	}
 	var raw [nonceRaw]byte
 	if n, err := base64.RawURLEncoding.Decode(raw[:], []byte(nonce)); err != nil || n != nonceRaw {
-		return key, time.Time{}, false, fmt.Errorf("%w: nonce not base64url", ErrNonce)
+		return key, time.Time{}, false, false, fmt.Errorf("%w: nonce not base64url", ErrNonce)
 	}
 	if !hmac.Equal(raw[nonceBody:], a.nonceMAC(raw[:nonceBody])) {
-		return key, time.Time{}, false, fmt.Errorf("%w: bad nonce MAC", ErrNonce)
+		return key, time.Time{}, false, true, nil
 	}
 	copy(key[:], raw[:nonceBody])
 	issued = time.Unix(0, int64(binary.BigEndian.Uint64(raw[:8])))
-	return key, issued, raw[8]&userOfferBit != 0, nil
+	return key, issued, raw[8]&userOfferBit != 0, false, nil
 }
 
 // computeHA1 returns hex H(username ":" realm ":" password).

@@ -14,7 +14,7 @@ import (
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
-var allErrs = []error{ErrMalformed, ErrRealm, ErrAlgorithm, ErrQop, ErrNonce, ErrStale, ErrReplay, ErrUnknownUser, ErrBadResponse, ErrUserAlgorithm}
+var allErrs = []error{ErrMalformed, ErrRealm, ErrURI, ErrAlgorithm, ErrQop, ErrNonce, ErrStale, ErrReplay, ErrUnknownUser, ErrBadResponse, ErrUserAlgorithm}
 
 func checkErr(t *testing.T, got, want error) {
 	t.Helper()
@@ -90,7 +90,10 @@ func TestRFC4976Example(t *testing.T) {
 		t.Errorf("response %s, RFC 2617 example computes %s", resp, rfc2617)
 	}
 
-	a, _ := newTestAuth(t, func(c *Config) { c.Realm = "intra.example.com" })
+	a, _ := newTestAuth(t, func(c *Config) {
+		c.Realm = "intra.example.com"
+		c.URIs = testURIs(t, "msrps://intra.example.com;tcp")
+	})
 	_, err = a.Verify(m[1], "AUTH")
 	checkErr(t, err, ErrMalformed) // no uri
 	_, err = a.VerifyWithURI(m[1], "AUTH", "msrps://alice@intra.example.com;tcp")
@@ -469,38 +472,108 @@ func TestEviction(t *testing.T) {
 	}
 }
 
-func TestSharedSecret(t *testing.T) {
+// Nonces are bound to the relay (realm, URIs) and to the run (issue 14,
+// defect 5): an Authorization captured at one relay is refused by another
+// sharing its secret, and by the same relay after a restart, where the
+// nonce-count table that would refuse a replay is empty. A correct answer
+// to such a nonce gets ErrStale (a fresh challenge, stale=true: one round
+// trip more for the client), never success.
+func TestNonceBoundToRelayAndRun(t *testing.T) {
 	users := testUsers(t)
 	clk := newClock()
-	mk := func(secret string) *Authenticator {
-		a, err := New(Config{Realm: testRealm, Secret: []byte(secret), Users: users, Now: clk.Now})
+	mk := func(secret string, uris ...string) *Authenticator {
+		t.Helper()
+		a, err := New(Config{Realm: testRealm, URIs: testURIs(t, uris...), Secret: []byte(secret), Users: users, Now: clk.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return a
 	}
-	a1, a2 := mk(testSecret), mk(testSecret)
-	other := mk("another secret, 16+ bytes long")
+	a1 := mk(testSecret)
 	c := answer(t, challengeFor(t, a1, SHA256, false), "alice", "!secret", "00000001", "")
 	v := []byte(c.String())
-	_, err := a2.Verify(v, "AUTH")
-	checkErr(t, err, nil) // the cluster peer (or restarted relay) accepts it
+	// The same relay restarted with the same secret and URIs: stale.
+	restarted := mk(testSecret)
+	_, err := restarted.Verify(v, "AUTH")
+	checkErr(t, err, ErrStale)
+	if CountsAsFailure(err) {
+		t.Error("a nonce from before the restart counts as a failed AUTH")
+	}
+	// Another relay sharing secret and realm and naming testURI too (an
+	// alias): stale; a relay that does not answer to testURI: ErrURI.
+	_, err = mk(testSecret, "msrps://relay2.example.com:2855;tcp").Verify(v, "AUTH")
+	checkErr(t, err, ErrStale)
+	other := mk(testSecret)
+	other.uris = testURIs(t, "msrps://relay2.example.com:2855;tcp")[1:]
 	_, err = other.Verify(v, "AUTH")
-	checkErr(t, err, ErrNonce)
-	// Random secrets: two Authenticators never accept each other's nonces.
-	r1, _ := New(Config{Realm: testRealm, Users: users, Now: clk.Now})
-	r2, _ := New(Config{Realm: testRealm, Users: users, Now: clk.Now})
+	checkErr(t, err, ErrURI)
+	// Another secret: stale all the same (a correct answer); random
+	// secrets likewise.
+	_, err = mk("another secret, 16+ bytes long").Verify(v, "AUTH")
+	checkErr(t, err, ErrStale)
+	r1, _ := New(Config{Realm: testRealm, URIs: testURIs(t), Users: users, Now: clk.Now})
+	r2, _ := New(Config{Realm: testRealm, URIs: testURIs(t), Users: users, Now: clk.Now})
 	c = answer(t, challengeFor(t, r1, SHA256, false), "alice", "!secret", "00000001", "")
 	_, err = r2.Verify([]byte(c.String()), "AUTH")
-	checkErr(t, err, ErrNonce)
+	checkErr(t, err, ErrStale)
 	_, err = r1.Verify([]byte(c.String()), "AUTH")
 	checkErr(t, err, nil)
+	// The original relay accepts it once.
+	_, err = a1.Verify(v, "AUTH")
+	checkErr(t, err, nil)
+	_, err = a1.Verify(v, "AUTH")
+	checkErr(t, err, ErrReplay)
+	// A wrong answer to a foreign nonce is ErrNonce, a counted failure.
+	c = answer(t, challengeFor(t, a1, SHA256, false), "alice", "wrong", "00000001", "")
+	_, err = restarted.Verify([]byte(c.String()), "AUTH")
+	checkErr(t, err, ErrNonce)
 	// Same secret, other realm: nonces do not cross realms.
-	b, _ := New(Config{Realm: "other.example.com", Secret: []byte(testSecret), Users: users, Now: clk.Now})
+	b, _ := New(Config{Realm: "other.example.com", URIs: testURIs(t), Secret: []byte(testSecret), Users: users, Now: clk.Now})
 	c = answer(t, challengeFor(t, a1, SHA256, false), "alice", "!secret", "00000001", "")
 	c.Realm = "other.example.com"
 	_, err = b.Verify([]byte(c.String()), "AUTH")
 	checkErr(t, err, ErrNonce)
+}
+
+// The digest uri must name this relay (RFC 4976 §5), compared as MSRP
+// URIs (RFC 4975 §6.1): a correct response for another URI is refused.
+func TestDigestURIChecked(t *testing.T) {
+	a, _ := newTestAuth(t, func(c *Config) { c.URIs = testURIs(t, "msrp://192.0.2.1:2855;tcp") })
+	for _, tc := range []struct {
+		uri  string
+		want error
+	}{
+		{testURI, nil},
+		{"MSRPS://Relay.Example.COM:2855;TCP", nil},     // scheme, host, transport: case-insensitive
+		{"msrps://bob@relay.example.com:2855;tcp", nil}, // userinfo is not compared
+		{"msrp://192.0.2.1:2855;tcp", nil},
+		{"msrp://203.0.113.9:9999;tcp", ErrURI}, // the one found
+		{"msrps://relay.example.com:2856;tcp", ErrURI},
+		{"msrps://relay.example.com;tcp", ErrURI}, // port absent is not 2855
+		{"msrp://relay.example.com:2855;tcp", ErrURI},
+		{"msrps://relay.example.com:2855;sctp", ErrURI},
+		{"msrps://relay.example.com:2855/s1;tcp", ErrURI}, // a session of ours is not the relay
+		{"msrps://relay2.example.com:2855;tcp", ErrURI},
+		{"sip:relay.example.com", ErrURI},
+		{"/", ErrURI},
+	} {
+		c := answer(t, challengeFor(t, a, MD5, false), "alice", "!secret", "00000001", "")
+		c.URI = tc.uri
+		c.Response = clientResponse("MD5", "alice", testRealm, "!secret", "AUTH", tc.uri, c.Nonce, c.NC, c.CNonce)
+		_, err := a.Verify([]byte(c.String()), "AUTH")
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("uri %q: %v, want %v", tc.uri, err, tc.want)
+		}
+		if tc.want != nil && !CountsAsFailure(err) {
+			t.Errorf("uri %q: not a counted failure", tc.uri)
+		}
+	}
+	// A request URI supplied for credentials without uri is checked alike.
+	c := answer(t, challengeFor(t, a, MD5, false), "alice", "!secret", "00000001", "")
+	c.URI = "-"
+	c.Response = clientResponse("MD5", "alice", testRealm, "!secret", "AUTH", "msrp://203.0.113.9:9999;tcp", c.Nonce, c.NC, c.CNonce)
+	_, err := a.VerifyWithURI([]byte(c.String()), "AUTH", "msrp://203.0.113.9:9999;tcp")
+	checkErr(t, err, ErrURI)
 }
 
 func TestVerifyWithURI(t *testing.T) {
@@ -540,11 +613,22 @@ func TestNewErrors(t *testing.T) {
 		{"short secret", Config{Realm: "r", Users: users, Secret: []byte("short")}},
 		{"negative MaxTracked", Config{Realm: "r", Users: users, MaxTracked: -1}},
 	} {
+		tc.cfg.URIs = testURIs(t)
 		if _, err := New(tc.cfg); err == nil {
 			t.Errorf("%s: no error", tc.name)
 		}
 	}
-	a, err := New(Config{Realm: "r", Users: users})
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no URIs", Config{Realm: "r", Users: users}},
+	} {
+		if _, err := New(tc.cfg); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+	a, err := New(Config{Realm: "r", Users: users, URIs: testURIs(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

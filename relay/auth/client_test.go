@@ -90,13 +90,13 @@ func TestMsrpclientMD5OnlyUser(t *testing.T) {
 		{"wrong password", "nope", []error{ErrUserAlgorithm, ErrBadResponse}, false, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, _ := newTestAuth(t, nil)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ln.Close()
 			relayURI := fmt.Sprintf("msrp://127.0.0.1:%d;tcp", ln.Addr().(*net.TCPAddr).Port)
+			a, _ := newTestAuth(t, func(c *Config) { c.URIs = testURIs(t, relayURI) })
 			out := make(chan authOutcome, 16)
 			served := make(chan error, 1)
 			go func() { served <- serveAuth(ln, a, relayURI, out) }()

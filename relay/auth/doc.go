@@ -23,7 +23,9 @@
 //
 // A nonce is self-validating: base64url without padding (43 characters) of
 // 8 bytes issue time (Unix nanoseconds, big endian) || 8 random bytes ||
-// the first 16 bytes of HMAC-SHA256(secret, realm || time || random). It
+// the first 16 bytes of HMAC-SHA256(secret, bind || time || random), where
+// bind is the realm, the relay's URIs ([Config.URIs]) and 16 random bytes
+// drawn by [New]: a nonce is good at one relay during one run only. It
 // does not bind the algorithm, so a client that ignores algorithm= and
 // answers a SHA-256 challenge with MD5 is accepted when MD5 is offered.
 // The lowest bit of the first random byte marks the nonce of a per-user
@@ -33,10 +35,14 @@
 // be ours.
 //
 // The secret ([Config.Secret]) defaults to 32 random bytes drawn when
-// [New] runs: nonces then die with the process, and a restart answers
-// every outstanding nonce with ErrNonce (a new 401). A fixed secret lets a
-// restarted relay, or every relay of a cluster sharing the secret and realm,
-// accept each other's nonces (what OpenSIPS's per-process secret cannot do).
+// [New] runs; a fixed one keeps the opaque stable. Whatever the secret, the
+// nonce-count table below is per run and per relay, so a nonce made by
+// another run or relay (its MAC is not ours) is never accepted: a correct
+// answer to it gets ErrStale (a fresh challenge with stale=true, not a
+// failure: after a restart a client pays one round trip, without asking its
+// user), a wrong one ErrNonce. Relays sharing a secret used to accept each
+// other's nonces, and a restarted relay its own, which let a captured
+// Authorization be replayed there.
 //
 // # Nonce-count replay protection
 //
@@ -60,19 +66,16 @@
 // of more than MaxTracked distinct nonces per NonceTTL is that some
 // legitimate clients get a stale=true 401 and retry with a fresh nonce.
 //
-// The table is per Authenticator: relays sharing a secret accept each
-// other's nonces but do not share nonce counts, so a captured Authorization
-// could be replayed once to each other relay of the cluster within NonceTTL
-// (MSRP AUTH normally runs over TLS, which stops the capture).
-//
 // # The digest uri
 //
-// RFC 7616 requires the uri parameter, and [Authenticator.Verify] does too
-// ([Result.URI] returns it; the relay checks it names itself). RFC 4976
-// §7's digest-response grammar, however, has no uri, its §5.1 examples carry
-// none, and some MSRP clients omit it. [Authenticator.VerifyWithURI] accepts
-// such credentials by computing A2 with the URI the AUTH request was sent to
-// (the relay's own To-Path URI, as written on the wire).
+// RFC 7616 requires the uri parameter, and [Authenticator.Verify] does too.
+// It must name this relay (RFC 4976 §5: the URI the AUTH is addressed to):
+// equal one of [Config.URIs] as MSRP URIs compare (RFC 4975 §6.1), else
+// ErrURI, a failed AUTH. RFC 4976 §7's digest-response grammar, however,
+// has no uri, its §5.1 examples carry none, and some MSRP clients omit it.
+// [Authenticator.VerifyWithURI] accepts such credentials by computing A2
+// with the URI the AUTH request was sent to (the relay's own To-Path URI,
+// as written on the wire), checked the same way.
 //
 // # Users file
 //

@@ -20,20 +20,26 @@ var (
 	// ErrRealm: the realm is not ours. Send 401 Unauthorized with new
 	// Challenges(false).
 	ErrRealm = errors.New("auth: realm not ours")
+	// ErrURI: the digest uri (or, when the credentials have none, the
+	// request URI given to VerifyWithURI) does not name this relay
+	// (Config.URIs; RFC 4976 §5). Send 401 Unauthorized with new
+	// Challenges(false).
+	ErrURI = errors.New("auth: digest uri does not name this relay")
 	// ErrAlgorithm: the algorithm is not offered (an absent algorithm means
 	// MD5, RFC 7616 §3.4). Send 401 Unauthorized with new Challenges(false).
 	ErrAlgorithm = errors.New("auth: algorithm not offered")
 	// ErrQop: qop is missing or is not "auth" (this relay requires
 	// qop=auth). Send 401 Unauthorized with new Challenges(false).
 	ErrQop = errors.New("auth: qop not auth")
-	// ErrNonce: the nonce (or the opaque) was not made by us: bad encoding,
-	// bad length or bad MAC (also: made with another secret, e.g. before a
-	// restart without a fixed secret). Send 401 Unauthorized with new
-	// Challenges(false).
+	// ErrNonce: the nonce (or the opaque) was not made by us: bad encoding
+	// or bad length, or a bad MAC with a response that does not match
+	// either (a bad MAC with a correct response is ErrStale). Send 401
+	// Unauthorized with new Challenges(false).
 	ErrNonce = errors.New("auth: nonce not ours")
-	// ErrStale: the nonce is ours and the response correct, but the nonce is
-	// older than NonceTTL (or its nonce-count entry was evicted from the
-	// bounded table, or its issue time is implausibly far in the future).
+	// ErrStale: the response is correct, but the nonce is older than
+	// NonceTTL (or its nonce-count entry was evicted from the bounded
+	// table, or its issue time is implausibly far in the future), or it
+	// was made by an earlier run of this relay or by another relay.
 	// Send 401 Unauthorized with new Challenges(true) (stale=true).
 	ErrStale = errors.New("auth: stale nonce")
 	// ErrReplay: the nonce-count is not greater than the highest already

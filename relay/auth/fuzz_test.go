@@ -15,8 +15,9 @@ func FuzzVerify(f *testing.F) {
 	users := testUsers(f)
 	passwords := map[string]string{"alice": "!secret", "carol": `p"w\d:`, "bob": "hunter2", "dave": "pw"}
 	clk := newClock()
+	uris := testURIs(f)
 	mk := func() *Authenticator {
-		a, err := New(Config{Realm: testRealm, Secret: []byte(testSecret), Users: users, Now: clk.Now, MaxTracked: 4})
+		a, err := New(Config{Realm: testRealm, URIs: uris, Secret: []byte(testSecret), Users: users, Now: clk.Now, MaxTracked: 4})
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -106,6 +106,20 @@ func answer(t testing.TB, ch []byte, user, pass, nc, alg string) creds {
 	return c
 }
 
+// testURIs are the URIs of the relay under test: testURI.
+func testURIs(t testing.TB, more ...string) []msrp.URI {
+	t.Helper()
+	var out []msrp.URI
+	for _, s := range append([]string{testURI}, more...) {
+		u, err := msrp.ParseURI(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
 func testUsers(t testing.TB) *Users {
 	t.Helper()
 	u := NewUsers()
@@ -128,7 +142,7 @@ func testUsers(t testing.TB) *Users {
 func newTestAuth(t testing.TB, mod func(*Config)) (*Authenticator, *clock) {
 	t.Helper()
 	c := newClock()
-	cfg := Config{Realm: testRealm, Secret: []byte(testSecret), Users: testUsers(t), Now: c.Now}
+	cfg := Config{Realm: testRealm, URIs: testURIs(t), Secret: []byte(testSecret), Users: testUsers(t), Now: c.Now}
 	if mod != nil {
 		mod(&cfg)
 	}

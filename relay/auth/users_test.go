@@ -41,7 +41,7 @@ users:
 		t.Error("lookup is case-insensitive")
 	}
 	// The loaded users authenticate.
-	a, err := New(Config{Realm: testRealm, Users: u, Secret: []byte(testSecret)})
+	a, err := New(Config{Realm: testRealm, URIs: testURIs(t), Users: u, Secret: []byte(testSecret)})
 	if err != nil {
 		t.Fatal(err)
 	}

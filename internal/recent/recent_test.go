@@ -1,0 +1,313 @@
+package recent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/sink"
+)
+
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+// frame is a frame event from session from to session to.
+func frame(i int, from, to string, dir event.Direction, method string, status int, wire string) *event.Event {
+	f := &event.FrameInfo{Dir: dir, TransactID: []byte(fmt.Sprintf("tid%d", i)), Status: status,
+		FromSession: from, ToSession: to, Flag: '$', Size: int64(len(wire)), Wire: []byte(wire)}
+	if method != "" {
+		f.Method = []byte(method)
+		f.MessageID = []byte(fmt.Sprintf("msg%d", i))
+		f.ContentType = []byte("text/plain")
+	}
+	return &event.Event{Kind: event.FrameIn, Time: t0.Add(time.Duration(i) * time.Millisecond), Frame: f,
+		Conn: event.ConnInfo{ID: uint64(100 + i%3), Transport: "msrp", Local: netip.MustParseAddrPort("127.0.0.1:2855"),
+			Remote: netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", 40000+i%3)), Dir: event.DirIn}}
+}
+
+func tids(fs []Frame) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.TransactID)
+	}
+	return out
+}
+
+func TestLookupAndCopy(t *testing.T) {
+	r := NewRing("r", Config{Frames: 16})
+	wire := "MSRP tid0 SEND\r\nTo-Path: msrp://x\r\n\r\nhello\r\n-------tid0$\r\n"
+	e := frame(0, "A", "B", event.DirIn, "SEND", 0, wire)
+	r.Put(e)
+	r.Put(frame(1, "B", "A", event.DirOut, "", 200, "MSRP tid1 200 OK\r\n-------tid1$\r\n"))
+	r.Put(frame(2, "C", "", event.DirIn, "SEND", 0, "x"))
+	// The event's bytes are the relay's: overwriting them must not change the ring.
+	copy(e.Frame.TransactID, "XXXX")
+	copy(e.Frame.Wire, "XXXX")
+
+	got := r.SessionFrames("A")
+	if fmt.Sprint(tids(got)) != "[tid0 tid1]" {
+		t.Fatalf("A: %v", tids(got))
+	}
+	f := got[0]
+	if f.Method != "SEND" || f.MessageID != "msg0" || f.ContentType != "text/plain" || f.FromSession != "A" ||
+		f.ToSession != "B" || string(f.Head) != wire || f.Size != int64(len(wire)) || !f.Time.Equal(t0) ||
+		f.Transport != "msrp" || f.ConnID != 100 || f.Local.Port() != 2855 || f.Dir != event.DirIn {
+		t.Errorf("frame 0 kept as %+v", f)
+	}
+	if got[1].Status != 200 || got[1].Method != "" || got[1].Dir != event.DirOut {
+		t.Errorf("frame 1 kept as %+v", got[1])
+	}
+	if fmt.Sprint(tids(r.SessionFrames("B"))) != "[tid0 tid1]" || fmt.Sprint(tids(r.SessionFrames("C"))) != "[tid2]" {
+		t.Errorf("B %v, C %v", tids(r.SessionFrames("B")), tids(r.SessionFrames("C")))
+	}
+	if r.SessionFrames("") != nil || r.SessionFrames("nope") != nil {
+		t.Error("a session with no frames has frames")
+	}
+	ss := r.Sessions(0)
+	if len(ss) != 3 || ss[0].ID != "C" || ss[1].Frames != 2 {
+		t.Errorf("sessions %+v", ss)
+	}
+	if len(r.Sessions(1)) != 1 {
+		t.Error("Sessions(1) not bounded")
+	}
+}
+
+func TestEvictionKeepsTheNewest(t *testing.T) {
+	const n = 8
+	r := NewRing("r", Config{Frames: n})
+	for i := range 3 * n {
+		s := "odd"
+		if i%2 == 0 {
+			s = "even"
+		}
+		r.Put(frame(i, s, "", event.DirIn, "SEND", 0, "w"))
+	}
+	if r.Len() != n {
+		t.Fatalf("Len %d, want %d", r.Len(), n)
+	}
+	if got := fmt.Sprint(tids(r.SessionFrames("even"))); got != "[tid16 tid18 tid20 tid22]" {
+		t.Errorf("even: %s", got)
+	}
+	if got := fmt.Sprint(tids(r.SessionFrames("odd"))); got != "[tid17 tid19 tid21 tid23]" {
+		t.Errorf("odd: %s", got)
+	}
+	// A session whose frames were all evicted leaves the index.
+	r.Put(frame(99, "gone", "", event.DirIn, "SEND", 0, "w"))
+	for i := range n {
+		r.Put(frame(100+i, "even", "", event.DirIn, "SEND", 0, "w"))
+	}
+	if r.SessionFrames("gone") != nil || r.SessionFrames("odd") != nil {
+		t.Error("evicted sessions still listed")
+	}
+	if len(r.sessions) != 1 {
+		t.Errorf("index holds %d sessions, want 1", len(r.sessions))
+	}
+	st := r.Stats()
+	if st.Sent != 3*n+1+n || counter(st, "evicted") != 3*n+1 || counter(st, "frames_held") != n {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func counter(st sink.Stats, name string) uint64 {
+	for _, c := range st.Counters {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return 1 << 63
+}
+
+func TestBoundsOfFields(t *testing.T) {
+	r := NewRing("r", Config{Frames: 2, WireBytes: 10})
+	e := frame(0, "A", "", event.DirIn, "SEND", 0, "0123456789abcdef")
+	e.Frame.TransactID = make([]byte, 500)
+	e.Frame.MessageID = make([]byte, 500)
+	r.Put(e)
+	f := r.SessionFrames("A")[0]
+	if string(f.Head) != "0123456789" || len(f.TransactID) != maxTID || len(f.MessageID) != maxMsgID || f.Size != 16 {
+		t.Errorf("kept head %q, tid %d, msg %d, size %d", f.Head, len(f.TransactID), len(f.MessageID), f.Size)
+	}
+	r = NewRing("r", Config{Frames: 2, WireBytes: -1})
+	r.Put(frame(0, "A", "", event.DirIn, "SEND", 0, "0123456789abcdef"))
+	if h := r.SessionFrames("A")[0].Head; h != nil {
+		t.Errorf("wire_bytes -1 kept %q", h)
+	}
+}
+
+func TestReportStatus(t *testing.T) {
+	for _, c := range []struct {
+		wire string
+		want int
+	}{
+		{"MSRP t1 REPORT\r\nTo-Path: msrp://a\r\nStatus: 000 481 No session\r\n-------t1$\r\n", 481},
+		{"MSRP t1 REPORT\r\nstatus: 000 200 OK\r\n\r\n", 200},
+		{"MSRP t1 REPORT\r\nStatus: 000 4x1\r\n", 0},
+		{"MSRP t1 REPORT\r\nStatus: 000\r\n", 0},
+		{"MSRP t1 REPORT\r\nMessage-ID: 1\r\n\r\nStatus: 000 481 in the body\r\n", 0},
+		{"", 0},
+	} {
+		r := NewRing("r", Config{Frames: 2})
+		r.Put(frame(0, "A", "", event.DirIn, "REPORT", 0, c.wire))
+		if got := r.SessionFrames("A")[0].ReportStatus; got != c.want {
+			t.Errorf("%q: status %d, want %d", c.wire, got, c.want)
+		}
+	}
+}
+
+func TestEventsIgnoredAndClose(t *testing.T) {
+	st := NewStore()
+	s, err := Kind{Store: st}.Open(context.Background(), Config{Frames: 4}, sink.Options{Name: "recent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put(&event.Event{Kind: event.Accepted})
+	s.Put(frame(1, "A", "", event.DirIn, "SEND", 0, "w"))
+	if !st.Open() || len(st.SessionFrames("A")) != 1 || len(st.Sessions(0)) != 1 {
+		t.Fatal("the store does not read the open ring")
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s.Put(frame(2, "A", "", event.DirIn, "SEND", 0, "w"))
+	if st.Open() || st.SessionFrames("A") != nil {
+		t.Error("a closed ring is still read")
+	}
+	if x := s.Stats(); x.Dropped != 1 || x.Sent != 1 || counter(x, "ignored_events") != 1 {
+		t.Errorf("stats %+v", x)
+	}
+}
+
+func TestStorePicksTheFullestRing(t *testing.T) {
+	st := NewStore()
+	k := Kind{Store: st}
+	a, _ := k.Open(context.Background(), Config{Frames: 4}, sink.Options{Name: "a"})
+	b, _ := k.Open(context.Background(), Config{Frames: 4}, sink.Options{Name: "b"})
+	a.Put(frame(1, "S", "", event.DirIn, "SEND", 0, "w"))
+	b.Put(frame(1, "S", "", event.DirIn, "SEND", 0, "w"))
+	b.Put(frame(2, "S", "", event.DirIn, "SEND", 0, "w"))
+	if n := len(st.SessionFrames("S")); n != 2 {
+		t.Errorf("%d frames, want the fuller ring's 2", n)
+	}
+	if ss := st.Sessions(0); len(ss) != 1 || ss[0].Frames != 2 {
+		t.Errorf("sessions %+v", ss)
+	}
+}
+
+func TestDecode(t *testing.T) {
+	for _, c := range []struct {
+		in   Config
+		want Config
+		ok   bool
+	}{
+		{Config{}, Config{DefaultFrames, DefaultWireBytes}, true},
+		{Config{Frames: 5, WireBytes: -1}, Config{5, -1}, true},
+		{Config{Frames: -1}, Config{}, false},
+		{Config{Frames: MaxFrames + 1}, Config{}, false},
+		{Config{WireBytes: -2}, Config{}, false},
+		{Config{WireBytes: MaxWireBytes + 1}, Config{}, false},
+	} {
+		got, err := Kind{}.Decode(func(v any) error { *v.(*Config) = c.in; return nil })
+		if (err == nil) != c.ok || (c.ok && got != c.want) {
+			t.Errorf("%+v: %+v, %v", c.in, got, err)
+		}
+	}
+}
+
+// Writers and readers at once (run with -race): every lookup sees a
+// session's frames oldest first, and the ring ends holding its bound.
+func TestConcurrent(t *testing.T) {
+	const n, writers, each = 64, 4, 2000
+	r := NewRing("r", Config{Frames: n})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				r.Put(frame(i, fmt.Sprintf("s%d", w), fmt.Sprintf("s%d", (w+1)%writers), event.DirIn, "SEND", 0, "w"))
+			}
+		}()
+	}
+	var rd sync.WaitGroup
+	rd.Add(1)
+	go func() {
+		defer rd.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for w := range writers {
+				fs := r.SessionFrames(fmt.Sprintf("s%d", w))
+				for i := 1; i < len(fs); i++ {
+					if fs[i].Seq <= fs[i-1].Seq {
+						t.Errorf("out of order: %d after %d", fs[i].Seq, fs[i-1].Seq)
+						return
+					}
+				}
+			}
+			_ = r.Sessions(0)
+			_ = r.Stats()
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	rd.Wait()
+	if r.Len() != n || r.Stats().Sent != writers*each {
+		t.Errorf("Len %d, sent %d", r.Len(), r.Stats().Sent)
+	}
+	total := 0
+	for _, x := range r.sessions {
+		total += len(x.seqs)
+	}
+	if total != 2*n {
+		t.Errorf("index holds %d entries, want %d (each frame under two sessions)", total, 2*n)
+	}
+}
+
+// Once every slot has been used, Put of a known session's frame does not
+// allocate.
+func TestPutDoesNotAllocate(t *testing.T) {
+	r := NewRing("r", Config{Frames: 32})
+	e := frame(1, "A", "B", event.DirIn, "SEND", 0, "MSRP t SEND\r\n\r\n-------t$\r\n")
+	for range 64 {
+		r.Put(e)
+	}
+	if a := testing.AllocsPerRun(1000, func() { r.Put(e) }); a != 0 {
+		t.Errorf("Put allocates %.1f times", a)
+	}
+}
+
+func BenchmarkPut(b *testing.B) {
+	r := NewRing("r", Config{})
+	e := frame(1, "A", "B", event.DirIn, "SEND", 0, string(make([]byte, 300)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Put(e)
+	}
+}
+
+// reportStatus reads peer-controlled bytes: it never panics and answers a
+// three-digit code or 0.
+func FuzzReportStatus(f *testing.F) {
+	for _, s := range []string{"MSRP t REPORT\r\nStatus: 000 481 x\r\n\r\n", "Status: 000 2", "status:000 200", "\r\n\r\n", "Status: \xff\xfe 123"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, wire []byte) {
+		if c := reportStatus(wire); c < 0 || c > 999 {
+			t.Fatalf("%q: status %d", wire, c)
+		}
+		r := NewRing("r", Config{Frames: 2, WireBytes: 16})
+		e := frame(0, "A", "B", event.DirIn, "REPORT", 0, string(wire))
+		e.Frame.Size = int64(len(wire)) / 2 // shorter than the capture: cut to it
+		r.Put(e)
+		if fs := r.SessionFrames("A"); len(fs) != 1 || int64(len(fs[0].Head)) > min(16, e.Frame.Size) {
+			t.Fatalf("%q: kept %+v", wire, fs)
+		}
+	})
+}
