@@ -92,7 +92,7 @@ type Config struct {
 // Stats are the Writer's counters since Open. Bytes, Packets and Records
 // count what reached a file (was written to it, not only buffered).
 type Stats struct {
-	Files        int64  // files created
+	Files        int64  // files created (less those removed because nothing could be written to them)
 	Bytes        int64  // bytes written to files, headers included
 	Packets      int64  // packets written to files
 	Records      int64  // calls (ConnOpen, ConnClose, Data) whose packets all reached a file
