@@ -390,20 +390,35 @@ func TestObserveAllocs(t *testing.T) {
 	// is Observe itself. (Between collections the pools refill at once.)
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	// Warm up: buffers for more records than the measured run has in flight.
-	const warm, runs = 2000, 1000
+	// How many a sink's free list holds depends on how far its writer fell
+	// behind during the warm-up (on a busy machine it may keep up, and
+	// the list stays short); a run that outruns it allocates records
+	// (2 per Put) until the list covers what is in flight. So a run that
+	// allocated is repeated after the sinks drained, a few times at most:
+	// Observe itself allocating fails every round.
+	const warm, runs, rounds = 2000, 1000, 5
 	for range warm {
 		tr.Observe(f)
 	}
-	waitSent(t, tr, "c", warm)
-	waitSent(t, tr, "p", warm)
-	if n := testing.AllocsPerRun(runs, func() { tr.Observe(f) }); n != 0 {
-		t.Fatalf("%v allocations per Observe", n)
+	observed := uint64(warm)
+	waitSent(t, tr, "c", observed)
+	waitSent(t, tr, "p", observed)
+	for round := 1; ; round++ {
+		n := testing.AllocsPerRun(runs, func() { tr.Observe(f) })
+		observed += runs + 1
+		waitSent(t, tr, "c", observed)
+		waitSent(t, tr, "p", observed)
+		if n == 0 {
+			break
+		}
+		if round == rounds {
+			t.Fatalf("%v allocations per Observe, in each of %d rounds", n, rounds)
+		}
+		t.Logf("round %d: %v allocations per Observe (free lists still growing)", round, n)
 	}
-	if st := tr.Stats(); st.Rules[0].Matched != warm+runs+1 {
-		t.Fatalf("matched %d, want %d", st.Rules[0].Matched, warm+runs+1)
+	if st := tr.Stats(); st.Rules[0].Matched != observed {
+		t.Fatalf("matched %d, want %d", st.Rules[0].Matched, observed)
 	}
-	waitSent(t, tr, "c", warm+runs+1)
-	waitSent(t, tr, "p", warm+runs+1)
 }
 
 // waitSent waits until the sink's Sent counter reaches n.

@@ -2,6 +2,7 @@
 //
 //	msrpscope [-config FILE] [-log-level LEVEL]
 //	msrpscope -check-config FILE
+//	msrpscope -version | -h
 //
 // With no configuration it relays on 127.0.0.1:2855 with one user "demo",
 // whose password comes from MSRPSCOPE_DEMO_PASSWORD or is generated and
@@ -19,6 +20,8 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,12 +42,25 @@ func main() {
 // run is main without the process: flags, config, relay, signals.
 func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("msrpscope", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // -h and errors are printed below
 	configPath := fs.String("config", "", "YAML configuration `file` (every key has an embedded default)")
 	checkPath := fs.String("check-config", "", "check the configuration `file` (listeners, certificates, users) and exit")
 	logLevel := fs.String("log-level", "", "override log.level (debug, info, warn, error)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	out := stderr // what was asked for (-h, -version) goes to standard output
+	if stderr == io.Writer(os.Stderr) {
+		out = os.Stdout
+	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(out, fs)
+			return nil
+		}
+		return fmt.Errorf("%w (msrpscope -h lists the flags)", err)
+	}
+	if *showVersion {
+		fmt.Fprintln(out, version())
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -135,6 +151,62 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// usage is the -h text.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprint(w, `msrpscope is an MSRP relay (RFC 4975, RFC 4976) that traces its connections and frames
+to HEP collectors (Homer), pcap files and ClickHouse.
+
+Usage:
+  msrpscope [-config FILE] [-log-level LEVEL]  run the relay; without a file it relays on
+                                               127.0.0.1:2855 for one user, demo (password:
+                                               $MSRPSCOPE_DEMO_PASSWORD, or generated and logged)
+  msrpscope -check-config FILE                 check a configuration, offline, and exit
+  msrpscope -version                           print the version and exit
+
+Flags:
+`)
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprint(w, `
+SIGTERM or SIGINT stop it gracefully; SIGHUP reloads the configuration file.
+Every configuration key: docs/CONFIG.md.
+`)
+}
+
+// version describes the binary from its build information: the module
+// version, the VCS revision and time when built from a checkout, the Go
+// version and platform.
+func version() string {
+	v := "(devel)"
+	var rev, at, modified string
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = "+modified"
+				}
+			}
+		}
+	}
+	s := "msrpscope " + v
+	if rev != "" {
+		s += " " + rev + modified
+		if at != "" {
+			s += " " + at
+		}
+	}
+	return s + " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
 func logTraceStats(log *slog.Logger, st tracer.Stats) {

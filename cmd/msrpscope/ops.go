@@ -200,7 +200,8 @@ func snapshot(r *relay.Relay, tr *tracer.Tracer) metrics.Snapshot {
 	}}
 	for _, k := range tr.Stats().Sinks {
 		s.Sinks = append(s.Sinks, metrics.SinkStats{Name: k.Name, Type: k.Type, Sent: int64(k.Sent), Dropped: int64(k.Dropped),
-			Errors: int64(k.Errors), Spooled: int64(k.Spooled), Queued: int64(k.Queued), SpoolBytes: int64(k.SpoolBytes)})
+			Errors: int64(k.Errors), Spooled: int64(k.Spooled), Queued: int64(k.Queued), SpoolBytes: int64(k.SpoolBytes),
+			Degraded: k.State != sink.StateOK})
 	}
 	return s
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/internal/kamailio"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
 // freePort returns a loopback TCP port that was free a moment ago.
@@ -86,10 +87,7 @@ func tsharkBinary(t *testing.T) string {
 	t.Helper()
 	bin, err := exec.LookPath("tshark")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("tshark not installed but CI is set (apt-get install tshark)")
-		}
-		t.Skip("tshark not installed; set CI=1 to make this a failure")
+		testenv.Missing(t, "tshark not found (apt-get install tshark)")
 	}
 	return bin
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
 // chromiumFlags are the headless flags the web view test runs Chromium with.
@@ -55,10 +56,7 @@ func sessionOf(t *testing.T, use string) string {
 func TestWebViewInChromium(t *testing.T) {
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium is not installed (Debian package chromium; .ci/apt-packages lists it)")
-		}
-		t.Skip("chromium is not installed: apt-get install chromium")
+		testenv.Missing(t, "chromium not found (apt-get install chromium)")
 	}
 	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", "demo-secret")
 	const token = "web-view-token"

@@ -22,6 +22,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/dashboards"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
 // process is a child process whose stderr is watched line by line.
@@ -197,10 +198,7 @@ func poll(t *testing.T, base, what, expr string, ok func(promResult) bool) {
 func TestPanelsOnPrometheus(t *testing.T) {
 	promBin, err := exec.LookPath("prometheus")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("prometheus not on PATH and CI is set: install the Debian package prometheus")
-		}
-		t.Skip("prometheus not on PATH: install the Debian package prometheus (apt-get install prometheus)")
+		testenv.Missing(t, "prometheus not found (apt-get install prometheus)")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "msrpscope")

@@ -140,6 +140,7 @@ type SinkStats struct {
 	Sent, Dropped, Errors, Spooled int64 // records, cumulative
 	Queued                         int64 // records waiting now
 	SpoolBytes                     int64 // bytes on disk now
+	Degraded                       bool  // its destination cannot be reached or written now (sink.StateDegraded)
 }
 
 // RegisterSnapshot calls snap at each collection (a Prometheus scrape or an
@@ -166,6 +167,7 @@ func (m *Metrics) RegisterSnapshot(snap func() Snapshot) error {
 	spooled := counter("msrpscope_trace_records_spooled", "{record}", "Trace records a sink spooled to disk.")
 	queued := gauge("msrpscope_trace_records_queued", "{record}", "Trace records waiting in a sink's queue now.")
 	spoolBytes := gauge("msrpscope_trace_spool", "By", "Bytes in a sink's spool now.")
+	degraded := gauge("msrpscope_trace_sink_degraded", "{state}", "1 while a sink's destination cannot be reached or written (it drops and retries), else 0.")
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("metrics: snapshot instruments: %w", err)
 	}
@@ -193,9 +195,14 @@ func (m *Metrics) RegisterSnapshot(snap func() Snapshot) error {
 			o.ObserveInt64(spooled, sk.Spooled, a)
 			o.ObserveInt64(queued, sk.Queued, a)
 			o.ObserveInt64(spoolBytes, sk.SpoolBytes, a)
+			var d int64
+			if sk.Degraded {
+				d = 1
+			}
+			o.ObserveInt64(degraded, d, a)
 		}
 		return nil
-	}, sessions, relayEvents, sent, dropped, sinkErrs, spooled, queued, spoolBytes)
+	}, sessions, relayEvents, sent, dropped, sinkErrs, spooled, queued, spoolBytes, degraded)
 	if err != nil {
 		return fmt.Errorf("metrics: snapshot callback: %w", err)
 	}

@@ -115,7 +115,7 @@ func TestObserverCounts(t *testing.T) {
 	defer m.Shutdown(t.Context())
 	err = m.RegisterSnapshot(func() Snapshot {
 		return Snapshot{Sessions: 3, Relay: RelayCounters{Forwarded: 7, QueueFull: 2},
-			Sinks: []SinkStats{{Name: "homer", Type: "hep", Sent: 11, Dropped: 1, Errors: 2, Queued: 4},
+			Sinks: []SinkStats{{Name: "homer", Type: "hep", Sent: 11, Dropped: 1, Errors: 2, Queued: 4, Degraded: true},
 				{Name: "disk", Type: "clickhouse", Sent: 5, Spooled: 9, SpoolBytes: 4096}}}
 	})
 	if err != nil {
@@ -191,6 +191,8 @@ func TestObserverCounts(t *testing.T) {
 		{"msrpscope_trace_records_queued", l("sink", "homer", "type", "hep"), 4},
 		{"msrpscope_trace_records_spooled_total", l("sink", "disk", "type", "clickhouse"), 9},
 		{"msrpscope_trace_spool_bytes", l("sink", "disk", "type", "clickhouse"), 4096},
+		{"msrpscope_trace_sink_degraded", l("sink", "homer", "type", "hep"), 1},
+		{"msrpscope_trace_sink_degraded", l("sink", "disk", "type", "clickhouse"), 0},
 	} {
 		if got := value(t, f, tc.name, tc.labels); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)

@@ -1,7 +1,6 @@
 package pcap
 
 import (
-	"bufio"
 	"cmp"
 	"errors"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/google/gopacket/layers"
-	"github.com/google/gopacket/pcapgo"
 )
 
 const (
@@ -129,7 +127,28 @@ func (w *Writer) enforceTotal(files []fileInfo) {
 	}
 }
 
-// openFile creates the next file and writes the pcap header.
+// prepare creates the folder if missing and, the first time, continues
+// the sequence numbers after our files there.
+func (w *Writer) prepare() error {
+	if err := os.MkdirAll(w.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("pcap: create folder: %w", err)
+	}
+	if w.prepared {
+		return nil
+	}
+	files, err := w.ourFiles()
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		w.seq = max(w.seq, f.seq)
+	}
+	w.enforceTotal(files)
+	w.prepared = true
+	return nil
+}
+
+// openFile creates the next file (mode 0600) and buffers the pcap header.
 func (w *Writer) openFile() error {
 	now := w.cfg.Now()
 	ts := now.UTC().Format(timeLayout)
@@ -141,66 +160,124 @@ func (w *Writer) openFile() error {
 	for range 1000 {
 		w.seq++
 		path = filepath.Join(w.cfg.Dir, fmt.Sprintf("%s-%s-%06d.pcap", w.cfg.Prefix, ts, w.seq))
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		// O_APPEND: after a failed write is cut off, the next one follows the last whole write.
+		f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 		if !errors.Is(err, fs.ErrExist) {
 			break
 		}
 	}
 	if err != nil {
-		return w.fail(fmt.Errorf("pcap: create file: %w", err))
+		return fmt.Errorf("pcap: create file: %w", err)
 	}
-	if w.bw == nil {
-		w.bw = bufio.NewWriterSize(f, bufSize)
-	} else {
-		w.bw.Reset(f)
+	if w.buf.b == nil {
+		w.buf.b = make([]byte, 0, bufSize+recordHeaderLen+MaxSegmentSize+64)
 	}
-	pw := pcapgo.NewWriterNanos(w.bw)
-	if err := pw.WriteFileHeader(w.cfg.SnapLen, layers.LinkTypeEthernet); err != nil {
+	w.buf.b = w.buf.b[:0]
+	if err := w.pw.WriteFileHeader(w.cfg.SnapLen, layers.LinkTypeEthernet); err != nil {
 		f.Close()
 		os.Remove(path)
-		return w.fail(fmt.Errorf("pcap: write header %s: %w", path, err))
+		return fmt.Errorf("pcap: write header %s: %w", path, err)
 	}
-	w.f, w.pw, w.path = f, pw, path
+	w.f, w.path = f, path
 	w.created = now
-	w.size, w.packets = fileHeaderLen, 0
+	w.size, w.durable, w.packets = fileHeaderLen, 0, 0
 	w.rotateDue = false
 	w.stats.Files++
-	w.stats.Bytes += fileHeaderLen
 	return nil
+}
+
+// flush writes the buffer to the current file. Called with w.mu held.
+func (w *Writer) flush() error {
+	if len(w.buf.b) == 0 || w.f == nil {
+		// Records that wrote nothing (empty Data) have reached the file as much as they can.
+		w.stats.Records += w.pendRecords
+		w.pendRecords = 0
+		return nil
+	}
+	n, err := w.f.Write(w.buf.b)
+	if err != nil {
+		return w.writeFailed(n, fmt.Errorf("pcap: %w", err)) // err names the file
+	}
+	w.durable += int64(n)
+	w.stats.Bytes += int64(n)
+	w.stats.Packets += w.pendPackets
+	w.stats.Records += w.pendRecords
+	w.buf.b = w.buf.b[:0]
+	w.pendPackets, w.pendRecords = 0, 0
+	w.backoff, w.failing = 0, false
+	return nil
+}
+
+// writeFailed handles a failed write of n of the buffer's bytes: the
+// buffered records are lost; the file is cut back to its last whole write
+// (or removed if that leaves nothing of it, or closed if it cannot be cut);
+// the Writer waits before the next attempt.
+func (w *Writer) writeFailed(n int, err error) error {
+	w.stats.RecordsLost += w.pendRecords
+	w.packets -= w.pendPackets
+	w.pendPackets, w.pendRecords = 0, 0
+	w.buf.b = w.buf.b[:0]
+	w.size = w.durable
+	switch {
+	case w.durable < fileHeaderLen:
+		w.f.Close()
+		if rerr := os.Remove(w.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, fmt.Errorf("pcap: remove empty file: %w", rerr))
+		} else {
+			w.stats.Files--
+		}
+		w.f, w.path = nil, ""
+	case n > 0:
+		if terr := w.f.Truncate(w.durable); terr != nil {
+			err = errors.Join(err, fmt.Errorf("pcap: cut %s back: %w", w.path, terr))
+			w.f.Close()
+			w.f, w.path = nil, ""
+		}
+	}
+	w.wait()
+	return w.fail(err)
 }
 
 // closeFile flushes and closes the current file, if any.
 func (w *Writer) closeFile() error {
+	ferr := w.flush()
 	if w.f == nil {
-		return nil
+		return ferr
 	}
-	ferr := w.bw.Flush()
-	cerr := w.f.Close()
 	path := w.path
-	w.f, w.pw, w.path = nil, nil, ""
-	w.bw.Reset(nil)
-	if err := errors.Join(ferr, cerr); err != nil {
-		return fmt.Errorf("pcap: close %s: %w", path, err)
+	cerr := w.f.Close()
+	w.f, w.path = nil, ""
+	if cerr != nil {
+		return errors.Join(ferr, w.fail(fmt.Errorf("pcap: close %s: %w", path, cerr)))
 	}
-	return nil
+	return ferr
 }
 
 // rotate closes the current file, deletes old files beyond MaxTotalBytes
-// and opens a new file. Errors are counted; on return w.f is the new file,
-// or nil if it could not be created.
+// and opens a new file. On return w.f is the new file, or nil if it could
+// not be created (the Writer then waits before the next attempt).
 func (w *Writer) rotate() error {
-	var errs []error
-	if err := w.closeFile(); err != nil {
-		errs = append(errs, w.fail(err))
+	had := w.f != nil
+	if err := w.closeFile(); err != nil && w.retryAt.After(w.cfg.Now()) {
+		return err // the write failed: wait before trying a new file
 	}
-	if files, err := w.ourFiles(); err != nil {
-		errs = append(errs, w.fail(err))
-	} else {
-		w.enforceTotal(files)
+	err := w.prepare()
+	if err == nil && had {
+		// Later rotations: the first one's prepare listed the folder.
+		var files []fileInfo
+		if files, err = w.ourFiles(); err == nil {
+			w.enforceTotal(files)
+		}
 	}
-	if err := w.openFile(); err != nil {
-		errs = append(errs, err)
+	if err == nil {
+		err = w.openFile()
 	}
-	w.stats.Rotations++
-	return errors.Join(errs...)
+	if err != nil {
+		w.wait()
+		return w.fail(err)
+	}
+	if had {
+		w.stats.Rotations++
+	}
+	return nil
 }

@@ -24,6 +24,9 @@ var serializeOpts = gopacket.SerializeOptions{ComputeChecksums: true, FixLengths
 // reverse) and writes it to the current file, rotating first if needed.
 // Called with w.mu held; reuses the Writer's layers and buffer.
 func (w *Writer) packet(t time.Time, ep endpoints, reverse bool, seq, ack uint32, flags tcpFlags, payload []byte) error {
+	if w.waiting() {
+		return ErrBackoff
+	}
 	src, dst := ep.a, ep.b
 	if reverse {
 		src, dst = dst, src
@@ -70,11 +73,16 @@ func (w *Writer) packet(t time.Time, ep endpoints, reverse bool, seq, ack uint32
 	capLen := min(len(data), int(w.cfg.SnapLen))
 	recLen := int64(recordHeaderLen + capLen)
 
-	var rotErr error
+	if len(w.buf.b) >= bufSize {
+		// Before the packet, so a record's last packet is always
+		// buffered when its call returns: Records stays exact.
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
 	if w.f == nil || w.rotateDue || (w.packets > 0 && w.size+recLen > w.cfg.MaxFileBytes) {
-		rotErr = w.rotate()
-		if w.f == nil {
-			return rotErr
+		if err := w.rotate(); err != nil {
+			return err
 		}
 	}
 	if t.IsZero() {
@@ -82,14 +90,12 @@ func (w *Writer) packet(t time.Time, ep endpoints, reverse bool, seq, ack uint32
 	}
 	ci := gopacket.CaptureInfo{Timestamp: t, CaptureLength: capLen, Length: len(data)}
 	if err := w.pw.WritePacket(ci, data[:capLen]); err != nil {
-		w.rotateDue = true // continue in a new file
-		return w.fail(fmt.Errorf("pcap: write %s: %w", w.path, err))
+		return w.fail(fmt.Errorf("pcap: buffer packet: %w", err)) // appendBuf does not fail
 	}
 	w.size += recLen
 	w.packets++
-	w.stats.Bytes += recLen
-	w.stats.Packets++
-	return rotErr
+	w.pendPackets++
+	return nil
 }
 
 // macFrom fills mac with 02:00 followed by the address's last four bytes.

@@ -3,7 +3,6 @@
 package pcap
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -25,6 +24,8 @@ const (
 	DefaultSnapLen       = 262144
 	DefaultSegmentSize   = 1460
 	DefaultMaxFlows      = 100_000
+	DefaultRetryMin      = time.Second
+	DefaultRetryMax      = 30 * time.Second
 
 	// MaxSegmentSize is the largest TCP payload per packet: with a 40-byte
 	// IPv6 header and a 20-byte TCP header every IP packet stays within
@@ -39,6 +40,11 @@ const (
 
 // ErrClosed is returned by every method called after Close.
 var ErrClosed = errors.New("pcap: writer closed")
+
+// ErrBackoff is returned, without touching the disk, for a record refused
+// while the Writer waits to retry after a failed create or write
+// (Config.RetryMin, RetryMax). The record is counted in Stats.RecordsLost.
+var ErrBackoff = errors.New("pcap: waiting to retry after a failed write")
 
 // Config configures a Writer. Zero fields take the defaults above.
 type Config struct {
@@ -72,23 +78,33 @@ type Config struct {
 	// next packet gets fresh implicit sequence numbers, which Wireshark shows
 	// as a new (or broken) stream.
 	MaxFlows int
-	// Now is the clock for file names and file age (default time.Now).
-	// Packet timestamps come from the t passed to each call instead.
+	// RetryMin and RetryMax bound the wait after a failed create or write
+	// (a full disk, an unwritable folder): records are refused with
+	// ErrBackoff, touching nothing, for RetryMin, then the next record
+	// tries again; each further failure doubles the wait up to RetryMax
+	// (defaults 1s and 30s). A successful write ends the waiting.
+	RetryMin, RetryMax time.Duration
+	// Now is the clock for file names, file age and retries (default
+	// time.Now). Packet timestamps come from the t passed to each call instead.
 	Now func() time.Time
 }
 
-// Stats are the Writer's counters since Open.
+// Stats are the Writer's counters since Open. Bytes, Packets and Records
+// count what reached a file (was written to it, not only buffered).
 type Stats struct {
-	Files        int64  // files created
+	Files        int64  // files created (less those removed because nothing could be written to them)
 	Bytes        int64  // bytes written to files, headers included
-	Packets      int64  // packets written
-	Rotations    int64  // rotations to a new file (size, age or after an error)
+	Packets      int64  // packets written to files
+	Records      int64  // calls (ConnOpen, ConnClose, Data) whose packets all reached a file
+	RecordsLost  int64  // calls whose packets did not: refused (ErrBackoff, bad addresses) or lost in a failed write
+	Rotations    int64  // rotations to a new file (size or age)
 	FilesDeleted int64  // our old files deleted to honour MaxTotalBytes
 	Errors       int64  // errors (write, create, delete, bad addresses)
 	Flows        int    // connections currently tracked
 	FlowsEvicted int64  // connections dropped because of MaxFlows
 	CurrentFile  string // path of the file being written, "" if none
 	LastError    string // text of the most recent error
+	Failing      bool   // the last create or write failed and none succeeded since (Check failing counts too)
 }
 
 // Writer writes synthetic TCP streams to rotating pcap files. It is safe for
@@ -101,7 +117,17 @@ type Stats struct {
 // connections are tracked, the least recently used being evicted.
 //
 // Output is buffered: call Flush to make written packets visible to readers
-// of the current file; rotation and Close flush.
+// of the current file; rotation and Close flush, and so does a record that
+// finds the buffer full. The first file is created by the first packet, not
+// by Open. Files are created mode 0600 (they hold whatever the frames
+// carried: credentials, message bodies).
+//
+// Disk faults: a failed write cuts the file back to its last whole write,
+// so it stays a valid capture (a file left with nothing is removed), counts
+// the buffered records as lost, and the Writer refuses records (ErrBackoff)
+// until Config.RetryMin, doubling to RetryMax, has passed; then it writes to
+// the same file again, or creates the next one. A full disk or an unwritable
+// folder so costs one attempt per wait, never a file per record.
 type Writer struct {
 	mu     sync.Mutex
 	cfg    Config
@@ -109,14 +135,24 @@ type Writer struct {
 
 	// current file
 	f         *os.File
-	bw        *bufio.Writer
-	pw        *pcapgo.Writer
+	pw        *pcapgo.Writer // writes into buf
+	buf       appendBuf      // packets not yet written to f
 	path      string
 	created   time.Time // by cfg.Now
-	size      int64
-	packets   int64
-	rotateDue bool // age reached or last write failed: rotate before the next packet
+	size      int64     // bytes of the file, buffered ones included
+	durable   int64     // bytes of the file written to it
+	packets   int64     // packets of the file, buffered ones included
+	rotateDue bool      // age reached: rotate before the next packet
 	seq       uint64
+	prepared  bool // Dir listed once: seq continues after our files there
+
+	// buffered, not yet written
+	pendPackets, pendRecords int64
+
+	// after a failure
+	backoff time.Duration // the current wait; 0 after a successful write
+	retryAt time.Time     // records are refused until then; zero: not waiting
+	failing bool
 
 	flows flowTable
 	isn   uint64 // counter mixed into initial sequence numbers
@@ -139,14 +175,13 @@ type Writer struct {
 	stats Stats
 }
 
-// Open applies defaults to cfg, creates cfg.Dir if needed, deletes our
-// oldest files there beyond MaxTotalBytes and starts the first file.
+// Open applies defaults to cfg and checks it. It does no I/O and fails only
+// for a bad Config: the folder is prepared (created if missing, our oldest
+// files there deleted beyond MaxTotalBytes) and the first file created when
+// the first packet comes, or by Check.
 func Open(cfg Config) (*Writer, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("pcap: create folder: %w", err)
 	}
 	w := &Writer{cfg: cfg, sbuf: gopacket.NewSerializeBufferExpectedSize(64, cfg.SegmentSize)}
 	w.flows.init(cfg.MaxFlows)
@@ -156,19 +191,36 @@ func Open(cfg Config) (*Writer, error) {
 	w.eth.DstMAC = w.dstMAC[:]
 	w.ip4 = layers.IPv4{Version: 4, TTL: ipTTL, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment}
 	w.ip6 = layers.IPv6{Version: 6, HopLimit: ipTTL, NextHeader: layers.IPProtocolTCP}
-
-	files, err := w.ourFiles()
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range files {
-		w.seq = max(w.seq, f.seq)
-	}
-	w.enforceTotal(files)
-	if err := w.openFile(); err != nil {
-		return nil, err
-	}
+	w.pw = pcapgo.NewWriterNanos(&w.buf)
 	return w, nil
+}
+
+// Check prepares the folder as the first file would and checks that a file
+// can be created there, with a probe file it removes at once (so it also
+// sees a read-only or immutable folder). A failure counts as a failed
+// create: Stats.Failing, LastError, and the wait before the next attempt.
+func (w *Writer) Check() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return ErrClosed
+	}
+	err := w.prepare()
+	if err == nil {
+		var f *os.File
+		if f, err = os.CreateTemp(w.cfg.Dir, "."+w.cfg.Prefix+"-probe-*"); err == nil {
+			f.Close()
+			err = os.Remove(f.Name())
+		}
+		if err != nil {
+			err = fmt.Errorf("pcap: folder %s not writable: %w", w.cfg.Dir, err)
+		}
+	}
+	if err != nil {
+		w.wait()
+		return w.fail(err)
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() error {
@@ -202,6 +254,12 @@ func (c *Config) setDefaults() error {
 	if c.MaxFlows <= 0 {
 		c.MaxFlows = DefaultMaxFlows
 	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax < c.RetryMin {
+		c.RetryMax = max(c.RetryMin, DefaultRetryMax)
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -214,6 +272,10 @@ func (c *Config) setDefaults() error {
 func (w *Writer) ConnOpen(t time.Time, client, server netip.AddrPort) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.record(w.connOpen(t, client, server))
+}
+
+func (w *Writer) connOpen(t time.Time, client, server netip.AddrPort) error {
 	if err := w.begin(); err != nil {
 		return err
 	}
@@ -246,6 +308,10 @@ func (w *Writer) ConnOpen(t time.Time, client, server netip.AddrPort) error {
 func (w *Writer) ConnClose(t time.Time, client, server netip.AddrPort) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.record(w.connClose(t, client, server))
+}
+
+func (w *Writer) connClose(t time.Time, client, server netip.AddrPort) error {
 	if err := w.begin(); err != nil {
 		return err
 	}
@@ -273,6 +339,10 @@ func (w *Writer) ConnClose(t time.Time, client, server netip.AddrPort) error {
 func (w *Writer) Data(t time.Time, src, dst netip.AddrPort, payload []byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.record(w.data(t, src, dst, payload))
+}
+
+func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) error {
 	if err := w.begin(); err != nil {
 		return err
 	}
@@ -307,14 +377,7 @@ func (w *Writer) Flush() error {
 	if w.closed {
 		return ErrClosed
 	}
-	if w.f == nil {
-		return nil
-	}
-	if err := w.bw.Flush(); err != nil {
-		w.rotateDue = true
-		return w.fail(fmt.Errorf("pcap: flush %s: %w", w.path, err))
-	}
-	return nil
+	return w.flush()
 }
 
 // Close flushes and closes the current file. Further calls return ErrClosed;
@@ -327,10 +390,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	w.flows.init(0)
-	if err := w.closeFile(); err != nil {
-		return w.fail(err)
-	}
-	return nil
+	return w.closeFile()
 }
 
 // Stats returns a snapshot of the counters.
@@ -341,7 +401,54 @@ func (w *Writer) Stats() Stats {
 	s.Flows = w.flows.len()
 	s.FlowsEvicted = w.flows.evicted
 	s.CurrentFile = w.path
+	s.Failing = w.failing
 	return s
+}
+
+// record counts the outcome of one public call: its packets wait in the
+// buffer, or it is lost. Called with w.mu held.
+func (w *Writer) record(err error) error {
+	switch {
+	case err == nil:
+		w.pendRecords++
+	case !errors.Is(err, ErrClosed):
+		w.stats.RecordsLost++
+	}
+	return err
+}
+
+// wait starts or lengthens the wait after a failed create or write.
+func (w *Writer) wait() {
+	w.failing = true
+	if w.backoff == 0 {
+		w.backoff = w.cfg.RetryMin
+	} else {
+		w.backoff = min(2*w.backoff, w.cfg.RetryMax)
+	}
+	w.retryAt = w.cfg.Now().Add(w.backoff)
+}
+
+// waiting reports whether records are refused now; once the wait is over
+// the next record tries again.
+func (w *Writer) waiting() bool {
+	if w.retryAt.IsZero() {
+		return false
+	}
+	if w.cfg.Now().Before(w.retryAt) {
+		return true
+	}
+	w.retryAt = time.Time{}
+	return false
+}
+
+// appendBuf is the Writer's buffer: pcapgo writes packets into it and
+// flush writes it to the file in one call, so a failed write is known to
+// the byte.
+type appendBuf struct{ b []byte }
+
+func (a *appendBuf) Write(p []byte) (int, error) {
+	a.b = append(a.b, p...)
+	return len(p), nil
 }
 
 // begin checks the writer is usable and marks an old file for rotation. Called with

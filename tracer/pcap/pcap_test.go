@@ -174,7 +174,8 @@ func TestImplicitFlows(t *testing.T) {
 	ok(t, w.Data(t0, a, b, []byte("three")))
 	ok(t, w.Data(t0, d, c, []byte("v6 two")))
 	ok(t, w.Data(t0, a, b, nil)) // writes nothing
-	if st := w.Stats(); st.Flows != 2 || st.Packets != 5 {
+	ok(t, w.Flush())
+	if st := w.Stats(); st.Flows != 2 || st.Packets != 5 || st.Records != 6 {
 		t.Fatalf("stats %+v", st)
 	}
 	ok(t, w.ConnClose(t0, b, a)) // b as "client": b sends the first FIN
@@ -221,7 +222,6 @@ func TestErrors(t *testing.T) {
 		{"no dir", Config{}},
 		{"total below file", Config{Dir: dir, MaxFileBytes: 2000, MaxTotalBytes: 1000}},
 		{"segment too big", Config{Dir: dir, SegmentSize: MaxSegmentSize + 1}},
-		{"dir is a file", Config{Dir: filepath.Join(writeFile(t, dir, "plain", 1), "sub")}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if w, err := Open(tc.cfg); err == nil {
@@ -386,8 +386,8 @@ func TestRotationBySize(t *testing.T) {
 				ok(t, w.Data(t0, s, c, []byte("ack")))
 			}
 			ok(t, w.ConnClose(t0, c, s))
-			st := w.Stats()
 			ok(t, w.Close())
+			st := w.Stats()
 
 			files := ourPcaps(t, dir, DefaultPrefix)
 			if len(files) < 3 || int64(len(files)) != st.Files || st.Rotations != st.Files-1 {
@@ -436,12 +436,13 @@ func TestMaxTotalBytes(t *testing.T) {
 	const maxFile, maxTotal = 4096, 16384
 	clk := &fakeClock{t: t0}
 	w := mustOpen(t, Config{Dir: dir, MaxFileBytes: maxFile, MaxTotalBytes: maxTotal, Now: clk.Now})
+	ok(t, w.Check())
 
-	// At Open: 20000 old bytes > 16384-4096, so the oldest goes.
+	// At the start: 20000 old bytes > 16384-4096, so the oldest goes.
 	if _, err := os.Stat(filepath.Join(dir, "msrpscope-20200101T000000Z-000001.pcap")); !os.IsNotExist(err) {
 		t.Fatalf("oldest file not deleted: %v", err)
 	}
-	if st := w.Stats(); st.FilesDeleted != 1 || !strings.HasSuffix(st.CurrentFile, "msrpscope-20240506T070809Z-000003.pcap") {
+	if st := w.Stats(); st.FilesDeleted != 1 || st.Files != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 
@@ -461,6 +462,9 @@ func TestMaxTotalBytes(t *testing.T) {
 		}
 		ok(t, w.Data(t0, c, s, randBytes(400, uint64(i))))
 		ok(t, w.Flush())
+		if i == 0 && !strings.HasSuffix(w.Stats().CurrentFile, "msrpscope-20240506T070810Z-000003.pcap") {
+			t.Fatalf("first file %s", w.Stats().CurrentFile)
+		}
 		if n := ourTotal(); n > maxTotal {
 			t.Fatalf("after %d writes our files total %d > %d", i, n, maxTotal)
 		}

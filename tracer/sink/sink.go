@@ -9,6 +9,18 @@
 //
 // The tracer then opens sinks of that type from configuration blocks it never
 // interprets: each kind decodes and validates its own keys.
+//
+// Start-up policy, the same for every kind: a configuration error (a bad
+// key or value, a file the configuration names that cannot be read, such as
+// a CA, a key or a password file) stops the start, and Decode catches all it
+// can offline, so -check-config sees it. A destination that is unreachable
+// or unwritable (a collector down, a server refusing, a folder that cannot
+// be created or written) does not: the sink starts degraded (State
+// StateDegraded, LastError saying why), drops and counts what it cannot hand
+// on, and retries on its own, with a growing wait; /readyz and the metrics
+// read that state. The relay then runs with what works. A spool folder is
+// not a destination but the sink's own state and its promise that nothing is
+// lost: one that cannot be opened, or that another relay holds, stops the start.
 package sink
 
 import (
@@ -42,7 +54,7 @@ type Sink interface {
 // Sink states.
 const (
 	StateOK       = "ok"
-	StateDegraded = "degraded" // the last write failed (LastError says why)
+	StateDegraded = "degraded" // the destination cannot be reached or written now: the last write (or the start's check) failed; LastError says why
 )
 
 // Stats are one sink's counters: the common ones and the kind's own.
@@ -89,7 +101,9 @@ type Factory interface {
 	// too). The value must be comparable with reflect.DeepEqual: a sink whose
 	// decoded configuration is unchanged is kept across a reload.
 	Decode(decode func(v any) error) (any, error)
-	// Open starts a sink from a configuration Decode returned.
+	// Open starts a sink from a configuration Decode returned. It fails
+	// only for a configuration error (see the package doc): a destination
+	// it cannot reach or write starts the sink degraded, retrying.
 	Open(ctx context.Context, cfg any, o Options) (Sink, error)
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync/atomic"
 	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
@@ -51,7 +50,12 @@ func (Kind) Decode(decode func(v any) error) (any, error) {
 	return c, nil
 }
 
-// Open implements sink.Factory: it opens the first file.
+// Open implements sink.Factory. It creates no file (the first record
+// does), but checks that one can be created in the folder: when not (the
+// folder cannot be created, is read-only, ...) the sink starts degraded, as
+// every sink kind does for a destination it cannot reach (tracer/sink), and
+// retries with the first records after a wait; only a bad configuration is
+// an error.
 func (Kind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) {
 	c, ok := cfg.(Config)
 	if !ok {
@@ -62,23 +66,37 @@ func (Kind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) 
 	if err != nil {
 		return nil, err
 	}
-	return start(o, w, c.FrameLimit), nil
+	p := start(o, w, c.FrameLimit)
+	if err := w.Check(); err != nil {
+		p.log.Warn("pcap sink starts degraded: its folder is not writable; records are dropped until it is",
+			slog.String("dir", c.Dir), slog.String("error", err.Error()))
+	}
+	return p, nil
 }
 
-// pcapSink writes to rotating pcap files from its queue's goroutine.
+// logEvery is the least time between two log lines about failed writes.
+const logEvery = 10 * time.Second
+
+// pcapSink writes to rotating pcap files from its queue's goroutine. The
+// Writer counts what reached a file (Sent) and what was lost (Dropped, with
+// the queue's drops); after a failed write it refuses records for a while
+// (pcap.ErrBackoff) instead of retrying each one.
 type pcapSink struct {
-	name    string
-	limit   int
-	w       *pcap.Writer
-	q       *sink.Queue[*rec]
-	free    chan *rec // records to reuse, at most the queue's size: Put allocates only while more are in flight than ever before
-	written atomic.Uint64
-	errs    atomic.Uint64
-	failing atomic.Bool // the last write failed
-	log     *slog.Logger
+	name  string
+	limit int
+	w     *pcap.Writer
+	q     *sink.Queue[*rec]
+	free  chan *rec // records to reuse, at most the queue's size: Put allocates only while more are in flight than ever before
+	log   *slog.Logger
+	// Owned by the queue's goroutine: failed writes since the last log line.
+	unlogged  int
+	lastLog   time.Time
+	logFailed bool // a failure was logged and no recovery since
 	// beforeWrite, when set (by tests), runs on the queue's goroutine
 	// before each record is written.
 	beforeWrite func()
+	now         func() time.Time // for the log's rate limit; tests set it
+
 }
 
 type rec struct {
@@ -116,7 +134,7 @@ func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
 	if size <= 0 {
 		size = sink.DefaultQueueSize
 	}
-	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size)}
+	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), free: make(chan *rec, size), now: time.Now}
 	p.q = sink.NewQueue(size, p.write, p.flush)
 	return p
 }
@@ -156,13 +174,7 @@ func (p *pcapSink) write(r *rec) {
 		err = p.w.Data(r.t, r.src, r.dst, r.data)
 	}
 	if err != nil {
-		p.failing.Store(true)
-		if p.errs.Add(1) == 1 {
-			p.log.Warn("pcap write failed", slog.String("error", err.Error()))
-		}
-	} else {
-		p.failing.Store(false)
-		p.written.Add(1)
+		p.failed(err)
 	}
 	p.putRec(r)
 }
@@ -171,14 +183,40 @@ func (p *pcapSink) write(r *rec) {
 // calls it when it runs empty.
 func (p *pcapSink) flush() {
 	if err := p.w.Flush(); err != nil {
-		p.errs.Add(1)
+		p.failed(err)
+		return
 	}
+	if p.logFailed {
+		if ws := p.w.Stats(); !ws.Failing {
+			p.logFailed, p.unlogged = false, 0
+			p.log.Info("pcap sink writing again", slog.String("file", ws.CurrentFile),
+				slog.Int64("records_lost_total", ws.RecordsLost))
+		}
+	}
+}
+
+// failed logs a failed write at most once per logEvery, with the count of
+// the failures since the last line. Records refused while the writer waits
+// (pcap.ErrBackoff) are counted as dropped, not logged one by one.
+func (p *pcapSink) failed(err error) {
+	if errors.Is(err, pcap.ErrBackoff) {
+		return
+	}
+	p.unlogged++
+	now := p.now()
+	if !p.lastLog.IsZero() && now.Sub(p.lastLog) < logEvery {
+		return
+	}
+	ws := p.w.Stats()
+	p.log.Warn("pcap write failed; records are dropped while retrying", slog.String("error", err.Error()),
+		slog.Int("failures_since_last_log", p.unlogged), slog.Int64("records_lost_total", ws.RecordsLost))
+	p.lastLog, p.unlogged, p.logFailed = now, 0, true
 }
 
 func (p *pcapSink) Stats() sink.Stats {
 	ws := p.w.Stats()
-	st := sink.Stats{Name: p.name, Type: "pcap", Sent: p.written.Load(), Dropped: p.q.Dropped(),
-		Errors: p.errs.Load(), Queued: p.q.Len(), State: sink.StateOK, LastError: ws.LastError,
+	st := sink.Stats{Name: p.name, Type: "pcap", Sent: uint64(ws.Records), Dropped: p.q.Dropped() + uint64(ws.RecordsLost),
+		Errors: uint64(ws.Errors), Queued: p.q.Len(), State: sink.StateOK, LastError: ws.LastError,
 		Counters: []sink.Counter{
 			{Name: "bytes", Value: uint64(ws.Bytes)},
 			{Name: "files", Value: uint64(ws.Files)},
@@ -189,7 +227,7 @@ func (p *pcapSink) Stats() sink.Stats {
 			{Name: "rotations", Value: uint64(ws.Rotations)},
 			{Name: "writer_errors", Value: uint64(ws.Errors)},
 		}}
-	if p.failing.Load() {
+	if ws.Failing {
 		st.State = sink.StateDegraded
 	}
 	return st

@@ -1,0 +1,154 @@
+package pcap
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/internal/faultfs"
+)
+
+// fill writes a file in dir until the disk is full.
+func fill(t *testing.T, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return p
+		}
+	}
+}
+
+// On a full disk the Writer removes the file it could not write anything
+// to, cuts a file that filled up back to its last whole write, refuses
+// records without touching the disk while it waits (1s, doubling, at most
+// RetryMax), and writes on in the same file once there is space: every
+// record is either on disk and counted in Records, or counted in RecordsLost.
+func TestFullDiskBackoff(t *testing.T) {
+	dir := faultfs.Tmpfs(t, 256<<10)
+	clk := &fakeClock{t: t0}
+	w := mustOpen(t, Config{Dir: dir, RetryMax: 3 * time.Second, Now: clk.Now})
+	c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+	calls := 0
+	data := func() error { calls++; return w.Data(t0, c, s, randBytes(1000, uint64(calls))) }
+	write := func() error {
+		if err := data(); err != nil {
+			return err
+		}
+		return w.Flush()
+	}
+
+	// Full before the first file: the file is created, nothing fits, it is removed.
+	filler := fill(t, dir)
+	if err := write(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("first write: %v", err)
+	}
+	if files := ourPcaps(t, dir, DefaultPrefix); len(files) != 0 {
+		t.Fatalf("files left: %v", files)
+	}
+	if st := w.Stats(); !st.Failing || st.Files != 0 || st.Errors != 1 || st.RecordsLost != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := data(); !errors.Is(err, ErrBackoff) {
+		t.Fatalf("while waiting: %v", err)
+	}
+	ok(t, os.Remove(filler))
+	clk.Advance(time.Second)
+
+	// Writes go through until the disk is full again.
+	for {
+		err := write()
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, syscall.ENOSPC) {
+			t.Fatal(err)
+		}
+		break
+	}
+	st := w.Stats()
+	if st.Files != 1 || st.Errors != 2 || !st.Failing || st.Records == 0 {
+		t.Fatalf("full: %+v", st)
+	}
+	// The waits: 1s (a success reset it), then 2s, 3s (RetryMax), 3s. Each
+	// attempt is one record that fails; every record before it is refused.
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second} {
+		clk.Advance(wait - time.Millisecond)
+		if err := data(); !errors.Is(err, ErrBackoff) {
+			t.Fatalf("wait %d: before its end: %v", i, err)
+		}
+		clk.Advance(time.Millisecond)
+		if err := write(); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("wait %d: after it: %v", i, err)
+		}
+	}
+	if st := w.Stats(); st.Files != 1 || st.Errors != 6 {
+		t.Fatalf("after the waits: %+v", st)
+	}
+
+	// Space again: the same file takes the next records.
+	files := ourPcaps(t, dir, DefaultPrefix)
+	ok(t, os.Truncate(files[0], 24+50*(16+14+20+20+1000))) // frees space; the file keeps 50 whole packets
+	st = w.Stats()
+	clk.Advance(3 * time.Second)
+	for range 5 {
+		ok(t, write())
+	}
+	ok(t, w.Close())
+	end := w.Stats()
+	if end.Failing || end.Files != 1 || end.Records+end.RecordsLost != int64(calls) {
+		t.Fatalf("end: %+v after %d calls", end, calls)
+	}
+	// The file was cut to 50 packets under the writer (which a writer
+	// cannot know); then its 5 more are on disk, whole.
+	if pkts := readPcap(t, files[0]); len(pkts) != 55 || end.Records != st.Records+5 {
+		t.Fatalf("%d packets in the file; records %d -> %d", len(pkts), st.Records, end.Records)
+	}
+	if fi, err := os.Stat(files[0]); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("file mode: %v %v", fi.Mode(), err)
+	}
+	if !strings.Contains(end.LastError, "no space") {
+		t.Fatalf("last error %q", end.LastError)
+	}
+}
+
+// A folder that cannot be written to: Check says so at the start without
+// creating anything; the first record tries after the wait, no sooner.
+func TestCheckUnwritable(t *testing.T) {
+	dir := t.TempDir()
+	undo := faultfs.ReadOnly(t, dir)
+	clk := &fakeClock{t: t0}
+	w := mustOpen(t, Config{Dir: dir, Now: clk.Now})
+	if err := w.Check(); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("Check: %v", err)
+	}
+	if err := w.Data(t0, netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), []byte("x")); !errors.Is(err, ErrBackoff) {
+		t.Fatalf("Data while waiting: %v", err)
+	}
+	undo()
+	clk.Advance(time.Second)
+	ok(t, w.Check())
+	ok(t, w.Data(t0, netip.MustParseAddrPort("10.0.0.1:1"), netip.MustParseAddrPort("10.0.0.2:2"), []byte("x")))
+	ok(t, w.Close())
+	if st := w.Stats(); st.Failing || st.Records != 1 || st.RecordsLost != 1 || st.Errors != 1 || st.Files != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("folder: %v %v (the probe file must be gone)", entries, err)
+	}
+}
