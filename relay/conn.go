@@ -35,10 +35,11 @@ type conn struct {
 	br *bufio.Reader
 	rd *msrp.Reader
 
-	wmu sync.Mutex // held while one frame is written
-	cw  captureWriter
-	bw  *bufio.Writer
-	mw  *msrp.Writer
+	wmu     sync.Mutex   // held while one frame is written
+	writers atomic.Int32 // forwards writing or waiting to write a frame into c: c is busy
+	cw      captureWriter
+	bw      *bufio.Writer
+	mw      *msrp.Writer
 
 	ctrl chan *outFrame
 	done chan struct{}

@@ -103,12 +103,20 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 // sent is when the frame started out.
 func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
 	f := q.f
+	dst.writers.Add(1)
+	defer dst.writers.Add(-1)
 	dst.wmu.Lock()
 	defer dst.wmu.Unlock() // also when an Observer panics: the lock must not outlive this frame
 	sent = time.Now()
 	lent := false // c.fwdCap is dst's capture buffer until taken back
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
+		// The body is still read to its end-line: the next frame of c
+		// starts after it (issue 14 defect 2: left unread, it made c's
+		// idle wait a header read, cut by header_timeout).
+		if f.HasBody() {
+			bodyErr = c.readIn(f)
+		}
 	} else {
 		dst.cw.start(wire, c.fwdCap)
 		lent = true

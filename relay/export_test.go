@@ -1,0 +1,13 @@
+package relay
+
+// ConnWriters reports how many forwards write, or wait to write, a frame
+// into connection id (-1 when there is none), for tests that must know a
+// frame is in flight.
+func ConnWriters(r *Relay, id uint64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.conns[id]; c != nil {
+		return int(c.writers.Load())
+	}
+	return -1
+}
