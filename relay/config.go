@@ -80,7 +80,7 @@ type Limits struct {
 	MaxConnectionsPerIP int           `yaml:"max_connections_per_ip"` // default 256
 	MaxSessions         int           `yaml:"max_sessions"`           // default 100000
 	MaxSessionsPerUser  int           `yaml:"max_sessions_per_user"`  // default 64
-	WriteQueue          int           `yaml:"write_queue"`            // queued responses/REPORTs per connection; full → connection closed; default 1024
+	WriteQueue          int           `yaml:"write_queue"`            // queued responses/REPORTs per connection; full → back-pressure (see docs/CONFIG.md); default 1024
 	MaxAuthFailures     int           `yaml:"max_auth_failures"`      // failed AUTHs without success before close (RFC 4976 §6.3); default 5
 }
 

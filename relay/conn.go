@@ -45,6 +45,7 @@ type conn struct {
 	done chan struct{}
 
 	closeOnce sync.Once
+	queueFull atomic.Bool // counted in Stats.QueueFull
 	closed    atomic.Bool
 	reason    event.CloseReason
 	closeErr  error
@@ -208,9 +209,14 @@ func (c *conn) close(reason event.CloseReason, err error) {
 	})
 }
 
-// enqueue hands a small frame to the writer goroutine. It never blocks: a
-// full queue means the peer does not read, and the connection is closed
-// (slow reader), as a send timeout would.
+// enqueue hands a small frame to the writer goroutine. A full queue
+// applies back-pressure instead of closing (issue 14 defect 1): the caller
+// waits until there is room. For c's own read loop (its responses) that
+// is what stops reading c's requests until c's peer has read what is
+// queued; the writer's send timeout bounds it (a peer that does not read
+// is closed). Any other goroutine (a response or REPORT routed to c) waits
+// at most send_timeout; a queue that did not drain for that long closes c,
+// counted in Stats.QueueFull.
 func (c *conn) enqueue(f *outFrame) {
 	if c.isClosed() {
 		f.release()
@@ -218,10 +224,28 @@ func (c *conn) enqueue(f *outFrame) {
 	}
 	select {
 	case c.ctrl <- f:
+		return
 	default:
+	}
+	t := time.NewTimer(c.r.limits().SendTimeout)
+	defer t.Stop()
+	select {
+	case c.ctrl <- f:
+	case <-c.done:
 		f.release()
+		c.countQueueFull()
+	case <-t.C:
+		f.release()
+		c.countQueueFull()
+		c.close(event.CloseLimit, errors.New("write queue not drained within send_timeout"))
+	}
+}
+
+// countQueueFull counts c once in Stats.QueueFull: it closed while frames
+// waited for room in its queue.
+func (c *conn) countQueueFull() {
+	if c.queueFull.CompareAndSwap(false, true) {
 		c.r.stats.queueFull.Add(1)
-		c.close(event.CloseLimit, errors.New("write queue full"))
 	}
 }
 

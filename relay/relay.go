@@ -95,7 +95,7 @@ type Stats struct {
 	ReportsDropped     int64 // REPORTs for a connection that is gone
 	UnmatchedResponses int64
 	TxnTimeouts        int64
-	QueueFull          int64 // connections closed because their write queue was full
+	QueueFull          int64 // connections closed while frames waited for room in their write queue (the peer did not read for send_timeout)
 	Panics             int64 // connections closed because handling them panicked (recovered, logged with the stack)
 }
 
@@ -378,7 +378,14 @@ func (r *Relay) sweep(ctx context.Context) {
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
 				if x.method != "SEND" || x.report == msrp.ReportYes {
-					r.failTxn(x, 408, "Request Timeout")
+					if len(x.src.ctrl) < cap(x.src.ctrl) {
+						r.failTxn(x, 408, "Request Timeout")
+					} else {
+						// A full queue makes the caller wait (back-pressure)
+						// up to send_timeout: not the sweeper, which would
+						// hold up every other expiry.
+						go r.failTxn(x, 408, "Request Timeout")
+					}
 				}
 			}
 			clear(buf)
