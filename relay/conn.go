@@ -110,18 +110,41 @@ func (f *outFrame) release() {
 }
 
 // deadlineReader sets a read deadline before every Read when perRead is
-// set (body phase: a stall is what times out); otherwise the deadline set
-// by the read loop for the whole phase stands.
+// set (body phase: a stall is what times out, and the body as a whole must
+// keep up with minRate bytes/s after the first perRead, and end by until
+// when set); otherwise the deadline set by the read loop for the whole
+// phase stands.
 type deadlineReader struct {
 	nc      net.Conn
 	perRead time.Duration
+	start   time.Time // body phase: when it began
+	n       int64     // body phase: bytes read since start
+	minRate int64     // bytes/s; 0: no floor
+	until   time.Time // a total limit (first_request_timeout); zero: none
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	if d.perRead > 0 {
-		_ = d.nc.SetReadDeadline(time.Now().Add(d.perRead))
+		dl := time.Now().Add(d.perRead)
+		if d.minRate > 0 {
+			allowed := time.Duration(d.n/d.minRate)*time.Second + time.Duration(d.n%d.minRate)*time.Second/time.Duration(d.minRate)
+			if t := d.start.Add(d.perRead + allowed); t.Before(dl) {
+				dl = t
+			}
+		}
+		if !d.until.IsZero() && d.until.Before(dl) {
+			dl = d.until
+		}
+		_ = d.nc.SetReadDeadline(dl)
 	}
-	return d.nc.Read(p)
+	n, err := d.nc.Read(p)
+	d.n += int64(n)
+	return n, err
+}
+
+// body starts the body phase of a frame.
+func (d *deadlineReader) body(lim *Limits, until time.Time) {
+	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, time.Now(), 0, int64(lim.BodyMinRate), until
 }
 
 // captureWriter writes to the connection with a send timeout per write
@@ -318,11 +341,15 @@ func writeCloseReason(err error) event.CloseReason {
 func (c *conn) readLoop() {
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
-		wait := lim.IdleTimeout
+		idleUntil := time.Now().Add(lim.IdleTimeout)
+		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
-			wait = min(wait, lim.FirstRequestTimeout)
+			// RFC 4976 §6.1: first_request_timeout counts from the accept
+			// whatever is sent meanwhile (a drip, failing requests).
+			until = c.created.Add(lim.FirstRequestTimeout)
+			idleUntil = earliest(idleUntil, until)
 		}
-		if !c.enterIdle(wait) {
+		if !c.enterIdle(idleUntil) {
 			return // shutting down: run flushes and closes
 		}
 		_, err := c.br.Peek(1)
@@ -332,7 +359,7 @@ func (c *conn) readLoop() {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
+		_ = c.nc.SetReadDeadline(earliest(time.Now().Add(lim.HeaderTimeout), until))
 		f, err := c.rd.ReadFrame()
 		if err != nil {
 			var fe *msrp.FrameError
@@ -345,7 +372,7 @@ func (c *conn) readLoop() {
 			c.closeOnReadErr(err, event.CloseHeaderTimeout)
 			return
 		}
-		c.dr.perRead = lim.BodyTimeout
+		c.dr.body(lim, until)
 		err = c.handleFrame(f)
 		c.dr.perRead = 0
 		if err != nil {
@@ -360,15 +387,23 @@ func (c *conn) readLoop() {
 
 // enterIdle marks the connection as waiting for a frame, unless the relay
 // is shutting down.
-func (c *conn) enterIdle(wait time.Duration) bool {
+func (c *conn) enterIdle(until time.Time) bool {
 	c.phaseMu.Lock()
 	defer c.phaseMu.Unlock()
 	if c.r.shuttingDown.Load() {
 		return false
 	}
 	c.idle = true
-	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	_ = c.nc.SetReadDeadline(until)
 	return true
+}
+
+// earliest returns the earlier of a and b, b when a is zero, a when b is.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (c *conn) leaveIdle() {
@@ -415,7 +450,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.perRead = c.r.limits().BodyTimeout
+		c.dr.body(c.r.limits(), time.Time{})
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

@@ -63,6 +63,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	if bodyErr != nil {
 		return bodyErr // the source broke off; its read loop closes it
 	}
+	c.requestOK.Store(true) // a request relayed whole: probation over (RFC 4976 §6.1)
 	r.stats.forwarded.Add(1)
 	if s := q.fromS; s != nil {
 		s.framesIn.Add(1)

@@ -3,6 +3,7 @@ package relay
 import (
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
@@ -34,7 +35,12 @@ func TestObserveOutsideWriteLock(t *testing.T) {
 	for range n {
 		p.one(t)
 	}
-	// Each SEND: its copy out to B (forwarded) and the 200 out to A (queued).
+	// Each SEND: its copy out to B (forwarded) and the 200 out to A
+	// (queued; its writer reports it after the write, so A may have read
+	// the last one before: wait for the report).
+	for deadline := time.Now().Add(10 * time.Second); outs.Load() < 2*n && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // polling a counter, not ordering events
+	}
 	if outs.Load() < 2*n {
 		t.Fatalf("%d frame-out events, want at least %d", outs.Load(), 2*n)
 	}

@@ -380,8 +380,10 @@ func queueFullPeer(t *testing.T, tr *testRelay) (net.Conn, []byte, int) {
 	per := 0
 	for i := range 100 {
 		n := len(batch)
-		batch = fmt.Appendf(batch, "MSRP q%07d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/c;tcp\r\nMessage-ID: m%07d\r\n-------q%07d$\r\n",
-			i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), i, i)
+		// A long From-Path URI: large responses fill the relay's socket
+		// buffers (autotuned up to megabytes) after fewer requests.
+		batch = fmt.Appendf(batch, "MSRP q%07d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/%s;tcp\r\nMessage-ID: m%07d\r\n-------q%07d$\r\n",
+			i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), strings.Repeat("c", 2000), i, i)
 		if per = len(batch) - n; i > 0 && per != len(batch)/(i+1) {
 			t.Fatal("requests of different sizes")
 		}

@@ -1,7 +1,10 @@
 package relay_test
 
 import (
+	"fmt"
+	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -169,4 +172,87 @@ func (r *recorder) snapshot() []recEvent {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]recEvent(nil), r.events...)
+}
+
+// Issue 14 defect 4: a body that drips (one byte well within body_timeout
+// each, but far below body_min_rate) into a session is cut; the receiver
+// sees the chunk end with '#'.
+func TestDripBodyCut(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) {
+		c.Limits.BodyTimeout = 500 * time.Millisecond
+		c.Limits.BodyMinRate = 100 // bytes/s; the drip below sends 10
+		c.Limits.FirstRequestTimeout = time.Minute
+	})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Unauthenticated, into B's session (RFC 4976 allows it: To-Path names
+	// B's Use-Path URI, then B).
+	head := fmt.Sprintf("MSRP drip1 SEND\r\nTo-Path: %s %s\r\nFrom-Path: msrp://%s/d;tcp\r\nMessage-ID: drip\r\nByte-Range: 1-*/*\r\nContent-Type: text/plain\r\n\r\n",
+		useB, b.LocalURI(), nc.LocalAddr())
+	if _, err := nc.Write([]byte(head)); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond) // the scenario: 10 bytes/s
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if _, err := nc.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	tr.obs.waitFor(t, "closed(body-timeout)", func(e recEvent) bool {
+		return e.kind == event.Closed && e.reason == event.CloseBodyTimeout
+	})
+	if got := receive(t, b, "SEND"); got.Flag != '#' {
+		t.Fatalf("the dripped chunk reached B with flag %q, want '#'", got.Flag)
+	}
+}
+
+// Issue 14 defect 4: first_request_timeout is a total limit for a
+// connection none of whose requests succeeded: failing requests sent more
+// often than the timeout do not keep it open.
+func TestFirstRequestTimeoutTotal(t *testing.T) {
+	tr := startRelay(t, func(c *relay.Config) { c.Limits.FirstRequestTimeout = time.Second })
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	go func() { _, _ = io.Copy(io.Discard, nc) }()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond) // the scenario: a failing request every 200 ms
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			req := fmt.Sprintf("MSRP fq%05d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/f;tcp\r\nMessage-ID: f%d\r\n-------fq%05d$\r\n",
+				i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), i, i)
+			if _, err := nc.Write([]byte(req)); err != nil {
+				return
+			}
+		}
+	}()
+	e := tr.obs.waitFor(t, "closed", func(e recEvent) bool { return e.kind == event.Closed })
+	switch e.reason {
+	case event.CloseIdleTimeout, event.CloseHeaderTimeout, event.CloseBodyTimeout:
+	default:
+		t.Fatalf("closed with reason %v, want a timeout", e.reason)
+	}
 }

@@ -164,7 +164,6 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 			return c.nextHopFailed(&q, 408, "Next hop unreachable")
 		}
 	}
-	c.requestOK.Store(true)
 	return c.forward(&q, dst, toOut, prefix[:nPrefix])
 }
 
