@@ -83,6 +83,7 @@ type Limits struct {
 	MaxSessionsPerUser  int           `yaml:"max_sessions_per_user"`  // default 64
 	WriteQueue          int           `yaml:"write_queue"`            // queued responses/REPORTs per connection; full → back-pressure (see docs/CONFIG.md); default 1024
 	MaxAuthFailures     int           `yaml:"max_auth_failures"`      // failed AUTHs without success before close (RFC 4976 §6.3); default 5
+	ShutdownGrace       time.Duration `yaml:"shutdown_grace"`         // graceful shutdown: frames in flight and awaited responses get this long; default 10s
 }
 
 // DefaultLimits returns the limits used for zero fields: the one place
@@ -108,6 +109,7 @@ var defaultLimits = Limits{
 	MaxSessionsPerUser:  64,
 	WriteQueue:          1024,
 	MaxAuthFailures:     5,
+	ShutdownGrace:       10 * time.Second,
 }
 
 // DefaultTraceCaptureBytes is Config.TraceCaptureBytes when zero.
@@ -161,6 +163,7 @@ func (l Limits) withDefaults() Limits {
 	l.MaxSessionsPerUser = orInt(l.MaxSessionsPerUser, d.MaxSessionsPerUser)
 	l.WriteQueue = orInt(l.WriteQueue, d.WriteQueue)
 	l.MaxAuthFailures = orInt(l.MaxAuthFailures, d.MaxAuthFailures)
+	l.ShutdownGrace = orDur(l.ShutdownGrace, d.ShutdownGrace)
 	return l
 }
 

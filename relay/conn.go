@@ -53,6 +53,14 @@ type conn struct {
 	phaseMu sync.Mutex
 	idle    bool // waiting for the next frame (shutdown may interrupt)
 
+	// Graceful shutdown (Relay.shutdown): c is busy while its read loop
+	// runs, a frame is written to it (writers), a response is awaited on
+	// it (pendingOut) or may have to go back to it (pendingIn).
+	readEnded  atomic.Bool
+	closing    atomic.Bool // the shutdown queued its close
+	pendingOut atomic.Int32
+	pendingIn  atomic.Int32
+
 	created    time.Time
 	tlsSubject atomic.Pointer[string] // the TLS peer's certificate subject, once known
 
@@ -117,13 +125,17 @@ func (f *outFrame) release() {
 type deadlineReader struct {
 	nc      net.Conn
 	perRead time.Duration
-	start   time.Time // body phase: when it began
-	n       int64     // body phase: bytes read since start
-	minRate int64     // bytes/s; 0: no floor
-	until   time.Time // a total limit (first_request_timeout); zero: none
+	start   time.Time    // body phase: when it began
+	n       int64        // body phase: bytes read since start
+	minRate int64        // bytes/s; 0: no floor
+	until   time.Time    // a total limit (first_request_timeout); zero: none
+	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if d.abort.Load() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	if d.perRead > 0 {
 		dl := time.Now().Add(d.perRead)
 		if d.minRate > 0 {
@@ -212,7 +224,7 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 // setNetConn (re)builds the I/O stack over nc (after a TLS handshake).
 func (c *conn) setNetConn(nc net.Conn) {
 	c.nc = nc
-	c.dr = deadlineReader{nc: nc}
+	c.dr = deadlineReader{nc: nc, abort: &c.r.aborting}
 	c.br = bufio.NewReaderSize(&c.dr, connBufSize)
 	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.limits().MaxHeaderBytes, MaxHeaders: c.r.limits().MaxHeaders})
 	c.cw = captureWriter{nc: nc, timeout: c.r.limits().SendTimeout, limit: c.r.captureBytes}
@@ -224,12 +236,44 @@ func (c *conn) isClosed() bool { return c.closed.Load() }
 
 // close closes the connection once, recording why.
 func (c *conn) close(reason event.CloseReason, err error) {
+	if c.markClosed(reason, err) {
+		_ = c.nc.Close()
+	}
+}
+
+// markClosed marks c closed once, recording why; it reports whether this
+// call did, and then the caller closes the socket.
+func (c *conn) markClosed(reason event.CloseReason, err error) (first bool) {
 	c.closeOnce.Do(func() {
 		c.reason, c.closeErr = reason, err
 		c.closed.Store(true)
 		close(c.done)
-		_ = c.nc.Close()
+		first = true
 	})
+	return first
+}
+
+// closeLinger bounds how long a graceful close reads what the peer still
+// sends after our last frame.
+const closeLinger = 2 * time.Second
+
+// closeGracefully ends the socket of a connection closed after its last
+// frame: the write side first (FIN after everything written), then what
+// the peer still sends is read and dropped until it closes too or
+// closeLinger passes. Closing with unread data would reset the connection
+// and could discard frames not yet delivered (a kernel drops its send
+// buffer on a reset).
+func (c *conn) closeGracefully() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+		var buf [512]byte
+		for {
+			if _, err := c.nc.Read(buf[:]); err != nil {
+				break
+			}
+		}
+	}
+	_ = c.nc.Close()
 }
 
 // enqueue hands a small frame to the writer goroutine. A full queue
@@ -287,7 +331,14 @@ func (c *conn) writeLoop() {
 func (c *conn) writeQueued(f *outFrame) {
 	defer f.release()
 	if f.closeReason != 0 {
-		c.close(f.closeReason, f.closeErr)
+		// Not in the middle of a frame forwarded into c (issue 15 defect 4):
+		// the close waits for the write lock.
+		c.wmu.Lock()
+		first := c.markClosed(f.closeReason, f.closeErr)
+		c.wmu.Unlock()
+		if first {
+			c.closeGracefully()
+		}
 		return
 	}
 	obs := c.r.tracing()
@@ -390,7 +441,7 @@ func (c *conn) readLoop() {
 func (c *conn) enterIdle(until time.Time) bool {
 	c.phaseMu.Lock()
 	defer c.phaseMu.Unlock()
-	if c.r.shuttingDown.Load() {
+	if c.r.shuttingDown.Load() && !c.awaitsResponses() {
 		return false
 	}
 	c.idle = true
@@ -412,14 +463,30 @@ func (c *conn) leaveIdle() {
 	c.phaseMu.Unlock()
 }
 
+// awaitsResponses reports whether c's read loop must go on reading during
+// a graceful shutdown: responses to requests forwarded to it are awaited,
+// or a frame is being written to it (its response will follow), and the
+// grace period is not over.
+func (c *conn) awaitsResponses() bool {
+	return !c.r.aborting.Load() && (c.pendingOut.Load() > 0 || c.writers.Load() > 0)
+}
+
 // interruptIdle wakes a connection that waits for its next frame, for a
-// graceful shutdown; a connection in the middle of a frame finishes it.
+// graceful shutdown, unless it awaits responses; a connection in the
+// middle of a frame finishes it.
 func (c *conn) interruptIdle() {
 	c.phaseMu.Lock()
-	if c.idle {
+	if c.idle && !c.awaitsResponses() {
 		_ = c.nc.SetReadDeadline(time.Now())
 	}
 	c.phaseMu.Unlock()
+}
+
+// quiet reports whether c may close in a graceful shutdown: its read loop
+// ended, no frame is being written to it, no response may have to go back
+// to it.
+func (c *conn) quiet() bool {
+	return c.readEnded.Load() && c.writers.Load() == 0 && c.pendingIn.Load() == 0
 }
 
 func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {

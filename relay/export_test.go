@@ -11,3 +11,6 @@ func ConnWriters(r *Relay, id uint64) int {
 	}
 	return -1
 }
+
+// ShuttingDown reports whether r's graceful shutdown has begun.
+func ShuttingDown(r *Relay) bool { return r.shuttingDown.Load() }
