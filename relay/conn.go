@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -31,15 +32,19 @@ type conn struct {
 	key  string   // outbound pool key, "" for an accepted connection
 	uri  msrp.URI // our URI on this connection (listener URI; for dialled ones the first own URI of its scheme)
 
-	dr deadlineReader
-	br *bufio.Reader
-	rd *msrp.Reader
+	dr    deadlineReader
+	rs    *readSide // nil while an idle TCP connection waits (readPool)
+	br    *bufio.Reader
+	rd    *msrp.Reader
+	raw   syscall.RawConn // plain TCP: waits for readability without a buffer
+	lastF *msrp.Frame     // the last frame read: its body must be done before rs goes back
+
+	rawReady func(uintptr) bool
 
 	wmu     sync.Mutex   // held while one frame is written
 	writers atomic.Int32 // forwards writing or waiting to write a frame into c: c is busy
 	cw      captureWriter
-	bw      *bufio.Writer
-	mw      *msrp.Writer
+	ws      *writeSide // held only while a frame is written (writePool)
 
 	ctrl chan *outFrame
 	done chan struct{}
@@ -222,14 +227,109 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 }
 
 // setNetConn (re)builds the I/O stack over nc (after a TLS handshake).
+// The buffers come from pools when needed (issue 14 defect 7: an idle
+// connection holds none): the write side for each frame written, the read
+// side while a frame is read; a TLS connection keeps its read side once it
+// has one (TLS may hold decrypted bytes the socket's readability would not
+// show).
 func (c *conn) setNetConn(nc net.Conn) {
 	c.nc = nc
 	c.dr = deadlineReader{nc: nc, abort: &c.r.aborting}
-	c.br = bufio.NewReaderSize(&c.dr, connBufSize)
-	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.limits().MaxHeaderBytes, MaxHeaders: c.r.limits().MaxHeaders})
 	c.cw = captureWriter{nc: nc, timeout: c.r.limits().SendTimeout, limit: c.r.captureBytes}
-	c.bw = bufio.NewWriterSize(&c.cw, connBufSize)
-	c.mw = msrp.NewWriter(c.bw)
+	c.raw = nil
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			if canWaitReadable {
+				c.raw = raw
+				c.rawReady = c.readable // one method value per connection, not one per wait
+			}
+		}
+	}
+}
+
+// readSide is a connection's frame reader and its buffer, pooled.
+type readSide struct {
+	br  *bufio.Reader
+	rd  *msrp.Reader
+	lim msrp.Limits
+}
+
+// writeSide is a connection's frame writer and its buffer, pooled.
+type writeSide struct {
+	bw *bufio.Writer
+	mw *msrp.Writer
+}
+
+var readPool, writePool sync.Pool
+
+// getReadSide gives c a read side (the read loop's).
+func (c *conn) getReadSide() {
+	lim := c.r.limits()
+	want := msrp.Limits{MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders}
+	rs, _ := readPool.Get().(*readSide)
+	if rs == nil || rs.lim != want {
+		br := bufio.NewReaderSize(nil, connBufSize)
+		rs = &readSide{br: br, rd: msrp.NewReader(br, want), lim: want}
+	}
+	rs.br.Reset(&c.dr)
+	c.rs, c.br, c.rd, c.lastF = rs, rs.br, rs.rd, nil
+}
+
+// putReadSide returns c's read side to the pool when it holds nothing of
+// c's: no byte buffered, the last frame's body read to its end-line.
+func (c *conn) putReadSide() {
+	if c.br.Buffered() > 0 || c.lastF != nil && !c.lastF.Body().Done() {
+		return
+	}
+	c.br.Reset(nil)
+	readPool.Put(c.rs)
+	c.rs, c.br, c.rd, c.lastF = nil, nil, nil, nil
+}
+
+// waitFrame waits for the first byte of the next frame under the read
+// deadline set; an idle plain TCP connection waits without a buffer.
+func (c *conn) waitFrame() error {
+	if c.rs != nil && c.raw != nil {
+		c.putReadSide()
+	}
+	if c.rs == nil {
+		if c.raw != nil {
+			// Wait for readability (the poller honours the read deadline).
+			if err := c.raw.Read(c.rawReady); err != nil {
+				return err
+			}
+		}
+		c.getReadSide()
+	}
+	_, err := c.br.Peek(1)
+	return err
+}
+
+// writer gives the frame being written under wmu a write side.
+func (c *conn) writer() *writeSide {
+	if c.ws == nil {
+		ws, _ := writePool.Get().(*writeSide)
+		if ws == nil {
+			bw := bufio.NewWriterSize(nil, connBufSize)
+			ws = &writeSide{bw: bw, mw: msrp.NewWriter(bw)}
+		}
+		ws.bw.Reset(&c.cw)
+		c.ws = ws
+	}
+	return c.ws
+}
+
+// releaseWriter returns the write side after a frame, under wmu.
+func (c *conn) releaseWriter() {
+	if ws := c.ws; ws != nil {
+		c.ws = nil
+		// A frame that broke off (write error) leaves the writer in its
+		// body: end it into nothing, so the next user starts idle.
+		ws.bw.Reset(io.Discard)
+		_ = ws.mw.End(msrp.FlagAbort)
+		ws.bw.Reset(nil)
+		writePool.Put(ws)
+	}
 }
 
 func (c *conn) isClosed() bool { return c.closed.Load() }
@@ -373,10 +473,12 @@ func (c *conn) writeLocked(frame []byte, wire bool) (sent time.Time, size int64,
 	defer c.wmu.Unlock()
 	c.cw.start(wire, c.wCap)
 	sent = time.Now()
-	_, err = c.bw.Write(frame)
+	bw := c.writer().bw
+	_, err = bw.Write(frame)
 	if err == nil {
-		err = c.bw.Flush()
+		err = bw.Flush()
 	}
+	c.releaseWriter()
 	c.wCap, size = c.cw.stop()
 	return sent, size, err
 }
@@ -403,7 +505,7 @@ func (c *conn) readLoop() {
 		if !c.enterIdle(idleUntil) {
 			return // shutting down: run flushes and closes
 		}
-		_, err := c.br.Peek(1)
+		err := c.waitFrame()
 		c.inStart = time.Now() // the frame's time is when its first byte arrived
 		c.leaveIdle()
 		if err != nil {
@@ -412,6 +514,7 @@ func (c *conn) readLoop() {
 		}
 		_ = c.nc.SetReadDeadline(earliest(time.Now().Add(lim.HeaderTimeout), until))
 		f, err := c.rd.ReadFrame()
+		c.lastF = f
 		if err != nil {
 			var fe *msrp.FrameError
 			if errors.As(err, &fe) {

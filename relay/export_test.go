@@ -14,3 +14,6 @@ func ConnWriters(r *Relay, id uint64) int {
 
 // ShuttingDown reports whether r's graceful shutdown has begun.
 func ShuttingDown(r *Relay) bool { return r.shuttingDown.Load() }
+
+// RaceEnabled: the race detector is on (memory and allocation figures differ).
+const RaceEnabled = raceEnabled

@@ -121,7 +121,7 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (
 	} else {
 		dst.cw.start(wire, c.fwdCap)
 		lent = true
-		w := dst.mw
+		w := dst.writer().mw
 		_ = w.StartRequest(tid, bstr(f.Method))
 		w.RawHeaders(hdr)
 		if f.HasBody() {
@@ -151,10 +151,11 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (
 		if errors.Is(writeErr, msrp.ErrEndLineInBody) {
 			flag = msrp.FlagAbort
 		}
-		if err := dst.mw.End(flag); err != nil && writeErr == nil {
+		if err := dst.writer().mw.End(flag); err != nil && writeErr == nil {
 			writeErr = err
 		}
 	}
+	dst.releaseWriter()
 	if lent {
 		c.fwdCap, c.fwdSize = dst.cw.stop()
 	}
