@@ -10,10 +10,8 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay"
@@ -116,24 +114,6 @@ func (g *gatedConn) Read(p []byte) (int, error) {
 		p = p[:min(len(p), 16<<10)]
 	}
 	return g.Conn.Read(p)
-}
-
-// unread returns how many bytes wait in g's kernel receive buffer.
-func (g *gatedConn) unread(t *testing.T) int {
-	t.Helper()
-	rc, err := g.Conn.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int
-	var ierr syscall.Errno
-	_ = rc.Control(func(fd uintptr) {
-		_, _, ierr = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
-	})
-	if ierr != 0 {
-		t.Fatalf("TIOCINQ: %v", ierr)
-	}
-	return n
 }
 
 // gatedClient authenticates user over a gatedConn.
