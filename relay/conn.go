@@ -46,8 +46,13 @@ type conn struct {
 	cw      captureWriter
 	ws      *writeSide // held only while a frame is written (writePool)
 
-	ctrl chan *outFrame
-	done chan struct{}
+	// The write queue and its writer goroutine start with the first frame
+	// queued (an idle connection that never got one has neither).
+	ctrl     atomic.Pointer[chan *outFrame]
+	wmuStart sync.Mutex
+	wshut    bool          // run stopped new writers; guarded by wmuStart
+	wdone    chan struct{} // closed when the writer ends; nil: none started
+	done     chan struct{}
 
 	closeOnce sync.Once
 	queueFull atomic.Bool // counted in Stats.QueueFull
@@ -211,7 +216,6 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 	c := &conn{
 		r:       r,
 		nc:      nc,
-		ctrl:    make(chan *outFrame, r.limits().WriteQueue),
 		done:    make(chan struct{}),
 		created: time.Now(),
 	}
@@ -389,15 +393,20 @@ func (c *conn) enqueue(f *outFrame) {
 		f.release()
 		return
 	}
+	q := c.queue()
+	if q == nil {
+		f.release() // closing: run stopped the writer
+		return
+	}
 	select {
-	case c.ctrl <- f:
+	case q <- f:
 		return
 	default:
 	}
 	t := time.NewTimer(c.r.limits().SendTimeout)
 	defer t.Stop()
 	select {
-	case c.ctrl <- f:
+	case q <- f:
 	case <-c.done:
 		f.release()
 		c.countQueueFull()
@@ -416,11 +425,62 @@ func (c *conn) countQueueFull() {
 	}
 }
 
+// queue returns c's write queue, starting it and its writer goroutine on
+// first use; nil once run has stopped writers (c closed).
+func (c *conn) queue() chan *outFrame {
+	if q := c.ctrl.Load(); q != nil {
+		return *q
+	}
+	c.wmuStart.Lock()
+	defer c.wmuStart.Unlock()
+	if q := c.ctrl.Load(); q != nil {
+		return *q
+	}
+	if c.wshut {
+		return nil
+	}
+	q := make(chan *outFrame, c.r.limits().WriteQueue)
+	c.ctrl.Store(&q)
+	c.wdone = make(chan struct{})
+	go func() {
+		defer close(c.wdone)
+		defer c.r.recoverConn(c, "writer")
+		c.writeLoop(q)
+	}()
+	return q
+}
+
+// queueRoom reports whether a frame can be queued for c without waiting.
+func (c *conn) queueRoom() bool {
+	q := c.ctrl.Load()
+	return q == nil || len(*q) < cap(*q)
+}
+
+// queueDepth is the number of frames waiting in c's queue.
+func (c *conn) queueDepth() int {
+	if q := c.ctrl.Load(); q != nil {
+		return len(*q)
+	}
+	return 0
+}
+
+// stopWriter keeps writers from starting and waits for the one running,
+// if any (it ends when c closes).
+func (c *conn) stopWriter() {
+	c.wmuStart.Lock()
+	c.wshut = true
+	wdone := c.wdone
+	c.wmuStart.Unlock()
+	if wdone != nil {
+		<-wdone
+	}
+}
+
 // writeLoop writes queued frames until the connection closes.
-func (c *conn) writeLoop() {
+func (c *conn) writeLoop(q chan *outFrame) {
 	for {
 		select {
-		case f := <-c.ctrl:
+		case f := <-q:
 			c.writeQueued(f)
 		case <-c.done:
 			return

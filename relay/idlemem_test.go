@@ -77,8 +77,8 @@ func TestIdleConnectionMemory(t *testing.T) {
 		}
 		inuse, rss = memNow(t)
 		t.Logf("round %d: after close: Go heap+stacks %+d KB, RSS %d MB", round, (int64(inuse)-int64(base))>>10, rss>>10)
-		if round == 3 && per > 32<<10 { // 86 KiB before; the target 16 KiB needs the writer goroutine and queue made lazy too
-			t.Errorf("%d bytes per idle connection, want at most 32 KiB", per)
+		if round == 3 && per > 16<<10 { // 86 KiB before
+			t.Errorf("%d bytes per idle connection, want at most 16 KiB", per)
 		}
 	}
 }

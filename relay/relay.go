@@ -396,7 +396,7 @@ func (r *Relay) closeQuiet() {
 	for _, c := range r.connList() {
 		c.interruptIdle()
 		if (aborting && c.readEnded.Load() || c.quiet()) && c.closing.CompareAndSwap(false, true) {
-			if len(c.ctrl) < cap(c.ctrl) {
+			if c.queueRoom() {
 				c.closeAfterFlush(event.CloseShutdown, nil)
 			} else {
 				go c.closeAfterFlush(event.CloseShutdown, nil) // waits for room, up to send_timeout
@@ -449,7 +449,7 @@ func (r *Relay) sweep(ctx context.Context) {
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
 				if x.method != "SEND" || x.report == msrp.ReportYes {
-					if len(x.src.ctrl) < cap(x.src.ctrl) {
+					if x.src.queueRoom() {
 						r.failTxn(x, 408, "Request Timeout")
 					} else {
 						// A full queue makes the caller wait (back-pressure)
@@ -581,12 +581,6 @@ func (r *Relay) unregister(c *conn) {
 // run owns a registered connection's goroutines until it closes.
 func (r *Relay) run(c *conn) {
 	defer r.wg.Done()
-	wdone := make(chan struct{})
-	go func() {
-		defer close(wdone)
-		defer r.recoverConn(c, "writer")
-		c.writeLoop()
-	}()
 	r.reading.Add(1)
 	func() {
 		defer r.reading.Add(-1)
@@ -596,7 +590,8 @@ func (r *Relay) run(c *conn) {
 	}()
 	// Reading ended without an error only in a graceful shutdown: the
 	// shutdown closes c once it is quiet (Relay.shutdown).
-	<-wdone
+	<-c.done
+	c.stopWriter()
 	n := r.sessions.dropConn(c)
 	r.unregister(c)
 	lvl := slog.LevelDebug
