@@ -81,7 +81,7 @@ func (r *Relay) Connections() []ConnectionInfo {
 	out := make([]ConnectionInfo, 0, len(conns))
 	for _, c := range conns {
 		ci := ConnectionInfo{ID: c.info.ID, Transport: c.info.Transport, Dir: c.info.Dir, Local: c.info.Local,
-			Remote: c.info.Remote, Created: c.created, QueueDepth: len(c.ctrl)}
+			Remote: c.info.Remote, Created: c.created, QueueDepth: c.queueDepth()}
 		if p := c.tlsSubject.Load(); p != nil {
 			ci.TLSSubject = *p
 		}

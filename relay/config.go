@@ -73,8 +73,9 @@ type Auth struct {
 type Limits struct {
 	HeaderTimeout       time.Duration `yaml:"header_timeout"`         // start line + headers of one frame, from its first byte; default 10s
 	BodyTimeout         time.Duration `yaml:"body_timeout"`           // a body read that makes no progress; default 30s
+	BodyMinRate         int           `yaml:"body_min_rate"`          // bytes/s floor of a chunk's body after body_timeout: total deadline body_timeout + bytes/rate; default 1024
 	IdleTimeout         time.Duration `yaml:"idle_timeout"`           // no frame at all; default 1h (RFC 4976 §6.5)
-	FirstRequestTimeout time.Duration `yaml:"first_request_timeout"`  // new inbound connection without a request; default 30s (RFC 4976 §6.1)
+	FirstRequestTimeout time.Duration `yaml:"first_request_timeout"`  // total time of a new inbound connection until a request of it succeeded; default 30s (RFC 4976 §6.1)
 	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`  // default 10s
 	SendTimeout         time.Duration `yaml:"send_timeout"`           // a write that makes no progress (slow reader); default 10s
 	ConnectTimeout      time.Duration `yaml:"connect_timeout"`        // outbound TCP connect; default 5s
@@ -85,8 +86,9 @@ type Limits struct {
 	MaxConnectionsPerIP int           `yaml:"max_connections_per_ip"` // default 256
 	MaxSessions         int           `yaml:"max_sessions"`           // default 100000
 	MaxSessionsPerUser  int           `yaml:"max_sessions_per_user"`  // default 64
-	WriteQueue          int           `yaml:"write_queue"`            // queued responses/REPORTs per connection; full → connection closed; default 1024
+	WriteQueue          int           `yaml:"write_queue"`            // queued responses/REPORTs per connection; full → back-pressure (see docs/CONFIG.md); default 1024
 	MaxAuthFailures     int           `yaml:"max_auth_failures"`      // failed AUTHs without success before close (RFC 4976 §6.3); default 5
+	ShutdownGrace       time.Duration `yaml:"shutdown_grace"`         // graceful shutdown: frames in flight and awaited responses get this long; default 10s
 }
 
 // DefaultLimits returns the limits used for zero fields: the one place
@@ -97,6 +99,7 @@ func DefaultLimits() Limits { return defaultLimits }
 var defaultLimits = Limits{
 	HeaderTimeout:       10 * time.Second,
 	BodyTimeout:         30 * time.Second,
+	BodyMinRate:         1024,
 	IdleTimeout:         time.Hour,
 	FirstRequestTimeout: 30 * time.Second,
 	TLSHandshakeTimeout: 10 * time.Second,
@@ -111,6 +114,7 @@ var defaultLimits = Limits{
 	MaxSessionsPerUser:  64,
 	WriteQueue:          1024,
 	MaxAuthFailures:     5,
+	ShutdownGrace:       10 * time.Second,
 }
 
 // DefaultTraceCaptureBytes is Config.TraceCaptureBytes when zero.
@@ -149,6 +153,7 @@ func (l Limits) withDefaults() Limits {
 	d := defaultLimits
 	l.HeaderTimeout = orDur(l.HeaderTimeout, d.HeaderTimeout)
 	l.BodyTimeout = orDur(l.BodyTimeout, d.BodyTimeout)
+	l.BodyMinRate = orInt(l.BodyMinRate, d.BodyMinRate)
 	l.IdleTimeout = orDur(l.IdleTimeout, d.IdleTimeout)
 	l.FirstRequestTimeout = orDur(l.FirstRequestTimeout, d.FirstRequestTimeout)
 	l.TLSHandshakeTimeout = orDur(l.TLSHandshakeTimeout, d.TLSHandshakeTimeout)
@@ -163,6 +168,7 @@ func (l Limits) withDefaults() Limits {
 	l.MaxSessionsPerUser = orInt(l.MaxSessionsPerUser, d.MaxSessionsPerUser)
 	l.WriteQueue = orInt(l.WriteQueue, d.WriteQueue)
 	l.MaxAuthFailures = orInt(l.MaxAuthFailures, d.MaxAuthFailures)
+	l.ShutdownGrace = orDur(l.ShutdownGrace, d.ShutdownGrace)
 	return l
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -31,25 +32,44 @@ type conn struct {
 	key  string   // outbound pool key, "" for an accepted connection
 	uri  msrp.URI // our URI on this connection (listener URI; for dialled ones the first own URI of its scheme)
 
-	dr deadlineReader
-	br *bufio.Reader
-	rd *msrp.Reader
+	dr    deadlineReader
+	rs    *readSide // nil while an idle TCP connection waits (readPool)
+	br    *bufio.Reader
+	rd    *msrp.Reader
+	raw   syscall.RawConn // plain TCP: waits for readability without a buffer
+	lastF *msrp.Frame     // the last frame read: its body must be done before rs goes back
 
-	wmu sync.Mutex // held while one frame is written
-	cw  captureWriter
-	bw  *bufio.Writer
-	mw  *msrp.Writer
+	rawReady func(uintptr) bool
 
-	ctrl chan *outFrame
-	done chan struct{}
+	wmu     sync.Mutex   // held while one frame is written
+	writers atomic.Int32 // forwards writing or waiting to write a frame into c: c is busy
+	cw      captureWriter
+	ws      *writeSide // held only while a frame is written (writePool)
+
+	// The write queue and its writer goroutine start with the first frame
+	// queued (an idle connection that never got one has neither).
+	ctrl     atomic.Pointer[chan *outFrame]
+	wmuStart sync.Mutex
+	wshut    bool          // run stopped new writers; guarded by wmuStart
+	wdone    chan struct{} // closed when the writer ends; nil: none started
+	done     chan struct{}
 
 	closeOnce sync.Once
+	queueFull atomic.Bool // counted in Stats.QueueFull
 	closed    atomic.Bool
 	reason    event.CloseReason
 	closeErr  error
 
 	phaseMu sync.Mutex
 	idle    bool // waiting for the next frame (shutdown may interrupt)
+
+	// Graceful shutdown (Relay.shutdown): c is busy while its read loop
+	// runs, a frame is written to it (writers), a response is awaited on
+	// it (pendingOut) or may have to go back to it (pendingIn).
+	readEnded  atomic.Bool
+	closing    atomic.Bool // the shutdown queued its close
+	pendingOut atomic.Int32
+	pendingIn  atomic.Int32
 
 	created    time.Time
 	tlsSubject atomic.Pointer[string] // the TLS peer's certificate subject, once known
@@ -108,18 +128,45 @@ func (f *outFrame) release() {
 }
 
 // deadlineReader sets a read deadline before every Read when perRead is
-// set (body phase: a stall is what times out); otherwise the deadline set
-// by the read loop for the whole phase stands.
+// set (body phase: a stall is what times out, and the body as a whole must
+// keep up with minRate bytes/s after the first perRead, and end by until
+// when set); otherwise the deadline set by the read loop for the whole
+// phase stands.
 type deadlineReader struct {
 	nc      net.Conn
 	perRead time.Duration
+	start   time.Time    // body phase: when it began
+	n       int64        // body phase: bytes read since start
+	minRate int64        // bytes/s; 0: no floor
+	until   time.Time    // a total limit (first_request_timeout); zero: none
+	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
-	if d.perRead > 0 {
-		_ = d.nc.SetReadDeadline(time.Now().Add(d.perRead))
+	if d.abort.Load() {
+		return 0, os.ErrDeadlineExceeded
 	}
-	return d.nc.Read(p)
+	if d.perRead > 0 {
+		dl := time.Now().Add(d.perRead)
+		if d.minRate > 0 {
+			allowed := time.Duration(d.n/d.minRate)*time.Second + time.Duration(d.n%d.minRate)*time.Second/time.Duration(d.minRate)
+			if t := d.start.Add(d.perRead + allowed); t.Before(dl) {
+				dl = t
+			}
+		}
+		if !d.until.IsZero() && d.until.Before(dl) {
+			dl = d.until
+		}
+		_ = d.nc.SetReadDeadline(dl)
+	}
+	n, err := d.nc.Read(p)
+	d.n += int64(n)
+	return n, err
+}
+
+// body starts the body phase of a frame.
+func (d *deadlineReader) body(lim *Limits, until time.Time) {
+	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, time.Now(), 0, int64(lim.BodyMinRate), until
 }
 
 // captureWriter writes to the connection with a send timeout per write
@@ -169,7 +216,6 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 	c := &conn{
 		r:       r,
 		nc:      nc,
-		ctrl:    make(chan *outFrame, r.limits().WriteQueue),
 		done:    make(chan struct{}),
 		created: time.Now(),
 	}
@@ -185,51 +231,257 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 }
 
 // setNetConn (re)builds the I/O stack over nc (after a TLS handshake).
+// The buffers come from pools when needed (issue 14 defect 7: an idle
+// connection holds none): the write side for each frame written, the read
+// side while a frame is read; a TLS connection keeps its read side once it
+// has one (TLS may hold decrypted bytes the socket's readability would not
+// show).
 func (c *conn) setNetConn(nc net.Conn) {
 	c.nc = nc
-	c.dr = deadlineReader{nc: nc}
-	c.br = bufio.NewReaderSize(&c.dr, connBufSize)
-	c.rd = msrp.NewReader(c.br, msrp.Limits{MaxHeaderBytes: c.r.limits().MaxHeaderBytes, MaxHeaders: c.r.limits().MaxHeaders})
+	c.dr = deadlineReader{nc: nc, abort: &c.r.aborting}
 	c.cw = captureWriter{nc: nc, timeout: c.r.limits().SendTimeout, limit: c.r.captureBytes}
-	c.bw = bufio.NewWriterSize(&c.cw, connBufSize)
-	c.mw = msrp.NewWriter(c.bw)
+	c.raw = nil
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			if canWaitReadable {
+				c.raw = raw
+				c.rawReady = c.readable // one method value per connection, not one per wait
+			}
+		}
+	}
+}
+
+// readSide is a connection's frame reader and its buffer, pooled.
+type readSide struct {
+	br  *bufio.Reader
+	rd  *msrp.Reader
+	lim msrp.Limits
+}
+
+// writeSide is a connection's frame writer and its buffer, pooled.
+type writeSide struct {
+	bw *bufio.Writer
+	mw *msrp.Writer
+}
+
+var readPool, writePool sync.Pool
+
+// getReadSide gives c a read side (the read loop's).
+func (c *conn) getReadSide() {
+	lim := c.r.limits()
+	want := msrp.Limits{MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders}
+	rs, _ := readPool.Get().(*readSide)
+	if rs == nil || rs.lim != want {
+		br := bufio.NewReaderSize(nil, connBufSize)
+		rs = &readSide{br: br, rd: msrp.NewReader(br, want), lim: want}
+	}
+	rs.br.Reset(&c.dr)
+	c.rs, c.br, c.rd, c.lastF = rs, rs.br, rs.rd, nil
+}
+
+// putReadSide returns c's read side to the pool when it holds nothing of
+// c's: no byte buffered, the last frame's body read to its end-line.
+func (c *conn) putReadSide() {
+	if c.br.Buffered() > 0 || c.lastF != nil && !c.lastF.Body().Done() {
+		return
+	}
+	c.br.Reset(nil)
+	readPool.Put(c.rs)
+	c.rs, c.br, c.rd, c.lastF = nil, nil, nil, nil
+}
+
+// waitFrame waits for the first byte of the next frame under the read
+// deadline set; an idle plain TCP connection waits without a buffer.
+func (c *conn) waitFrame() error {
+	if c.rs != nil && c.raw != nil {
+		c.putReadSide()
+	}
+	if c.rs == nil {
+		if c.raw != nil {
+			// Wait for readability (the poller honours the read deadline).
+			if err := c.raw.Read(c.rawReady); err != nil {
+				return err
+			}
+		}
+		c.getReadSide()
+	}
+	_, err := c.br.Peek(1)
+	return err
+}
+
+// writer gives the frame being written under wmu a write side.
+func (c *conn) writer() *writeSide {
+	if c.ws == nil {
+		ws, _ := writePool.Get().(*writeSide)
+		if ws == nil {
+			bw := bufio.NewWriterSize(nil, connBufSize)
+			ws = &writeSide{bw: bw, mw: msrp.NewWriter(bw)}
+		}
+		ws.bw.Reset(&c.cw)
+		c.ws = ws
+	}
+	return c.ws
+}
+
+// releaseWriter returns the write side after a frame, under wmu.
+func (c *conn) releaseWriter() {
+	if ws := c.ws; ws != nil {
+		c.ws = nil
+		// A frame that broke off (write error) leaves the writer in its
+		// body: end it into nothing, so the next user starts idle.
+		ws.bw.Reset(io.Discard)
+		_ = ws.mw.End(msrp.FlagAbort)
+		ws.bw.Reset(nil)
+		writePool.Put(ws)
+	}
 }
 
 func (c *conn) isClosed() bool { return c.closed.Load() }
 
 // close closes the connection once, recording why.
 func (c *conn) close(reason event.CloseReason, err error) {
+	if c.markClosed(reason, err) {
+		_ = c.nc.Close()
+	}
+}
+
+// markClosed marks c closed once, recording why; it reports whether this
+// call did, and then the caller closes the socket.
+func (c *conn) markClosed(reason event.CloseReason, err error) (first bool) {
 	c.closeOnce.Do(func() {
 		c.reason, c.closeErr = reason, err
 		c.closed.Store(true)
 		close(c.done)
-		_ = c.nc.Close()
+		first = true
 	})
+	return first
 }
 
-// enqueue hands a small frame to the writer goroutine. It never blocks: a
-// full queue means the peer does not read, and the connection is closed
-// (slow reader), as a send timeout would.
+// closeLinger bounds how long a graceful close reads what the peer still
+// sends after our last frame.
+const closeLinger = 2 * time.Second
+
+// closeGracefully ends the socket of a connection closed after its last
+// frame: the write side first (FIN after everything written), then what
+// the peer still sends is read and dropped until it closes too or
+// closeLinger passes. Closing with unread data would reset the connection
+// and could discard frames not yet delivered (a kernel drops its send
+// buffer on a reset).
+func (c *conn) closeGracefully() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = c.nc.SetReadDeadline(time.Now().Add(closeLinger))
+		var buf [512]byte
+		for {
+			if _, err := c.nc.Read(buf[:]); err != nil {
+				break
+			}
+		}
+	}
+	_ = c.nc.Close()
+}
+
+// enqueue hands a small frame to the writer goroutine. A full queue
+// applies back-pressure instead of closing (issue 14 defect 1): the caller
+// waits until there is room. For c's own read loop (its responses) that
+// is what stops reading c's requests until c's peer has read what is
+// queued; the writer's send timeout bounds it (a peer that does not read
+// is closed). Any other goroutine (a response or REPORT routed to c) waits
+// at most send_timeout; a queue that did not drain for that long closes c,
+// counted in Stats.QueueFull.
 func (c *conn) enqueue(f *outFrame) {
 	if c.isClosed() {
 		f.release()
 		return
 	}
+	q := c.queue()
+	if q == nil {
+		f.release() // closing: run stopped the writer
+		return
+	}
 	select {
-	case c.ctrl <- f:
+	case q <- f:
+		return
 	default:
+	}
+	t := time.NewTimer(c.r.limits().SendTimeout)
+	defer t.Stop()
+	select {
+	case q <- f:
+	case <-c.done:
 		f.release()
+		c.countQueueFull()
+	case <-t.C:
+		f.release()
+		c.countQueueFull()
+		c.close(event.CloseLimit, errors.New("write queue not drained within send_timeout"))
+	}
+}
+
+// countQueueFull counts c once in Stats.QueueFull: it closed while frames
+// waited for room in its queue.
+func (c *conn) countQueueFull() {
+	if c.queueFull.CompareAndSwap(false, true) {
 		c.r.stats.queueFull.Add(1)
 		c.r.logLimit(c, limitWriteQueue, slog.String("event", "queue_full"), slog.String("reason", event.CloseLimit.String()))
-		c.close(event.CloseLimit, errors.New("write queue full"))
+	}
+}
+
+// queue returns c's write queue, starting it and its writer goroutine on
+// first use; nil once run has stopped writers (c closed).
+func (c *conn) queue() chan *outFrame {
+	if q := c.ctrl.Load(); q != nil {
+		return *q
+	}
+	c.wmuStart.Lock()
+	defer c.wmuStart.Unlock()
+	if q := c.ctrl.Load(); q != nil {
+		return *q
+	}
+	if c.wshut {
+		return nil
+	}
+	q := make(chan *outFrame, c.r.limits().WriteQueue)
+	c.ctrl.Store(&q)
+	c.wdone = make(chan struct{})
+	go func() {
+		defer close(c.wdone)
+		defer c.r.recoverConn(c, "writer")
+		c.writeLoop(q)
+	}()
+	return q
+}
+
+// queueRoom reports whether a frame can be queued for c without waiting.
+func (c *conn) queueRoom() bool {
+	q := c.ctrl.Load()
+	return q == nil || len(*q) < cap(*q)
+}
+
+// queueDepth is the number of frames waiting in c's queue.
+func (c *conn) queueDepth() int {
+	if q := c.ctrl.Load(); q != nil {
+		return len(*q)
+	}
+	return 0
+}
+
+// stopWriter keeps writers from starting and waits for the one running,
+// if any (it ends when c closes).
+func (c *conn) stopWriter() {
+	c.wmuStart.Lock()
+	c.wshut = true
+	wdone := c.wdone
+	c.wmuStart.Unlock()
+	if wdone != nil {
+		<-wdone
 	}
 }
 
 // writeLoop writes queued frames until the connection closes.
-func (c *conn) writeLoop() {
+func (c *conn) writeLoop(q chan *outFrame) {
 	for {
 		select {
-		case f := <-c.ctrl:
+		case f := <-q:
 			c.writeQueued(f)
 		case <-c.done:
 			return
@@ -240,7 +492,14 @@ func (c *conn) writeLoop() {
 func (c *conn) writeQueued(f *outFrame) {
 	defer f.release()
 	if f.closeReason != 0 {
-		c.close(f.closeReason, f.closeErr)
+		// Not in the middle of a frame forwarded into c (issue 15 defect 4):
+		// the close waits for the write lock.
+		c.wmu.Lock()
+		first := c.markClosed(f.closeReason, f.closeErr)
+		c.wmu.Unlock()
+		if first {
+			c.closeGracefully()
+		}
 		return
 	}
 	obs := c.r.tracing()
@@ -275,10 +534,12 @@ func (c *conn) writeLocked(frame []byte, wire bool) (sent time.Time, size int64,
 	defer c.wmu.Unlock()
 	c.cw.start(wire, c.wCap)
 	sent = time.Now()
-	_, err = c.bw.Write(frame)
+	bw := c.writer().bw
+	_, err = bw.Write(frame)
 	if err == nil {
-		err = c.bw.Flush()
+		err = bw.Flush()
 	}
+	c.releaseWriter()
 	c.wCap, size = c.cw.stop()
 	return sent, size, err
 }
@@ -294,22 +555,27 @@ func writeCloseReason(err error) event.CloseReason {
 func (c *conn) readLoop() {
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
-		wait := lim.IdleTimeout
+		idleUntil := time.Now().Add(lim.IdleTimeout)
+		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
-			wait = min(wait, lim.FirstRequestTimeout)
+			// RFC 4976 §6.1: first_request_timeout counts from the accept
+			// whatever is sent meanwhile (a drip, failing requests).
+			until = c.created.Add(lim.FirstRequestTimeout)
+			idleUntil = earliest(idleUntil, until)
 		}
-		if !c.enterIdle(wait) {
+		if !c.enterIdle(idleUntil) {
 			return // shutting down: run flushes and closes
 		}
-		_, err := c.br.Peek(1)
+		err := c.waitFrame()
 		c.inStart = time.Now() // the frame's time is when its first byte arrived
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(lim.HeaderTimeout))
+		_ = c.nc.SetReadDeadline(earliest(time.Now().Add(lim.HeaderTimeout), until))
 		f, err := c.rd.ReadFrame()
+		c.lastF = f
 		if err != nil {
 			var fe *msrp.FrameError
 			if errors.As(err, &fe) {
@@ -321,7 +587,7 @@ func (c *conn) readLoop() {
 			c.closeOnReadErr(err, event.CloseHeaderTimeout)
 			return
 		}
-		c.dr.perRead = lim.BodyTimeout
+		c.dr.body(lim, until)
 		err = c.handleFrame(f)
 		c.dr.perRead = 0
 		if err != nil {
@@ -336,15 +602,23 @@ func (c *conn) readLoop() {
 
 // enterIdle marks the connection as waiting for a frame, unless the relay
 // is shutting down.
-func (c *conn) enterIdle(wait time.Duration) bool {
+func (c *conn) enterIdle(until time.Time) bool {
 	c.phaseMu.Lock()
 	defer c.phaseMu.Unlock()
-	if c.r.shuttingDown.Load() {
+	if c.r.shuttingDown.Load() && !c.awaitsResponses() {
 		return false
 	}
 	c.idle = true
-	_ = c.nc.SetReadDeadline(time.Now().Add(wait))
+	_ = c.nc.SetReadDeadline(until)
 	return true
+}
+
+// earliest returns the earlier of a and b, b when a is zero, a when b is.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (c *conn) leaveIdle() {
@@ -353,14 +627,30 @@ func (c *conn) leaveIdle() {
 	c.phaseMu.Unlock()
 }
 
+// awaitsResponses reports whether c's read loop must go on reading during
+// a graceful shutdown: responses to requests forwarded to it are awaited,
+// or a frame is being written to it (its response will follow), and the
+// grace period is not over.
+func (c *conn) awaitsResponses() bool {
+	return !c.r.aborting.Load() && (c.pendingOut.Load() > 0 || c.writers.Load() > 0)
+}
+
 // interruptIdle wakes a connection that waits for its next frame, for a
-// graceful shutdown; a connection in the middle of a frame finishes it.
+// graceful shutdown, unless it awaits responses; a connection in the
+// middle of a frame finishes it.
 func (c *conn) interruptIdle() {
 	c.phaseMu.Lock()
-	if c.idle {
+	if c.idle && !c.awaitsResponses() {
 		_ = c.nc.SetReadDeadline(time.Now())
 	}
 	c.phaseMu.Unlock()
+}
+
+// quiet reports whether c may close in a graceful shutdown: its read loop
+// ended, no frame is being written to it, no response may have to go back
+// to it.
+func (c *conn) quiet() bool {
+	return c.readEnded.Load() && c.writers.Load() == 0 && c.pendingIn.Load() == 0
 }
 
 func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
@@ -391,7 +681,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.perRead = c.r.limits().BodyTimeout
+		c.dr.body(c.r.limits(), time.Time{})
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

@@ -63,6 +63,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	if bodyErr != nil {
 		return bodyErr // the source broke off; its read loop closes it
 	}
+	c.requestOK.Store(true) // a request relayed whole: probation over (RFC 4976 §6.1)
 	r.stats.forwarded.Add(1)
 	if s := q.fromS; s != nil {
 		s.framesIn.Add(1)
@@ -103,16 +104,24 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 // sent is when the frame started out.
 func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
 	f := q.f
+	dst.writers.Add(1)
+	defer dst.writers.Add(-1)
 	dst.wmu.Lock()
 	defer dst.wmu.Unlock() // also when an Observer panics: the lock must not outlive this frame
 	sent = time.Now()
 	lent := false // c.fwdCap is dst's capture buffer until taken back
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
+		// The body is still read to its end-line: the next frame of c
+		// starts after it (issue 14 defect 2: left unread, it made c's
+		// idle wait a header read, cut by header_timeout).
+		if f.HasBody() {
+			bodyErr = c.readIn(f)
+		}
 	} else {
 		dst.cw.start(wire, c.fwdCap)
 		lent = true
-		w := dst.mw
+		w := dst.writer().mw
 		_ = w.StartRequest(tid, bstr(f.Method))
 		w.RawHeaders(hdr)
 		if f.HasBody() {
@@ -142,10 +151,11 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (
 		if errors.Is(writeErr, msrp.ErrEndLineInBody) {
 			flag = msrp.FlagAbort
 		}
-		if err := dst.mw.End(flag); err != nil && writeErr == nil {
+		if err := dst.writer().mw.End(flag); err != nil && writeErr == nil {
 			writeErr = err
 		}
 	}
+	dst.releaseWriter()
 	if lent {
 		c.fwdCap, c.fwdSize = dst.cw.stop()
 	}

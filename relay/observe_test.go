@@ -1,6 +1,7 @@
 package relay_test
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/relay/msrp"
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
@@ -292,71 +294,120 @@ func TestRelayedAuthResponseFromPath(t *testing.T) {
 	}
 }
 
-// What a full write queue does today: the peer is not reading what the
-// relay queues for it (responses), so the connection is closed with reason
-// "limit" and counted in Stats.QueueFull. When back-pressure replaces the
-// close (the relay stops reading that peer's requests until its queue
-// drains), flip closeWanted: the writes below then stall instead, and the
-// connection must stay open with nothing counted.
+// A full write queue applies back-pressure (issue 14 defect 1): the relay
+// stops reading the requests of a peer that does not read what is queued for
+// it (responses) until the queue drains, instead of closing it. A peer that
+// reads, however slowly, gets every response; a peer that never reads is
+// closed after send_timeout, counted in Stats.QueueFull.
 func TestWriteQueueFull(t *testing.T) {
-	const closeWanted = true
-	tr := startRelay(t, func(c *relay.Config) {
-		c.Limits.WriteQueue = 2
-		c.Limits.SendTimeout = time.Minute // the writer waits on the peer; the queue fills
+	t.Run("reads-late", func(t *testing.T) {
+		tr := startRelay(t, func(c *relay.Config) {
+			c.Limits.WriteQueue = 2
+			c.Limits.SendTimeout = time.Minute
+		})
+		nc, batch, per := queueFullPeer(t, tr)
+		// Write without reading until the relay stops reading us.
+		written := 0
+		for written < 100_000*per {
+			_ = nc.SetWriteDeadline(time.Now().Add(2 * time.Second)) // no progress for 2 s: stalled
+			n, err := nc.Write(batch)
+			written += n
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d requests: %v (want back-pressure, not a close)", written/per, err)
+			}
+		}
+		if written >= 100_000*per {
+			t.Fatal("the relay kept reading requests while their responses were not read")
+		}
+		// Now read every response while writing the rest of the last
+		// request and some more.
+		_ = nc.SetWriteDeadline(time.Time{})
+		want := (written+per-1)/per + 100
+		stream := append(append([]byte(nil), batch[written%len(batch):]...), batch...)
+		rest := stream[:want*per-written]
+		go func() { _, _ = nc.Write(rest) }()
+		got := countResponses(t, nc, want)
+		if got != want {
+			t.Fatalf("%d responses, want %d", got, want)
+		}
+		if st := tr.Stats(); st.QueueFull != 0 {
+			t.Fatalf("Stats.QueueFull %d with a peer that reads", st.QueueFull)
+		}
+		for _, e := range tr.obs.snapshot() {
+			if e.kind == event.Closed {
+				t.Fatalf("connection closed (%v) although the peer reads", e.reason)
+			}
+		}
 	})
+	t.Run("never-reads", func(t *testing.T) {
+		tr := startRelay(t, func(c *relay.Config) {
+			c.Limits.WriteQueue = 2
+			c.Limits.SendTimeout = 500 * time.Millisecond
+		})
+		nc, batch, _ := queueFullPeer(t, tr)
+		go func() {
+			for {
+				if _, err := nc.Write(batch); err != nil {
+					return
+				}
+			}
+		}()
+		e := tr.obs.waitFor(t, "closed", func(e recEvent) bool { return e.kind == event.Closed })
+		if e.reason != event.CloseSendTimeout && e.reason != event.CloseLimit {
+			t.Fatalf("closed with reason %v, want send-timeout or limit", e.reason)
+		}
+		if st := tr.Stats(); st.QueueFull != 1 {
+			t.Fatalf("Stats.QueueFull %d, want 1", st.QueueFull)
+		}
+	})
+}
+
+// queueFullPeer connects with a small receive buffer and returns a batch
+// of 100 requests that each get a response (481), and a request's size.
+func queueFullPeer(t *testing.T, tr *testRelay) (net.Conn, []byte, int) {
 	nc, err := net.Dial("tcp", tr.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	_ = nc.(*net.TCPConn).SetReadBuffer(4096)
-	// Requests that each get a response (481), never read.
+	t.Cleanup(func() { _ = nc.Close() })
+	// Small, to fill soon; not below the loopback MSS, or the receiver
+	// withholds window updates (silly window avoidance) and reading stalls.
+	_ = nc.(*net.TCPConn).SetReadBuffer(128 << 10)
 	var batch []byte
+	per := 0
 	for i := range 100 {
-		batch = fmt.Appendf(batch, "MSRP q%07d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/c;tcp\r\nMessage-ID: m%d\r\n-------q%07d$\r\n",
-			i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), i, i)
-	}
-	closed := func() (recEvent, bool) {
-		tr.obs.mu.Lock()
-		defer tr.obs.mu.Unlock()
-		for _, e := range tr.obs.events {
-			if e.kind == event.Closed {
-				return e, true
-			}
-		}
-		return recEvent{}, false
-	}
-	stalled := false
-	for sent := 0; sent < 100_000; sent += 100 {
-		if _, ok := closed(); ok {
-			break
-		}
-		if !closeWanted {
-			// A write that makes no progress for seconds: the relay
-			// stopped reading us (back-pressure).
-			_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		}
-		if _, err := nc.Write(batch); err != nil {
-			stalled = errors.Is(err, os.ErrDeadlineExceeded)
-			break // stalled, or the relay closed the connection
+		n := len(batch)
+		// A long From-Path URI: large responses fill the relay's socket
+		// buffers (autotuned up to megabytes) after fewer requests.
+		batch = fmt.Appendf(batch, "MSRP q%07d SEND\r\nTo-Path: %s\r\nFrom-Path: msrp://%s/%s;tcp\r\nMessage-ID: m%07d\r\n-------q%07d$\r\n",
+			i, strings.Replace(tr.uri, ";tcp", "/nosuchsession;tcp", 1), nc.LocalAddr(), strings.Repeat("c", 2000), i, i)
+		if per = len(batch) - n; i > 0 && per != len(batch)/(i+1) {
+			t.Fatal("requests of different sizes")
 		}
 	}
-	if !closeWanted {
-		if _, ok := closed(); ok || !stalled {
-			t.Fatalf("connection closed (%v) or never stalled (%v): want back-pressure", ok, stalled)
+	return nc, batch, per
+}
+
+// countResponses reads responses from nc until want arrived or nc fails.
+func countResponses(t *testing.T, nc net.Conn, want int) int {
+	rd := msrp.NewReader(bufio.NewReaderSize(nc, 512), msrp.Limits{})
+	got := 0
+	for got < want {
+		_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		f, err := rd.ReadFrame()
+		if err != nil {
+			t.Logf("after %d responses: %v", got, err)
+			return got
 		}
-		if st := tr.Stats(); st.QueueFull != 0 {
-			t.Fatalf("Stats.QueueFull %d with back-pressure", st.QueueFull)
+		if f.IsRequest() || f.StatusCode != 481 {
+			t.Fatalf("unexpected frame %s %d", f.Method, f.StatusCode)
 		}
-		return
+		got++
 	}
-	e := tr.obs.waitFor(t, "closed", func(e recEvent) bool { return e.kind == event.Closed })
-	if e.reason != event.CloseLimit {
-		t.Fatalf("closed with reason %v, want limit (write queue full)", e.reason)
-	}
-	if st := tr.Stats(); st.QueueFull != 1 {
-		t.Fatalf("Stats.QueueFull %d, want 1", st.QueueFull)
-	}
+	return got
 }
 
 // panicOnDial is an Observer that panics on the first connect-start event.

@@ -61,6 +61,9 @@ type Relay struct {
 	connIDBase   uint64 // random high 32 bits of this instance's connection ids
 	nextConnID   atomic.Uint32
 	shuttingDown atomic.Bool
+	shutdownAt   atomic.Int64 // UnixNano when shuttingDown was set
+	aborting     atomic.Bool  // the shutdown grace is over: frames in flight end
+	reading      atomic.Int32 // read loops running
 
 	stats counters
 
@@ -97,7 +100,7 @@ type Stats struct {
 	ReportsDropped     int64 // REPORTs for a connection that is gone
 	UnmatchedResponses int64
 	TxnTimeouts        int64
-	QueueFull          int64 // connections closed because their write queue was full
+	QueueFull          int64 // connections closed while frames waited for room in their write queue (the peer did not read for send_timeout)
 	Panics             int64 // connections closed because handling them panicked (recovered, logged with the stack)
 }
 
@@ -322,37 +325,105 @@ func (r *Relay) Serve(ctx context.Context) error {
 	return err
 }
 
-// shutdown stops accepting, lets connections finish their current frame
-// and flush, and closes them; after a grace period it forces them closed.
+// shutdown stops accepting and reading new requests, lets the frames in
+// flight finish and the responses awaited on connections arrive within
+// limits.shutdown_grace, and closes each connection once it is quiet (its
+// read loop ended, no frame is written to it, no response may go back to
+// it), after writing what is queued for it. When the grace is over, the
+// frames still in flight end with '#' (RFC 4975 §7.1), every transaction
+// still pending fails (a SEND answered 200 gets its failure REPORT,
+// RFC 4976 §6.4.1: the 200 meant receipt, not delivery) and the
+// connections close after flushing, within send_timeout.
 func (r *Relay) shutdown() {
+	r.shutdownAt.Store(time.Now().UnixNano())
 	r.shuttingDown.Store(true)
 	r.closeListeners()
-	r.mu.Lock()
-	conns := make([]*conn, 0, len(r.conns))
-	for _, c := range r.conns {
-		conns = append(conns, c)
-	}
-	r.mu.Unlock()
-	for _, c := range conns {
-		c.interruptIdle()
-	}
 	done := make(chan struct{})
 	go func() {
 		r.wg.Wait()
 		close(done)
 	}()
-	grace := time.NewTimer(r.limits().SendTimeout + time.Second)
+	lim := r.limits()
+	grace := time.NewTimer(lim.ShutdownGrace)
 	defer grace.Stop()
-	select {
-	case <-done:
-	case <-grace.C:
-		r.mu.Lock()
-		for _, c := range r.conns {
-			c.close(event.CloseShutdown, nil)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for graceOver := false; !graceOver; {
+		r.closeQuiet()
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		case <-grace.C:
+			graceOver = true
 		}
-		r.mu.Unlock()
-		<-done
 	}
+
+	// The grace is over: end the frames in flight, fail what is pending.
+	r.aborting.Store(true)
+	for _, c := range r.connList() {
+		_ = c.nc.SetReadDeadline(time.Now()) // wakes a read; deadlineReader refuses the next
+	}
+	// A forward stalled on a slow next hop gives up within send_timeout.
+	for until := time.Now().Add(lim.SendTimeout); r.reading.Load() > 0 && time.Now().Before(until); {
+		<-tick.C
+	}
+	for _, x := range r.txns.takeAll(nil) {
+		if x.method != "SEND" || x.report != msrp.ReportNo {
+			r.failTxn(x, 408, "Relay shutting down")
+		}
+	}
+	r.closeQuiet()
+	t := time.NewTimer(lim.SendTimeout + closeLinger)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+			r.closeQuiet()
+			continue
+		case <-t.C:
+		}
+		break
+	}
+	for _, c := range r.connList() {
+		c.close(event.CloseShutdown, nil)
+	}
+	<-done
+}
+
+// closeQuiet queues the close of every connection that may close now in a
+// graceful shutdown, and wakes the idle read loops that may stop.
+func (r *Relay) closeQuiet() {
+	aborting := r.aborting.Load()
+	for _, c := range r.connList() {
+		c.interruptIdle()
+		if (aborting && c.readEnded.Load() || c.quiet()) && c.closing.CompareAndSwap(false, true) {
+			if c.queueRoom() {
+				c.closeAfterFlush(event.CloseShutdown, nil)
+			} else {
+				go c.closeAfterFlush(event.CloseShutdown, nil) // waits for room, up to send_timeout
+			}
+		}
+	}
+}
+
+// connList returns the registered connections.
+func (r *Relay) connList() []*conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*conn, 0, len(r.conns))
+	for _, c := range r.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// refusesNew reports whether a request whose first byte arrived at start
+// is refused: it came after the shutdown began.
+func (r *Relay) refusesNew(start time.Time) bool {
+	return r.shuttingDown.Load() && start.UnixNano() >= r.shutdownAt.Load()
 }
 
 func (r *Relay) closeListeners() {
@@ -382,7 +453,14 @@ func (r *Relay) sweep(ctx context.Context) {
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
 				if x.method != "SEND" || x.report == msrp.ReportYes {
-					r.failTxn(x, 408, "Request Timeout")
+					if x.src.queueRoom() {
+						r.failTxn(x, 408, "Request Timeout")
+					} else {
+						// A full queue makes the caller wait (back-pressure)
+						// up to send_timeout: not the sweeper, which would
+						// hold up every other expiry.
+						go r.failTxn(x, 408, "Request Timeout")
+					}
 				}
 			}
 			clear(buf)
@@ -514,29 +592,17 @@ func (r *Relay) unregister(c *conn) {
 // run owns a registered connection's goroutines until it closes.
 func (r *Relay) run(c *conn) {
 	defer r.wg.Done()
-	wdone := make(chan struct{})
-	go func() {
-		defer close(wdone)
-		defer r.recoverConn(c, "writer")
-		c.writeLoop()
-	}()
+	r.reading.Add(1)
 	func() {
+		defer r.reading.Add(-1)
+		defer c.readEnded.Store(true)
 		defer r.recoverConn(c, "read loop")
 		c.readLoop()
 	}()
-	if !c.isClosed() {
-		// Reading ended without an error (graceful shutdown): write what
-		// is queued, then close.
-		c.closeAfterFlush(event.CloseShutdown, nil)
-		t := time.NewTimer(r.limits().SendTimeout)
-		select {
-		case <-c.done:
-		case <-t.C:
-			c.close(event.CloseShutdown, nil)
-		}
-		t.Stop()
-	}
-	<-wdone
+	// Reading ended without an error only in a graceful shutdown: the
+	// shutdown closes c once it is quiet (Relay.shutdown).
+	<-c.done
+	c.stopWriter()
 	n := r.sessions.dropConn(c)
 	r.unregister(c)
 	lvl := slog.LevelDebug

@@ -77,6 +77,11 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		c.close(event.CloseProtocol, errors.New("request without From-Path"))
 		return nil
 	}
+	if r.refusesNew(c.inStart) {
+		// Graceful shutdown: frames in flight finish, new requests are not
+		// relayed; a SEND gets its 200 and a failure REPORT (RFC 4976 §6.4.1).
+		return c.nextHopFailed(&q, 408, "Relay shutting down")
+	}
 	if q.isSEND {
 		m, err := msrp.ParseFailureReport(f.Get(msrp.HdrFailureReport))
 		if err != nil {
@@ -179,7 +184,6 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 			return c.nextHopFailed(&q, 408, "Next hop unreachable")
 		}
 	}
-	c.requestOK.Store(true)
 	return c.forward(&q, dst, toOut, prefix[:nPrefix])
 }
 

@@ -88,6 +88,18 @@ func (t *txnTable) register(x *txn) {
 	t.mu.Lock()
 	t.byTID[x.tid] = x
 	t.mu.Unlock()
+	x.pending(1)
+}
+
+// pending counts x on its connections (graceful shutdown waits for them):
+// on dst a response is awaited, on src one may have to go back.
+func (x *txn) pending(d int32) {
+	if x.dst != nil {
+		x.dst.pendingOut.Add(d)
+	}
+	if x.src != nil {
+		x.src.pendingIn.Add(d)
+	}
 }
 
 func (t *txnTable) arm(x *txn, deadline time.Time) {
@@ -109,6 +121,7 @@ func (t *txnTable) arm(x *txn, deadline time.Time) {
 // finishLocked marks x done and removes it from the table.
 func (t *txnTable) finishLocked(x *txn) {
 	x.done = true
+	x.pending(-1)
 	delete(t.byTID, x.tid)
 	if b := t.buckets[x.bucket]; b != nil {
 		delete(b, x)
@@ -149,10 +162,25 @@ func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
 		}
 		for x := range b {
 			x.done = true
+			x.pending(-1)
 			delete(t.byTID, x.tid)
 			out = append(out, x)
 		}
 		delete(t.buckets, k)
+	}
+	return out
+}
+
+// takeAll removes and returns every pending transaction, armed or not
+// (a shutdown's end).
+func (t *txnTable) takeAll(out []*txn) []*txn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, x := range t.byTID {
+		out = append(out, x)
+	}
+	for _, x := range out {
+		t.finishLocked(x)
 	}
 	return out
 }

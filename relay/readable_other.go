@@ -1,0 +1,8 @@
+//go:build !linux
+
+package relay
+
+// canWaitReadable: elsewhere an idle connection keeps its read buffer.
+const canWaitReadable = false
+
+func (c *conn) readable(uintptr) bool { return true }
