@@ -225,7 +225,7 @@ func (a tracingAdapter) Rules() []admin.Rule {
 func (a tracingAdapter) SetRuleEnabled(name string, on bool) error {
 	err := a.tr.SetRuleEnabled(name, on)
 	if errors.Is(err, tracer.ErrNoRule) {
-		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+		return admin.ErrNotFound // the route names the rule
 	}
 	return err
 }
@@ -293,7 +293,7 @@ func (a tracesAdapter) StartTrace(spec admin.TraceSpec) (admin.Trace, error) {
 
 func (a tracesAdapter) StopTrace(id string) error {
 	if !a.tr.RemoveTrace(id) {
-		return fmt.Errorf("%w: no trace %q", admin.ErrNotFound, id)
+		return admin.ErrNotFound // the route names the trace
 	}
 	return nil
 }
@@ -329,9 +329,10 @@ func (a relayAdapter) KillSession(id string) error    { return notFound(a.r.Kill
 func (a relayAdapter) KillConnection(id uint64) error { return notFound(a.r.KillConnection(id)) }
 func (a relayAdapter) Stats() any                     { return a.r.Stats() }
 
+// notFound maps the relay's not-found to admin's; the route names the item.
 func notFound(err error) error {
 	if errors.Is(err, relay.ErrNotFound) {
-		return fmt.Errorf("%w: %w", admin.ErrNotFound, err)
+		return admin.ErrNotFound
 	}
 	return err
 }
