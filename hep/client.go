@@ -19,6 +19,10 @@ import (
 	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
+// InsecureWarning begins the warnings about a TLS collector that is not verified
+// (ClientConfig.TLSConfig.InsecureSkipVerify).
+const InsecureWarning = "hep: insecure_skip_verify is on"
+
 // Transport is how a Client reaches its collector.
 type Transport string
 
@@ -355,6 +359,9 @@ func (c *Client) run() {
 			}
 			first = false
 			c.rlog.Info("connected", "hep: collector connected", slog.String("local", conn.LocalAddr().String()))
+			if c.cfg.Transport == TLS && c.cfg.TLSConfig.InsecureSkipVerify {
+				c.rlog.Warn("insecure_connected", InsecureWarning+": connected without verifying the collector's certificate")
+			}
 			if c.spoolOn() {
 				if err := c.replay(conn, dead); err != nil {
 					if errors.Is(err, errReplayStopped) {

@@ -193,6 +193,10 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	if r.tlsOut, err = newTLSClient(cfg.Outbound); err != nil {
 		return nil, err
 	}
+	if bind && cfg.Outbound.InsecureSkipVerify {
+		// CheckConfig stays quiet: -check-config prints its own warning (cmd/msrpscope).
+		r.log.Warn("relay.outbound.insecure_skip_verify is on: msrps next hops are not verified, anyone on the path can read and change the traffic (tests only)")
+	}
 	for _, lc := range cfg.Listen {
 		l, err := r.listen(lc, bind)
 		if err != nil {
