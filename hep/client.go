@@ -19,6 +19,10 @@ import (
 	"github.com/msrpscope/msrpscope/tracer/spool"
 )
 
+// InsecureWarning begins the warnings about a TLS collector that is not verified
+// (ClientConfig.TLSConfig.InsecureSkipVerify).
+const InsecureWarning = "hep: insecure_skip_verify is on"
+
 // Transport is how a Client reaches its collector.
 type Transport string
 
@@ -36,6 +40,7 @@ const (
 	DefaultWriteTimeout = 2 * time.Second
 	DefaultBackoffMin   = 100 * time.Millisecond
 	DefaultBackoffMax   = 30 * time.Second
+	DefaultStableAfter  = 5 * time.Second
 	DefaultLinger       = 500 * time.Microsecond
 	// batchBytes bounds what the writer coalesces into one stream write.
 	batchBytes = 64 * 1024
@@ -63,6 +68,11 @@ type ClientConfig struct {
 	Linger time.Duration
 	// BackoffMin and BackoffMax bound the exponential reconnect backoff (with jitter).
 	BackoffMin, BackoffMax time.Duration
+	// StableAfter is how long a stream connection must stay up before its loss starts the
+	// backoff over (0 means DefaultStableAfter). A shorter-lived connection (a collector that
+	// accepts and then resets) is followed by the next, longer backoff wait, so the client
+	// does not reconnect in a tight loop.
+	StableAfter time.Duration
 	// NoGSO turns off UDP segmentation offload (see gso.go), which the UDP writer otherwise uses
 	// where the kernel offers it: batches of similar-sized packets then leave with one trip
 	// through the kernel, padded to one size with a padding chunk that receivers skip.
@@ -73,11 +83,20 @@ type ClientConfig struct {
 	// replays it in order on reconnection (see spool.go); nil: such packets are dropped. The
 	// caller opens it and closes it after Close.
 	Spool *spool.Spool
+
+	// Tests only: the clock that times connections (nil: time.Now) and a hook called with
+	// the backoff step before each reconnect wait.
+	now         func() time.Time
+	backoffHook func(step time.Duration)
 }
 
 // Stats are a Client's counters (monotonic, except Queued).
 type Stats struct {
-	Sent       uint64 // packets written to the collector
+	// Sent counts packets written to the collector's socket: UDP datagrams handed to the
+	// kernel, stream bytes the kernel accepted. HEP has no acknowledgement, so it is not
+	// delivery: packets written just before a collector resets, or to one that never reads
+	// (until WriteTimeout), count as Sent yet were never read.
+	Sent       uint64
 	Dropped    uint64 // packets that will never be written: queue full, too large, lost in a failed write, closed
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
@@ -159,6 +178,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	if cfg.StableAfter <= 0 {
+		cfg.StableAfter = DefaultStableAfter
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
 	}
 	c := &Client{
 		cfg:   cfg,
@@ -283,6 +308,7 @@ func (c *Client) run() {
 	var (
 		conn    net.Conn
 		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
+		upSince time.Time    // when conn was established
 		batch   = make([]byte, 0, batchBytes)
 		backoff = c.cfg.BackoffMin
 		first   = true
@@ -319,18 +345,23 @@ func (c *Client) run() {
 				c.errs.Add(1)
 				wait := jitter(backoff)
 				c.rlog.Warn("connect_failed", "hep: collector connect failed", errAttr(err), slog.Duration("retry_in", wait))
-				backoff = min(2*backoff, c.cfg.BackoffMax)
-				if !c.waitBackoff(time.NewTimer(wait), &pending) {
+				if !c.backoffWait(&backoff, wait, &pending) {
 					return
 				}
 				continue
 			}
-			backoff = c.cfg.BackoffMin
+			// The backoff starts over only once the connection proved stable (connLost), not
+			// here: a collector that accepts and resets would otherwise be redialled in a
+			// tight loop (issue 15, defect 7).
+			upSince = c.cfg.now()
 			if !first {
 				c.reconnects.Add(1)
 			}
 			first = false
 			c.rlog.Info("connected", "hep: collector connected", slog.String("local", conn.LocalAddr().String()))
+			if c.cfg.Transport == TLS && c.cfg.TLSConfig.InsecureSkipVerify {
+				c.rlog.Warn("insecure_connected", InsecureWarning+": connected without verifying the collector's certificate")
+			}
 			if c.spoolOn() {
 				if err := c.replay(conn, dead); err != nil {
 					if errors.Is(err, errReplayStopped) {
@@ -340,7 +371,7 @@ func (c *Client) run() {
 					c.rlog.Warn("replay_failed", "hep: spool replay failed, reconnecting", errAttr(err))
 					conn.Close()
 					conn = nil
-					if !c.waitBackoff(time.NewTimer(jitter(backoff)), &pending) {
+					if !c.connLost(&backoff, upSince, &pending) {
 						return
 					}
 					continue
@@ -362,6 +393,9 @@ func (c *Client) run() {
 			c.errs.Add(1)
 			conn.Close()
 			conn, pending = nil, b
+			if !c.connLost(&backoff, upSince, &pending) {
+				return
+			}
 			continue
 		}
 		// Under load, lingering a moment gathers a batch: one system call
@@ -430,10 +464,35 @@ func (c *Client) run() {
 			c.rlog.Warn("write_failed", "hep: collector write failed, reconnecting", errAttr(err), slog.Uint64("lost", lost))
 			conn.Close()
 			conn = nil
+			if !c.connLost(&backoff, upSince, &pending) {
+				return
+			}
 			continue
 		}
 		c.sent.Add(n)
 	}
+}
+
+// connLost is called when an established stream connection ended, before the next dial. A
+// connection that stayed up for StableAfter counts as accepted: the backoff starts over and the
+// client redials at once. A shorter-lived one waits the current backoff step, which then grows,
+// like a failed dial. It returns false when the client is stopping.
+func (c *Client) connLost(backoff *time.Duration, upSince time.Time, pending **[]byte) bool {
+	if c.cfg.now().Sub(upSince) >= c.cfg.StableAfter {
+		*backoff = c.cfg.BackoffMin
+		return true
+	}
+	return c.backoffWait(backoff, jitter(*backoff), pending)
+}
+
+// backoffWait waits wait (a jittered *backoff), spooling what is queued meanwhile, and doubles
+// *backoff up to BackoffMax. It returns false when the client is stopping.
+func (c *Client) backoffWait(backoff *time.Duration, wait time.Duration, pending **[]byte) bool {
+	if c.cfg.backoffHook != nil {
+		c.cfg.backoffHook(*backoff)
+	}
+	*backoff = min(2**backoff, c.cfg.BackoffMax)
+	return c.waitBackoff(time.NewTimer(wait), pending)
 }
 
 // udpBatch bounds the datagrams sent with one system call (a burst a

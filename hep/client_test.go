@@ -506,3 +506,71 @@ func TestClientCollectorRestarts(t *testing.T) {
 		})
 	}
 }
+
+// A collector that accepts every connection and resets it at once: the client must back off
+// between such short-lived connections (the step growing to BackoffMax), not redial in a tight
+// loop; a connection that stayed up for StableAfter starts the backoff over (issue 15, defect 7).
+// The client's clock is a fake: "stayed up" never depends on the machine's speed.
+func TestClientBackoffAcceptThenReset(t *testing.T) {
+	const steps = 8
+	for _, tc := range []struct {
+		name   string
+		stable bool    // the fake clock advances StableAfter per reading
+		want   []int64 // backoff steps in ms
+	}{
+		{"short-lived", false, []int64{1, 2, 4, 8, 8, 8, 8, 8}},
+		{"stable", true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			col := newCollector(t, "tcp", "refuse", nil)
+			var (
+				mu  sync.Mutex
+				got []int64
+				clk time.Time
+			)
+			cfg := ClientConfig{Transport: TCP, Addr: col.addr, QueueSize: 16, Logger: testLogger(),
+				BackoffMin: time.Millisecond, BackoffMax: 8 * time.Millisecond, StableAfter: time.Hour}
+			cfg.now = func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				if tc.stable {
+					clk = clk.Add(time.Hour)
+				}
+				return clk
+			}
+			cfg.backoffHook = func(step time.Duration) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, int64(step/time.Millisecond))
+			}
+			c := newTestClient(t, cfg)
+			nsteps := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+			i := 0
+			waitFor(t, "backoff steps or reconnects", func() bool {
+				i++
+				c.Send(testPacket(t, fmt.Sprint("b", i), 100))
+				return nsteps() >= steps || c.Stats().Reconnects >= 4*steps
+			})
+			c.Close()
+			mu.Lock()
+			defer mu.Unlock()
+			r := c.Stats().Reconnects
+			if tc.stable {
+				if len(got) != 0 {
+					t.Errorf("stable connections: backoff steps %v, want none (each loss starts over)", got)
+				}
+				return
+			}
+			// Every reconnection follows a backoff wait: no tight loop.
+			if r > uint64(len(got)) {
+				t.Errorf("%d reconnects after %d backoff waits; want each reconnect to follow a wait", r, len(got))
+			}
+			if len(got) > steps {
+				got = got[:steps]
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("backoff steps (ms) %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -58,6 +58,7 @@ type Relay struct {
 	cancel       context.CancelFunc
 	serving      atomic.Bool
 	tlsOut       *tlsClient
+	insecureOut  bool   // relay.outbound.insecure_skip_verify: warn on each msrps dial
 	connIDBase   uint64 // random high 32 bits of this instance's connection ids
 	nextConnID   atomic.Uint32
 	shuttingDown atomic.Bool
@@ -192,6 +193,11 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 	var err error
 	if r.tlsOut, err = newTLSClient(cfg.Outbound); err != nil {
 		return nil, err
+	}
+	r.insecureOut = cfg.Outbound.InsecureSkipVerify
+	if bind && r.insecureOut {
+		// CheckConfig stays quiet: -check-config prints its own warning (cmd/msrpscope).
+		r.log.Warn("relay.outbound.insecure_skip_verify is on: msrps next hops are not verified, anyone on the path can read and change the traffic (tests only)")
 	}
 	for _, lc := range cfg.Listen {
 		l, err := r.listen(lc, bind)
@@ -536,6 +542,11 @@ func (r *Relay) wire() bool {
 
 // observe reports a connection event.
 func (r *Relay) observe(kind event.Kind, c *conn, tlsInfo *event.TLSInfo, reason event.CloseReason, err error) {
+	if r.insecureOut && kind == event.TLSHandshake && err == nil && c.info.Dir == event.DirOut {
+		// The connect-time warning: here, where the dialled handshake is reported (dial.go).
+		r.plog.Warn("insecure_dial", "msrps next hop connected without verification (relay.outbound.insecure_skip_verify)",
+			slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()))
+	}
 	if r.obs == nil {
 		return
 	}

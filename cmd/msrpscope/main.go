@@ -17,16 +17,19 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"reflect"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/msrpscope/msrpscope/hep/hepsink"
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/tracer"
@@ -325,7 +328,37 @@ func prepare(path, logLevel string, stderr io.Writer, announce bool) (*setup, er
 	if err := checkOps(fc.Admin, fc.Metrics); err != nil {
 		return nil, err
 	}
+	if !announce {
+		// -check-config: warnings, not errors. At start the relay and the sinks log them.
+		for _, w := range insecureWarnings(fc) {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", path, w)
+		}
+	}
 	return &setup{fc: fc, log: log, rc: rc}, nil
+}
+
+// insecureWarnings names the TLS connections fc makes without verifying the
+// peer (insecure_skip_verify): the relay's and those of the sinks a rule uses.
+func insecureWarnings(fc *fileConfig) []string {
+	var ws []string
+	if fc.Relay.Outbound.InsecureSkipVerify {
+		ws = append(ws, "relay.outbound.insecure_skip_verify is on: msrps next hops are not verified (tests only)")
+	}
+	used := map[string]bool{}
+	for _, r := range fc.Tracing.Rules {
+		for _, n := range r.To {
+			used[n] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(fc.Sinks)) {
+		b := fc.Sinks[name]
+		var hc hepsink.Config
+		if !used[name] || b.Type != "hep" || b.decode(&hc) != nil || !hc.Insecure() {
+			continue
+		}
+		ws = append(ws, fmt.Sprintf("sinks.%s.insecure_skip_verify is on: the HEP collector is not verified (tests only)", name))
+	}
+	return ws
 }
 
 // demoUsers makes the users of a configuration without users_file: "demo"

@@ -88,6 +88,12 @@ func (Kind) Decode(decode func(v any) error) (any, error) {
 	return c, nil
 }
 
+// Insecure reports whether c connects over TLS without verifying the collector
+// (insecure_skip_verify), which start-up and -check-config warn about.
+func (c Config) Insecure() bool {
+	return c.InsecureSkipVerify && strings.EqualFold(c.Transport, "tls")
+}
+
 // Open implements sink.Factory. It reads ca_file and starts the collector
 // client, which connects in the background.
 func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error) {
@@ -117,6 +123,10 @@ func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error
 	}
 	if c.EventFormat == "json" {
 		cc.Profile.EventForm = hep.FormJSON
+	}
+	if c.Insecure() {
+		cc.Logger.Warn(hep.InsecureWarning+": the collector's certificate is not verified, anyone on the path can read and change the traces (tests only)",
+			slog.String("addr", c.Addr))
 	}
 	if cc.Transport == hep.TLS {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
