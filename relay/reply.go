@@ -82,19 +82,25 @@ func (r *Relay) failTxn(x *txn, code int, comment string) {
 
 // relayResponse queues the response f to the forwarded request x back to
 // where x came from (RFC 4976 §6.4.3): with x's transact-id on that hop,
-// To-Path without our URI (top, rest: f's To-Path split), our URI put in
-// front of From-Path, every other header field as received.
-func (r *Relay) relayResponse(x *txn, f *msrp.Frame, top, rest []byte) {
+// To-Path without our leading URIs (own, in To-Path order; rest: the
+// To-Path after them), the same URIs put in front of From-Path in the
+// reverse order (each hop prepends its own: the last one we passed is
+// nearest the responder), every other header field as received.
+func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte) {
 	of := newOutFrame()
 	of.status, of.fromSession, of.toSession = f.StatusCode, x.fromSession, x.toSession
 	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
-	prefix := [1][]byte{top}
+	var pb [maxOwnHops][]byte
+	prefix := pb[:len(own)]
+	for i, u := range own {
+		prefix[len(own)-1-i] = u
+	}
 	for _, h := range f.Headers {
 		switch {
 		case equalFoldName(h.Name, msrp.HdrToPath):
 			b = msrp.AppendHeader(b, h.Name, rest)
 		case equalFoldName(h.Name, msrp.HdrFromPath):
-			b = msrp.AppendPathHeader(b, h.Name, prefix[:], h.Value)
+			b = msrp.AppendPathHeader(b, h.Name, prefix, h.Value)
 		default:
 			b = msrp.AppendHeader(b, h.Name, h.Value)
 		}

@@ -1,0 +1,117 @@
+package relay_test
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/relay"
+)
+
+// teeConn keeps a copy of what a client reads.
+type teeConn struct {
+	net.Conn
+	mu  sync.Mutex
+	got bytes.Buffer
+}
+
+func (c *teeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	c.got.Write(p[:n])
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *teeConn) read() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.got.String()
+}
+
+// teeClient dials tr over a teeConn and authenticates as user.
+func teeClient(t *testing.T, tr *testRelay, user string) (*msrpclient.Client, *teeConn, string) {
+	t.Helper()
+	nc, err := net.Dial("tcp", tr.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := &teeConn{Conn: nc}
+	c := msrpclient.New(tc, false, msrpclient.Options{})
+	t.Cleanup(func() { _ = c.Close() })
+	use, _, err := c.Auth(ctxT(t), tr.uri, user, testUsers[user], 0)
+	if err != nil {
+		t.Fatalf("AUTH %s: %v", user, err)
+	}
+	return c, tc, use
+}
+
+// endToEnd sends a NICKNAME from a to b along toPath, has b answer 200 and
+// returns the code a got.
+func endToEnd(t *testing.T, a, b *msrpclient.Client, toPath []string) int {
+	t.Helper()
+	type res struct {
+		code int
+		err  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		code, _, err := a.Request(ctxT(t), "NICKNAME", toPath, []msrpclient.Header{{Name: "Use-Nickname", Value: `"al"`}}, nil)
+		done <- res{code, err}
+	}()
+	got := receive(t, b, "NICKNAME")
+	if err := b.Respond(got, 200, "OK"); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("NICKNAME: %v", r.err)
+	}
+	return r.code
+}
+
+// Issue 15 defect 2: with both sessions on one relay, the end-to-end
+// response goes back with every one of the relay's URIs removed from
+// To-Path (RFC 4976 §6.4.3), and its From-Path names both.
+func TestEndToEndResponseBothSessionsOnOneRelay(t *testing.T) {
+	tr := startRelay(t, nil)
+	a, tap, useA := teeClient(t, tr, "alice")
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	if code := endToEnd(t, a, b, []string{useA, useB, b.LocalURI()}); code != 200 {
+		t.Fatalf("NICKNAME: %d", code)
+	}
+	want := "MSRP "
+	got := tap.read()
+	i := strings.LastIndex(got, want)
+	resp := got[i:]
+	if !strings.Contains(resp, " 200 OK\r\nTo-Path: "+a.LocalURI()+"\r\nFrom-Path: "+useA+" "+useB+" "+b.LocalURI()+"\r\n") {
+		t.Fatalf("A got the response\n%s", resp)
+	}
+}
+
+// Issue 15 defect 2 through a chain: A on R1 and authenticated at R2
+// through R1, B on R2: B's 200 reaches A (not a 408 after the timeout).
+func TestEndToEndResponseThroughChain(t *testing.T) {
+	mod := func(c *relay.Config) { c.Limits.TransactionTimeout = 5 * time.Second }
+	r1 := startRelay(t, mod)
+	r2 := startRelay(t, mod)
+	a, tap, useA1 := teeClient(t, r1, "alice")
+	b, useB2 := client(t, r2, "bob", msrpclient.Options{})
+	useA2, _, err := a.AuthPath(ctxT(t), []string{useA1, r2.uri}, "alice", testUsers["alice"], 0)
+	if err != nil {
+		t.Fatalf("AUTH at R2 through R1: %v", err)
+	}
+	useA2 = strings.Fields(useA2)[len(strings.Fields(useA2))-1]
+	if code := endToEnd(t, a, b, []string{useA1, useA2, useB2, b.LocalURI()}); code != 200 {
+		t.Fatalf("NICKNAME through two relays: %d, want B's 200", code)
+	}
+	got := tap.read()
+	resp := got[strings.LastIndex(got, "MSRP "):]
+	if !strings.Contains(resp, " 200 OK\r\nTo-Path: "+a.LocalURI()+"\r\nFrom-Path: "+useA1+" "+useA2+" "+useB2+" "+b.LocalURI()+"\r\n") {
+		t.Fatalf("A got the response\n%s", resp)
+	}
+}
