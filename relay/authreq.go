@@ -117,7 +117,7 @@ func (c *conn) authenticate(q *request) authResult {
 	r.plog.Info("auth_ok", "AUTH ok", slog.Uint64("conn", c.info.ID), slog.String("user", res.User), slog.String("session", sid),
 		slog.Int("expires", expires), slog.String("event", "auth_ok"))
 	return authResult{code: 200, comment: "OK", sid: sid, extra: []msrp.Header{
-		{Name: []byte(msrp.HdrUsePath), Value: uri.Append(nil)},
+		{Name: []byte(msrp.HdrUsePath), Value: usePath(q.fromPath, uri)},
 		{Name: []byte(msrp.HdrExpires), Value: strconv.AppendInt(nil, int64(expires), 10)},
 		{Name: []byte(msrp.HdrAuthenticationInf), Value: res.AuthInfo},
 	}}
@@ -141,4 +141,29 @@ func (c *conn) challenges(ch [][]byte) authResult {
 		hs[i] = msrp.Header{Name: []byte(msrp.HdrWWWAuthenticate), Value: v}
 	}
 	return authResult{code: 401, comment: "Unauthorized", extra: hs}
+}
+
+// usePath is the Use-Path of a 200 to an AUTH with From-Path fromPath: the
+// relays the AUTH came through, in the order the client puts them in a
+// To-Path (From-Path without its last URI, the client's, reversed), then
+// our new session URI. RFC 4976 §4.2: "The URIs in the Use-Path header are
+// in the same order that the authenticating client uses them in a To-Path
+// header"; §5.1: the client forms its To-Path from "the list of URIs in the
+// Use-Path header after the outermost authentication", and the example's
+// extra relay answers an AUTH with From-Path "intra/jui787s2f alice" with
+// Use-Path "intra/jui787s2f extra/mywdEe1233" ("Use-Path returned by C:
+// B C"). An AUTH straight from a client gets our URI alone.
+func usePath(fromPath []byte, own msrp.URI) []byte {
+	var hops [][]byte
+	for rest := fromPath; len(rest) > 0; {
+		var u []byte
+		u, rest = msrp.SplitPath(rest)
+		hops = append(hops, u)
+	}
+	var b []byte
+	for i := len(hops) - 2; i >= 0; i-- {
+		b = append(b, hops[i]...)
+		b = append(b, ' ')
+	}
+	return own.Append(b)
 }

@@ -115,3 +115,86 @@ func TestEndToEndResponseThroughChain(t *testing.T) {
 		t.Fatalf("A got the response\n%s", resp)
 	}
 }
+
+// Issue 15 defect 3: a client that follows RFC 4976 §5.1 literally
+// authenticates at each relay through the ones before, using the Use-Path
+// it got as its To-Path prefix, and reaches B with the last Use-Path as
+// its To-Path prefix: the outermost 200 lists every relay, nearest first.
+func TestChainedAuthUsePath(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(strings.Repeat("R", n), func(t *testing.T) {
+			rs := make([]*testRelay, n)
+			for i := range rs {
+				rs[i] = startRelay(t, nil)
+			}
+			a, useA1 := client(t, rs[0], "alice", msrpclient.Options{})
+			use := []string{useA1}
+			for i := 1; i < n; i++ {
+				got, _, err := a.AuthPath(ctxT(t), append(append([]string(nil), use...), rs[i].uri), "alice", testUsers["alice"], 0)
+				if err != nil {
+					t.Fatalf("AUTH at R%d: %v", i+1, err)
+				}
+				gotPath := strings.Fields(got)
+				if len(gotPath) != i+1 || strings.Join(gotPath[:i], " ") != strings.Join(use, " ") {
+					t.Fatalf("Use-Path from R%d %q, want %q then R%d's", i+1, got, use, i+1)
+				}
+				use = gotPath
+			}
+			last := rs[n-1]
+			b, useB := client(t, last, "bob", msrpclient.Options{})
+			toB := append(append(append([]string(nil), use...), useB), b.LocalURI())
+			res, err := a.Send(ctxT(t), toB, msrpclient.Message{Body: []byte("RFC path"), ContentType: "text/plain"})
+			if err != nil || res.Chunks[0].Code != 200 {
+				t.Fatalf("SEND along %q: %+v %v", toB, res, err)
+			}
+			if got := receive(t, b, "SEND"); string(got.Body) != "RFC path" {
+				t.Fatalf("B got %+v", got)
+			}
+			// And back, along the reversed Use-Path (RFC 4976 §5.1: the
+			// client's SDP path).
+			toA := []string{useB}
+			for i := len(use) - 1; i >= 0; i-- {
+				toA = append(toA, use[i])
+			}
+			toA = append(toA, a.LocalURI())
+			if _, err := b.Send(ctxT(t), toA, msrpclient.Message{Body: []byte("back"), ContentType: "text/plain"}); err != nil {
+				t.Fatalf("SEND B→A along %q: %v", toA, err)
+			}
+			if got := receive(t, a, "SEND"); string(got.Body) != "back" {
+				t.Fatalf("A got %+v", got)
+			}
+		})
+	}
+}
+
+// Issue 15 defect 3, the extra relay's side of RFC 4976 §5.1's example:
+// an AUTH that came through other relays (From-Path "intra alice") gets a
+// Use-Path listing them, nearest the client first, then our new URI.
+func TestAuthUsePathListsRelaysBefore(t *testing.T) {
+	tr := startRelay(t, nil)
+	for _, before := range [][]string{
+		nil,
+		{"msrp://intra.example.com:9000/jui787s2f;tcp"},
+		{"msrp://r2.example.com:9000/x2;tcp", "msrp://r1.example.com:9000/x1;tcp"},
+	} {
+		local := "msrp://alice.example.com:9892/98cjs;tcp"
+		c, err := msrpclient.DialOptions(ctxT(t), tr.addr(), nil, msrpclient.Options{LocalURI: local, FromPath: append(append([]string(nil), before...), local)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		use, _, err := c.Auth(ctxT(t), tr.uri, "alice", testUsers["alice"], 0)
+		_ = c.Close()
+		if err != nil {
+			t.Fatalf("AUTH From-Path %q: %v", before, err)
+		}
+		got := strings.Fields(use)
+		want := len(before) + 1
+		ok := len(got) == want && strings.HasPrefix(got[want-1], strings.TrimSuffix(tr.uri, ";tcp")+"/")
+		for i := 0; ok && i < len(before); i++ {
+			ok = got[i] == before[len(before)-1-i]
+		}
+		if !ok {
+			t.Fatalf("From-Path %q: Use-Path %q", before, use)
+		}
+	}
+}
