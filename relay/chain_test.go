@@ -198,3 +198,65 @@ func TestAuthUsePathListsRelaysBefore(t *testing.T) {
 		}
 	}
 }
+
+// Issue 15 defect 1: Bob, authenticated at R1, sends wrong AUTHs to R2
+// through R1. R2 refuses them (after max_auth_failures without checking
+// them) but keeps its connection from R1 (RFC 4976 §6.3: "a relay SHOULD
+// NOT use excessive AUTH request failures as a reason to terminate a
+// connection with another relay"): Alice's traffic over it goes on, and
+// Bob can still not guess at R2.
+func TestRelayedAuthFailuresKeepRelayLink(t *testing.T) {
+	const maxFails = 3
+	r1 := startRelay(t, nil)
+	r2 := startRelay(t, func(c *relay.Config) { c.Limits.MaxAuthFailures = maxFails })
+	a, useA1 := client(t, r1, "alice", msrpclient.Options{})
+	useA2, _, err := a.AuthPath(ctxT(t), []string{useA1, r2.uri}, "alice", testUsers["alice"], 0)
+	if err != nil {
+		t.Fatalf("AUTH alice at R2 through R1: %v", err)
+	}
+	carol, useC2 := client(t, r2, "carol", msrpclient.Options{})
+	b, useB1 := client(t, r1, "bob", msrpclient.Options{})
+	codes := make([]int, 0, 5)
+	for range 5 {
+		_, _, err := b.AuthPath(ctxT(t), []string{useB1, r2.uri}, "bob", "wrong", 0)
+		if err == nil {
+			t.Fatal("wrong password accepted")
+		}
+		codes = append(codes, statusCode(t, err))
+	}
+	path := strings.Fields(useA2)
+	toC := append(append(path, useC2), carol.LocalURI())
+	res, err := a.Send(ctxT(t), toC, msrpclient.Message{Body: []byte("still here"), ContentType: "text/plain", SuccessReport: "yes"})
+	if err != nil || res.Chunks[0].Code != 200 {
+		t.Fatalf("SEND A→C: %+v %v", res, err)
+	}
+	if got := receive(t, carol, "SEND"); string(got.Body) != "still here" {
+		t.Fatalf("C got %+v", got)
+	}
+	if rep := receive(t, a, "REPORT"); rep.Status == nil || rep.Status.Code != 200 {
+		t.Fatalf("REPORT to A %+v, want 200 (the link from R1 kept)", rep)
+	}
+	if codes[0] != 401 || codes[4] != 403 {
+		t.Fatalf("codes of the wrong AUTHs %v, want 401 first, 403 once refused", codes)
+	}
+	// Bob's right password is refused too while he is locked out here.
+	if _, _, err := b.AuthPath(ctxT(t), []string{useB1, r2.uri}, "bob", testUsers["bob"], 0); statusCode(t, err) != 403 {
+		t.Fatalf("AUTH bob after the failures: %v, want 403", err)
+	}
+	// A direct client is still closed after max_auth_failures.
+	d, err := msrpclient.Dial(ctxT(t), r2.addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for range maxFails {
+		if _, _, err := d.Auth(ctxT(t), r2.uri, "alice", "wrong", 0); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	select {
+	case <-d.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("direct connection still open after the failed AUTHs")
+	}
+}
