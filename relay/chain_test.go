@@ -260,3 +260,66 @@ func TestRelayedAuthFailuresKeepRelayLink(t *testing.T) {
 		t.Fatal("direct connection still open after the failed AUTHs")
 	}
 }
+
+// Issue 15 defects 1-3 on a chain of three relays, TLS with client
+// certificates between them, the last leg on ::1: A authenticates at each
+// relay through the ones before as RFC 4976 §5.1 says and reaches B on R3
+// with the Use-Path it got; B's end-to-end 200 comes back; Bob's wrong
+// AUTHs through R1 to R2 leave the R1-R2 link standing.
+func TestChainOfThreeTLS(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback here:", err)
+	}
+	ln.Close()
+	pki := newPKI(t)
+	tlsRelay := func(addr string, fails int) *testRelay {
+		return startRelay(t, func(c *relay.Config) {
+			c.Listen = []relay.Listen{{Transport: "msrps", Addr: addr, Cert: pki.certFile, Key: pki.keyFile,
+				ClientCA: pki.caFile, ClientAuth: "request"}}
+			c.Outbound = relay.Outbound{CAFile: pki.caFile, Cert: pki.certFile, Key: pki.keyFile}
+			c.Limits.MaxAuthFailures = fails
+			c.Limits.TransactionTimeout = 5 * time.Second
+		})
+	}
+	r1 := tlsRelay("127.0.0.1:0", 0)
+	r2 := tlsRelay("127.0.0.1:0", 3)
+	r3 := tlsRelay("[::1]:0", 0)
+	if !strings.HasPrefix(r3.uri, "msrps://[::1]:") {
+		t.Fatalf("R3 %q", r3.uri)
+	}
+	a, useA1 := tlsClient(t, r1, pki, "alice")
+	use := []string{useA1}
+	for i, r := range []*testRelay{r2, r3} {
+		got, _, err := a.AuthPath(ctxT(t), append(append([]string(nil), use...), r.uri), "alice", testUsers["alice"], 0)
+		if err != nil {
+			t.Fatalf("AUTH at R%d: %v", i+2, err)
+		}
+		if f := strings.Fields(got); len(f) != i+2 || strings.Join(f[:i+1], " ") != strings.Join(use, " ") {
+			t.Fatalf("Use-Path from R%d %q after %q", i+2, got, use)
+		}
+		use = strings.Fields(got)
+	}
+	b, useB3 := tlsClient(t, r3, pki, "carol")
+	toB := append(append(append([]string(nil), use...), useB3), b.LocalURI())
+	if code := endToEnd(t, a, b, toB); code != 200 {
+		t.Fatalf("NICKNAME along %q: %d, want B's 200", toB, code)
+	}
+
+	bob, useBob1 := tlsClient(t, r1, pki, "bob")
+	for range 5 {
+		if _, _, err := bob.AuthPath(ctxT(t), []string{useBob1, r2.uri}, "bob", "wrong", 0); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+	res, err := a.Send(ctxT(t), toB, msrpclient.Message{Body: []byte("three relays"), ContentType: "text/plain", SuccessReport: "yes"})
+	if err != nil || res.Chunks[0].Code != 200 {
+		t.Fatalf("SEND: %+v %v", res, err)
+	}
+	if got := receive(t, b, "SEND"); string(got.Body) != "three relays" {
+		t.Fatalf("B got %+v", got)
+	}
+	if rep := receive(t, a, "REPORT"); rep.Status == nil || rep.Status.Code != 200 {
+		t.Fatalf("REPORT %+v", rep)
+	}
+}
