@@ -76,6 +76,9 @@ type conn struct {
 
 	requestOK atomic.Bool  // a request succeeded: probation over (RFC 4976 §6.1)
 	authFails atomic.Int32 // failed AUTHs since the last success
+	// Failed AUTHs that came through another relay, by user and by client
+	// (authreq.go); the read loop's own.
+	relayedAuthFails map[string]int
 
 	// The read loop's own state (frames read from c, and forwarded by it).
 	inStart   time.Time       // when the first byte of the frame being read arrived

@@ -82,25 +82,61 @@ func (r *Relay) failTxn(x *txn, code int, comment string) {
 
 // relayResponse queues the response f to the forwarded request x back to
 // where x came from (RFC 4976 §6.4.3): with x's transact-id on that hop,
-// To-Path without our URI (top, rest: f's To-Path split), our URI put in
-// front of From-Path, every other header field as received.
-func (r *Relay) relayResponse(x *txn, f *msrp.Frame, top, rest []byte) {
+// To-Path without our leading URIs (own, in To-Path order; rest: the
+// To-Path after them), the same URIs put in front of From-Path in the
+// reverse order (each hop prepends its own: the last one we passed is
+// nearest the responder), every other header field as received.
+func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte) {
 	of := newOutFrame()
 	of.status, of.fromSession, of.toSession = f.StatusCode, x.fromSession, x.toSession
 	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
-	prefix := [1][]byte{top}
+	var pb [maxOwnHops][]byte
+	prefix := pb[:len(own)]
+	for i, u := range own {
+		prefix[len(own)-1-i] = u
+	}
 	for _, h := range f.Headers {
 		switch {
 		case equalFoldName(h.Name, msrp.HdrToPath):
 			b = msrp.AppendHeader(b, h.Name, rest)
 		case equalFoldName(h.Name, msrp.HdrFromPath):
-			b = msrp.AppendPathHeader(b, h.Name, prefix[:], h.Value)
+			b = msrp.AppendPathHeader(b, h.Name, prefix, h.Value)
+		case f.StatusCode == 200 && x.method == "AUTH" && equalFoldName(h.Name, msrp.HdrUsePath):
+			b = r.appendUsePath(b, h.Name, h.Value, x.ourURI)
 		default:
 			b = msrp.AppendHeader(b, h.Name, h.Value)
 		}
 	}
 	of.buf = msrp.AppendEndLine(b, x.srcTID, msrp.FlagEnd)
 	x.src.enqueue(of)
+}
+
+// appendUsePath appends the Use-Path of a 200 to an AUTH we forwarded
+// onward, as it goes back towards the client, so that the client can use
+// it as its To-Path prefix (RFC 4976 §5.1: "the client takes the list of
+// URIs in the Use-Path header after the outermost authentication"). The
+// next relay normally lists every relay already (authreq.go, usePath), us
+// first. When the client named us by our session-less URI (an AUTH onward
+// of an authenticated client) that URI leads nowhere in a To-Path: it
+// goes, the client has its session URI of ours already. When the next
+// relay did not list us (it named itself only), our URI as the client
+// named it (ourURI) goes in front.
+func (r *Relay) appendUsePath(b, name, v []byte, ourURI string) []byte {
+	first, rest := msrp.SplitPath(v)
+	if u, err := msrp.ParseURI(bstr(first)); err == nil && r.isOwn(u) && u.SessionID == "" && len(rest) > 0 {
+		return msrp.AppendHeader(b, name, rest)
+	}
+	for p := v; len(p) > 0; {
+		var s []byte
+		s, p = msrp.SplitPath(p)
+		if u, err := msrp.ParseURI(bstr(s)); err == nil && r.isOwn(u) {
+			return msrp.AppendHeader(b, name, v) // we are listed already
+		}
+	}
+	if o, err := msrp.ParseURI(ourURI); err == nil && o.SessionID != "" {
+		return msrp.AppendPathHeader(b, name, [][]byte{[]byte(ourURI)}, v)
+	}
+	return msrp.AppendHeader(b, name, v)
 }
 
 // answerBadFrame answers a malformed request with 400 when the lines that

@@ -259,9 +259,23 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 			slog.String("tid", string(f.TransactID)), slog.String("event", "unmatched_response"))
 		return nil
 	}
-	top, rest := msrp.SplitPath(f.Get(msrp.HdrToPath))
-	topURI, err := msrp.ParseURI(bstr(top))
-	if err != nil || !r.isOwn(topURI) {
+	// Every leading To-Path URI that is ours goes (RFC 4976 §6.4.3): one
+	// per hop through us, two when the request passed between two of our
+	// sessions without a network hop (route.go, "Both sessions are ours").
+	var own [maxOwnHops][]byte
+	nOwn := 0
+	rest := f.Get(msrp.HdrToPath)
+	for nOwn < maxOwnHops && len(rest) > 0 {
+		top, after := msrp.SplitPath(rest)
+		u, err := msrp.ParseURI(bstr(top))
+		if err != nil || !r.isOwn(u) {
+			break
+		}
+		own[nOwn], rest = top, after
+		nOwn++
+	}
+	if nOwn == 0 {
+		top, _ := msrp.SplitPath(f.Get(msrp.HdrToPath))
 		r.stats.unmatchedResponses.Add(1)
 		r.plog.Info("response_not_ours", "response not addressed to this relay dropped", slog.Uint64("conn", c.info.ID),
 			slog.String("to", string(top)), slog.String("event", "unmatched_response"))
@@ -276,9 +290,14 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	if len(rest) == 0 || x.src.isClosed() {
 		return nil // RFC 4976 §6.4.3: nowhere to go back to: discarded
 	}
-	r.relayResponse(x, f, top, rest)
+	r.relayResponse(x, f, own[:nOwn], rest)
 	return nil
 }
+
+// maxOwnHops bounds the leading To-Path URIs of a response taken as ours:
+// a request passes through this relay as one hop or, between two of its
+// sessions, as two.
+const maxOwnHops = 2
 
 // bstr views b as a string without copying, for values that do not
 // outlive the frame b belongs to.
