@@ -5,13 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/msrpscope/msrpscope/tracer/event"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/tracer/event"
 )
 
 // DefaultPort is used for a next-hop URI without a port (IANA "msrp").
@@ -27,11 +28,33 @@ type dialEntry struct {
 	err   error
 }
 
+// tlsClient holds the settings of outbound connections: the TLS
+// configuration and the resolver next-hop names are looked up with.
 type tlsClient struct {
-	base *tls.Config
+	base     *tls.Config
+	resolver *net.Resolver
+}
+
+// newResolver returns the system resolver, or with addr ("host:port") a
+// resolver that asks only that DNS server (relay.outbound.dns).
+func newResolver(addr string) (*net.Resolver, error) {
+	if addr == "" {
+		return net.DefaultResolver, nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, cfgErr("outbound: dns %q: %v", addr, err)
+	}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}}, nil
 }
 
 func newTLSClient(o Outbound) (*tlsClient, error) {
+	res, err := newResolver(o.DNS)
+	if err != nil {
+		return nil, err
+	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: o.InsecureSkipVerify}
 	if o.CAFile != "" {
 		pool, err := loadCAs(o.CAFile)
@@ -47,7 +70,7 @@ func newTLSClient(o Outbound) (*tlsClient, error) {
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
-	return &tlsClient{base: cfg}, nil
+	return &tlsClient{base: cfg, resolver: res}, nil
 }
 
 // outbound returns a connection to the next hop u: one already open to the
@@ -55,12 +78,9 @@ func newTLSClient(o Outbound) (*tlsClient, error) {
 // opens a new one per forwarded request, as proto_msrp_send looks connections
 // up as PROTO_MSRP only), or a new one.
 func (r *Relay) outbound(u msrp.URI) (*conn, error) {
-	port := u.Port
-	if port == 0 {
-		port = DefaultPort
-	}
-	hostport := net.JoinHostPort(u.Host, strconv.Itoa(port))
-	key := u.Scheme() + "://" + hostport
+	// A name without a port is resolved by SRV (nextHops), so it is its
+	// own key: not the same next hop as name:2855.
+	key := u.Scheme() + "://" + net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
 	r.mu.Lock()
 	if r.shuttingDown.Load() {
 		r.mu.Unlock()
@@ -87,7 +107,7 @@ func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 		// instead of waiting forever.
 		defer close(e.ready)
 		e.err = errDialAborted
-		e.c, e.err = r.dial(u, hostport, key)
+		e.c, e.err = r.dial(u, key)
 	}()
 	if e.err != nil {
 		r.mu.Lock()
@@ -100,24 +120,85 @@ func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 	return e.c, nil
 }
 
-func (r *Relay) dial(u msrp.URI, hostport, key string) (*conn, error) {
+// nextHops returns the host:port addresses to try for u, in order.
+//
+// RFC 4976's resolution of a relay URI: an IP literal or a name with a
+// port is used as it is (a name resolved by A/AAAA); a name without a port
+// is looked up as SRV _msrps._tcp.<name> (_msrp._tcp for msrp), the
+// targets tried by priority, randomly by weight within one priority
+// (RFC 2782; net.Resolver.LookupSRV orders them so); without SRV records,
+// A/AAAA on the default port 2855.
+func (r *Relay) nextHops(ctx context.Context, u msrp.URI) ([]string, error) {
+	if u.Port != 0 {
+		return []string{net.JoinHostPort(u.Host, strconv.Itoa(u.Port))}, nil
+	}
+	fallback := []string{net.JoinHostPort(u.Host, strconv.Itoa(DefaultPort))}
+	if _, err := netip.ParseAddr(u.Host); err == nil {
+		return fallback, nil
+	}
+	_, srvs, err := r.tlsOut.resolver.LookupSRV(ctx, u.Scheme(), "tcp", u.Host)
+	if err != nil || len(srvs) == 0 {
+		var de *net.DNSError
+		if err != nil && !(errors.As(err, &de) && de.IsNotFound) {
+			r.log.Debug("SRV lookup failed, using A/AAAA", slog.String("host", u.Host), slog.String("error", err.Error()))
+		}
+		return fallback, nil
+	}
+	// RFC 2782: a single target "." means the service is decidedly not
+	// available at this domain.
+	if len(srvs) == 1 && (srvs[0].Target == "." || srvs[0].Target == "") {
+		return nil, fmt.Errorf("no %s service at %s (SRV target \".\")", u.Scheme(), u.Host)
+	}
+	hops := make([]string, 0, len(srvs))
+	for _, s := range srvs {
+		hops = append(hops, net.JoinHostPort(strings.TrimSuffix(s.Target, "."), strconv.Itoa(int(s.Port))))
+	}
+	return hops, nil
+}
+
+// connect opens TCP to the first of u's next hops that accepts: a target
+// that refuses or does not answer within connect_timeout is followed by
+// the next (RFC 2782).
+func (r *Relay) connect(u msrp.URI) (net.Conn, string, error) {
+	rctx, rcancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
+	hops, err := r.nextHops(rctx, u)
+	rcancel()
+	if err != nil {
+		return nil, u.Host, err
+	}
+	d := net.Dialer{Resolver: r.tlsOut.resolver}
+	var errs []error
+	for _, hp := range hops {
+		ctx, cancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
+		nc, err := d.DialContext(ctx, "tcp", hp)
+		cancel()
+		if err == nil {
+			return nc, hp, nil
+		}
+		errs = append(errs, fmt.Errorf("connect %s: %w", hp, err))
+		if r.ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, hops[0], errors.Join(errs...)
+}
+
+func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 	transport := "msrp"
 	if u.Secure {
 		transport = "msrps"
 	}
 	// Observers see the attempt with the remote address known so far.
 	pre := &conn{r: r, info: event.ConnInfo{ID: r.newConnID(), Transport: transport, Dir: event.DirOut}}
-	if ap, err := netipParse(hostport); err == nil {
-		pre.info.Remote = ap
+	if u.Port != 0 {
+		if ap, err := netipParse(net.JoinHostPort(u.Host, strconv.Itoa(u.Port))); err == nil {
+			pre.info.Remote = ap
+		}
 	}
 	r.observe(event.ConnectStart, pre, nil, 0, nil)
-	ctx, cancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
-	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", hostport)
+	nc, hostport, err := r.connect(u)
 	if err != nil {
 		r.stats.dialFailed.Add(1)
-		err = fmt.Errorf("connect %s: %w", hostport, err)
 		r.observe(event.ConnectFailed, pre, nil, 0, err)
 		return nil, err
 	}
