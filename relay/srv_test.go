@@ -137,3 +137,26 @@ func TestNextHopBySRV(t *testing.T) {
 		t.Fatalf("B got %+v", got)
 	}
 }
+
+// Without SRV records a name without a port is reached by A/AAAA on 2855.
+func TestNextHopSRVFallback(t *testing.T) {
+	zone := &dnsZone{a: map[string][4]byte{"plain.test.": {127, 0, 0, 1}}}
+	dnsAddr := zone.serve(t)
+	r1 := startRelay(t, func(c *relay.Config) { c.Outbound.DNS = dnsAddr })
+	a, _ := client(t, r1, "alice", msrpclient.Options{})
+
+	t.Run("no SRV: A on 2855", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:2855")
+		if err != nil {
+			t.Skip("port 2855 busy here:", err)
+		}
+		ln.Close()
+		r2 := startRelay(t, func(c *relay.Config) {
+			c.Listen = []relay.Listen{{Transport: "msrp", Addr: "127.0.0.1:2855", URI: "msrp://plain.test;tcp"}}
+		})
+		useA2, _, err := a.AuthPath(ctxT(t), []string{r1.uri, r2.uri}, "alice", testUsers["alice"], 0)
+		if err != nil || !strings.HasPrefix(useA2, "msrp://plain.test/") {
+			t.Fatalf("AUTH at plain.test through R1: %q %v", useA2, err)
+		}
+	})
+}
