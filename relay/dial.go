@@ -10,6 +10,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
 	"github.com/msrpscope/msrpscope/tracer/event"
@@ -207,6 +210,7 @@ func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 	c.key = key
 	c.uri = r.ownURIFor(u.Secure)
 	r.observe(event.Connected, c, nil, 0, nil)
+	var hc *handshakingConn
 	if u.Secure {
 		cfg := r.tlsOut.base.Clone()
 		if net.ParseIP(u.Host) == nil || !cfg.InsecureSkipVerify {
@@ -214,24 +218,22 @@ func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 			// view a frame's buffer.
 			cfg.ServerName = strings.Clone(u.Host)
 		}
-		tc := tls.Client(nc, cfg)
-		hctx, hcancel := context.WithTimeout(r.ctx, r.limits().TLSHandshakeTimeout)
-		err := tc.HandshakeContext(hctx)
-		hcancel()
-		r.observe(event.TLSHandshake, c, tlsInfo(tc, err), 0, err)
-		if err != nil {
-			r.stats.dialFailed.Add(1)
-			c.close(event.CloseTLSFailed, err)
-			r.observe(event.Closed, c, nil, event.CloseTLSFailed, err)
-			return nil, fmt.Errorf("TLS to %s: %w", hostport, err)
-		}
-		c.setNetConn(tc)
-		c.setTLSSubject(tc)
+		// The handshake runs on its own goroutine (handshake): the
+		// forwarder, reading its sender's frames, goes on at once; what it
+		// writes before the handshake completes is buffered (issue 15: a
+		// next hop that never completes TLS held up the sender's next
+		// frame, even to a local peer, for the whole handshake timeout).
+		hc = &handshakingConn{Conn: tls.Client(nc, cfg), done: make(chan struct{})}
+		c.setNetConn(hc)
 	}
 	if !r.register(c) {
 		c.close(event.CloseShutdown, nil)
 		r.observe(event.Closed, c, nil, event.CloseShutdown, nil)
 		return nil, errors.New("shutting down")
+	}
+	if hc != nil {
+		r.wg.Add(1)
+		go r.handshake(c, hc, hostport)
 	}
 	r.stats.dialled.Add(1)
 	c.requestOK.Store(true)
@@ -247,4 +249,110 @@ func netipParse(hostport string) (netip.AddrPort, error) {
 		return ap, err
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// handshake completes the TLS handshake of the dialled connection c within
+// tls_handshake_timeout, then writes out what was buffered meanwhile; a
+// failed handshake closes c, which fails its pending transactions at once
+// (failClosed).
+func (r *Relay) handshake(c *conn, hc *handshakingConn, hostport string) {
+	defer r.wg.Done()
+	over := false
+	defer func() {
+		// Also when an Observer panics: writers and the reader must not
+		// wait forever, nor write past a buffer never flushed.
+		if !over {
+			err := errors.New("TLS handshake aborted")
+			c.close(event.CloseTLSFailed, err)
+			hc.finish(err, 0)
+		}
+	}()
+	defer r.recoverConn(c, "TLS handshake")
+	hctx, hcancel := context.WithTimeout(r.ctx, r.limits().TLSHandshakeTimeout)
+	err := hc.HandshakeContext(hctx)
+	hcancel()
+	if err == nil {
+		c.setTLSSubject(hc.Conn)
+	}
+	r.observe(event.TLSHandshake, c, tlsInfo(hc.Conn, err), 0, err)
+	if err != nil {
+		r.stats.dialFailed.Add(1)
+		err = fmt.Errorf("TLS to %s: %w", hostport, err)
+		c.close(event.CloseTLSFailed, err)
+		hc.finish(err, 0)
+		over = true
+		return
+	}
+	if err := hc.finish(nil, r.limits().SendTimeout); err != nil {
+		c.close(writeCloseReason(err), err)
+	}
+	over = true
+}
+
+// hsBufMax bounds what is buffered for a next hop whose TLS handshake is
+// still running; a writer beyond it waits for the handshake (bounded by
+// tls_handshake_timeout), as for a slow next hop.
+const hsBufMax = 64 << 10
+
+// handshakingConn is an outbound TLS connection whose handshake runs on
+// its own goroutine: writes before it completes are buffered (up to
+// hsBufMax), reads wait for it.
+type handshakingConn struct {
+	*tls.Conn
+	done    chan struct{} // closed once the handshake and the flush are over
+	ready   atomic.Bool   // done and err set: writes go straight through
+	mu      sync.Mutex    // pending, err before ready
+	pending []byte
+	err     error
+}
+
+func (h *handshakingConn) Write(p []byte) (int, error) {
+	for !h.ready.Load() {
+		h.mu.Lock()
+		if h.ready.Load() {
+			h.mu.Unlock()
+			break
+		}
+		if len(h.pending)+len(p) <= hsBufMax {
+			h.pending = append(h.pending, p...)
+			h.mu.Unlock()
+			return len(p), nil
+		}
+		h.mu.Unlock()
+		<-h.done
+	}
+	if h.err != nil {
+		return 0, h.err
+	}
+	return h.Conn.Write(p)
+}
+
+func (h *handshakingConn) Read(p []byte) (int, error) {
+	<-h.done
+	if h.err != nil {
+		return 0, h.err
+	}
+	return h.Conn.Read(p)
+}
+
+// finish ends the handshake phase once: after a handshake that succeeded
+// (err nil) it writes what was buffered, within timeout, under the same
+// lock that buffers (nothing can be buffered after the flush). The error
+// it returns is what writes and reads return from now on.
+func (h *handshakingConn) finish(err error, timeout time.Duration) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.ready.Load() {
+		return h.err
+	}
+	if err == nil && len(h.pending) > 0 {
+		_ = h.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		if _, werr := h.Conn.Write(h.pending); werr != nil {
+			err = fmt.Errorf("write after TLS handshake: %w", werr)
+		}
+	}
+	h.err, h.pending = err, nil
+	h.ready.Store(true)
+	close(h.done)
+	return err
 }
