@@ -133,6 +133,9 @@ type Outbound struct {
 	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"` // do not verify msrps peers (tests only)
 	Cert               string `yaml:"cert"`                 // client certificate for mutual TLS towards relays
 	Key                string `yaml:"key"`
+	// DNS is "host:port" of the DNS server next-hop names are resolved
+	// with (SRV, A/AAAA); default: the system resolver.
+	DNS string `yaml:"dns"`
 }
 
 func orDur(v, d time.Duration) time.Duration {

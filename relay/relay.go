@@ -614,6 +614,7 @@ func (r *Relay) run(c *conn) {
 	// shutdown closes c once it is quiet (Relay.shutdown).
 	<-c.done
 	c.stopWriter()
+	r.failClosed(c)
 	n := r.sessions.dropConn(c)
 	r.unregister(c)
 	lvl := slog.LevelDebug

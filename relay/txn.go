@@ -190,3 +190,36 @@ func (t *txnTable) len() int {
 	defer t.mu.Unlock()
 	return len(t.byTID)
 }
+
+// takeDst removes and returns the pending transactions that were sent on
+// c: c has closed, so no response to them can come. Only a connection
+// that has any (pendingOut) is searched for them; one registered later
+// finds c closed before it writes (forward) and fails on its own.
+func (t *txnTable) takeDst(c *conn, out []*txn) []*txn {
+	if c.pendingOut.Load() == 0 {
+		return out
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(out)
+	for _, x := range t.byTID {
+		if x.dst == c {
+			out = append(out, x)
+		}
+	}
+	for _, x := range out[n:] {
+		t.finishLocked(x)
+	}
+	return out
+}
+
+// failClosed fails at once the transactions awaiting a response on c,
+// which closed (issue 15: not at the transaction timeout): a SEND's sender
+// gets its failure REPORT, any other request a 408 response, as when the
+// forward itself fails.
+func (r *Relay) failClosed(c *conn) {
+	for _, x := range r.txns.takeDst(c, nil) {
+		r.stats.forwardFailed.Add(1)
+		r.failTxn(x, 408, "Next hop connection closed")
+	}
+}
