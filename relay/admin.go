@@ -49,7 +49,7 @@ func (r *Relay) Sessions() []SessionInfo {
 	out := make([]SessionInfo, 0, len(all))
 	for _, s := range all {
 		out = append(out, SessionInfo{
-			ID: s.id, User: s.user, ConnID: s.conn.info.ID, Transport: s.conn.info.Transport, Remote: s.conn.info.Remote,
+			ID: s.id, User: s.user, ConnID: s.conn.info.ID, Transport: s.conn.info.Transport, Remote: s.conn.connInfo().Remote,
 			Created: s.created, Expires: s.expires,
 			FramesIn: s.framesIn.Load(), FramesOut: s.framesOut.Load(), BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(),
 		})
@@ -80,8 +80,9 @@ func (r *Relay) Connections() []ConnectionInfo {
 	}
 	out := make([]ConnectionInfo, 0, len(conns))
 	for _, c := range conns {
-		ci := ConnectionInfo{ID: c.info.ID, Transport: c.info.Transport, Dir: c.info.Dir, Local: c.info.Local,
-			Remote: c.info.Remote, Created: c.created, QueueDepth: c.queueDepth()}
+		info := c.connInfo()
+		ci := ConnectionInfo{ID: info.ID, Transport: info.Transport, Dir: info.Dir, Local: info.Local,
+			Remote: info.Remote, Created: c.created, QueueDepth: c.queueDepth()}
 		if p := c.tlsSubject.Load(); p != nil {
 			ci.TLSSubject = *p
 		}

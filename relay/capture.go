@@ -62,7 +62,7 @@ func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	if !c.wireIn {
 		c.inFI.Wire = nil
 	}
-	c.inEv = event.Event{Kind: event.FrameIn, Time: c.inStart, Conn: c.info, Frame: &c.inFI}
+	c.inEv = event.Event{Kind: event.FrameIn, Time: c.inStart, Conn: c.connInfo(), Frame: &c.inFI}
 	c.r.obs.Observe(&c.inEv)
 }
 

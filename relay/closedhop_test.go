@@ -3,8 +3,11 @@ package relay_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,5 +139,72 @@ func TestStalledTLSNextHopDoesNotBlockSender(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("B got nothing within 20s (tls_handshake_timeout 60s)")
+	}
+}
+
+// A next hop whose TCP connect does not complete (a blackholed address:
+// the connect is held by a dial hook until released) does not hold up the
+// sender's next frame, even to a local peer (issue 15 defect 5): A's SEND
+// to it is pending while A's next SEND to B is delivered; when the connect
+// fails, A gets a 408 REPORT.
+func TestStalledConnectDoesNotBlockSender(t *testing.T) {
+	obs := newRecorder()
+	cfg := relay.Config{
+		Listen:   []relay.Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}},
+		Users:    users(t),
+		Observer: obs,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	cfg.Limits.ConnectTimeout = 60 * time.Second
+	cfg.Limits.ShutdownGrace = 500 * time.Millisecond
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	relay.SetDialHook(r, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		select {
+		case <-release:
+			return nil, fmt.Errorf("connect %s: no answer (test)", addr)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-served:
+		case <-time.After(30 * time.Second):
+			t.Error("relay did not shut down within 30s")
+		}
+	})
+	tr := &testRelay{Relay: r, uri: r.URIs()[0].String(), obs: obs}
+	a, useA := client(t, tr, "alice", msrpclient.Options{})
+	b, useB := client(t, tr, "bob", msrpclient.Options{})
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	if _, err := a.SendAsync(sctx, []string{useA, "msrp://127.0.0.1:1/blackholed;tcp"}, msrpclient.Message{Body: []byte("to the blackholed hop"), ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Send(sctx, []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("to B"), ContentType: "text/plain"}); err != nil {
+		t.Fatalf("SEND to B behind a stalled connect: %v", err)
+	}
+	select {
+	case got := <-b.Incoming():
+		if got.Method != "SEND" || string(got.Body) != "to B" {
+			t.Fatalf("B got %s %q", got.Method, got.Body)
+		}
+	case <-sctx.Done():
+		t.Fatal("B got nothing within 20s (connect_timeout 60s)")
+	}
+	releaseOnce.Do(func() { close(release) })
+	rep := receive(t, a, "REPORT")
+	if rep.Status == nil || rep.Status.Code != 408 {
+		t.Fatalf("REPORT %+v", rep)
 	}
 }

@@ -54,6 +54,11 @@ type conn struct {
 	wdone    chan struct{} // closed when the writer ends; nil: none started
 	done     chan struct{}
 
+	// addrs: the addresses of a dialled connection, known once its
+	// connect completes (info, read without a lock, is set before).
+	addrs         atomic.Pointer[[2]netip.AddrPort]
+	connectFailed atomic.Bool // never connected: ConnectFailed, not Closed, says so
+
 	closeOnce sync.Once
 	queueFull atomic.Bool // counted in Stats.QueueFull
 	closed    atomic.Bool
@@ -231,6 +236,20 @@ func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn
 	}
 	c.setNetConn(nc)
 	return c
+}
+
+// setAddrs records a dialled connection's addresses once connected.
+func (c *conn) setAddrs(local, remote netip.AddrPort) {
+	c.addrs.Store(&[2]netip.AddrPort{local, remote})
+}
+
+// connInfo is c.info with the addresses known so far.
+func (c *conn) connInfo() event.ConnInfo {
+	ci := c.info
+	if a := c.addrs.Load(); a != nil {
+		ci.Local, ci.Remote = a[0], a[1]
+	}
+	return ci
 }
 
 // setNetConn (re)builds the I/O stack over nc (after a TLS handshake).
@@ -524,7 +543,7 @@ func (c *conn) writeQueued(f *outFrame) {
 		if f.method != "" {
 			c.outFI.Method = []byte(f.method)
 		}
-		c.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.info, Frame: &c.outFI}
+		c.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.connInfo(), Frame: &c.outFI}
 		c.r.obs.Observe(&c.outEv)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,24 +163,28 @@ func (r *Relay) nextHops(ctx context.Context, u msrp.URI) ([]string, error) {
 // connect opens TCP to the first of u's next hops that accepts: a target
 // that refuses or does not answer within connect_timeout is followed by
 // the next (RFC 2782).
-func (r *Relay) connect(u msrp.URI) (net.Conn, string, error) {
-	rctx, rcancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
+func (r *Relay) connect(pctx context.Context, u msrp.URI) (net.Conn, string, error) {
+	rctx, rcancel := context.WithTimeout(pctx, r.limits().ConnectTimeout)
 	hops, err := r.nextHops(rctx, u)
 	rcancel()
 	if err != nil {
 		return nil, u.Host, err
 	}
 	d := net.Dialer{Resolver: r.tlsOut.resolver}
+	dialContext := d.DialContext
+	if r.dialHook != nil {
+		dialContext = r.dialHook
+	}
 	var errs []error
 	for _, hp := range hops {
-		ctx, cancel := context.WithTimeout(r.ctx, r.limits().ConnectTimeout)
-		nc, err := d.DialContext(ctx, "tcp", hp)
+		ctx, cancel := context.WithTimeout(pctx, r.limits().ConnectTimeout)
+		nc, err := dialContext(ctx, "tcp", hp)
 		cancel()
 		if err == nil {
 			return nc, hp, nil
 		}
 		errs = append(errs, fmt.Errorf("connect %s: %w", hp, err))
-		if r.ctx.Err() != nil {
+		if pctx.Err() != nil {
 			break
 		}
 	}
@@ -191,26 +196,76 @@ func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 	if u.Secure {
 		transport = "msrps"
 	}
+	// The connection exists at once, its TCP connect (and TLS handshake)
+	// on its own goroutine (connectConn): the forwarder, reading its
+	// sender's frames, goes on; what it writes meanwhile is buffered
+	// (issue 15: a next hop that never answered held up the sender's next
+	// frame, even to a local peer, for connect_timeout per SRV target, or
+	// for the whole TLS handshake timeout).
+	dc := &dialingConn{done: make(chan struct{}), wake: make(chan struct{})}
+	var ctx context.Context
+	ctx, dc.cancel = context.WithCancel(r.ctx)
+	c := newConn(r, dc, event.DirOut, transport)
 	// Observers see the attempt with the remote address known so far.
-	pre := &conn{r: r, info: event.ConnInfo{ID: r.newConnID(), Transport: transport, Dir: event.DirOut}}
 	if u.Port != 0 {
 		if ap, err := netipParse(net.JoinHostPort(u.Host, strconv.Itoa(u.Port))); err == nil {
-			pre.info.Remote = ap
+			c.info.Remote = ap
 		}
 	}
-	r.observe(event.ConnectStart, pre, nil, 0, nil)
-	nc, hostport, err := r.connect(u)
-	if err != nil {
-		r.stats.dialFailed.Add(1)
-		r.observe(event.ConnectFailed, pre, nil, 0, err)
-		return nil, err
-	}
-	c := newConn(r, nc, event.DirOut, transport)
-	c.info.ID = pre.info.ID
 	c.key = key
 	c.uri = r.ownURIFor(u.Secure)
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				dc.cancel() // c never started: nothing else ends its context
+				panic(p)
+			}
+		}()
+		r.observe(event.ConnectStart, c, nil, 0, nil)
+	}()
+	if !r.register(c) {
+		dc.cancel()
+		return nil, errors.New("shutting down")
+	}
+	c.requestOK.Store(true)
+	r.wg.Add(2)
+	go r.connectConn(ctx, c, dc, u)
+	go r.run(c)
+	return c, nil
+}
+
+// connectConn opens the dialled connection c: TCP to the first of u's
+// next hops that accepts, then TLS for msrps, within connect_timeout and
+// tls_handshake_timeout; then writes out what was buffered meanwhile. A
+// failure closes c, which fails its pending transactions at once
+// (failClosed).
+func (r *Relay) connectConn(ctx context.Context, c *conn, dc *dialingConn, u msrp.URI) {
+	defer r.wg.Done()
+	over := false
+	defer func() {
+		// Also when an Observer panics: writers and the reader must not
+		// wait forever, nor write past a buffer never flushed.
+		if !over {
+			err := errors.New("connect aborted")
+			c.close(event.CloseTLSFailed, err)
+			dc.finish(nil, err, 0)
+		}
+	}()
+	defer r.recoverConn(c, "connect")
+	defer dc.cancel()
+	nc, hostport, err := r.connect(ctx, u)
+	if err != nil {
+		r.stats.dialFailed.Add(1)
+		r.observe(event.ConnectFailed, c, nil, 0, err)
+		c.connectFailed.Store(true)
+		c.close(event.CloseWriteError, err)
+		dc.finish(nil, err, 0)
+		over = true
+		return
+	}
+	r.stats.dialled.Add(1)
+	c.setAddrs(addrPort(nc.LocalAddr()), addrPort(nc.RemoteAddr()))
 	r.observe(event.Connected, c, nil, 0, nil)
-	var hc *handshakingConn
 	if u.Secure {
 		cfg := r.tlsOut.base.Clone()
 		if net.ParseIP(u.Host) == nil || !cfg.InsecureSkipVerify {
@@ -218,28 +273,31 @@ func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 			// view a frame's buffer.
 			cfg.ServerName = strings.Clone(u.Host)
 		}
-		// The handshake runs on its own goroutine (handshake): the
-		// forwarder, reading its sender's frames, goes on at once; what it
-		// writes before the handshake completes is buffered (issue 15: a
-		// next hop that never completes TLS held up the sender's next
-		// frame, even to a local peer, for the whole handshake timeout).
-		hc = &handshakingConn{Conn: tls.Client(nc, cfg), done: make(chan struct{})}
-		c.setNetConn(hc)
+		tc := tls.Client(nc, cfg)
+		nc = tc
+		if !dc.setConn(tc) { // c closed meanwhile: Close cancels no handshake
+			_ = tc.Close()
+		}
+		hctx, hcancel := context.WithTimeout(ctx, r.limits().TLSHandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		hcancel()
+		if err == nil {
+			c.setTLSSubject(tc)
+		}
+		r.observe(event.TLSHandshake, c, tlsInfo(tc, err), 0, err)
+		if err != nil {
+			r.stats.dialFailed.Add(1)
+			err = fmt.Errorf("TLS to %s: %w", hostport, err)
+			c.close(event.CloseTLSFailed, err)
+			dc.finish(nil, err, 0)
+			over = true
+			return
+		}
 	}
-	if !r.register(c) {
-		c.close(event.CloseShutdown, nil)
-		r.observe(event.Closed, c, nil, event.CloseShutdown, nil)
-		return nil, errors.New("shutting down")
+	if err := dc.finish(nc, nil, r.limits().SendTimeout); err != nil {
+		c.close(writeCloseReason(err), err)
 	}
-	if hc != nil {
-		r.wg.Add(1)
-		go r.handshake(c, hc, hostport)
-	}
-	r.stats.dialled.Add(1)
-	c.requestOK.Store(true)
-	r.wg.Add(1)
-	go r.run(c)
-	return c, nil
+	over = true
 }
 
 // netipParse parses "host:port" when host is an IP literal.
@@ -251,108 +309,180 @@ func netipParse(hostport string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
-// handshake completes the TLS handshake of the dialled connection c within
-// tls_handshake_timeout, then writes out what was buffered meanwhile; a
-// failed handshake closes c, which fails its pending transactions at once
-// (failClosed).
-func (r *Relay) handshake(c *conn, hc *handshakingConn, hostport string) {
-	defer r.wg.Done()
-	over := false
-	defer func() {
-		// Also when an Observer panics: writers and the reader must not
-		// wait forever, nor write past a buffer never flushed.
-		if !over {
-			err := errors.New("TLS handshake aborted")
-			c.close(event.CloseTLSFailed, err)
-			hc.finish(err, 0)
-		}
-	}()
-	defer r.recoverConn(c, "TLS handshake")
-	hctx, hcancel := context.WithTimeout(r.ctx, r.limits().TLSHandshakeTimeout)
-	err := hc.HandshakeContext(hctx)
-	hcancel()
-	if err == nil {
-		c.setTLSSubject(hc.Conn)
-	}
-	r.observe(event.TLSHandshake, c, tlsInfo(hc.Conn, err), 0, err)
-	if err != nil {
-		r.stats.dialFailed.Add(1)
-		err = fmt.Errorf("TLS to %s: %w", hostport, err)
-		c.close(event.CloseTLSFailed, err)
-		hc.finish(err, 0)
-		over = true
-		return
-	}
-	if err := hc.finish(nil, r.limits().SendTimeout); err != nil {
-		c.close(writeCloseReason(err), err)
-	}
-	over = true
-}
-
-// hsBufMax bounds what is buffered for a next hop whose TLS handshake is
-// still running; a writer beyond it waits for the handshake (bounded by
-// tls_handshake_timeout), as for a slow next hop.
+// hsBufMax bounds what is buffered for a next hop whose connect or TLS
+// handshake is still running; a writer beyond it waits for them (bounded
+// by connect_timeout and tls_handshake_timeout), as for a slow next hop.
 const hsBufMax = 64 << 10
 
-// handshakingConn is an outbound TLS connection whose handshake runs on
-// its own goroutine: writes before it completes are buffered (up to
-// hsBufMax), reads wait for it.
-type handshakingConn struct {
-	*tls.Conn
-	done    chan struct{} // closed once the handshake and the flush are over
-	ready   atomic.Bool   // done and err set: writes go straight through
-	mu      sync.Mutex    // pending, err before ready
+// dialingConn is an outbound connection whose TCP connect and TLS
+// handshake run on their own goroutine (connectConn): writes before they
+// complete are buffered (up to hsBufMax), reads wait for them.
+type dialingConn struct {
+	cancel  context.CancelFunc // stops the connect and the handshake
+	done    chan struct{}      // closed once connected (or failed) and flushed
+	ready   atomic.Bool        // done, nc and err set: calls go straight through
+	mu      sync.Mutex         // fields below before ready
+	nc      net.Conn           // the TLS connection while its handshake runs, then the final one
+	closed  bool
+	rdl     time.Time     // the read deadline set meanwhile, applied once connected
+	wake    chan struct{} // closed by a read deadline already past: a waiting Read returns
 	pending []byte
 	err     error
 }
 
-func (h *handshakingConn) Write(p []byte) (int, error) {
-	for !h.ready.Load() {
-		h.mu.Lock()
-		if h.ready.Load() {
-			h.mu.Unlock()
+// setConn records the TLS connection whose handshake starts, so that Close
+// ends it; false when dc was closed already.
+func (d *dialingConn) setConn(nc net.Conn) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.nc = nc
+	return !d.closed
+}
+
+func (d *dialingConn) Write(p []byte) (int, error) {
+	for !d.ready.Load() {
+		d.mu.Lock()
+		if d.ready.Load() {
+			d.mu.Unlock()
 			break
 		}
-		if len(h.pending)+len(p) <= hsBufMax {
-			h.pending = append(h.pending, p...)
-			h.mu.Unlock()
+		if len(d.pending)+len(p) <= hsBufMax {
+			d.pending = append(d.pending, p...)
+			d.mu.Unlock()
 			return len(p), nil
 		}
-		h.mu.Unlock()
-		<-h.done
+		d.mu.Unlock()
+		<-d.done
 	}
-	if h.err != nil {
-		return 0, h.err
+	if d.err != nil {
+		return 0, d.err
 	}
-	return h.Conn.Write(p)
+	return d.nc.Write(p)
 }
 
-func (h *handshakingConn) Read(p []byte) (int, error) {
-	<-h.done
-	if h.err != nil {
-		return 0, h.err
+func (d *dialingConn) Read(p []byte) (int, error) {
+	select {
+	case <-d.done:
+	case <-d.wake: // a shutdown's wake-up (Relay.shutdown)
+		return 0, os.ErrDeadlineExceeded
 	}
-	return h.Conn.Read(p)
+	if d.err != nil {
+		return 0, d.err
+	}
+	return d.nc.Read(p)
 }
 
-// finish ends the handshake phase once: after a handshake that succeeded
-// (err nil) it writes what was buffered, within timeout, under the same
-// lock that buffers (nothing can be buffered after the flush). The error
-// it returns is what writes and reads return from now on.
-func (h *handshakingConn) finish(err error, timeout time.Duration) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.ready.Load() {
-		return h.err
+func (d *dialingConn) Close() error {
+	d.mu.Lock()
+	if !d.ready.Load() {
+		d.closed = true
+		d.cancel()
+		nc := d.nc
+		d.mu.Unlock()
+		if nc != nil {
+			return nc.Close()
+		}
+		return nil
 	}
-	if err == nil && len(h.pending) > 0 {
-		_ = h.Conn.SetWriteDeadline(time.Now().Add(timeout))
-		if _, werr := h.Conn.Write(h.pending); werr != nil {
-			err = fmt.Errorf("write after TLS handshake: %w", werr)
+	d.mu.Unlock()
+	if d.nc == nil {
+		return nil
+	}
+	return d.nc.Close()
+}
+
+// CloseWrite half-closes a connected TCP or TLS connection.
+func (d *dialingConn) CloseWrite() error {
+	if d.ready.Load() && d.err == nil {
+		if cw, ok := d.nc.(interface{ CloseWrite() error }); ok {
+			return cw.CloseWrite()
 		}
 	}
-	h.err, h.pending = err, nil
-	h.ready.Store(true)
-	close(h.done)
+	return errors.New("no write side to close")
+}
+
+func (d *dialingConn) LocalAddr() net.Addr {
+	if d.ready.Load() && d.nc != nil {
+		return d.nc.LocalAddr()
+	}
+	return nil
+}
+
+func (d *dialingConn) RemoteAddr() net.Addr {
+	if d.ready.Load() && d.nc != nil {
+		return d.nc.RemoteAddr()
+	}
+	return nil
+}
+
+// Write deadlines apply once connected: until then connect_timeout and
+// tls_handshake_timeout bound the wait, and Close ends it. A read deadline
+// set meanwhile applies once connected; one already past wakes a waiting
+// Read at once.
+func (d *dialingConn) SetDeadline(t time.Time) error {
+	if d.ready.Load() && d.nc != nil {
+		return d.nc.SetDeadline(t)
+	}
+	return nil
+}
+
+func (d *dialingConn) SetReadDeadline(t time.Time) error {
+	if !d.ready.Load() {
+		d.mu.Lock()
+		if !d.ready.Load() {
+			defer d.mu.Unlock()
+			d.rdl = t
+			if !t.IsZero() && !t.After(time.Now()) {
+				select {
+				case <-d.wake:
+				default:
+					close(d.wake)
+				}
+			}
+			return nil
+		}
+		d.mu.Unlock()
+	}
+	if d.nc != nil {
+		return d.nc.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (d *dialingConn) SetWriteDeadline(t time.Time) error {
+	if d.ready.Load() && d.nc != nil {
+		return d.nc.SetWriteDeadline(t)
+	}
+	return nil
+}
+
+// finish ends the connecting phase once: connected to nc (err nil), it
+// writes what was buffered, within timeout, under the same lock that
+// buffers (nothing can be buffered after the flush). The error it returns
+// is what writes and reads return from now on; a dc closed meanwhile
+// closes nc.
+func (d *dialingConn) finish(nc net.Conn, err error, timeout time.Duration) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ready.Load() {
+		return d.err
+	}
+	if err == nil && d.closed {
+		err = net.ErrClosed
+		_ = nc.Close()
+	}
+	if err == nil {
+		d.nc = nc
+		_ = nc.SetReadDeadline(d.rdl)
+		if len(d.pending) > 0 {
+			_ = nc.SetWriteDeadline(time.Now().Add(timeout))
+			if _, werr := nc.Write(d.pending); werr != nil {
+				err = fmt.Errorf("write after connect: %w", werr)
+			}
+		}
+	}
+	d.err, d.pending = err, nil
+	d.ready.Store(true)
+	close(d.done)
 	return err
 }

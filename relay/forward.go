@@ -53,7 +53,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 		if !wire {
 			c.fwdFI.Wire = nil
 		}
-		c.fwdEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.info, Frame: &c.fwdFI}
+		c.fwdEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: dst.connInfo(), Frame: &c.fwdFI}
 		r.obs.Observe(&c.fwdEv)
 	}
 

@@ -441,6 +441,8 @@ func TestPanicWhileDialling(t *testing.T) {
 	if err != nil || res.Chunks[0].Code != 200 {
 		t.Fatalf("SEND to the same next hop after the panic: %+v %v", res, err)
 	}
+	// The connect runs beside the forwarding: counted before it is observed.
+	tr.obs.waitFor(t, "connected", func(e recEvent) bool { return e.kind == event.Connected && e.conn.Dir == event.DirOut })
 	if st := tr.Stats(); st.Panics != 1 || st.Dialled != 1 {
 		t.Fatalf("Panics %d, Dialled %d; want 1 and 1", st.Panics, st.Dialled)
 	}

@@ -58,8 +58,9 @@ type Relay struct {
 	cancel       context.CancelFunc
 	serving      atomic.Bool
 	tlsOut       *tlsClient
-	insecureOut  bool   // relay.outbound.insecure_skip_verify: warn on each msrps dial
-	connIDBase   uint64 // random high 32 bits of this instance's connection ids
+	dialHook     func(ctx context.Context, network, addr string) (net.Conn, error) // tests: replaces the TCP connect
+	insecureOut  bool                                                              // relay.outbound.insecure_skip_verify: warn on each msrps dial
+	connIDBase   uint64                                                            // random high 32 bits of this instance's connection ids
 	nextConnID   atomic.Uint32
 	shuttingDown atomic.Bool
 	shutdownAt   atomic.Int64 // UnixNano when shuttingDown was set
@@ -550,7 +551,7 @@ func (r *Relay) observe(kind event.Kind, c *conn, tlsInfo *event.TLSInfo, reason
 	if r.obs == nil {
 		return
 	}
-	ev := event.Event{Kind: kind, Time: time.Now(), Conn: c.info, TLS: tlsInfo, Reason: reason, Err: err}
+	ev := event.Event{Kind: kind, Time: time.Now(), Conn: c.connInfo(), TLS: tlsInfo, Reason: reason, Err: err}
 	r.obs.Observe(&ev)
 }
 
@@ -621,12 +622,15 @@ func (r *Relay) run(c *conn) {
 	if c.reason != event.CloseEOF && c.reason != event.CloseShutdown {
 		lvl = slog.LevelInfo
 	}
-	attrs := []slog.Attr{slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
+	attrs := []slog.Attr{slog.Uint64("conn", c.info.ID), slog.String("remote", c.connInfo().Remote.String()),
 		slog.String("reason", c.reason.String()), slog.Int("sessions_dropped", n)}
 	if c.closeErr != nil {
 		attrs = append(attrs, slog.String("error", c.closeErr.Error()))
 	}
 	r.plog.Log(lvl, "closed "+c.reason.String(), "connection closed", attrs...)
+	if c.connectFailed.Load() {
+		return // never opened: its ConnectFailed event said so
+	}
 	defer r.recoverConn(c, "closed event")
 	r.observe(event.Closed, c, nil, c.reason, c.closeErr)
 }
