@@ -82,10 +82,28 @@ func gatedTLSClient(t *testing.T, tr *testRelay, pki *testPKI, user string) (*ms
 // chunk within shutdown_grace: A gets it whole, ended with '$', not cut
 // with '#'.
 func TestChainMiddleRelayShutdownFinishesChunk(t *testing.T) {
+	for _, tc := range []struct {
+		name, failureReport string
+		code                int // B's response: 0 when none is awaited
+	}{
+		{"Failure-Report yes", "", 200},
+		// No transaction awaits a response on R2's leg to R1: only the
+		// frame being written keeps that leg open.
+		{"Failure-Report no", "no", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chainShutdownChunk(t, tc.failureReport, tc.code)
+		})
+	}
+}
+
+func chainShutdownChunk(t *testing.T, failureReport string, code int) {
 	r1, r2, r3, stop2, pki := tlsChain(t, func(c *relay.Config) { c.Limits.ShutdownGrace = 30 * time.Second })
 	a, useA1 := tlsClient(t, r1, pki, "alice")
 	use := authChain(t, a, useA1, "alice", r2, r3)
 	b, gb, useB3 := gatedTLSClient(t, r3, pki, "carol")
+	_, useIdle := tlsClient(t, r2, pki, "bob") // idle: R2's shutdown closes it
+	idle := connOfSession(t, r2, useIdle)
 	toA := []string{useB3}
 	for i := len(use) - 1; i >= 0; i-- {
 		toA = append(toA, use[i])
@@ -100,7 +118,7 @@ func TestChainMiddleRelayShutdownFinishesChunk(t *testing.T) {
 	ctx := ctxT(t)
 	sent := make(chan *msrpclient.Pending, 1)
 	go func() { // SendAsync writes the chunk before it returns
-		p, err := b.SendAsync(ctx, toA, msrpclient.Message{Body: body, ContentType: "application/octet-stream"})
+		p, err := b.SendAsync(ctx, toA, msrpclient.Message{Body: body, ContentType: "application/octet-stream", FailureReport: failureReport})
 		if err != nil {
 			t.Error(err)
 		}
@@ -123,6 +141,9 @@ func TestChainMiddleRelayShutdownFinishesChunk(t *testing.T) {
 		time.Sleep(time.Millisecond) // polling a state, not ordering events
 	}
 	served := stop2()
+	// R2's shutdown went over its connections and closed the quiet ones
+	// while the chunk is still mid-body; then B sends the rest.
+	r2.obs.waitFor(t, "idle connection closed", func(e recEvent) bool { return e.kind == event.Closed && e.conn.ID == idle })
 	gb.openWrites()
 	got := receive(t, a, "SEND")
 	if got.Flag != '$' || got.BodySize != int64(len(body)) || got.Sum() != sha256.Sum256(body) {
@@ -133,8 +154,8 @@ func TestChainMiddleRelayShutdownFinishesChunk(t *testing.T) {
 		t.FailNow()
 	}
 	res, err := pb.Wait(ctx)
-	if err != nil || res.Chunks[0].Code != 200 {
-		t.Fatalf("B's SEND: %+v %v", res, err)
+	if err != nil || res.Chunks[0].Code != code {
+		t.Fatalf("B's SEND: %+v %v, want %d", res, err, code)
 	}
 	<-served
 }
