@@ -167,7 +167,10 @@ func chainShutdownChunk(t *testing.T, failureReport string, code int) {
 // (here by the admin). A gets its 408 failure REPORT at once: far within
 // 20s, with transaction_timeout 60s.
 func TestChainNextHopClosedFailsSendAtOnce(t *testing.T) {
-	r1, r2, r3, _, pki := tlsChain(t, func(c *relay.Config) { c.Limits.TransactionTimeout = 60 * time.Second })
+	r1, r2, r3, _, pki := tlsChain(t, func(c *relay.Config) {
+		c.Limits.TransactionTimeout = 60 * time.Second
+		c.Limits.ShutdownGrace = time.Second // the end of the test: Bob's chunk is not waited for
+	})
 	a, useA1 := tlsClient(t, r1, pki, "alice")
 	use := authChain(t, a, useA1, "alice", r2, r3)
 	b, gb, useB3 := gatedTLSClient(t, r3, pki, "carol")
