@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
+	"github.com/msrpscope/msrpscope/tracer/sink"
 )
 
 // Frame is one row of the frames table: one traced frame.
@@ -61,25 +61,13 @@ type ConnEvent struct {
 	localRaw, remoteRaw string
 }
 
-// CorrelationID is the key that groups a session's frames, the same as
-// the HEP sinks use: both relay session ids sorted and joined with "~"
-// when both are set, the one set otherwise, else "conn-<conn id>".
+// CorrelationID is the key that groups a session's frames: the one the
+// HEP sinks use (sink.AppendCorrelationID), for a frame between sessions
+// from and to on connection connID.
 func CorrelationID(dst []byte, from, to string, connID uint64) []byte {
-	switch {
-	case from != "" && to != "":
-		if to < from {
-			from, to = to, from
-		}
-		dst = append(dst, from...)
-		dst = append(dst, '~')
-		return append(dst, to...)
-	case from != "":
-		return append(dst, from...)
-	case to != "":
-		return append(dst, to...)
-	}
-	dst = append(dst, "conn-"...)
-	return strconv.AppendUint(dst, connID, 10)
+	f := event.FrameInfo{FromSession: from, ToSession: to}
+	e := event.Event{Conn: event.ConnInfo{ID: connID}, Frame: &f}
+	return sink.AppendCorrelationID(dst, &e)
 }
 
 // IsFrame says whether an event becomes a frames row (else an events row).
