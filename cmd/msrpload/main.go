@@ -1,9 +1,12 @@
-// Command msrpload drives an MSRP relay on loopback with pairs of clients:
-// each pair AUTHs, then A SENDs to B through the relay as fast as the window
-// allows, and msrpload reports SEND frames/s, MB/s, 200-response latency and
-// errors by kind. The run is always bounded (-duration, default 10s, and/or -count).
+// Command msrpload drives MSRP relays with pairs of clients: each pair
+// authenticates (A along a chain of relays, B at the last one), then A SENDs
+// to B as fast as the window allows or at a fixed -rate, and msrpload reports
+// SEND/s, MB/s, SEND→200 and end-to-end latency, delivery (checked by hash at
+// B) and errors by kind. The run is bounded (-duration, default 10s, and/or
+// -count). Exit status: 0 when there was no error and every acknowledged
+// message was delivered, 1 otherwise, 2 for usage errors. docs/MSRPLOAD.md.
 //
-//	msrpload -relay 'msrp://127.0.0.1:2855;tcp' -user alice -pairs 4 -window 64 -size 100 -duration 10s
+//	msrpload -relay 'msrp://127.0.0.1:2855;tcp' -pairs 4 -window 64 -size 100 -duration 10s
 package main
 
 import (
@@ -32,25 +35,34 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("msrpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	relay := fs.String("relay", "msrp://127.0.0.1:2855;tcp", "the relay's MSRP URI (msrps:// for TLS)")
-	addr := fs.String("addr", "", "host:port to dial (default: from -relay)")
+	relays := fs.String("relay", "msrp://127.0.0.1:2855;tcp", "the relay's MSRP URI (msrps:// for TLS); a comma-separated list is a chain A's SENDs cross in order, B attaches at the last")
+	addr := fs.String("addr", "", "host:port to dial for the first relay (default: from -relay)")
 	insecure := fs.Bool("insecure", false, "TLS: do not verify the relay's certificate")
 	caFile := fs.String("ca", "", "TLS: PEM file of CA certificates to verify the relay with")
-	user := fs.String("user", "alice", "AUTH user name")
-	password := fs.String("password", "", "AUTH password (default: $MSRPSCOPE_DEMO_PASSWORD)")
-	pairs := fs.Int("pairs", 1, "client pairs")
+	users := fs.String("user", "demo", "AUTH user, or a comma-separated list name[:password],... used round-robin by pairs")
+	password := fs.String("password", "", "AUTH password of users without one (default: $MSRPSCOPE_DEMO_PASSWORD)")
+	pairs := fs.Int("pairs", 1, "client pairs (two connections each)")
 	window := fs.Int("window", 32, "outstanding SEND transactions per pair")
-	size := fs.Int("size", 100, "body bytes per message")
-	chunk := fs.Int("chunk", 0, "chunk size in bytes for large bodies (0: one chunk)")
+	size := fs.String("size", "100", "body bytes per message (suffixes KB, KiB, MB, MiB, GB, GiB)")
+	chunk := fs.String("chunk", "0", "chunk size for large bodies, same suffixes (0: one chunk)")
 	duration := fs.Duration("duration", 0, "how long to send (default 10s when -count is not given)")
 	count := fs.Int("count", 0, "messages per pair (0: no count limit)")
-	timeout := fs.Duration("timeout", 30*time.Second, "response timeout per transaction")
-	asJSON := fs.Bool("json", false, "print the report as JSON before the summary line")
+	rate := fs.String("rate", "0", "messages per second in total, spread over the pairs on a fixed schedule (\"5000\" or \"5000/s\"); 0: as fast as possible")
+	timeout := fs.Duration("timeout", 30*time.Second, "response timeout per SEND")
+	drain := fs.Duration("drain", 5*time.Second, "after sending: how long to wait for outstanding responses and deliveries")
+	asJSON := fs.Bool("json", false, "print only one JSON object on stdout (the text summary goes to stderr)")
 	verbose := fs.Bool("v", false, "debug logs")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	level := slog.LevelInfo
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "msrpload: "+format+"\n", a...)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected arguments %q", fs.Args())
+	}
+	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug
 	}
@@ -59,40 +71,75 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *password == "" {
 		*password = os.Getenv("MSRPSCOPE_DEMO_PASSWORD")
 	}
-	opts := load.Options{
-		RelayURI: *relay, Addr: *addr, User: *user, Password: *password,
-		Pairs: *pairs, Window: *window, Size: *size, Chunk: *chunk,
-		Count: *count, Duration: *duration, ResponseTimeout: *timeout, Logger: logger,
+	userList, err := parseUsers(*users, *password)
+	if err != nil {
+		return usage("-user: %v", err)
 	}
-	if strings.HasPrefix(strings.ToLower(*relay), "msrps://") {
-		tc, err := tlsConfig(*insecure, *caFile)
-		if err != nil {
-			logger.Error("TLS setup", "err", err)
-			return 2
+	sz, err := parseSize(*size)
+	if err != nil || sz < 1 {
+		return usage("-size %q: want a positive size such as 100, 64KiB or 10MB", *size)
+	}
+	ck, err := parseSize(*chunk)
+	if err != nil {
+		return usage("-chunk %q: want a size such as 64KiB (0: one chunk)", *chunk)
+	}
+	rt, err := parseRate(*rate)
+	if err != nil {
+		return usage("-rate %q: %v", *rate, err)
+	}
+	if *pairs < 1 || *window < 1 || *count < 0 || *duration < 0 {
+		return usage("-pairs and -window must be at least 1, -count and -duration not negative")
+	}
+	chain := strings.Split(*relays, ",")
+	for i := range chain {
+		chain[i] = strings.TrimSpace(chain[i])
+	}
+	opts := load.Options{
+		Relays: chain, Addr: *addr, Users: userList,
+		Pairs: *pairs, Window: *window, Size: int(sz), Chunk: int(ck), Rate: rt,
+		Count: *count, Duration: *duration, ResponseTimeout: *timeout, Drain: *drain, Logger: logger,
+	}
+	for _, r := range chain {
+		if strings.HasPrefix(strings.ToLower(r), "msrps://") {
+			tc, err := tlsConfig(*insecure, *caFile)
+			if err != nil {
+				return usage("TLS: %v", err)
+			}
+			opts.TLS = tc
+			break
 		}
-		opts.TLS = tc
+	}
+	var prog *progressLine
+	if isTerminal(stderr) {
+		prog = &progressLine{w: stderr}
+		opts.Progress = prog.show
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := load.Run(ctx, opts)
-	if err != nil {
-		logger.Error("load run failed", "err", err)
-		return 1
+	rep, runErr := load.Run(ctx, opts)
+	prog.end()
+	for _, h := range rep.Hints {
+		fmt.Fprintln(stderr, "msrpload:", h)
+	}
+	if runErr != nil {
+		fmt.Fprintln(stderr, "msrpload:", runErr)
+		rep.ExitStatus = 1
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			logger.Error("writing JSON", "err", err)
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			fmt.Fprintln(stderr, "msrpload: writing JSON:", err)
 			return 1
 		}
+		if runErr == nil {
+			fmt.Fprintln(stderr, rep.Summary())
+		}
+		return rep.ExitStatus
 	}
-	fmt.Fprintln(stdout, rep.Summary())
-	if rep.Frames == 0 {
-		return 1
+	if runErr == nil {
+		fmt.Fprintln(stdout, rep.Summary())
 	}
-	return 0
+	return rep.ExitStatus
 }
 
 func tlsConfig(insecure bool, caFile string) (*tls.Config, error) {
@@ -109,4 +156,32 @@ func tlsConfig(insecure bool, caFile string) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	return tc, nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressLine rewrites one status line on a terminal ("\r").
+type progressLine struct {
+	w     io.Writer
+	shown bool
+}
+
+func (p *progressLine) show(pr load.Progress) {
+	fmt.Fprintf(p.w, "\r%5.0fs %8.0f SEND/s  acked %d  delivered %d  errors %d  p99 %v\033[K",
+		pr.Elapsed.Seconds(), pr.Rate, pr.Acked, pr.Delivered, pr.Errors, pr.SendP99.Round(time.Microsecond))
+	p.shown = true
+}
+
+func (p *progressLine) end() {
+	if p != nil && p.shown {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
 }

@@ -2,34 +2,232 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/internal/kamailio"
-	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
+	"github.com/msrpscope/msrpscope/relay"
+	"github.com/msrpscope/msrpscope/relay/auth"
 )
+
+// testRelay runs a real msrpscope relay (tracing off) on a free loopback
+// port until the test ends, with users alice, bob and carol (password
+// name+"-pw"), and returns its URI.
+func testRelay(t *testing.T, mod func(*relay.Config)) string {
+	t.Helper()
+	users := auth.NewUsers()
+	for _, n := range []string{"alice", "bob", "carol"} {
+		if err := users.Add(auth.User{Name: n, Password: n + "-pw"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := relay.Config{
+		Listen: []relay.Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}},
+		Users:  users,
+		Logger: slog.New(slog.DiscardHandler),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	r, err := relay.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("relay did not stop within 30s")
+		}
+	})
+	return r.URIs()[0].String()
+}
+
+// jsonReport runs msrpload with -json and decodes stdout, which must be
+// one JSON object and nothing else.
+func jsonReport(t *testing.T, args ...string) (code int, rep map[string]any, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(append([]string{"--json"}, args...), &out, &errOut)
+	dec := json.NewDecoder(&out)
+	if err := dec.Decode(&rep); err != nil {
+		t.Fatalf("stdout is not a JSON object: %v\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	if dec.More() {
+		t.Fatalf("stdout has more than one JSON value:\n%s", out.String())
+	}
+	return code, rep, errOut.String()
+}
+
+func num(t *testing.T, rep map[string]any, key string) float64 {
+	t.Helper()
+	v, ok := rep[key].(float64)
+	if !ok {
+		t.Fatalf("%s: %v (%T), want a number", key, rep[key], rep[key])
+	}
+	return v
+}
+
+var jsonKeys = []string{"pairs", "window", "body_bytes", "chunk_bytes", "seconds", "messages", "send_frames",
+	"send_frames_per_sec", "mb_per_sec", "received_sends", "received_bytes", "errors",
+	"messages_delivered", "send_latency_ns", "delivery_latency_ns", "exit_status", "msrpload_cpu_seconds", "hints"}
+
+// The JSON object has exactly the documented fields (a harness parses
+// them), latencies as integer ns.
+func TestJSONShape(t *testing.T) {
+	uri := testRelay(t, nil)
+	code, rep, stderr := jsonReport(t, "-relay", uri, "-user", "alice:alice-pw", "-pairs", "2", "-window", "4", "-count", "50")
+	if code != 0 {
+		t.Fatalf("exit %d: %v\n%s", code, rep, stderr)
+	}
+	var keys []string
+	for k := range rep {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Clone(jsonKeys)
+	slices.Sort(want)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("keys %v\nwant %v", keys, want)
+	}
+	for _, k := range []string{"send_latency_ns", "delivery_latency_ns"} {
+		l, ok := rep[k].(map[string]any)
+		if !ok || len(l) != 4 {
+			t.Fatalf("%s: %v", k, rep[k])
+		}
+		for _, q := range []string{"p50", "p90", "p99", "max"} {
+			v, ok := l[q].(float64)
+			if !ok || v <= 0 || v != float64(int64(v)) {
+				t.Fatalf("%s.%s = %v, want a positive integer", k, q, l[q])
+			}
+		}
+	}
+	if num(t, rep, "messages") != 100 || num(t, rep, "messages_delivered") != 100 || num(t, rep, "send_frames") != 100 ||
+		num(t, rep, "exit_status") != 0 || num(t, rep, "msrpload_cpu_seconds") <= 0 {
+		t.Fatalf("report %v", rep)
+	}
+	if e, ok := rep["errors"].(map[string]any); !ok || len(e) != 0 {
+		t.Fatalf("errors %v", rep["errors"])
+	}
+	if h, ok := rep["hints"].([]any); !ok || len(h) != 0 {
+		t.Fatalf("hints %v, want []", rep["hints"])
+	}
+}
+
+// Chunked multi-MB messages are reassembled at B and checked by hash.
+func TestChunkedTransfer(t *testing.T) {
+	uri := testRelay(t, nil)
+	code, rep, stderr := jsonReport(t, "-relay", uri, "-user", "alice:alice-pw", "-size", "2MB", "-chunk", "64KiB",
+		"-window", "8", "-count", "3")
+	chunks := (2_000_000 + 65535) / 65536
+	if code != 0 || num(t, rep, "messages_delivered") != 3 || num(t, rep, "send_frames") != float64(3*chunks) ||
+		num(t, rep, "received_bytes") != 6_000_000 || num(t, rep, "body_bytes") != 2_000_000 || num(t, rep, "chunk_bytes") != 65536 {
+		t.Fatalf("exit %d, report %v\n%s", code, rep, stderr)
+	}
+}
+
+// A relay limit hit says so once, with the key to raise, and exits 1.
+func TestLimitHints(t *testing.T) {
+	tests := []struct {
+		name  string
+		mod   func(*relay.Config)
+		pairs string
+		users string
+		hint  string
+		kind  string
+	}{
+		{"sessions per user", func(c *relay.Config) { c.Limits.MaxSessionsPerUser = 4 }, "4", "alice:alice-pw",
+			"pair 2: relay refused AUTH: 403 Too many sessions for user alice — raise relay.limits.max_sessions_per_user (default 64) or give several users with -user",
+			"AUTH 403 Too many sessions"},
+		{"connections per IP", func(c *relay.Config) { c.Limits.MaxConnectionsPerIP = 4 }, "4", "alice:alice-pw",
+			"pair 2: connection closed by the relay right after connect — likely relay.limits.max_connections_per_ip (default 256)",
+			"closed by relay right after connect"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			uri := testRelay(t, tc.mod)
+			code, rep, stderr := jsonReport(t, "-relay", uri, "-user", tc.users, "-pairs", tc.pairs, "-count", "10")
+			hints, _ := rep["hints"].([]any)
+			if code != 1 || num(t, rep, "exit_status") != 1 || len(hints) != 1 || !strings.HasPrefix(hints[0].(string), tc.hint) {
+				t.Fatalf("exit %d hints %q, want 1 and one hint %q\n%s", code, hints, tc.hint, stderr)
+			}
+			if n := strings.Count(stderr, tc.hint); n != 1 {
+				t.Fatalf("hint on stderr %d times, want once:\n%s", n, stderr)
+			}
+			errs, _ := rep["errors"].(map[string]any)
+			if errs[tc.kind] != 2.0 || num(t, rep, "messages_delivered") != 20 {
+				t.Fatalf("errors %v delivered %v: want %q: 2 (pairs 2 and 3) and the 2 other pairs' 20 messages", errs, rep["messages_delivered"], tc.kind)
+			}
+		})
+	}
+	// Several users share the load: the same relay takes 4 pairs.
+	uri := testRelay(t, func(c *relay.Config) { c.Limits.MaxSessionsPerUser = 4 })
+	code, rep, stderr := jsonReport(t, "-relay", uri, "-user", "alice,bob:bob-pw", "-password", "alice-pw", "-pairs", "4", "-count", "10")
+	if code != 0 || num(t, rep, "messages_delivered") != 40 {
+		t.Fatalf("two users: exit %d %v\n%s", code, rep, stderr)
+	}
+}
+
+// A chain of two relays: A authenticates at R1, then at R2 through R1;
+// B attaches at R2.
+func TestChainOfTwoRelays(t *testing.T) {
+	r2 := testRelay(t, nil)
+	r1 := testRelay(t, nil)
+	code, rep, stderr := jsonReport(t, "-relay", r1+","+r2, "-user", "bob:bob-pw", "-pairs", "2", "-window", "8", "-count", "100",
+		"-size", "40KiB", "-chunk", "16KiB")
+	if code != 0 || num(t, rep, "messages_delivered") != 200 || num(t, rep, "send_frames") != 600 {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
+	}
+}
+
+// -rate: a fixed-rate run bounded by -count finishes with every message
+// delivered (the rate itself is not asserted: no timing assertions).
+func TestRateBounded(t *testing.T) {
+	uri := testRelay(t, nil)
+	code, rep, stderr := jsonReport(t, "-relay", uri, "-user", "carol:carol-pw", "-pairs", "3", "-rate", "3000/s", "-count", "20")
+	if code != 0 || num(t, rep, "messages_delivered") != 60 {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
+	}
+	// And bounded by -duration.
+	code, rep, stderr = jsonReport(t, "-relay", uri, "-user", "carol:carol-pw", "-pairs", "2", "-rate", "500", "-duration", "300ms")
+	if code != 0 || num(t, rep, "messages_delivered") < 1 || num(t, rep, "messages_delivered") != num(t, rep, "messages") {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
+	}
+}
+
+// Text mode: the summary names both latencies and delivery.
+func TestTextSummary(t *testing.T) {
+	uri := testRelay(t, nil)
+	var out, errOut bytes.Buffer
+	code := run([]string{"-relay", uri, "-user", "alice:alice-pw", "-count", "20"}, &out, &errOut)
+	s := out.String()
+	if code != 0 || !strings.HasPrefix(s, "msrpload: 1 pairs window 32 size 100") ||
+		!strings.Contains(s, "20 acknowledged, 20 delivered (100.0%)") || !strings.Contains(s, "SEND→200  p50") ||
+		!strings.Contains(s, "delivery  p50") || !strings.Contains(s, "errors: none") {
+		t.Fatalf("exit %d\n%s\nstderr %s", code, s, errOut.String())
+	}
+}
 
 func TestRunAgainstKamailio(t *testing.T) {
 	k := kamailio.Start(t, kamailio.Config{})
 	t.Setenv("MSRPSCOPE_DEMO_PASSWORD", kamailio.Password)
-	var out, errOut bytes.Buffer
-	code := run([]string{"-relay", k.URI(), "-user", kamailio.User, "-pairs", "2", "-window", "8",
-		"-size", "200", "-count", "100", "-timeout", "10s", "-json"}, &out, &errOut)
-	if code != 0 {
-		t.Fatalf("exit %d; stderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
+	code, rep, stderr := jsonReport(t, "-relay", k.URI(), "-user", kamailio.User, "-pairs", "2", "-window", "8",
+		"-size", "200", "-count", "100", "-timeout", "10s")
+	if code != 0 || num(t, rep, "send_frames") != 200 || num(t, rep, "messages_delivered") != 200 {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
 	}
-	s := out.String()
-	i := strings.LastIndex(strings.TrimRight(s, "\n"), "\n")
-	var rep load.Report
-	if err := json.Unmarshal([]byte(s[:i]), &rep); err != nil {
-		t.Fatalf("JSON report: %v\n%s", err, s)
-	}
-	summary := s[i+1:]
-	if rep.Frames != 200 || rep.Messages != 200 || len(rep.Errors) != 0 || !strings.HasPrefix(summary, "msrpload: 2 pairs") {
-		t.Fatalf("report %+v, summary %q", rep, summary)
-	}
-	t.Log(strings.TrimSpace(summary))
 }
 
 func TestRunBadInput(t *testing.T) {
@@ -39,8 +237,13 @@ func TestRunBadInput(t *testing.T) {
 		want int
 	}{
 		{"unknown flag", []string{"-nosuch"}, 2},
+		{"bad size", []string{"-size", "10XB"}, 2},
+		{"zero size", []string{"-size", "0"}, 2},
+		{"bad user list", []string{"-user", "alice,,bob"}, 2},
+		{"bad rate", []string{"-rate", "fast"}, 2},
 		{"bad relay URI", []string{"-relay", "http://x", "-count", "1"}, 1},
-		{"msrps without TLS material is fine, bad CA is not", []string{"-relay", "msrps://127.0.0.1:1;tcp", "-ca", "/nonexistent"}, 2},
+		{"nothing listens", []string{"-relay", "msrp://127.0.0.1:1;tcp", "-count", "1"}, 1},
+		{"msrps with a bad CA file", []string{"-relay", "msrps://127.0.0.1:1;tcp", "-ca", "/nonexistent"}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

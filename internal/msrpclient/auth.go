@@ -142,6 +142,14 @@ func pickChallenge(r *response) (msrp.Digest, error) {
 	return nil, ErrNoChallenge
 }
 
+// DigestAuthorization answers the Digest challenge ch (RFC 7616 §3.4,
+// qop=auth when offered) for a caller that runs AUTH on its own connection
+// (the lean engine of msrpclient/load): the Authorization value, and a
+// check of the rspauth in the 200's Authentication-Info.
+func DigestAuthorization(ch msrp.Digest, method, uri, user, password string) (string, func(authInfo string) error, error) {
+	return digestCredentials(ch, method, uri, user, password)
+}
+
 // digestCredentials builds an Authorization value for challenge ch
 // (RFC 7616 §3.4, qop=auth when offered) and a function verifying the
 // rspauth of the Authentication-Info of the 200.

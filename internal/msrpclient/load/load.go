@@ -1,5 +1,5 @@
-// Package load drives an MSRP relay with pairs of msrpclient endpoints and
-// measures it: the core of cmd/msrpload, callable from Go benchmarks.
+// Package load drives MSRP relays with pairs of lean endpoints and measures them:
+// the engine of cmd/msrpload (SEND→200 and end-to-end latency, delivery checked by hash), callable from Go tests.
 package load
 
 import (
@@ -7,93 +7,200 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
-	"math"
-	"math/bits"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
+// User is one AUTH identity; pairs take Options.Users round-robin.
+type User struct {
+	Name     string
+	Password string
+}
+
 // Options configure a Run.
 type Options struct {
-	RelayURI string      // the relay's URI, used as AUTH To-Path (msrp:// or msrps://)
-	Addr     string      // host:port to dial; default from RelayURI
+	// RelayURI is the relay's URI (msrp:// or msrps://); Relays, when set,
+	// is a chain instead: A authenticates at each in turn (RFC 4976 §5.1)
+	// and its SENDs cross them all; B attaches at the last one.
+	RelayURI string
+	Relays   []string
+	Addr     string      // host:port to dial for the first relay; default from its URI
 	TLS      *tls.Config // required for msrps://
+	// User (default "demo") and Password, or Users (taken round-robin by
+	// pairs; a pair's A and B use the same one).
 	User     string
 	Password string
+	Users    []User
 	Pairs    int // client pairs (default 1)
 	Window   int // outstanding SEND transactions per pair (default 32)
-	Size     int // body bytes per message (default 100)
+	Size     int // body bytes per message (default 100, at least 1)
 	Chunk    int // chunk size; 0 = one chunk per message
-	// Count bounds the messages per pair; Duration bounds the run. At
+	// Count bounds the messages per pair; Duration bounds the sending. At
 	// least one applies: with neither, Duration is 10 s.
 	Count    int
 	Duration time.Duration
-	// ResponseTimeout per transaction (default msrpclient's 30 s).
+	// Rate is messages per second in total, spread evenly over the pairs
+	// on a fixed schedule; latencies count from the scheduled time, so a
+	// stall is not hidden (coordinated omission). 0: as fast as the
+	// window allows.
+	Rate float64
+	// ResponseTimeout per SEND transaction (default 30 s, RFC 4975 §7.1.1).
 	ResponseTimeout time.Duration
-	Logger          *slog.Logger
+	// Drain bounds the wait, after sending stops, for outstanding
+	// responses and for B to receive what A had acknowledged (default 5 s).
+	Drain time.Duration
+	// SetupTimeout bounds connecting and authenticating all pairs (default 30 s).
+	SetupTimeout time.Duration
+	// Progress, when set, is called about once a second while sending.
+	Progress func(Progress)
+	Logger   *slog.Logger
 }
 
-// Report is what a Run measured.
+// Progress is a snapshot while sending.
+type Progress struct {
+	Elapsed   time.Duration
+	Acked     int64   // SENDs answered 200
+	Delivered int64   // messages complete at B
+	Errors    int64   // errors of every kind
+	Rate      float64 // SENDs answered 200 per second over the last interval
+	SendP99   time.Duration
+}
+
+// Report is what a Run measured. The JSON names are a stable interface
+// (scripts and the benchmark harness parse them).
 type Report struct {
-	Pairs         int              `json:"pairs"`
-	Window        int              `json:"window"`
-	BodyBytes     int              `json:"body_bytes"`
-	ChunkBytes    int              `json:"chunk_bytes"`
-	Seconds       float64          `json:"seconds"`
-	Messages      int64            `json:"messages"`      // messages whose every chunk got 200
-	Frames        int64            `json:"send_frames"`   // SEND transactions answered 200
-	PayloadBytes  int64            `json:"payload_bytes"` // body bytes in those
-	FramesPerSec  float64          `json:"send_frames_per_sec"`
-	MBPerSec      float64          `json:"mb_per_sec"` // payload, 10^6 bytes/s
-	LatencyP50    time.Duration    `json:"latency_p50_ns"`
-	LatencyP99    time.Duration    `json:"latency_p99_ns"`
-	LatencyMax    time.Duration    `json:"latency_max_ns"`
-	ReceivedSends int64            `json:"received_sends"` // SEND frames the B sides got (after up to 2 s of draining)
-	ReceivedBytes int64            `json:"received_bytes"`
-	Unknown       int64            `json:"unknown_responses"`
-	Errors        map[string]int64 `json:"errors"`
+	Pairs             int              `json:"pairs"`
+	Window            int              `json:"window"`
+	BodyBytes         int              `json:"body_bytes"`
+	ChunkBytes        int              `json:"chunk_bytes"`
+	Seconds           float64          `json:"seconds"`
+	Messages          int64            `json:"messages"`    // messages whose every chunk got 200
+	Frames            int64            `json:"send_frames"` // SEND transactions answered 200
+	FramesPerSec      float64          `json:"send_frames_per_sec"`
+	MBPerSec          float64          `json:"mb_per_sec"` // payload answered 200, 10^6 bytes/s
+	ReceivedSends     int64            `json:"received_sends"`
+	ReceivedBytes     int64            `json:"received_bytes"`
+	Errors            map[string]int64 `json:"errors"`
+	MessagesDelivered int64            `json:"messages_delivered"`  // complete at B, hash ok
+	SendLatency       Latency          `json:"send_latency_ns"`     // SEND → its 200
+	DeliveryLatency   Latency          `json:"delivery_latency_ns"` // A's send (scheduled) → complete at B
+	ExitStatus        int              `json:"exit_status"`
+	CPUSeconds        float64          `json:"msrpload_cpu_seconds"` // this process's user+system CPU over Run
+	Hints             []string         `json:"hints"`
+	PayloadBytes      int64            `json:"-"`
+	PairsStarted      int              `json:"-"`
 }
 
-// Summary is the final plain line.
+// OK reports whether the run had no error and B received every message
+// A had acknowledged.
+func (r Report) OK() bool {
+	var n int64
+	for _, v := range r.Errors {
+		n += v
+	}
+	return n == 0 && r.MessagesDelivered >= r.Messages && r.Frames > 0
+}
+
+// Summary is the human-readable report, several lines.
 func (r Report) Summary() string {
-	var errs []string
-	for k, v := range r.Errors {
-		errs = append(errs, fmt.Sprintf("%s=%d", k, v))
+	var b strings.Builder
+	chunk := "whole"
+	if r.ChunkBytes > 0 && r.ChunkBytes < r.BodyBytes {
+		chunk = fmt.Sprint(r.ChunkBytes)
 	}
-	e := "none"
-	if len(errs) > 0 {
-		e = strings.Join(errs, ",")
+	fmt.Fprintf(&b, "msrpload: %d pairs window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
+		r.Pairs, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
+	pct := 0.0
+	if r.Messages > 0 {
+		pct = 100 * float64(r.MessagesDelivered) / float64(r.Messages)
 	}
-	return fmt.Sprintf("msrpload: %d pairs window %d size %d: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s, 200 latency p50 %v p99 %v, received at B %d, errors %s",
-		r.Pairs, r.Window, r.BodyBytes, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec,
-		r.LatencyP50.Round(time.Microsecond), r.LatencyP99.Round(time.Microsecond), r.ReceivedSends, e)
+	fmt.Fprintf(&b, "  messages: %d acknowledged, %d delivered (%.1f%%); B received %d SENDs, %d bytes\n",
+		r.Messages, r.MessagesDelivered, pct, r.ReceivedSends, r.ReceivedBytes)
+	lat := func(name string, l Latency) {
+		fmt.Fprintf(&b, "  %-9s p50 %v  p90 %v  p99 %v  max %v\n", name, rnd(l.P50), rnd(l.P90), rnd(l.P99), rnd(l.Max))
+	}
+	lat("SEND→200", r.SendLatency)
+	lat("delivery", r.DeliveryLatency)
+	if len(r.Errors) == 0 {
+		b.WriteString("  errors: none\n")
+	} else {
+		keys := make([]string, 0, len(r.Errors))
+		for k := range r.Errors {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b.WriteString("  errors:")
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s: %d;", k, r.Errors[k])
+		}
+		b.WriteString("\n")
+	}
+	perSend := ""
+	if r.Frames > 0 {
+		perSend = fmt.Sprintf(" (%.1f µs per SEND)", r.CPUSeconds*1e6/float64(r.Frames))
+	}
+	fmt.Fprintf(&b, "  msrpload CPU: %.2fs%s; exit status %d", r.CPUSeconds, perSend, r.ExitStatus)
+	return b.String()
+}
+
+func rnd(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(10 * time.Microsecond)
+	}
+	return d.Round(time.Microsecond)
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.RelayURI == "" {
-		return o, errors.New("load: no relay URI")
+	if len(o.Relays) == 0 {
+		if o.RelayURI == "" {
+			return o, errors.New("load: no relay URI")
+		}
+		o.Relays = []string{o.RelayURI}
 	}
-	u, err := msrp.ParseURI(o.RelayURI)
-	if err != nil {
-		return o, fmt.Errorf("load: relay URI: %w", err)
+	o.RelayURI = o.Relays[0]
+	secure := false
+	for i, r := range o.Relays {
+		u, err := msrp.ParseURI(r)
+		if err != nil {
+			return o, fmt.Errorf("load: relay URI %d: %w", i+1, err)
+		}
+		if u.SessionID != "" {
+			return o, fmt.Errorf("load: relay URI %q has a session-id: give the relay's own URI", r)
+		}
+		secure = secure || u.Secure && (i == 0 || i == len(o.Relays)-1)
 	}
 	if o.Addr == "" {
-		if u.Port == 0 {
-			u.Port = 2855
+		a, _, err := addrOf(o.Relays[0])
+		if err != nil {
+			return o, err
 		}
-		o.Addr = net.JoinHostPort(u.Host, fmt.Sprint(u.Port))
+		o.Addr = a
 	}
-	if u.Secure && o.TLS == nil {
+	if secure && o.TLS == nil {
 		return o, errors.New("load: msrps:// relay needs a TLS config")
 	}
-	if !u.Secure {
-		o.TLS = nil
+	if len(o.Users) == 0 {
+		if o.User == "" {
+			o.User = "demo" // msrpscope's embedded default user
+		}
+		o.Users = []User{{Name: o.User, Password: o.Password}}
+	}
+	for i := range o.Users {
+		if o.Users[i].Name == "" {
+			return o, errors.New("load: empty user name")
+		}
 	}
 	if o.Pairs <= 0 {
 		o.Pairs = 1
@@ -101,11 +208,26 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Window <= 0 {
 		o.Window = 32
 	}
-	if o.Size < 0 {
-		o.Size = 0
+	if o.Size <= 0 {
+		o.Size = 100
+	}
+	if o.Chunk < 0 || o.Chunk >= o.Size {
+		o.Chunk = 0
 	}
 	if o.Count <= 0 && o.Duration <= 0 {
 		o.Duration = 10 * time.Second
+	}
+	if o.Rate < 0 {
+		return o, errors.New("load: negative rate")
+	}
+	if o.ResponseTimeout <= 0 {
+		o.ResponseTimeout = 30 * time.Second
+	}
+	if o.Drain <= 0 {
+		o.Drain = 5 * time.Second
+	}
+	if o.SetupTimeout <= 0 {
+		o.SetupTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -113,283 +235,361 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
-// Run authenticates Pairs pairs of clients at the relay and has each A
-// SEND to its B (To-Path: A's Use-Path, B's Use-Path, B's URI; Failure-Report
-// yes) as fast as the window allows, until Count messages per pair are
-// answered, Duration passes or ctx ends. Setup failures are returned as an
-// error; failures during the run are counted in Report.Errors.
+// runner is one Run's shared state.
+type runner struct {
+	opts     Options
+	start    time.Time
+	interval int64 // -rate: ns between a pair's messages; 0: as fast as possible
+	body     []byte
+	bodyCRC  uint32
+	errTotal atomic.Int64
+	draining atomic.Bool
+	changed  chan struct{} // capacity 1: "some pair went idle or caught up"
+}
+
+func (r *runner) now() int64 { return int64(time.Since(r.start)) }
+
+func (r *runner) notify() {
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Run authenticates Pairs pairs at the relay (or along the chain) and has
+// each A SEND to its B (To-Path: A's Use-Path, B's Use-Path, B's URI;
+// Failure-Report yes) until Count messages per pair went out, Duration
+// passes or ctx ends, then drains. Pairs that cannot be set up are counted
+// in Report.Errors, with a hint when a relay limit is the likely cause
+// (Report.Hints); only when no pair at all could be set up does Run return
+// an error. Failures while sending are counted in Report.Errors.
 func Run(ctx context.Context, opts Options) (Report, error) {
+	cpu0 := cpuTime()
 	opts, err := opts.withDefaults()
 	if err != nil {
-		return Report{}, err
+		return Report{ExitStatus: 1}, err
 	}
-	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk, Errors: map[string]int64{}}
+	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
+		Errors: map[string]int64{}, Hints: []string{}}
+	r := &runner{opts: opts, changed: make(chan struct{}, 1)}
+	r.body = make([]byte, opts.Size)
+	for i := range r.body {
+		r.body[i] = 'a' + byte(i%26)
+	}
+	r.bodyCRC = crc32.Checksum(r.body, castagnoli)
+	if opts.Rate > 0 {
+		r.interval = max(int64(float64(opts.Pairs)*float64(time.Second)/opts.Rate), 1)
+	}
 
-	setupCtx, cancelSetup := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelSetup()
-	pairs := make([]*pair, 0, opts.Pairs)
+	pairs, setupErr := setup(ctx, r, &rep)
 	defer func() {
 		for _, p := range pairs {
-			p.close()
+			p.closing.Store(true)
+			_ = p.a.nc.Close()
+			_ = p.b.nc.Close()
 		}
 	}()
-	for i := 0; i < opts.Pairs; i++ {
-		p, err := newPair(setupCtx, opts)
-		if err != nil {
-			return rep, fmt.Errorf("load: pair %d: %w", i, err)
+	rep.PairsStarted = len(pairs)
+	if len(pairs) == 0 {
+		rep.ExitStatus = 1
+		rep.CPUSeconds = cpuTime() - cpu0
+		if setupErr == nil {
+			setupErr = errors.New("no pair set up")
 		}
-		pairs = append(pairs, p)
+		return rep, fmt.Errorf("load: %w", setupErr)
 	}
 
-	runCtx := ctx
-	if opts.Duration > 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, opts.Duration)
-		defer cancel()
-	}
-	body := make([]byte, opts.Size)
-	for i := range body {
-		body[i] = 'a' + byte(i%26)
-	}
-	start := time.Now()
 	var wg sync.WaitGroup
+	stopTick := make(chan struct{})
+	r.start = time.Now()
+	for i, p := range pairs {
+		p.initWindow(opts.Window)
+		if r.interval > 0 { // spread the pairs' schedules over one interval
+			p.nextSched = r.interval * int64(i) / int64(len(pairs))
+		}
+		wg.Add(3)
+		go func() { defer wg.Done(); p.readB() }()
+		go func() { defer wg.Done(); p.readA() }()
+		go func() { defer wg.Done(); p.tick(stopTick) }()
+	}
+	var stopProgress func()
+	if opts.Progress != nil {
+		stopProgress = progress(r, pairs)
+	}
+
+	// Sending: until every A is idle (its count done), Duration or ctx.
+	var durC <-chan time.Time
+	if opts.Duration > 0 {
+		t := time.NewTimer(opts.Duration)
+		defer t.Stop()
+		durC = t.C
+	}
+	stopAll := func() {
+		for _, p := range pairs {
+			p.stop()
+		}
+	}
+	allIdle := func() bool {
+		for _, p := range pairs {
+			if !p.aIdle.Load() {
+				return false
+			}
+		}
+		return true
+	}
+	var drainC <-chan time.Time
+	startDrain := func() {
+		if drainC == nil {
+			t := time.NewTimer(opts.Drain)
+			drainC = t.C
+			r.draining.Store(true)
+		}
+	}
+	ctxDone := ctx.Done()
+	expired := false
+sending:
+	for !allIdle() {
+		select {
+		case <-r.changed:
+		case <-durC:
+			durC = nil
+			stopAll()
+			startDrain()
+		case <-ctxDone:
+			ctxDone = nil
+			stopAll()
+			startDrain()
+		case <-drainC:
+			expired = true
+			break sending
+		}
+	}
+	elapsed := time.Since(r.start)
+	// Then B: until it has every message A had acknowledged.
+	startDrain()
+	for !expired && !caughtUp(pairs) {
+		select {
+		case <-r.changed:
+		case <-drainC:
+			expired = true
+		}
+	}
+	if stopProgress != nil {
+		stopProgress()
+	}
+	close(stopTick)
 	for _, p := range pairs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.run(runCtx, opts, body)
-		}()
+		p.closing.Store(true)
+		_ = p.a.nc.Close()
+		_ = p.b.nc.Close()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
 
-	drain(ctx, pairs)
-
-	var h histogram
+	var send, deliv histogram
 	for _, p := range pairs {
-		rep.Messages += p.messages
-		rep.Frames += p.frames
-		rep.PayloadBytes += p.bytes
-		for k, v := range p.errors {
+		rep.Messages += p.acked.Load()
+		rep.Frames += p.frames.Load()
+		rep.PayloadBytes += p.payload
+		rep.MessagesDelivered += p.delivrd.Load()
+		rep.ReceivedSends += p.recvSends
+		rep.ReceivedBytes += p.recvBytes
+		for k, v := range p.errs {
 			rep.Errors[k] += v
 		}
-		h.merge(&p.hist)
-		st := p.b.Stats()
-		rep.ReceivedSends += st.SendsReceived
-		rep.ReceivedBytes += st.BodyBytes
-		rep.Unknown += p.a.Stats().UnknownResponses
-		if p.b.Err() != nil {
-			rep.Errors["receiver-conn-closed"]++ // e.g. a relay that drops instead of queueing
+		for k, v := range p.bErrs {
+			rep.Errors[k] += v
 		}
-		if p.a.Err() != nil {
-			rep.Errors["sender-conn-closed"]++
+		if n := len(p.slots) - len(p.free); n > 0 {
+			rep.Errors[kindUnanswered] += int64(n)
 		}
+		if d := p.acked.Load() - p.delivrd.Load(); d > 0 {
+			rep.Errors[kindNotDelivered] += d
+		}
+		send.merge(&p.sendHist)
+		deliv.merge(&p.delivHist)
 	}
 	rep.Seconds = elapsed.Seconds()
 	if rep.Seconds > 0 {
 		rep.FramesPerSec = float64(rep.Frames) / rep.Seconds
 		rep.MBPerSec = float64(rep.PayloadBytes) / rep.Seconds / 1e6
 	}
-	rep.LatencyP50 = h.quantile(0.50)
-	rep.LatencyP99 = h.quantile(0.99)
-	rep.LatencyMax = h.max
+	rep.SendLatency = send.latency()
+	rep.DeliveryLatency = deliv.latency()
+	if !rep.OK() {
+		rep.ExitStatus = 1
+	}
+	rep.CPUSeconds = cpuTime() - cpu0
 	return rep, nil
 }
 
-// drain waits (at most 2 s) until every B has received as many SEND frames
-// as its A got 200s for: a relay may answer a hop before it forwards.
-func drain(ctx context.Context, pairs []*pair) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		behind := false
-		for _, p := range pairs {
-			if p.b.Stats().SendsReceived < p.frames {
-				behind = true
-			}
-		}
-		if !behind {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+func caughtUp(pairs []*pair) bool {
+	for _, p := range pairs {
+		if !p.bDead.Load() && p.delivrd.Load() < p.acked.Load() {
+			return false
 		}
 	}
+	return true
 }
 
-type pair struct {
-	a, b   *msrpclient.Client
-	toPath []string
-
-	// written by run, read after it returns
-	messages, frames, bytes int64
-	errors                  map[string]int64
-	hist                    histogram
-}
-
-func newPair(ctx context.Context, opts Options) (*pair, error) {
-	p := &pair{errors: map[string]int64{}}
-	var err error
-	aOpts := msrpclient.Options{Window: opts.Window, ResponseTimeout: opts.ResponseTimeout, Logger: opts.Logger}
-	bOpts := aOpts
-	bOpts.DiscardIncoming = true
-	if p.a, err = msrpclient.DialOptions(ctx, opts.Addr, opts.TLS, aOpts); err != nil {
-		return nil, err
-	}
-	if p.b, err = msrpclient.DialOptions(ctx, opts.Addr, opts.TLS, bOpts); err != nil {
-		p.close()
-		return nil, err
-	}
-	useA, _, err := p.a.Auth(ctx, opts.RelayURI, opts.User, opts.Password, 0)
-	if err != nil {
-		p.close()
-		return nil, fmt.Errorf("A: %w", err)
-	}
-	useB, _, err := p.b.Auth(ctx, opts.RelayURI, opts.User, opts.Password, 0)
-	if err != nil {
-		p.close()
-		return nil, fmt.Errorf("B: %w", err)
-	}
-	p.toPath = append(append(strings.Fields(useA), strings.Fields(useB)...), p.b.LocalURI())
-	return p, nil
-}
-
-func (p *pair) close() {
-	if p.a != nil {
-		_ = p.a.Close()
-	}
-	if p.b != nil {
-		_ = p.b.Close()
-	}
-}
-
-// run sends until ctx ends or Count messages went out, then collects the
-// outstanding results. The sender (this goroutine) and one collector
-// goroutine are joined by a queue bounded by the window: the sender blocks
-// when it is full (and SendAsync blocks on the client's window anyway).
-func (p *pair) run(ctx context.Context, opts Options, body []byte) {
-	queue := make(chan *msrpclient.Pending, opts.Window)
-	collected := make(chan struct{})
+// progress calls opts.Progress once a second until the returned stop.
+func progress(r *runner, pairs []*pair) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
 	go func() {
-		defer close(collected)
-		for pend := range queue {
-			<-pend.Done()
-			res, err := pend.Result()
-			p.record(res, err)
+		defer close(exited)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var lastAcked int64
+		last := time.Now()
+		var h histogram
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				pr := Progress{Elapsed: now.Sub(r.start), Errors: r.errTotal.Load()}
+				h = histogram{}
+				for _, p := range pairs {
+					pr.Acked += p.frames.Load()
+					pr.Delivered += p.delivrd.Load()
+					if p.amu.TryLock() { // a pair busy writing is left out this time
+						h.merge(&p.sendHist)
+						p.amu.Unlock()
+					}
+				}
+				pr.SendP99 = h.quantile(0.99)
+				if dt := now.Sub(last).Seconds(); dt > 0 {
+					pr.Rate = float64(pr.Acked-lastAcked) / dt
+				}
+				lastAcked, last = pr.Acked, now
+				r.opts.Progress(pr)
+			}
 		}
 	}()
-	msg := msrpclient.Message{ContentType: "text/plain", Body: body, ChunkSize: opts.Chunk, FailureReport: "yes"}
-	for n := 0; opts.Count <= 0 || n < opts.Count; n++ {
-		if ctx.Err() != nil {
-			break
-		}
-		pend, err := p.a.SendAsync(ctx, p.toPath, msg)
-		if pend != nil {
-			queue <- pend
-		} else if err != nil {
-			p.recordErr(err)
-		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
-			if p.a.Err() != nil {
-				break // the connection is gone
-			}
-		}
-	}
-	close(queue)
-	<-collected
+	return func() { close(done); <-exited }
 }
 
-// record runs on the collector goroutine only.
-func (p *pair) record(res *msrpclient.Result, err error) {
-	ok := true
-	for _, ch := range res.Chunks {
-		if ch.Code == 200 {
-			p.frames++
-			p.bytes += ch.ByteRange.End - ch.ByteRange.Start + 1
-			p.hist.add(ch.RTT)
-		} else {
-			ok = false
-		}
-	}
-	if err != nil {
-		p.recordErr(err)
-		ok = false
-	}
-	if ok {
-		p.messages++
-	}
-}
-
-func (p *pair) recordErr(err error) {
-	var se *msrpclient.StatusError
-	switch {
-	case errors.As(err, &se):
-		p.errors[fmt.Sprintf("status-%d", se.Code)]++
-	case errors.Is(err, msrpclient.ErrTimeout):
-		p.errors["timeout"]++
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		// the run's end while waiting for a window slot: not an error
-	case errors.Is(err, msrpclient.ErrClosed):
-		p.errors["closed"]++
-	default:
-		p.errors["other"]++
-	}
-}
-
-// histogram is a log-linear latency histogram: 16 sub-buckets per power of
-// two (about 6% resolution), fixed size whatever the sample count.
-type histogram struct {
-	counts [64 * 16]int64
-	n      int64
-	max    time.Duration
-}
-
-func bucketOf(d time.Duration) int {
-	v := uint64(max(d, 0))
-	if v < 16 {
-		return int(v)
-	}
-	e := bits.Len64(v) - 5 // keep the top 5 bits: 1xxxx
-	return (e+1)*16 + int(v>>uint(e)&15)
-}
-
-func bucketValue(b int) time.Duration {
-	if b < 16 {
-		return time.Duration(b)
-	}
-	e := b/16 - 1
-	return time.Duration((uint64(16+b%16) << uint(e)) + (1<<uint(e))/2)
-}
-
-func (h *histogram) add(d time.Duration) {
-	h.counts[bucketOf(d)]++
-	h.n++
-	h.max = max(h.max, d)
-}
-
-func (h *histogram) merge(o *histogram) {
-	for i, c := range o.counts {
-		h.counts[i] += c
-	}
-	h.n += o.n
-	h.max = max(h.max, o.max)
-}
-
-func (h *histogram) quantile(q float64) time.Duration {
-	if h.n == 0 {
+// cpuTime is this process's user+system CPU seconds.
+func cpuTime() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
 	}
-	rank := int64(math.Ceil(q * float64(h.n)))
-	var seen int64
-	for b, c := range h.counts {
-		seen += c
-		if seen >= rank {
-			return min(bucketValue(b), h.max)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// setup connects and authenticates the pairs in order.
+func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
+	o := &r.opts
+	ctx, cancel := context.WithTimeout(ctx, o.SetupTimeout)
+	defer cancel()
+	lastAddr, _, err := addrOf(o.Relays[len(o.Relays)-1])
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Relays) == 1 {
+		lastAddr = o.Addr
+	}
+	hinted := map[string]bool{}
+	var pairs []*pair
+	var firstErr error
+	for i := 0; i < o.Pairs; i++ {
+		if ctx.Err() != nil {
+			rep.Errors["pair not set up: "+connKind(ctx.Err())] += int64(o.Pairs - i)
+			break
+		}
+		u := o.Users[i%len(o.Users)]
+		p, kind, hint, err := newPair(ctx, r, i, u, lastAddr)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("pair %d: %w", i, err)
+			}
+			rep.Errors[kind]++
+			if hint != "" && !hinted[kind] {
+				hinted[kind] = true
+				rep.Hints = append(rep.Hints, hint)
+			} else if len(pairs) == 0 && i == 0 {
+				o.Logger.Error("pair set-up failed", "pair", i, "err", err)
+			}
+			continue
+		}
+		pairs = append(pairs, p)
+	}
+	return pairs, firstErr
+}
+
+// newPair dials and authenticates A along the chain and B at its last
+// relay. On failure it returns the error kind and, for a relay limit, a
+// one-line hint naming the key to raise.
+func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string) (p *pair, kind, hint string, err error) {
+	o := &r.opts
+	p = &pair{idx: idx, r: r}
+	fail := func(side string, err error, fresh bool) (*pair, string, string, error) {
+		if p.a != nil {
+			_ = p.a.nc.Close()
+		}
+		if p.b != nil {
+			_ = p.b.nc.Close()
+		}
+		kind, hint := setupKind(idx, u.Name, err, fresh)
+		return nil, kind, hint, fmt.Errorf("%s: %w", side, err)
+	}
+	if p.a, err = dial(ctx, o.Addr, o.TLS); err != nil {
+		return fail("A: dial", err, false)
+	}
+	use, err := p.a.authPath(ctx, []string{o.Relays[0]}, u.Name, u.Password)
+	if err != nil {
+		return fail("A: AUTH", err, true)
+	}
+	for _, relay := range o.Relays[1:] {
+		if use, err = p.a.authPath(ctx, append(slices.Clone(use), relay), u.Name, u.Password); err != nil {
+			return fail("A: AUTH at "+relay, err, false)
 		}
 	}
-	return h.max
+	if p.b, err = dial(ctx, lastAddr, o.TLS); err != nil {
+		return fail("B: dial", err, false)
+	}
+	useB, err := p.b.authPath(ctx, []string{o.Relays[len(o.Relays)-1]}, u.Name, u.Password)
+	if err != nil {
+		return fail("B: AUTH", err, true)
+	}
+	to := strings.Join(append(append(use, useB...), p.b.uri), " ")
+	p.head = []byte(" SEND\r\nTo-Path: " + to + "\r\nFrom-Path: " + p.a.uri + "\r\nMessage-ID: m")
+	p.aUser = u.Name
+	return p, "", "", nil
+}
+
+// setupKind names a set-up failure and gives the hint for a relay limit
+// (msrpscope's keys, docs/CONFIG.md relay.limits).
+func setupKind(idx int, user string, err error, fresh bool) (kind, hint string) {
+	var st *authStatus
+	var op *net.OpError
+	switch {
+	case errors.As(err, &st):
+		kind = statusKind("AUTH", st.code, "")
+		if st.comment != "" && st.code != 200 {
+			kind = fmt.Sprintf("AUTH %d %s", st.code, st.comment)
+		}
+		switch {
+		case st.code == 403 && strings.Contains(strings.ToLower(st.comment), "too many sessions"):
+			hint = fmt.Sprintf("pair %d: relay refused AUTH: %d %s for user %s — raise relay.limits.max_sessions_per_user (default 64) or give several users with -user (all users: relay.limits.max_sessions, default 100000)",
+				idx, st.code, st.comment, user)
+		case st.code == 401:
+			hint = fmt.Sprintf("pair %d: relay refused AUTH for user %s: 401 — check -user and -password ($MSRPSCOPE_DEMO_PASSWORD)", idx, user)
+		}
+	case errors.Is(err, errNoChallenge):
+		kind = "AUTH 401 without a usable challenge"
+	case fresh && isClosed(err):
+		kind = kindClosedConnect
+		hint = fmt.Sprintf("pair %d: connection closed by the relay right after connect — likely relay.limits.max_connections_per_ip (default 256) (or relay.limits.max_connections, default 10000)", idx)
+	case errors.As(err, &op) && op.Op == "dial":
+		kind = "connect: " + connKind(err)
+	default:
+		kind = connKind(err)
+	}
+	return kind, hint
+}
+
+func isClosed(err error) bool {
+	return strings.HasPrefix(connKind(err), kindClosedByRelay) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
