@@ -19,6 +19,12 @@ import (
 // port until the test ends, with users alice, bob and carol (password
 // name+"-pw"), and returns its URI.
 func testRelay(t *testing.T, mod func(*relay.Config)) string {
+	uri, _ := testRelayStats(t, mod)
+	return uri
+}
+
+// testRelayStats is testRelay that also returns the relay (for its Stats).
+func testRelayStats(t *testing.T, mod func(*relay.Config)) (string, *relay.Relay) {
 	t.Helper()
 	users := auth.NewUsers()
 	for _, n := range []string{"alice", "bob", "carol"} {
@@ -52,7 +58,7 @@ func testRelay(t *testing.T, mod func(*relay.Config)) string {
 			t.Error("relay did not stop within 30s")
 		}
 	})
-	return r.URIs()[0].String()
+	return r.URIs()[0].String(), r
 }
 
 // jsonReport runs msrpload with -json and decodes stdout, which must be
@@ -183,21 +189,29 @@ func TestLimitHints(t *testing.T) {
 // A chain of two relays: A authenticates at R1, then at R2 through R1;
 // B attaches at R2.
 func TestChainOfTwoRelays(t *testing.T) {
-	r2 := testRelay(t, nil)
-	r1 := testRelay(t, nil)
+	r2, relay2 := testRelayStats(t, nil)
+	r1, relay1 := testRelayStats(t, nil)
 	code, rep, stderr := jsonReport(t, "-relay", r1+","+r2, "-user", "bob:bob-pw", "-pairs", "2", "-window", "8", "-count", "100",
 		"-size", "40KiB", "-chunk", "16KiB")
 	if code != 0 || num(t, rep, "messages_delivered") != 200 || num(t, rep, "send_frames") != 600 {
 		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
 	}
+	// R1 granted the two A sessions; R2 those of A (through R1) and B; the
+	// 600 SEND chunks crossed both.
+	s1, s2 := relay1.Stats(), relay2.Stats()
+	if s1.AuthOK != 2 || s2.AuthOK != 4 || s1.Forwarded < 600 || s2.Forwarded < 600 {
+		t.Fatalf("R1 AUTH ok %d forwarded %d, R2 AUTH ok %d forwarded %d: want 2, ≥600, 4, ≥600", s1.AuthOK, s1.Forwarded, s2.AuthOK, s2.Forwarded)
+	}
 }
 
 // -rate: a fixed-rate run bounded by -count finishes with every message
-// delivered (the rate itself is not asserted: no timing assertions).
+// delivered, and not before its schedule allows: each pair's 20th message
+// is scheduled 19 intervals (pairs/rate = 1 ms) after its first (a lower
+// bound the schedule guarantees, not a timing expectation).
 func TestRateBounded(t *testing.T) {
 	uri := testRelay(t, nil)
 	code, rep, stderr := jsonReport(t, "-relay", uri, "-user", "carol:carol-pw", "-pairs", "3", "-rate", "3000/s", "-count", "20")
-	if code != 0 || num(t, rep, "messages_delivered") != 60 {
+	if code != 0 || num(t, rep, "messages_delivered") != 60 || num(t, rep, "seconds") < 0.019 {
 		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
 	}
 	// And bounded by -duration.
