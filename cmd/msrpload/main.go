@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	drain := fs.Duration("drain", 5*time.Second, "after sending: how long to wait for outstanding responses and deliveries")
 	asJSON := fs.Bool("json", false, "print only one JSON object on stdout (the text summary goes to stderr)")
 	verbose := fs.Bool("v", false, "debug logs")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of msrpload itself to this file (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -115,6 +117,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		opts.Progress = prog.show
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return usage("-cpuprofile: %v", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return usage("-cpuprofile: %v", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, runErr := load.Run(ctx, opts)

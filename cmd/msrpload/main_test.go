@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/kamailio"
+	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
 	"github.com/msrpscope/msrpscope/relay"
 	"github.com/msrpscope/msrpscope/relay/auth"
 )
@@ -266,5 +267,27 @@ func TestRunBadInput(t *testing.T) {
 				t.Fatalf("exit %d, want %d; stderr %s", code, tc.want, errOut.String())
 			}
 		})
+	}
+}
+
+// --json prints its one object even when no pair could be set up.
+func TestJSONWhenNothingListens(t *testing.T) {
+	code, rep, stderr := jsonReport(t, "-relay", "msrp://127.0.0.1:1;tcp", "-count", "1")
+	errs, _ := rep["errors"].(map[string]any)
+	if code != 1 || num(t, rep, "exit_status") != 1 || errs["connect: connection refused"] != 1.0 {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
+	}
+}
+
+func TestProgressLine(t *testing.T) {
+	var b bytes.Buffer
+	if isTerminal(&b) {
+		t.Fatal("a buffer is not a terminal")
+	}
+	p := &progressLine{w: &b}
+	p.show(load.Progress{Elapsed: 3 * time.Second, Acked: 1200, Delivered: 1100, Errors: 2, Rate: 400, SendP99: 1500 * time.Microsecond})
+	p.end()
+	if got, want := b.String(), "\r    3s      400 SEND/s  acked 1200  delivered 1100  errors 2  p99 1.5ms\033[K\r\033[K"; got != want {
+		t.Fatalf("%q\nwant %q", got, want)
 	}
 }
