@@ -48,12 +48,12 @@ type msgRec struct {
 }
 
 type pair struct {
-	idx    int
-	r      *runner
-	a, b   *mconn
-	aUser  string
-	head   []byte // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
-	ticker chan struct{}
+	idx   int
+	r     *runner
+	a, b  *mconn
+	aUser string
+	head  []byte        // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
+	wake  chan struct{} // capacity 1: makes the ticker run now
 
 	amu       sync.Mutex
 	slots     []slot
@@ -65,7 +65,6 @@ type pair struct {
 	started   int64 // messages started
 	nextSched int64 // -rate: ns since start of the next message's schedule
 	nextSweep int64
-	stopping  bool
 	aDead     bool
 	batchNow  int64
 	errs      map[string]int64
@@ -73,13 +72,13 @@ type pair struct {
 	payload   int64
 
 	// read without amu by Run's waits and the progress line
-	acked     atomic.Int64 // messages whose every chunk got 200
-	frames    atomic.Int64 // SENDs answered 200
-	aIdle     atomic.Bool  // no more to send, nothing outstanding (or A is dead)
-	closing   atomic.Bool  // Run closes the connections: read errors are expected
-	delivrd   atomic.Int64 // messages complete at B, hash ok
-	bDead     atomic.Bool
-	bCaughtUp atomic.Bool
+	acked    atomic.Int64 // messages whose every chunk got 200
+	frames   atomic.Int64 // SENDs answered 200
+	aIdle    atomic.Bool  // no more to send, nothing outstanding (or A is dead)
+	closing  atomic.Bool  // Run closes the connections: read errors are expected
+	stopping atomic.Bool  // Run ended the sending: no new message starts
+	delivrd  atomic.Int64 // messages complete at B, hash ok
+	bDead    atomic.Bool
 
 	// B's state: only B's reader goroutine uses it while it runs.
 	rx        map[string]*rxMsg
@@ -110,6 +109,7 @@ func (p *pair) initWindow(w int) {
 		p.freeMsg[i] = int32(w - i)
 	}
 	p.cur = -1
+	p.wake = make(chan struct{}, 1)
 	p.errs = map[string]int64{}
 	p.bErrs = map[string]int64{}
 	p.rx = map[string]*rxMsg{}
@@ -129,7 +129,7 @@ func (p *pair) errB(kind string) {
 // scheduled time (amu held).
 func (p *pair) mayStart(now int64) (sched int64, ok bool) {
 	o := &p.r.opts
-	if p.stopping || p.aDead || o.Count > 0 && p.started >= int64(o.Count) {
+	if p.stopping.Load() || p.aDead || o.Count > 0 && p.started >= int64(o.Count) {
 		return 0, false
 	}
 	if p.r.interval > 0 {
@@ -345,7 +345,7 @@ func (p *pair) flushA() {
 // checkIdle publishes whether A is done (amu held).
 func (p *pair) checkIdle() {
 	o := &p.r.opts
-	noMore := p.stopping || o.Count > 0 && p.started >= int64(o.Count)
+	noMore := p.stopping.Load() || o.Count > 0 && p.started >= int64(o.Count)
 	idle := p.aDead || noMore && p.cur < 0 && len(p.free) == len(p.slots)
 	if idle && !p.aIdle.Load() {
 		p.aIdle.Store(true)
@@ -403,6 +403,13 @@ func (p *pair) tick(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
+		case <-p.wake:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
 		}
 		p.amu.Lock()
 		now := p.r.now()
@@ -414,7 +421,7 @@ func (p *pair) tick(stop <-chan struct{}) {
 		p.flushA()
 		p.checkIdle()
 		next := p.nextSweep
-		if p.r.interval > 0 && len(p.free) > 0 && !p.stopping && p.nextSched < next {
+		if p.r.interval > 0 && len(p.free) > 0 && !p.stopping.Load() && p.nextSched < next {
 			next = max(p.nextSched, now+int64(100*time.Microsecond))
 		}
 		p.amu.Unlock()
@@ -423,12 +430,14 @@ func (p *pair) tick(stop <-chan struct{}) {
 }
 
 // stop ends the pair's sending: no new message starts (a chunked one
-// in progress is finished).
+// in progress is finished). It never waits for amu, which a write to a
+// stalled relay may hold: the ticker, woken, publishes the pair's idleness.
 func (p *pair) stop() {
-	p.amu.Lock()
-	p.stopping = true
-	p.checkIdle()
-	p.amu.Unlock()
+	p.stopping.Store(true)
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // readB is B's reader goroutine.

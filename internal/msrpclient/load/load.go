@@ -495,7 +495,11 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 	var firstErr error
 	for i := 0; i < o.Pairs; i++ {
 		if ctx.Err() != nil {
-			rep.Errors["pair not set up: "+connKind(ctx.Err())] += int64(o.Pairs - i)
+			why := "pair not set up (interrupted)"
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				why = fmt.Sprintf("pair not set up (set-up took more than %v)", o.SetupTimeout)
+			}
+			rep.Errors[why] += int64(o.Pairs - i)
 			break
 		}
 		u := o.Users[i%len(o.Users)]
