@@ -3,8 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -289,5 +299,58 @@ func TestProgressLine(t *testing.T) {
 	p.end()
 	if got, want := b.String(), "\r    3s      400 SEND/s  acked 1200  delivered 1100  errors 2  p99 1.5ms\033[K\r\033[K"; got != want {
 		t.Fatalf("%q\nwant %q", got, want)
+	}
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 (its own CA)
+// and its key as PEM files.
+func writeCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "msrpload test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// msrps://: the relay's certificate is verified with -ca.
+func TestTLS(t *testing.T) {
+	cert, key := writeCert(t)
+	uri := testRelay(t, func(c *relay.Config) {
+		c.Listen = []relay.Listen{{Transport: "msrps", Addr: "127.0.0.1:0", Cert: cert, Key: key}}
+	})
+	if !strings.HasPrefix(uri, "msrps://") {
+		t.Fatalf("relay URI %s", uri)
+	}
+	code, rep, stderr := jsonReport(t, "-relay", uri, "-ca", cert, "-user", "alice:alice-pw", "-pairs", "2", "-count", "30", "-size", "20KB", "-chunk", "8KB")
+	if code != 0 || num(t, rep, "messages_delivered") != 60 {
+		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
+	}
+	// Without the CA the certificate does not verify: a set-up error.
+	code, rep, _ = jsonReport(t, "-relay", uri, "-user", "alice:alice-pw", "-count", "1")
+	if errs, _ := rep["errors"].(map[string]any); code != 1 || errs["TLS certificate not verified"] != 1.0 {
+		t.Fatalf("without -ca: exit %d %v", code, rep)
 	}
 }
