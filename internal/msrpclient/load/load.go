@@ -503,7 +503,7 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 			break
 		}
 		u := o.Users[i%len(o.Users)]
-		p, kind, hint, err := newPair(ctx, r, i, u, lastAddr)
+		p, kind, hint, err := newPair(ctx, r, i, u, lastAddr, len(pairs) > 0)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("pair %d: %w", i, err)
@@ -525,7 +525,7 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 // newPair dials and authenticates A along the chain and B at its last
 // relay. On failure it returns the error kind and, for a relay limit, a
 // one-line hint naming the key to raise.
-func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string) (p *pair, kind, hint string, err error) {
+func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, someUp bool) (p *pair, kind, hint string, err error) {
 	o := &r.opts
 	p = &pair{idx: idx, r: r}
 	fail := func(side string, err error, fresh bool) (*pair, string, string, error) {
@@ -535,7 +535,7 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string) (
 		if p.b != nil {
 			_ = p.b.nc.Close()
 		}
-		kind, hint := setupKind(idx, u.Name, err, fresh)
+		kind, hint := setupKind(idx, u.Name, err, fresh, someUp)
 		return nil, kind, hint, fmt.Errorf("%s: %w", side, err)
 	}
 	if p.a, err = dial(ctx, o.Addr, o.TLS); err != nil {
@@ -565,7 +565,7 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string) (
 
 // setupKind names a set-up failure and gives the hint for a relay limit
 // (msrpscope's keys, docs/CONFIG.md relay.limits).
-func setupKind(idx int, user string, err error, fresh bool) (kind, hint string) {
+func setupKind(idx int, user string, err error, fresh, someUp bool) (kind, hint string) {
 	var st *authStatus
 	var op *net.OpError
 	switch {
@@ -586,6 +586,9 @@ func setupKind(idx int, user string, err error, fresh bool) (kind, hint string) 
 	case fresh && isClosed(err):
 		kind = kindClosedConnect
 		hint = fmt.Sprintf("pair %d: connection closed by the relay right after connect — likely relay.limits.max_connections_per_ip (default 256) (or relay.limits.max_connections, default 10000)", idx)
+		if !someUp { // no pair got through: a limit is less likely than a wrong scheme or port
+			hint = fmt.Sprintf("pair %d: connection closed by the relay right after connect — msrp:// to a TLS listener (msrps://)? or relay.limits.max_connections_per_ip (default 256) reached by other clients", idx)
+		}
 	case errors.As(err, &op) && op.Op == "dial":
 		kind = "connect: " + connKind(err)
 	default:
