@@ -75,5 +75,9 @@ func connKind(err error) string {
 	case errors.As(err, &ne) && ne.Timeout():
 		return "connection timeout"
 	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil { // without the addresses: one kind, not one per connection
+		return "connection error: " + op.Op + ": " + op.Err.Error()
+	}
 	return "connection error: " + err.Error()
 }

@@ -119,6 +119,9 @@ func (r Report) Summary() string {
 	}
 	fmt.Fprintf(&b, "msrpload: %d pairs window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
 		r.Pairs, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
+	if r.PairsStarted < r.Pairs {
+		fmt.Fprintf(&b, "  only %d of %d pairs could be set up (see errors)\n", r.PairsStarted, r.Pairs)
+	}
 	pct := 0.0
 	if r.Messages > 0 {
 		pct = 100 * float64(r.MessagesDelivered) / float64(r.Messages)
