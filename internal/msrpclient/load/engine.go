@@ -48,12 +48,13 @@ type msgRec struct {
 }
 
 type pair struct {
-	idx   int
-	r     *runner
-	a, b  *mconn
-	aUser string
-	head  []byte        // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
-	wake  chan struct{} // capacity 1: makes the ticker run now
+	idx    int
+	r      *runner
+	a, b   *mconn
+	aUser  string
+	toPath string        // A's SENDs
+	head   []byte        // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
+	wake   chan struct{} // capacity 1: makes the ticker run now
 
 	amu       sync.Mutex
 	slots     []slot
@@ -66,7 +67,7 @@ type pair struct {
 	nextSched int64 // -rate: ns since start of the next message's schedule
 	nextSweep int64
 	aDead     bool
-	batchNow  int64
+	aLat      []int64 // latency bases of the 200s of this batch, recorded at its end
 	errs      map[string]int64
 	sendHist  histogram
 	payload   int64
@@ -86,7 +87,7 @@ type pair struct {
 	delivHist histogram
 	recvSends int64
 	recvBytes int64
-	bBatchNow int64
+	bLat      []int64 // send times of the messages completed in this batch
 }
 
 type rxMsg struct {
@@ -311,23 +312,31 @@ func (p *pair) readA() {
 				p.errA(connKind(err))
 			}
 			p.aDead = true
+			p.recordA(p.r.now())
 			p.checkIdle()
 			p.amu.Unlock()
 			return
 		}
-		if p.batchNow == 0 {
-			p.batchNow = p.r.now()
-		}
-		now := p.batchNow
-		p.handleA(f, now)
+		p.handleA(f)
 		if c.br.Buffered() == 0 || len(p.free) > len(p.slots)/2 {
+			// One clock read per batch: it ends the 200s' latencies (a
+			// bound from above: they arrived before) and stamps the SENDs.
+			now := p.r.now()
+			p.recordA(now)
 			p.pump(now)
 			p.flushA()
-			p.batchNow = 0
 			p.checkIdle()
 		}
 		p.amu.Unlock()
 	}
+}
+
+// recordA adds the batch's SEND→200 latencies, ending at now (amu held).
+func (p *pair) recordA(now int64) {
+	for _, start := range p.aLat {
+		p.sendHist.add(time.Duration(now - start))
+	}
+	p.aLat = p.aLat[:0]
 }
 
 func (p *pair) flushA() {
@@ -353,7 +362,7 @@ func (p *pair) checkIdle() {
 	}
 }
 
-func (p *pair) handleA(f *msrp.Frame, now int64) {
+func (p *pair) handleA(f *msrp.Frame) {
 	if f.IsRequest() {
 		if string(f.Method) == "REPORT" {
 			if st, err := msrp.ParseStatus(f.Get(msrp.HdrStatus)); err == nil && st.Code != 200 {
@@ -373,7 +382,7 @@ func (p *pair) handleA(f *msrp.Frame, now int64) {
 	if f.StatusCode == 200 {
 		p.frames.Add(1)
 		p.payload += sl.n
-		p.sendHist.add(time.Duration(now - sl.start))
+		p.aLat = append(p.aLat, sl.start)
 		p.finishSlot(s, true)
 		return
 	}
@@ -446,16 +455,14 @@ func (p *pair) readB() {
 	for {
 		f, err := c.rd.ReadFrame()
 		if err == nil {
-			if p.bBatchNow == 0 {
-				p.bBatchNow = p.r.now()
-			}
-			err = p.handleB(f, p.bBatchNow)
+			err = p.handleB(f)
 		}
 		if err == nil && c.br.Buffered() == 0 {
-			p.bBatchNow = 0
+			p.recordB()
 			err = c.bw.Flush()
 		}
 		if err != nil {
+			p.recordB()
 			if !p.closing.Load() {
 				p.errB(connKind(err))
 			}
@@ -470,7 +477,7 @@ func (p *pair) readB() {
 	}
 }
 
-func (p *pair) handleB(f *msrp.Frame, now int64) error {
+func (p *pair) handleB(f *msrp.Frame) error {
 	if !f.IsRequest() {
 		return nil // a response to nothing we sent: ignore
 	}
@@ -522,11 +529,11 @@ func (p *pair) handleB(f *msrp.Frame, now int64) error {
 	}
 	flag := f.Flag()
 	switch {
-	case rerr != nil || rng.End >= 0 && rng.End-rng.Start+1 != n:
-		p.errB(kindBadRange)
-	case flag == msrp.FlagAbort:
+	case flag == msrp.FlagAbort: // RFC 4975 §7.1: the body may stop short of its Byte-Range
 		p.errB(kindAborted)
 		delete(p.rx, string(mid))
+	case rerr != nil || rng.End >= 0 && rng.End-rng.Start+1 != n:
+		p.errB(kindBadRange)
 	case single:
 		if flag != msrp.FlagEnd || n != rng.Total {
 			p.errB(kindIncomplete)
@@ -534,7 +541,7 @@ func (p *pair) handleB(f *msrp.Frame, now int64) error {
 			p.errB(kindHashMismatch)
 		} else {
 			sched, _ := schedOf(mid)
-			p.delivered(now, sched)
+			p.delivered(sched)
 		}
 	default:
 		if buf != nil {
@@ -559,15 +566,28 @@ func (p *pair) handleB(f *msrp.Frame, now int64) error {
 			if rx.crc != p.r.bodyCRC || rx.total != int64(o.Size) {
 				p.errB(kindHashMismatch)
 			} else {
-				p.delivered(now, rx.sched)
+				p.delivered(rx.sched)
 			}
 		}
 	}
 	return nil
 }
 
-func (p *pair) delivered(now, sched int64) {
-	p.delivHist.add(time.Duration(now - sched))
+// recordB adds the batch's delivery latencies, ending at one clock read
+// after the batch (a bound from above).
+func (p *pair) recordB() {
+	if len(p.bLat) == 0 {
+		return
+	}
+	now := p.r.now()
+	for _, sched := range p.bLat {
+		p.delivHist.add(time.Duration(now - sched))
+	}
+	p.bLat = p.bLat[:0]
+}
+
+func (p *pair) delivered(sched int64) {
+	p.bLat = append(p.bLat, sched)
 	if v := p.delivrd.Add(1); p.r.draining.Load() && v >= p.acked.Load() {
 		p.r.notify()
 	}

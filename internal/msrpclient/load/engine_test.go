@@ -76,8 +76,8 @@ func TestReceiverReassembly(t *testing.T) {
 		sendChunk("tx09", "m5.0", 1, 26, 26, strings.ToUpper(body), '$'),
 		// m6: its second chunk never comes.
 		sendChunk("tx10", "m6.0", 1, 13, 26, body[:13], '+'),
-		// m7: aborted.
-		sendChunk("tx11", "m7.0", 1, 13, 26, body[:13], '#'),
+		// m7: aborted, short of its Byte-Range (RFC 4975 §7.1 allows that).
+		sendChunk("tx11", "m7.0", 1, 13, 26, body[:5], '#'),
 	}
 	if _, err := relayEnd.Write([]byte(strings.Join(frames, ""))); err != nil {
 		t.Fatal(err)

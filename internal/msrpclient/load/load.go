@@ -62,7 +62,8 @@ type Options struct {
 	SetupTimeout time.Duration
 	// Progress, when set, is called about once a second while sending.
 	Progress func(Progress)
-	Logger   *slog.Logger
+	// Logger gets debug logs of the set-up (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // Progress is a snapshot while sending.
@@ -515,11 +516,11 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 			if hint != "" && !hinted[kind] {
 				hinted[kind] = true
 				rep.Hints = append(rep.Hints, hint)
-			} else if len(pairs) == 0 && i == 0 {
-				o.Logger.Error("pair set-up failed", "pair", i, "err", err)
 			}
+			o.Logger.Debug("pair set-up failed", "pair", i, "user", u.Name, "err", err)
 			continue
 		}
+		o.Logger.Debug("pair set up", "pair", i, "user", u.Name, "to_path", p.toPath)
 		pairs = append(pairs, p)
 	}
 	return pairs, firstErr
@@ -561,6 +562,7 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 		return fail("B: AUTH", err, true)
 	}
 	to := strings.Join(append(append(use, useB...), p.b.uri), " ")
+	p.toPath = to
 	p.head = []byte(" SEND\r\nTo-Path: " + to + "\r\nFrom-Path: " + p.a.uri + "\r\nMessage-ID: m")
 	p.aUser = u.Name
 	return p, "", "", nil
