@@ -63,22 +63,6 @@ func dial(ctx context.Context, addr string, tc *tls.Config) (*mconn, error) {
 	return &mconn{nc: nc, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriterSize(nc, writeBufSize), uri: u.String()}, nil
 }
 
-// authStatus is a non-200 final response to an AUTH.
-type authStatus struct {
-	code    int
-	comment string
-}
-
-func (e *authStatus) Error() string {
-	if e.comment == "" {
-		return "AUTH: " + strconv.Itoa(e.code)
-	}
-	return "AUTH: " + strconv.Itoa(e.code) + " " + e.comment
-}
-
-// errNoChallenge: a 401 without a usable Digest challenge.
-var errNoChallenge = errors.New("AUTH: 401 without a usable Digest challenge (MD5 or SHA-256)")
-
 // authPath authenticates along toPath (RFC 4976 §5.1: the last URI is the
 // relay authenticated at, the ones before are relays already authenticated
 // at) and returns the 200's Use-Path URIs. It runs before the engine
@@ -105,15 +89,15 @@ func (c *mconn) authPath(ctx context.Context, toPath []string, user, password st
 			return strings.Fields(use[0]), nil
 		case 401:
 		default:
-			return nil, &authStatus{code, comment}
+			return nil, &msrpclient.StatusError{Code: code, Comment: comment}
 		}
 		ch, ok := pickChallenge(hdrs[strings.ToLower(msrp.HdrWWWAuthenticate)])
 		if !ok {
-			return nil, errNoChallenge
+			return nil, msrpclient.ErrNoChallenge
 		}
 		if attempt > 0 { // a second 401 is final unless its nonce went stale
 			if stale, _ := ch.Get("stale"); !strings.EqualFold(stale, "true") || attempt > 1 {
-				return nil, &authStatus{code, comment}
+				return nil, &msrpclient.StatusError{Code: code, Comment: comment}
 			}
 		}
 		cred, verify, derr := msrpclient.DigestAuthorization(ch, "AUTH", digestURI, user, password)

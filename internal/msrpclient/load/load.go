@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/msrpclient"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
@@ -571,22 +572,22 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 // setupKind names a set-up failure and gives the hint for a relay limit
 // (msrpscope's keys, docs/CONFIG.md relay.limits).
 func setupKind(idx int, user string, err error, fresh, someUp bool) (kind, hint string) {
-	var st *authStatus
+	var st *msrpclient.StatusError
 	var op *net.OpError
 	switch {
 	case errors.As(err, &st):
-		kind = statusKind("AUTH", st.code, "")
-		if st.comment != "" && st.code != 200 {
-			kind = fmt.Sprintf("AUTH %d %s", st.code, st.comment)
+		kind = statusKind("AUTH", st.Code, "")
+		if st.Comment != "" && st.Code != 200 {
+			kind = fmt.Sprintf("AUTH %d %s", st.Code, st.Comment)
 		}
 		switch {
-		case st.code == 403 && strings.Contains(strings.ToLower(st.comment), "too many sessions"):
+		case st.Code == 403 && strings.Contains(strings.ToLower(st.Comment), "too many sessions"):
 			hint = fmt.Sprintf("pair %d: relay refused AUTH: %d %s for user %s — raise relay.limits.max_sessions_per_user (default 64) or give several users with -user (all users: relay.limits.max_sessions, default 100000)",
-				idx, st.code, st.comment, user)
-		case st.code == 401:
+				idx, st.Code, st.Comment, user)
+		case st.Code == 401:
 			hint = fmt.Sprintf("pair %d: relay refused AUTH for user %s: 401 — check -user and -password ($MSRPSCOPE_DEMO_PASSWORD)", idx, user)
 		}
-	case errors.Is(err, errNoChallenge):
+	case errors.Is(err, msrpclient.ErrNoChallenge):
 		kind = "AUTH 401 without a usable challenge"
 	case fresh && isClosed(err):
 		kind = kindClosedConnect
