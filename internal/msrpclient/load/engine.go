@@ -53,6 +53,7 @@ type pair struct {
 	a, b   *mconn
 	aUser  string
 	toPath string        // A's SENDs
+	tidBuf [32]byte      // render's scratch
 	head   []byte        // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
 	wake   chan struct{} // capacity 1: makes the ticker run now
 
@@ -190,8 +191,7 @@ func (p *pair) pump(now int64) {
 // render writes one SEND chunk to A's buffer.
 func (p *pair) render(s int32, gen uint32, m *msgRec, off, n int64, last bool) {
 	bw := p.a.bw
-	var tb [32]byte
-	tid := appendTID(tb[:0], s, gen)
+	tid := appendTID(p.tidBuf[:0], s, gen) // a field: a local array would escape through bufio.Writer.Write
 	_, _ = bw.WriteString("MSRP ")
 	_, _ = bw.Write(tid)
 	_, _ = bw.Write(p.head)

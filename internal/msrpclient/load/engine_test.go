@@ -13,7 +13,7 @@ import (
 )
 
 // loopback returns the two ends of a TCP connection on 127.0.0.1.
-func loopback(t *testing.T) (client, server net.Conn) {
+func loopback(t testing.TB) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
