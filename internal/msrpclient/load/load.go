@@ -100,6 +100,7 @@ type Report struct {
 	Hints             []string         `json:"hints"`
 	PayloadBytes      int64            `json:"-"`
 	PairsStarted      int              `json:"-"`
+	Rate              float64          `json:"-"` // Options.Rate
 }
 
 // OK reports whether the run had no error and B received every message
@@ -121,6 +122,9 @@ func (r Report) Summary() string {
 	}
 	fmt.Fprintf(&b, "msrpload: %d pairs window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
 		r.Pairs, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
+	if r.Rate > 0 {
+		fmt.Fprintf(&b, "  fixed rate %.0f messages/s: latencies count from each message's scheduled time\n", r.Rate)
+	}
 	if r.PairsStarted < r.Pairs {
 		fmt.Fprintf(&b, "  only %d of %d pairs could be set up (see errors)\n", r.PairsStarted, r.Pairs)
 	}
@@ -275,7 +279,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{ExitStatus: 1}, err
 	}
 	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
-		Errors: map[string]int64{}, Hints: []string{}}
+		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate}
 	r := &runner{opts: opts, changed: make(chan struct{}, 1)}
 	r.body = make([]byte, opts.Size)
 	for i := range r.body {
@@ -343,10 +347,16 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return true
 	}
 	var drainC <-chan time.Time
+	var drainT *time.Timer
+	defer func() {
+		if drainT != nil {
+			drainT.Stop()
+		}
+	}()
 	startDrain := func() {
 		if drainC == nil {
-			t := time.NewTimer(opts.Drain)
-			drainC = t.C
+			drainT = time.NewTimer(opts.Drain)
+			drainC = drainT.C
 			r.draining.Store(true)
 		}
 	}
