@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
+	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
 func main() {
@@ -95,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	chain := strings.Split(*relays, ",")
 	for i := range chain {
 		chain[i] = strings.TrimSpace(chain[i])
+		if u, err := msrp.ParseURI(chain[i]); err != nil || u.SessionID != "" {
+			return usage("-relay %q: want the relay's own MSRP URI such as msrp://127.0.0.1:2855;tcp (comma-separated for a chain)", chain[i])
+		}
 	}
 	opts := load.Options{
 		Relays: chain, Addr: *addr, Users: userList,

@@ -266,7 +266,9 @@ func TestRunBadInput(t *testing.T) {
 		{"zero size", []string{"-size", "0"}, 2},
 		{"bad user list", []string{"-user", "alice,,bob"}, 2},
 		{"bad rate", []string{"-rate", "fast"}, 2},
-		{"bad relay URI", []string{"-relay", "http://x", "-count", "1"}, 1},
+		{"bad relay URI", []string{"-relay", "http://x", "-count", "1"}, 2},
+		{"relay URI with a session-id", []string{"-relay", "msrp://127.0.0.1:2855/abcd;tcp"}, 2},
+		{"bad second relay URI", []string{"-relay", "msrp://127.0.0.1:2855;tcp,x"}, 2},
 		{"nothing listens", []string{"-relay", "msrp://127.0.0.1:1;tcp", "-count", "1"}, 1},
 		{"msrps with a bad CA file", []string{"-relay", "msrps://127.0.0.1:1;tcp", "-ca", "/nonexistent"}, 2},
 	}

@@ -276,7 +276,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	cpu0 := cpuTime()
 	opts, err := opts.withDefaults()
 	if err != nil {
-		return Report{ExitStatus: 1}, err
+		return Report{ExitStatus: 1, Errors: map[string]int64{}, Hints: []string{}}, err
 	}
 	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
 		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate}
