@@ -207,11 +207,14 @@ func TestChainOfTwoRelays(t *testing.T) {
 	if code != 0 || num(t, rep, "messages_delivered") != 200 || num(t, rep, "send_frames") != 600 {
 		t.Fatalf("exit %d %v\n%s", code, rep, stderr)
 	}
-	// R1 granted the two A sessions; R2 those of A (through R1) and B; the
-	// 600 SEND chunks crossed both.
-	s1, s2 := relay1.Stats(), relay2.Stats()
-	if s1.AuthOK != 2 || s2.AuthOK != 4 || s1.Forwarded < 600 || s2.Forwarded < 600 {
-		t.Fatalf("R1 AUTH ok %d forwarded %d, R2 AUTH ok %d forwarded %d: want 2, ≥600, 4, ≥600", s1.AuthOK, s1.Forwarded, s2.AuthOK, s2.Forwarded)
+	// R1 granted the two A sessions, R2 those of A (through R1) and B. A
+	// is connected to R1 only and B to R2 only, so what B got crossed both.
+	// (The relays' forwarded counters are not compared: each counts after
+	// its write, racing with this read.)
+	// R1 accepted the two As, R2 the two Bs and R1's link(s).
+	if s1, s2 := relay1.Stats(), relay2.Stats(); s1.AuthOK != 2 || s2.AuthOK != 4 || s1.Accepted != 2 || s2.Accepted < 3 {
+		t.Fatalf("R1 granted %d AUTHs and accepted %d connections, R2 %d and %d: want 2 and 2, 4 and ≥3",
+			s1.AuthOK, s1.Accepted, s2.AuthOK, s2.Accepted)
 	}
 }
 
