@@ -114,7 +114,7 @@ type outFrame struct {
 	closeErr    error
 	method      string
 	status      int
-	messageID   string
+	messageID   []byte // a copy: the transaction it came from may be recycled before the frame is written
 	fromSession string // event.FrameInfo's sessions
 	toSession   string
 }
@@ -124,7 +124,7 @@ var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte
 func newOutFrame() *outFrame {
 	f := outFramePool.Get().(*outFrame)
 	f.buf = f.buf[:0]
-	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, "", "", ""
+	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, f.messageID[:0], "", ""
 	f.closeReason, f.closeErr = 0, nil
 	return f
 }
@@ -535,7 +535,7 @@ func (c *conn) writeQueued(f *outFrame) {
 		// After the write lock: the capture is the writer goroutine's (wCap).
 		tid := f.buf[5:]
 		tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
-		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: []byte(f.messageID),
+		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: f.messageID,
 			FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: size, Wire: c.wCap}
 		if !wire {
 			c.outFI.Wire = nil

@@ -21,6 +21,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	var x *txn
 	if !q.isREPORT && !(q.isSEND && q.mode == msrp.ReportNo) {
 		x = newTxn(tid, f, q)
+		defer x.release() // this forward's reference (txn.refs)
 		x.dst, x.src = dst, c
 		r.txns.register(x) // before the first byte: a next hop may answer early
 	}
@@ -80,6 +81,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 		if x != nil && r.txns.cancel(x) {
 			x.bodyLen, x.flag = f.Body().Len(), flag
 			r.failTxn(x, 408, "Forwarding failed")
+			x.release() // the table's reference, handed over by cancel
 		}
 		if q.isSEND && q.mode == msrp.ReportYes {
 			c.respond(q, 200, "OK")

@@ -379,6 +379,7 @@ func (r *Relay) shutdown() {
 		if x.method != "SEND" || x.report != msrp.ReportNo {
 			r.failTxn(x, 408, "Relay shutting down")
 		}
+		x.release()
 	}
 	r.closeQuiet()
 	t := time.NewTimer(lim.SendTimeout + closeLinger)
@@ -459,15 +460,20 @@ func (r *Relay) sweep(ctx context.Context) {
 			buf = r.txns.expired(now, buf[:0])
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
-				if x.method != "SEND" || x.report == msrp.ReportYes {
-					if x.src.queueRoom() {
+				switch {
+				case x.method == "SEND" && x.report != msrp.ReportYes:
+					x.release()
+				case x.src.queueRoom():
+					r.failTxn(x, 408, "Request Timeout")
+					x.release()
+				default:
+					// A full queue makes the caller wait (back-pressure)
+					// up to send_timeout: not the sweeper, which would
+					// hold up every other expiry.
+					go func(x *txn) {
+						defer x.release()
 						r.failTxn(x, 408, "Request Timeout")
-					} else {
-						// A full queue makes the caller wait (back-pressure)
-						// up to send_timeout: not the sweeper, which would
-						// hold up every other expiry.
-						go r.failTxn(x, 408, "Request Timeout")
-					}
+					}(x)
 				}
 			}
 			clear(buf)

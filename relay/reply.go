@@ -37,7 +37,7 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 	of := newOutFrame()
 	var tidBuf [msrp.TransactIDLen]byte
 	tid := msrp.AppendTransactID(tidBuf[:0])
-	of.method, of.messageID = "REPORT", x.messageID
+	of.method, of.messageID = "REPORT", append(of.messageID, x.messageID...)
 	of.fromSession, of.toSession = x.toSession, x.fromSession
 	// The Byte-Range from the SEND's parsed value, so that the REPORT
 	// never carries a value the relay would refuse to read (RFC 4975 §9).

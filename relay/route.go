@@ -246,6 +246,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	r := c.r
 	c.beginIn(f)
 	x := r.txns.take(f.TransactID, c)
+	defer x.release() // the table's reference, handed over by take (nil: none)
 	var from, to string
 	if x != nil {
 		from, to = x.fromSession, x.toSession
