@@ -377,7 +377,7 @@ func (r *Relay) shutdown() {
 	}
 	for _, x := range r.txns.takeAll(nil) {
 		if x.method != "SEND" || x.report != msrp.ReportNo {
-			r.failTxn(x, 408, "Relay shutting down")
+			r.failTxn(x, 408, "Relay shutting down", nil)
 		}
 		x.release()
 	}
@@ -409,9 +409,9 @@ func (r *Relay) closeQuiet() {
 		c.interruptIdle()
 		if (aborting && c.readEnded.Load() || c.quiet()) && c.closing.CompareAndSwap(false, true) {
 			if c.queueRoom() {
-				c.closeAfterFlush(event.CloseShutdown, nil)
+				c.closeAfterFlush(event.CloseShutdown, nil, nil)
 			} else {
-				go c.closeAfterFlush(event.CloseShutdown, nil) // waits for room, up to send_timeout
+				go c.closeAfterFlush(event.CloseShutdown, nil, nil) // waits for room, up to send_timeout
 			}
 		}
 	}
@@ -464,7 +464,7 @@ func (r *Relay) sweep(ctx context.Context) {
 				case x.method == "SEND" && x.report != msrp.ReportYes:
 					x.release()
 				case x.src.queueRoom():
-					r.failTxn(x, 408, "Request Timeout")
+					r.failTxn(x, 408, "Request Timeout", nil)
 					x.release()
 				default:
 					// A full queue makes the caller wait (back-pressure)
@@ -472,7 +472,7 @@ func (r *Relay) sweep(ctx context.Context) {
 					// hold up every other expiry.
 					go func(x *txn) {
 						defer x.release()
-						r.failTxn(x, 408, "Request Timeout")
+						r.failTxn(x, 408, "Request Timeout", nil)
 					}(x)
 				}
 			}

@@ -117,7 +117,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if err := c.reject(&q, 403, "Not addressed to this relay"); err != nil {
 			return err
 		}
-		c.closeAfterFlush(event.CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)))
+		c.closeAfterFlush(event.CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)), c)
 		return nil
 	}
 	if q.method == "AUTH" && len(q.rest) == 0 {
@@ -231,7 +231,7 @@ func (c *conn) nextHopFailed(q *request, code int, comment string) error {
 		if q.mode != msrp.ReportNo {
 			c.r.sendReport(&txn{src: c, fromSession: q.from, toSession: q.to, ourURI: string(q.top), fromPath: string(q.fromPath),
 				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: q.br, hasRange: q.hasBR,
-				bodyLen: n, flag: q.f.Flag()}, code, comment)
+				bodyLen: n, flag: q.f.Flag()}, code, comment, c)
 		}
 	default:
 		c.respond(q, code, comment)
@@ -284,14 +284,14 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	}
 	if x.method == "SEND" {
 		if f.StatusCode != 200 && x.report != msrp.ReportNo {
-			r.sendReport(x, f.StatusCode, string(f.Comment))
+			r.sendReport(x, f.StatusCode, string(f.Comment), c)
 		}
 		return nil
 	}
 	if len(rest) == 0 || x.src.isClosed() {
 		return nil // RFC 4976 §6.4.3: nowhere to go back to: discarded
 	}
-	r.relayResponse(x, f, own[:nOwn], rest)
+	r.relayResponse(x, f, own[:nOwn], rest, c)
 	return nil
 }
 

@@ -275,7 +275,7 @@ func (t *txnTable) takeDst(c *conn, out []*txn) []*txn {
 func (r *Relay) failClosed(c *conn) {
 	for _, x := range r.txns.takeDst(c, nil) {
 		r.stats.forwardFailed.Add(1)
-		r.failTxn(x, 408, "Next hop connection closed")
+		r.failTxn(x, 408, "Next hop connection closed", nil)
 		x.release()
 	}
 }
