@@ -70,8 +70,9 @@ type conn struct {
 	reason    event.CloseReason
 	closeErr  error
 
-	phaseMu sync.Mutex
-	idle    bool // waiting for the next frame (shutdown may interrupt)
+	phaseMu     sync.Mutex
+	idle        bool // waiting for the next frame (shutdown may interrupt)
+	interrupted bool // a shutdown set the read deadline to now while idle: deadlineReader.apply leaves it
 
 	// Graceful shutdown (Relay.shutdown): c is busy while its read loop
 	// runs, a frame is written to it (writers), a response is awaited on
@@ -165,6 +166,27 @@ type deadlineReader struct {
 	until   time.Time    // a total limit (first_request_timeout); zero: none
 	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
 	c       *conn        // whose read loop reads: its unflushed writes go out before a read may block
+	// The read deadline the read loop wants (idle, header phase) and the
+	// one set on the socket: it is set only when a read from the socket
+	// (or a readability wait) comes, so a burst of frames already
+	// buffered costs no deadline call per frame.
+	want, set time.Time
+}
+
+// apply sets the wanted read deadline on the socket if it is not set yet,
+// unless a shutdown interrupted the wait (interruptIdle): its deadline
+// stands.
+func (d *deadlineReader) apply() {
+	if d.want == d.set {
+		return
+	}
+	c := d.c
+	c.phaseMu.Lock()
+	if !c.interrupted {
+		_ = d.nc.SetReadDeadline(d.want)
+	}
+	c.phaseMu.Unlock()
+	d.set = d.want
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
@@ -185,16 +207,17 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		if !d.until.IsZero() && d.until.Before(dl) {
 			dl = d.until
 		}
-		_ = d.nc.SetReadDeadline(dl)
+		d.want = dl
 	}
+	d.apply()
 	n, err := d.nc.Read(p)
 	d.n += int64(n)
 	return n, err
 }
 
-// body starts the body phase of a frame.
-func (d *deadlineReader) body(lim *Limits, until time.Time) {
-	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, time.Now(), 0, int64(lim.BodyMinRate), until
+// body starts the body phase of a frame at now.
+func (d *deadlineReader) body(lim *Limits, until, now time.Time) {
+	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, now, 0, int64(lim.BodyMinRate), until
 }
 
 // sockWriter writes a connection's buffer out to its socket with a send
@@ -318,6 +341,7 @@ func (c *conn) waitFrame() error {
 	if c.rs == nil {
 		if c.raw != nil {
 			c.flushDirty(nil) // nothing buffered to read: this wait may block
+			c.dr.apply()
 			// Wait for readability (the poller honours the read deadline).
 			if err := c.raw.Read(c.rawReady); err != nil {
 				return err
@@ -757,7 +781,9 @@ func (c *conn) readLoop() {
 	defer c.flushDirty(nil) // what it left in buffers goes out when it ends
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
-		idleUntil := time.Now().Add(lim.IdleTimeout)
+		// The coarse clock (Relay.now, late by up to a sweep tick) plus
+		// that tick: never earlier than idle_timeout, no clock read.
+		idleUntil := c.r.now().Add(lim.IdleTimeout + txnTick)
 		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			// RFC 4976 §6.1: first_request_timeout counts from the accept
@@ -769,13 +795,14 @@ func (c *conn) readLoop() {
 			return // shutting down: run flushes and closes
 		}
 		err := c.waitFrame()
-		c.inStart = time.Now() // the frame's time is when its first byte arrived
+		now := time.Now() // the frame's time is when its first byte arrived: its only clock read
+		c.inStart = now
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
 			return
 		}
-		_ = c.nc.SetReadDeadline(earliest(time.Now().Add(lim.HeaderTimeout), until))
+		c.dr.want = earliest(now.Add(lim.HeaderTimeout), until)
 		f, err := c.rd.ReadFrame()
 		c.lastF = f
 		if err != nil {
@@ -789,7 +816,7 @@ func (c *conn) readLoop() {
 			c.closeOnReadErr(err, event.CloseHeaderTimeout)
 			return
 		}
-		c.dr.body(lim, until)
+		c.dr.body(lim, until, now)
 		err = c.handleFrame(f)
 		c.dr.perRead = 0
 		if err != nil {
@@ -811,7 +838,7 @@ func (c *conn) enterIdle(until time.Time) bool {
 		return false
 	}
 	c.idle = true
-	_ = c.nc.SetReadDeadline(until)
+	c.dr.want = until // set when the wait comes (deadlineReader.apply)
 	return true
 }
 
@@ -826,6 +853,11 @@ func earliest(a, b time.Time) time.Time {
 func (c *conn) leaveIdle() {
 	c.phaseMu.Lock()
 	c.idle = false
+	if c.interrupted {
+		// A frame came anyway: it is read under its own deadlines.
+		c.interrupted = false
+		c.dr.set = time.Time{} // the next wanted deadline is applied before a read
+	}
 	c.phaseMu.Unlock()
 }
 
@@ -843,8 +875,18 @@ func (c *conn) awaitsResponses() bool {
 func (c *conn) interruptIdle() {
 	c.phaseMu.Lock()
 	if c.idle && !c.awaitsResponses() {
+		c.interrupted = true
 		_ = c.nc.SetReadDeadline(time.Now())
 	}
+	c.phaseMu.Unlock()
+}
+
+// interruptNow ends whatever read c's read loop waits in (the end of the
+// shutdown grace; deadlineReader refuses the next read).
+func (c *conn) interruptNow() {
+	c.phaseMu.Lock()
+	c.interrupted = true
+	_ = c.nc.SetReadDeadline(time.Now())
 	c.phaseMu.Unlock()
 }
 
@@ -883,7 +925,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.body(c.r.limits(), time.Time{})
+		c.dr.body(c.r.limits(), time.Time{}, time.Now())
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

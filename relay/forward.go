@@ -90,7 +90,14 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	}
 	if x != nil {
 		x.bodyLen, x.flag = f.Body().Len(), flag
-		r.txns.arm(x, time.Now().Add(r.limits().TransactionTimeout))
+		// The timer starts after the last byte (RFC 4976 §6.4.1): for a
+		// small frame its arrival time is that within microseconds (no
+		// clock read); the timing wheel rounds up to 250 ms anyway.
+		end := c.inStart
+		if f.Body().Len() > connBufSize {
+			end = time.Now()
+		}
+		r.txns.arm(x, end.Add(r.limits().TransactionTimeout))
 	}
 	// Hop-by-hop success for a SEND once the chunk is in (RFC 4976 §6.4.1).
 	if q.isSEND && q.mode == msrp.ReportYes {

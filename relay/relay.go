@@ -66,6 +66,7 @@ type Relay struct {
 	shutdownAt   atomic.Int64 // UnixNano when shuttingDown was set
 	aborting     atomic.Bool  // the shutdown grace is over: frames in flight end
 	reading      atomic.Int32 // read loops running
+	clock        atomic.Int64 // Unix ns, updated by the sweeper every txnTick (now)
 
 	stats counters
 
@@ -171,6 +172,7 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 		out:     make(map[string]*dialEntry),
 		txns:    newTxnTable(),
 	}
+	r.clock.Store(time.Now().UnixNano())
 	var idb [4]byte
 	_, _ = rand.Read(idb[:]) // never fails (crypto/rand)
 	r.connIDBase = uint64(binary.BigEndian.Uint32(idb[:])) << 32
@@ -369,7 +371,7 @@ func (r *Relay) shutdown() {
 	// The grace is over: end the frames in flight, fail what is pending.
 	r.aborting.Store(true)
 	for _, c := range r.connList() {
-		_ = c.nc.SetReadDeadline(time.Now()) // wakes a read; deadlineReader refuses the next
+		c.interruptNow() // wakes a read; deadlineReader refuses the next
 	}
 	// A forward stalled on a slow next hop gives up within send_timeout.
 	for until := time.Now().Add(lim.SendTimeout); r.reading.Load() > 0 && time.Now().Before(until); {
@@ -442,6 +444,11 @@ func (r *Relay) closeListeners() {
 	}
 }
 
+// now is a coarse clock for deadlines that need no precision (idle
+// timeouts, transaction timeouts, both rounded to txnTick): at most one
+// sweep tick late, and no clock read on the frame path.
+func (r *Relay) now() time.Time { return time.Unix(0, r.clock.Load()) }
+
 // sweep expires sessions and transactions.
 func (r *Relay) sweep(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
@@ -453,6 +460,7 @@ func (r *Relay) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			r.clock.Store(now.UnixNano())
 			// Sessions expire in whole seconds: scan them once a second.
 			if tick++; tick%4 == 0 {
 				r.sessions.expire(now)

@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"log/slog"
-	"time"
 	"unsafe"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -58,7 +57,7 @@ func (q *request) canRespond(code int) bool {
 
 func (c *conn) handleRequest(f *msrp.Frame) error {
 	r := c.r
-	now := time.Now()
+	now := c.inStart // no clock read per frame: sessions expire in whole seconds
 	c.beginIn(f)
 	q := request{f: f, fromPath: f.Get(msrp.HdrFromPath), mode: msrp.ReportYes}
 	switch string(f.Method) {
