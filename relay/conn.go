@@ -40,6 +40,7 @@ type conn struct {
 	lastF *msrp.Frame     // the last frame read: its body must be done before rs goes back
 
 	rawReady func(uintptr) bool
+	waitErr  error // the end of the stream or an error readable met
 
 	wmu     sync.Mutex   // held while one frame is written
 	writers atomic.Int32 // forwards writing or waiting to write a frame into c: c is busy
@@ -171,6 +172,10 @@ type deadlineReader struct {
 	// (or a readability wait) comes, so a burst of frames already
 	// buffered costs no deadline call per frame.
 	want, set time.Time
+	// raw: the read loop's readability callback reads (waitFrame): Read
+	// goes straight to descriptor fd.
+	raw bool
+	fd  uintptr
 }
 
 // apply sets the wanted read deadline on the socket if it is not set yet,
@@ -192,6 +197,9 @@ func (d *deadlineReader) apply() {
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	if d.abort.Load() {
 		return 0, os.ErrDeadlineExceeded
+	}
+	if d.raw {
+		return d.rawRead(p) // waitFrame flushed and applied the deadline before its wait
 	}
 	if c := d.c; len(c.dirty) > 0 || c.holding != nil {
 		c.flushBeforeRead()
@@ -342,12 +350,18 @@ func (c *conn) waitFrame() error {
 		if c.raw != nil {
 			c.flushDirty(nil) // nothing buffered to read: this wait may block
 			c.dr.apply()
-			// Wait for readability (the poller honours the read deadline).
+			// Wait for readability (the poller honours the read deadline);
+			// readable reads what is there into a read side it takes.
 			if err := c.raw.Read(c.rawReady); err != nil {
 				return err
 			}
+			if err := c.waitErr; err != nil {
+				c.waitErr = nil
+				return err
+			}
+		} else {
+			c.getReadSide()
 		}
-		c.getReadSide()
 	}
 	_, err := c.br.Peek(1)
 	return err
