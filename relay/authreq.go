@@ -45,7 +45,7 @@ func (c *conn) handleAuth(q *request) error {
 	case a.failed && int(c.authFails.Add(1)) >= c.r.limits().MaxAuthFailures:
 		// RFC 4976 §6.3: too many failures without success.
 		c.r.logLimit(c, limitMaxAuthFailures, slog.String("reason", event.CloseLimit.String()))
-		c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"))
+		c.closeAfterFlush(event.CloseLimit, errors.New("too many failed AUTH requests"), c)
 	}
 	return nil
 }

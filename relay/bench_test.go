@@ -52,6 +52,8 @@ type benchPair struct {
 	a, b       net.Conn
 	ar, br     *msrp.Reader
 	send, resp []byte // A's SEND to B; B's 200 for the relay's tid (filled per frame)
+	sendN      []byte // burst: n SENDs
+	respN      []byte // burst: B's n 200s
 }
 
 func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event)) *benchPair {
@@ -167,6 +169,50 @@ func (p *benchPair) one(b testing.TB) {
 	drain(b, f)
 }
 
+// burst sends n SENDs from A in one write (pipelined, as a client with n
+// in flight), reads them at B, answers all n in one write and reads the n
+// 200s at A.
+func (p *benchPair) burst(b testing.TB, n int) {
+	if len(p.sendN) != n*len(p.send) {
+		p.sendN = p.sendN[:0]
+		for range n {
+			p.sendN = append(p.sendN, p.send...)
+		}
+	}
+	if _, err := p.a.Write(p.sendN); err != nil {
+		b.Fatal(err)
+	}
+	r := p.respN[:0]
+	for range n {
+		f, err := p.br.ReadFrame()
+		if err != nil || string(f.Method) != "SEND" {
+			b.Fatalf("B read %v", err)
+		}
+		to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+		r = append(r, "MSRP "...)
+		r = append(r, f.TransactID...)
+		r = append(r, " 200 OK\r\nTo-Path: "...)
+		r = append(r, to...)
+		r = append(r, "\r\nFrom-Path: "...)
+		r = append(r, f.Get(msrp.HdrToPath)...)
+		r = append(r, "\r\n-------"...)
+		r = append(r, f.TransactID...)
+		r = append(r, "$\r\n"...)
+		drain(b, f)
+	}
+	p.respN = r
+	if _, err := p.b.Write(p.respN); err != nil {
+		b.Fatal(err)
+	}
+	for range n {
+		f, err := p.ar.ReadFrame()
+		if err != nil || f.StatusCode != 200 {
+			b.Fatalf("A read %v", err)
+		}
+		drain(b, f)
+	}
+}
+
 func benchSEND(b *testing.B, frames, wire bool) {
 	p := newBenchPair(b, frames, nil)
 	p.obs.noWire.Store(!wire)
@@ -195,3 +241,18 @@ func BenchmarkRelaySENDObserved(b *testing.B) { benchSEND(b, true, true) }
 // BenchmarkRelaySENDMetadata: an Observer that takes every frame event but
 // no wire bytes (Wire() false), as the metrics with tracing off.
 func BenchmarkRelaySENDMetadata(b *testing.B) { benchSEND(b, true, false) }
+
+// BenchmarkRelaySEND64: 64 SENDs in flight (one write of 64 from A, 64
+// 200s in one write from B); ns/op and allocs/op are per SEND.
+func BenchmarkRelaySEND64(b *testing.B) {
+	p := newBenchPair(b, false, nil)
+	for range 10 { // warm the pools
+		p.burst(b, 64)
+	}
+	b.SetBytes(int64(len(p.send)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 64 {
+		p.burst(b, 64)
+	}
+}

@@ -40,15 +40,21 @@ type conn struct {
 	lastF *msrp.Frame     // the last frame read: its body must be done before rs goes back
 
 	rawReady func(uintptr) bool
+	waitErr  error // the end of the stream or an error readable met
 
 	wmu     sync.Mutex   // held while one frame is written
 	writers atomic.Int32 // forwards writing or waiting to write a frame into c: c is busy
-	cw      captureWriter
-	ws      *writeSide // held only while a frame is written (writePool)
+	cw      sockWriter
+	ws      *writeSide // held while a frame is written, or frames wait in it (writePool)
+	// Small frames the relay made wait in ws (written inline, enqueue): a
+	// peer that does not take them within send_timeout counts as a write
+	// queue that did not drain (Stats.QueueFull). Guarded by wmu.
+	ctrlBuffered bool
 
 	// The write queue and its writer goroutine start with the first frame
 	// queued (an idle connection that never got one has neither).
 	ctrl     atomic.Pointer[chan *outFrame]
+	queued   atomic.Int32 // frames queued and not yet written: a frame written inline must not pass them
 	wmuStart sync.Mutex
 	wshut    bool          // run stopped new writers; guarded by wmuStart
 	wdone    chan struct{} // closed when the writer ends; nil: none started
@@ -65,8 +71,9 @@ type conn struct {
 	reason    event.CloseReason
 	closeErr  error
 
-	phaseMu sync.Mutex
-	idle    bool // waiting for the next frame (shutdown may interrupt)
+	phaseMu     sync.Mutex
+	idle        bool // waiting for the next frame (shutdown may interrupt)
+	interrupted bool // a shutdown set the read deadline to now while idle: deadlineReader.apply leaves it
 
 	// Graceful shutdown (Relay.shutdown): c is busy while its read loop
 	// runs, a frame is written to it (writers), a response is awaited on
@@ -98,6 +105,17 @@ type conn struct {
 	fwdSize   int64           //
 	fwdEv     event.Event     // scratch for events of forwarded frames
 	fwdFI     event.FrameInfo //
+	rspCap    []byte          // capture of a small frame written inline (enqueue)
+	rspEv     event.Event     // scratch for its event
+	rspFI     event.FrameInfo //
+
+	// Write batching (the read loop's own; see flushDirty): the
+	// connections this read loop wrote frames into and left in their
+	// buffers, flushed before it can block; holding is the one whose wmu
+	// it holds (writeForward), flushing guards against re-entry.
+	dirty    []*conn
+	holding  *conn
+	flushing bool
 
 	// The writer goroutine's own state (queued frames written to c).
 	wCap  []byte // capture of the queued frame being written, lent to cw
@@ -114,7 +132,7 @@ type outFrame struct {
 	closeErr    error
 	method      string
 	status      int
-	messageID   string
+	messageID   []byte // a copy: the transaction it came from may be recycled before the frame is written
 	fromSession string // event.FrameInfo's sessions
 	toSession   string
 }
@@ -124,7 +142,7 @@ var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte
 func newOutFrame() *outFrame {
 	f := outFramePool.Get().(*outFrame)
 	f.buf = f.buf[:0]
-	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, "", "", ""
+	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, f.messageID[:0], "", ""
 	f.closeReason, f.closeErr = 0, nil
 	return f
 }
@@ -148,11 +166,43 @@ type deadlineReader struct {
 	minRate int64        // bytes/s; 0: no floor
 	until   time.Time    // a total limit (first_request_timeout); zero: none
 	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
+	c       *conn        // whose read loop reads: its unflushed writes go out before a read may block
+	// The read deadline the read loop wants (idle, header phase) and the
+	// one set on the socket: it is set only when a read from the socket
+	// (or a readability wait) comes, so a burst of frames already
+	// buffered costs no deadline call per frame.
+	want, set time.Time
+	// raw: the read loop's readability callback reads (waitFrame): Read
+	// goes straight to descriptor fd.
+	raw bool
+	fd  uintptr
+}
+
+// apply sets the wanted read deadline on the socket if it is not set yet,
+// unless a shutdown interrupted the wait (interruptIdle): its deadline
+// stands.
+func (d *deadlineReader) apply() {
+	if d.want == d.set {
+		return
+	}
+	c := d.c
+	c.phaseMu.Lock()
+	if !c.interrupted {
+		_ = d.nc.SetReadDeadline(d.want)
+	}
+	c.phaseMu.Unlock()
+	d.set = d.want
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
 	if d.abort.Load() {
 		return 0, os.ErrDeadlineExceeded
+	}
+	if d.raw {
+		return d.rawRead(p) // waitFrame flushed and applied the deadline before its wait
+	}
+	if c := d.c; len(c.dirty) > 0 || c.holding != nil {
+		c.flushBeforeRead()
 	}
 	if d.perRead > 0 {
 		dl := time.Now().Add(d.perRead)
@@ -165,59 +215,37 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		if !d.until.IsZero() && d.until.Before(dl) {
 			dl = d.until
 		}
-		_ = d.nc.SetReadDeadline(dl)
+		d.want = dl
 	}
+	d.apply()
 	n, err := d.nc.Read(p)
 	d.n += int64(n)
 	return n, err
 }
 
-// body starts the body phase of a frame.
-func (d *deadlineReader) body(lim *Limits, until time.Time) {
-	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, time.Now(), 0, int64(lim.BodyMinRate), until
+// body starts the body phase of a frame at now.
+func (d *deadlineReader) body(lim *Limits, until, now time.Time) {
+	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, now, 0, int64(lim.BodyMinRate), until
 }
 
-// captureWriter writes to the connection with a send timeout per write
-// (progress, not total time), counts the bytes of the frame being written
-// and, while capturing, keeps the first bytes
-// of the frame being written for the Observer, in a buffer the writer of
-// that frame lends it (start) and takes back (stop) under the connection's
-// write lock, so that the Observer can read it after the lock is released.
-type captureWriter struct {
+// sockWriter writes a connection's buffer out to its socket with a send
+// timeout per write (progress, not total time). A write may block (a slow
+// peer): the read loop holding the connection's write lock (by, set under
+// wmu) first flushes what it left in other connections' buffers, so that
+// they do not wait behind this peer.
+type sockWriter struct {
 	nc      net.Conn
 	timeout time.Duration
-	limit   int // the relay's trace_capture_bytes
-	room    int // what may still be captured of this frame: 0 when not capturing
-	buf     []byte
-	n       int64
+	self    *conn
+	by      *conn // the read loop writing into self under its wmu; nil: none
 }
 
-func (c *captureWriter) Write(p []byte) (int, error) {
-	c.n += int64(len(p))
-	if c.room > 0 {
-		k := min(c.room, len(p))
-		c.buf = append(c.buf, p[:k]...)
-		c.room -= k
+func (w *sockWriter) Write(p []byte) (int, error) {
+	if by := w.by; by != nil && len(by.dirty) > 0 {
+		by.flushDirty(w.self)
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
-	return c.nc.Write(p)
-}
-
-// start begins a frame: its bytes are counted, and with wire its first
-// ones kept in buf (lent by the frame's writer).
-func (c *captureWriter) start(wire bool, buf []byte) {
-	c.buf, c.n, c.room = buf[:0], 0, 0
-	if wire {
-		c.room = c.limit
-	}
-}
-
-// stop ends the frame and returns the lent buffer, holding what was
-// captured, and the frame's size.
-func (c *captureWriter) stop() ([]byte, int64) {
-	buf, n := c.buf, c.n
-	c.buf, c.n, c.room = nil, 0, 0
-	return buf, n
+	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.nc.Write(p)
 }
 
 func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn {
@@ -260,8 +288,8 @@ func (c *conn) connInfo() event.ConnInfo {
 // show).
 func (c *conn) setNetConn(nc net.Conn) {
 	c.nc = nc
-	c.dr = deadlineReader{nc: nc, abort: &c.r.aborting}
-	c.cw = captureWriter{nc: nc, timeout: c.r.limits().SendTimeout, limit: c.r.captureBytes}
+	c.dr = deadlineReader{nc: nc, abort: &c.r.aborting, c: c}
+	c.cw = sockWriter{nc: nc, timeout: c.r.limits().SendTimeout, self: c}
 	c.raw = nil
 	if tc, ok := nc.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
@@ -320,12 +348,20 @@ func (c *conn) waitFrame() error {
 	}
 	if c.rs == nil {
 		if c.raw != nil {
-			// Wait for readability (the poller honours the read deadline).
+			c.flushDirty(nil) // nothing buffered to read: this wait may block
+			c.dr.apply()
+			// Wait for readability (the poller honours the read deadline);
+			// readable reads what is there into a read side it takes.
 			if err := c.raw.Read(c.rawReady); err != nil {
 				return err
 			}
+			if err := c.waitErr; err != nil {
+				c.waitErr = nil
+				return err
+			}
+		} else {
+			c.getReadSide()
 		}
-		c.getReadSide()
 	}
 	_, err := c.br.Peek(1)
 	return err
@@ -345,8 +381,10 @@ func (c *conn) writer() *writeSide {
 	return c.ws
 }
 
-// releaseWriter returns the write side after a frame, under wmu.
+// releaseWriter returns the write side after a frame, under wmu; what it
+// still buffered is dropped (flush first).
 func (c *conn) releaseWriter() {
+	c.ctrlBuffered = false
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		// A frame that broke off (write error) leaves the writer in its
@@ -355,6 +393,101 @@ func (c *conn) releaseWriter() {
 		_ = ws.mw.End(msrp.FlagAbort)
 		ws.bw.Reset(nil)
 		writePool.Put(ws)
+	}
+}
+
+// Write batching. A frame written into a connection's buffer is flushed
+// at once unless its writer knows more frames will follow without waiting:
+// a read loop whose read buffer holds more input (the next frame is
+// already here), or the writer goroutine with more frames queued. A read
+// loop that leaves a buffer unflushed adopts it (dirty) and flushes it
+// before it can block: before a read from its socket (deadlineReader),
+// before waiting for readability (waitFrame), before waiting for another
+// connection's write lock (writeForward) or socket (sockWriter) or for
+// room in a queue (enqueue), and when its loop ends. So a burst of frames
+// read with one read goes out with one write per destination, and nothing
+// waits in a buffer while its writer waits for something else. Several
+// read loops may write into one destination: the bytes go out in the
+// order they were buffered, under its wmu. A flush of another's buffer
+// takes its wmu with TryLock only, never waiting (one write lock held at
+// a time stays true for waits): when it is held, the holder flushes it or
+// adopts it before releasing, so it is never left behind. The buffer
+// bounds what waits (connBufSize; a fuller one writes out, blocking as
+// before: back-pressure).
+
+// adopt records that c's read loop left frames in d's buffer (under d.wmu).
+func (c *conn) adopt(d *conn) {
+	for _, x := range c.dirty {
+		if x == d {
+			return
+		}
+	}
+	c.dirty = append(c.dirty, d)
+}
+
+// moreInput reports whether c's read loop has input buffered: its next
+// frame (or part of it) is here, read without waiting.
+func (c *conn) moreInput() bool { return c.br != nil && c.br.Buffered() > 0 }
+
+// flushDirty flushes what c's read loop left in other connections'
+// buffers, except skip (being written by c right now, in its wmu).
+func (c *conn) flushDirty(skip *conn) {
+	if c.flushing || len(c.dirty) == 0 {
+		return
+	}
+	c.flushing = true
+	for i, d := range c.dirty {
+		c.dirty[i] = nil
+		if d != skip {
+			d.flushOut(d == c.holding)
+		}
+	}
+	c.dirty = c.dirty[:0]
+	c.flushing = false
+}
+
+// flushBeforeRead runs before c's read loop reads its socket: its dirty
+// connections are flushed, and so is the destination it writes a frame
+// into (holding), up to the part of that frame written so far, so the
+// frames before it do not wait for the rest of its body.
+func (c *conn) flushBeforeRead() {
+	if h := c.holding; h != nil && !c.flushing {
+		c.flushing = true
+		h.flushOut(true)
+		c.flushing = false
+	}
+	c.flushDirty(nil)
+}
+
+// flushOut writes out what c's buffer holds; locked: the caller holds
+// c.wmu (in the middle of a frame: the write side stays), otherwise it is
+// taken with TryLock (a holder flushes or adopts before it releases) and
+// the write side goes back to its pool.
+func (c *conn) flushOut(locked bool) {
+	if !locked {
+		if !c.wmu.TryLock() {
+			return
+		}
+		defer c.wmu.Unlock()
+	}
+	ws := c.ws
+	if ws == nil {
+		return
+	}
+	if ws.bw.Buffered() > 0 && !c.isClosed() {
+		// Held: the error sticks in the buffer and comes back to the
+		// frame's writer, who closes c when its frame ends (forward).
+		err := ws.bw.Flush()
+		if err != nil && !locked {
+			if c.ctrlBuffered && errors.Is(err, os.ErrDeadlineExceeded) {
+				c.countQueueFull()
+			}
+			c.close(writeCloseReason(err), err)
+		}
+	}
+	c.ctrlBuffered = false
+	if !locked {
+		c.releaseWriter()
 	}
 }
 
@@ -410,9 +543,19 @@ func (c *conn) closeGracefully() {
 // is closed). Any other goroutine (a response or REPORT routed to c) waits
 // at most send_timeout; a queue that did not drain for that long closes c,
 // counted in Stats.QueueFull.
-func (c *conn) enqueue(f *outFrame) {
+//
+// by is the read loop calling (nil: another goroutine). A read loop writes
+// the frame itself, into c's buffer (write batching, flushDirty), when
+// nothing is queued before it and c's write lock is free: no hand-off to
+// the writer goroutine. A close (closeReason) always goes through the
+// queue.
+func (c *conn) enqueue(f *outFrame, by *conn) {
 	if c.isClosed() {
 		f.release()
+		return
+	}
+	if by != nil && f.closeReason == 0 && c.queued.Load() == 0 && c.wmu.TryLock() {
+		by.writeInline(c, f)
 		return
 	}
 	q := c.queue()
@@ -420,23 +563,97 @@ func (c *conn) enqueue(f *outFrame) {
 		f.release() // closing: run stopped the writer
 		return
 	}
+	c.queued.Add(1)
 	select {
 	case q <- f:
 		return
 	default:
+	}
+	if by != nil {
+		by.flushDirty(nil) // before waiting
 	}
 	t := time.NewTimer(c.r.limits().SendTimeout)
 	defer t.Stop()
 	select {
 	case q <- f:
 	case <-c.done:
+		c.queued.Add(-1)
 		f.release()
 		c.countQueueFull()
 	case <-t.C:
+		c.queued.Add(-1)
 		f.release()
 		c.countQueueFull()
 		c.close(event.CloseLimit, errors.New("write queue not drained within send_timeout"))
 	}
+}
+
+// writeInline writes the small frame f into dst's buffer for c's read
+// loop, which holds dst.wmu (taken by enqueue) and adopts dst when more
+// input follows; it reports the frame to the Observer after unlocking.
+func (c *conn) writeInline(dst *conn, f *outFrame) {
+	defer f.release()
+	if dst.isClosed() {
+		dst.wmu.Unlock()
+		return
+	}
+	obs := c.r.tracing()
+	var sent time.Time
+	if obs {
+		sent = time.Now()
+		if c.r.wire() {
+			c.rspCap = append(c.rspCap[:0], f.buf[:min(len(f.buf), c.r.captureBytes)]...)
+		} else {
+			c.rspCap = c.rspCap[:0]
+		}
+	}
+	dst.cw.by = c
+	ws := dst.writer()
+	_, err := ws.bw.Write(f.buf)
+	if err == nil && !c.moreInput() {
+		err = ws.bw.Flush()
+	}
+	dst.cw.by = nil
+	switch {
+	case err != nil:
+		dst.releaseWriter()
+	case ws.bw.Buffered() > 0:
+		dst.ctrlBuffered = true
+		c.adopt(dst)
+	default:
+		dst.releaseWriter()
+	}
+	dst.wmu.Unlock()
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The peer did not take its responses for send_timeout: as a
+			// write queue that did not drain (limits.write_queue).
+			dst.countQueueFull()
+		}
+		dst.close(writeCloseReason(err), err)
+		return
+	}
+	if obs {
+		c.rspFI = event.FrameInfo{}
+		dst.observeOut(f, sent, c.rspCap, c.r.wire(), &c.rspEv, &c.rspFI)
+	}
+}
+
+// observeOut reports a small frame the relay wrote to c (ev and fi: the
+// writer's scratch).
+func (c *conn) observeOut(f *outFrame, sent time.Time, capd []byte, wire bool, ev *event.Event, fi *event.FrameInfo) {
+	tid := f.buf[5:]
+	tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
+	*fi = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: f.messageID,
+		FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: int64(len(f.buf)), Wire: capd}
+	if !wire {
+		fi.Wire = nil
+	}
+	if f.method != "" {
+		fi.Method = []byte(f.method)
+	}
+	*ev = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.connInfo(), Frame: fi}
+	c.r.obs.Observe(ev)
 }
 
 // countQueueFull counts c once in Stats.QueueFull: it closed while frames
@@ -504,19 +721,25 @@ func (c *conn) writeLoop(q chan *outFrame) {
 	for {
 		select {
 		case f := <-q:
-			c.writeQueued(f)
+			c.writeQueued(f, len(q) > 0)
 		case <-c.done:
 			return
 		}
 	}
 }
 
-func (c *conn) writeQueued(f *outFrame) {
+// writeQueued writes a queued frame; more: more are queued, the buffer
+// need not be flushed yet (write batching).
+func (c *conn) writeQueued(f *outFrame, more bool) {
 	defer f.release()
+	defer c.queued.Add(-1)
 	if f.closeReason != 0 {
 		// Not in the middle of a frame forwarded into c (issue 15 defect 4):
-		// the close waits for the write lock.
+		// the close waits for the write lock, and what is buffered goes
+		// out first.
 		c.wmu.Lock()
+		c.flushOut(true)
+		c.releaseWriter()
 		first := c.markClosed(f.closeReason, f.closeErr)
 		c.wmu.Unlock()
 		if first {
@@ -526,44 +749,38 @@ func (c *conn) writeQueued(f *outFrame) {
 	}
 	obs := c.r.tracing()
 	wire := obs && c.r.wire()
-	sent, size, err := c.writeLocked(f.buf, wire)
+	if wire {
+		c.wCap = append(c.wCap[:0], f.buf[:min(len(f.buf), c.r.captureBytes)]...)
+	}
+	sent, err := c.writeLocked(f.buf, more, obs)
 	if err != nil {
 		c.close(writeCloseReason(err), err)
 		return
 	}
 	if obs {
-		// After the write lock: the capture is the writer goroutine's (wCap).
-		tid := f.buf[5:]
-		tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
-		c.outFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: []byte(f.messageID),
-			FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: size, Wire: c.wCap}
-		if !wire {
-			c.outFI.Wire = nil
-		}
-		if f.method != "" {
-			c.outFI.Method = []byte(f.method)
-		}
-		c.outEv = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.connInfo(), Frame: &c.outFI}
-		c.r.obs.Observe(&c.outEv)
+		// After the write lock: the scratch is the writer goroutine's.
+		c.observeOut(f, sent, c.wCap, wire, &c.outEv, &c.outFI)
 	}
 }
 
-// writeLocked writes one whole frame under the write lock, capturing it
-// into c.wCap when wire; sent is when it started out, before the peer can
-// react.
-func (c *conn) writeLocked(frame []byte, wire bool) (sent time.Time, size int64, err error) {
+// writeLocked writes one whole frame under the write lock, flushed unless
+// more follow; sent (with obs) is when it started out, before the peer
+// can react.
+func (c *conn) writeLocked(frame []byte, more, obs bool) (sent time.Time, err error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.cw.start(wire, c.wCap)
-	sent = time.Now()
-	bw := c.writer().bw
-	_, err = bw.Write(frame)
-	if err == nil {
-		err = bw.Flush()
+	if obs {
+		sent = time.Now()
 	}
-	c.releaseWriter()
-	c.wCap, size = c.cw.stop()
-	return sent, size, err
+	ws := c.writer()
+	_, err = ws.bw.Write(frame)
+	if err == nil && !more {
+		err = ws.bw.Flush()
+	}
+	if err != nil || ws.bw.Buffered() == 0 {
+		c.releaseWriter()
+	}
+	return sent, err
 }
 
 func writeCloseReason(err error) event.CloseReason {
@@ -575,9 +792,12 @@ func writeCloseReason(err error) event.CloseReason {
 
 // readLoop reads frames until the connection ends.
 func (c *conn) readLoop() {
+	defer c.flushDirty(nil) // what it left in buffers goes out when it ends
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
-		idleUntil := time.Now().Add(lim.IdleTimeout)
+		// The coarse clock (Relay.now, late by up to a sweep tick) plus
+		// that tick: never earlier than idle_timeout, no clock read.
+		idleUntil := c.r.now().Add(lim.IdleTimeout + txnTick)
 		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			// RFC 4976 §6.1: first_request_timeout counts from the accept
@@ -589,13 +809,14 @@ func (c *conn) readLoop() {
 			return // shutting down: run flushes and closes
 		}
 		err := c.waitFrame()
-		c.inStart = time.Now() // the frame's time is when its first byte arrived
+		now := time.Now() // the frame's time is when its first byte arrived: its only clock read
+		c.inStart = now
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
 			return
 		}
-		_ = c.nc.SetReadDeadline(earliest(time.Now().Add(lim.HeaderTimeout), until))
+		c.dr.want = earliest(now.Add(lim.HeaderTimeout), until)
 		f, err := c.rd.ReadFrame()
 		c.lastF = f
 		if err != nil {
@@ -609,7 +830,7 @@ func (c *conn) readLoop() {
 			c.closeOnReadErr(err, event.CloseHeaderTimeout)
 			return
 		}
-		c.dr.body(lim, until)
+		c.dr.body(lim, until, now)
 		err = c.handleFrame(f)
 		c.dr.perRead = 0
 		if err != nil {
@@ -631,7 +852,7 @@ func (c *conn) enterIdle(until time.Time) bool {
 		return false
 	}
 	c.idle = true
-	_ = c.nc.SetReadDeadline(until)
+	c.dr.want = until // set when the wait comes (deadlineReader.apply)
 	return true
 }
 
@@ -646,6 +867,11 @@ func earliest(a, b time.Time) time.Time {
 func (c *conn) leaveIdle() {
 	c.phaseMu.Lock()
 	c.idle = false
+	if c.interrupted {
+		// A frame came anyway: it is read under its own deadlines.
+		c.interrupted = false
+		c.dr.set = time.Time{} // the next wanted deadline is applied before a read
+	}
 	c.phaseMu.Unlock()
 }
 
@@ -663,8 +889,18 @@ func (c *conn) awaitsResponses() bool {
 func (c *conn) interruptIdle() {
 	c.phaseMu.Lock()
 	if c.idle && !c.awaitsResponses() {
+		c.interrupted = true
 		_ = c.nc.SetReadDeadline(time.Now())
 	}
+	c.phaseMu.Unlock()
+}
+
+// interruptNow ends whatever read c's read loop waits in (the end of the
+// shutdown grace; deadlineReader refuses the next read).
+func (c *conn) interruptNow() {
+	c.phaseMu.Lock()
+	c.interrupted = true
+	_ = c.nc.SetReadDeadline(time.Now())
 	c.phaseMu.Unlock()
 }
 
@@ -703,7 +939,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.body(c.r.limits(), time.Time{})
+		c.dr.body(c.r.limits(), time.Time{}, time.Now())
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

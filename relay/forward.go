@@ -21,6 +21,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	var x *txn
 	if !q.isREPORT && !(q.isSEND && q.mode == msrp.ReportNo) {
 		x = newTxn(tid, f, q)
+		defer x.release() // this forward's reference (txn.refs)
 		x.dst, x.src = dst, c
 		r.txns.register(x) // before the first byte: a next hop may answer early
 	}
@@ -41,7 +42,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 
 	obs := r.tracing()
 	wire := obs && r.wire()
-	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, wire)
+	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, obs, wire)
 	// The Observer runs after the destination's lock is released, so its
 	// filters and encoding do not lengthen every forwarder's wait. The
 	// source side first: it is complete (or broken) before the copy is.
@@ -79,7 +80,8 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 			slog.String("error", writeErr.Error()), slog.String("event", "forward_failed"))
 		if x != nil && r.txns.cancel(x) {
 			x.bodyLen, x.flag = f.Body().Len(), flag
-			r.failTxn(x, 408, "Forwarding failed")
+			r.failTxn(x, 408, "Forwarding failed", c)
+			x.release() // the table's reference, handed over by cancel
 		}
 		if q.isSEND && q.mode == msrp.ReportYes {
 			c.respond(q, 200, "OK")
@@ -88,7 +90,14 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	}
 	if x != nil {
 		x.bodyLen, x.flag = f.Body().Len(), flag
-		r.txns.arm(x, time.Now().Add(r.limits().TransactionTimeout))
+		// The timer starts after the last byte (RFC 4976 §6.4.1): for a
+		// small frame its arrival time is that within microseconds (no
+		// clock read); the timing wheel rounds up to 250 ms anyway.
+		end := c.inStart
+		if f.Body().Len() > connBufSize {
+			end = time.Now()
+		}
+		r.txns.arm(x, end.Add(r.limits().TransactionTimeout))
 	}
 	// Hop-by-hop success for a SEND once the chunk is in (RFC 4976 §6.4.1).
 	if q.isSEND && q.mode == msrp.ReportYes {
@@ -101,14 +110,25 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 // the header lines hdr, the body streamed from the source, the end-line.
 // Its size is kept in c.fwdSize and, with wire, its first bytes in c.fwdCap
 // (c's, not dst's: dst's lock is released before the Observer is called).
-// sent is when the frame started out.
-func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
+// sent (with obs) is when the frame started out. When more input of c is
+// buffered the frame stays in dst's buffer, adopted (write batching,
+// conn.flushDirty).
+func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
 	f := q.f
 	dst.writers.Add(1)
 	defer dst.writers.Add(-1)
-	dst.wmu.Lock()
-	defer dst.wmu.Unlock() // also when an Observer panics: the lock must not outlive this frame
-	sent = time.Now()
+	if !dst.wmu.TryLock() {
+		c.flushDirty(nil) // before waiting for the lock
+		dst.wmu.Lock()
+	}
+	c.holding, dst.cw.by = dst, c
+	defer func() { // also when something panics: the lock must not outlive this frame
+		c.holding, dst.cw.by = nil, nil
+		dst.wmu.Unlock()
+	}()
+	if obs {
+		sent = time.Now()
+	}
 	lent := false // c.fwdCap is dst's capture buffer until taken back
 	if dst.isClosed() {
 		writeErr = errors.New("next hop connection closed")
@@ -119,9 +139,13 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (
 			bodyErr = c.readIn(f)
 		}
 	} else {
-		dst.cw.start(wire, c.fwdCap)
-		lent = true
 		w := dst.writer().mw
+		limit := 0
+		if wire {
+			limit = c.r.captureBytes
+		}
+		w.Capture(c.fwdCap, limit)
+		lent = true
 		_ = w.StartRequest(tid, bstr(f.Method))
 		w.RawHeaders(hdr)
 		if f.HasBody() {
@@ -147,17 +171,28 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, wire bool) (
 	if bodyErr != nil {
 		flag = msrp.FlagAbort
 	}
+	batch := false
 	if writeErr == nil || errors.Is(writeErr, msrp.ErrEndLineInBody) {
 		if errors.Is(writeErr, msrp.ErrEndLineInBody) {
 			flag = msrp.FlagAbort
 		}
-		if err := dst.writer().mw.End(flag); err != nil && writeErr == nil {
+		w := dst.writer().mw
+		batch = writeErr == nil && bodyErr == nil && c.moreInput()
+		end := w.End
+		if batch {
+			end = w.EndBuffered
+		}
+		if err := end(flag); err != nil && writeErr == nil {
 			writeErr = err
 		}
 	}
-	dst.releaseWriter()
 	if lent {
-		c.fwdCap, c.fwdSize = dst.cw.stop()
+		c.fwdCap, c.fwdSize = dst.ws.mw.Captured()
+	}
+	if batch && writeErr == nil && dst.ws.bw.Buffered() > 0 {
+		c.adopt(dst)
+	} else {
+		dst.releaseWriter()
 	}
 	return sent, flag, writeErr, bodyErr
 }

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"crypto/tls"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,7 +30,9 @@ func (p *panicOn) Observe(e *event.Event) {
 }
 
 // A panic in each goroutine that handles a connection — its writer (a
-// queued response going out), the accept-time goroutine (the accepted
+// queued frame going out: a REPORT the sweeper queued for a transaction
+// that timed out; a read loop writes its own responses itself), the
+// accept-time goroutine (the accepted
 // event), the TLS handshake, the closing (the closed event) — is recovered
 // there: counted, that connection closed, and the relay serves on.
 func TestPanicInEveryConnectionGoroutine(t *testing.T) {
@@ -40,7 +43,7 @@ func TestPanicInEveryConnectionGoroutine(t *testing.T) {
 		when        func(e *event.Event) bool
 	}{
 		{"writer", "writer", false, func(e *event.Event) bool {
-			return e.Kind == event.FrameOut && e.Frame.Method == nil && e.Frame.Status == 200
+			return e.Kind == event.FrameOut && string(e.Frame.Method) == "REPORT"
 		}},
 		{"accepted", "accepted event", false, func(e *event.Event) bool { return e.Kind == event.Accepted }},
 		{"tls handshake", "TLS handshake", true, func(e *event.Event) bool { return e.Kind == event.TLSHandshake }},
@@ -57,6 +60,9 @@ func TestPanicInEveryConnectionGoroutine(t *testing.T) {
 				if tc.tls {
 					c.Listen = []relay.Listen{{Transport: "msrps", Addr: "127.0.0.1:0", Cert: pki.certFile, Key: pki.keyFile}}
 				}
+				if tc.name == "writer" {
+					c.Limits.TransactionTimeout = 200 * time.Millisecond
+				}
 			})
 			dial := func(user string) (*msrpclient.Client, string) {
 				if tc.tls {
@@ -69,8 +75,20 @@ func TestPanicInEveryConnectionGoroutine(t *testing.T) {
 			switch tc.name {
 			case "writer":
 				a, useA := dial("alice")
-				b, useB := dial("bob")
-				_, _ = a.Send(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("x"), ContentType: "text/plain"})
+				b, gb, useB := gatedClient(t, tr, "bob")
+				// B's reader answers what its read in progress gets, then
+				// reads no more: the second SEND times out and the sweeper
+				// queues its REPORT for A.
+				gb.stop()
+				to := []string{useA, useB, b.LocalURI()}
+				_, _ = a.Send(ctxT(t), to, msrpclient.Message{Body: []byte("x"), ContentType: "text/plain"})
+				for deadline := time.Now().Add(20 * time.Second); tr.Stats().Transactions != 0; {
+					if time.Now().After(deadline) {
+						t.Fatal("B did not answer the first SEND")
+					}
+					runtime.Gosched()
+				}
+				_, _ = a.Send(ctxT(t), to, msrpclient.Message{Body: []byte("y"), ContentType: "text/plain"})
 			case "closed":
 				c, _ := dial("carol")
 				_ = c.Close()

@@ -6,3 +6,5 @@ package relay
 const canWaitReadable = false
 
 func (c *conn) readable(uintptr) bool { return true }
+
+func (d *deadlineReader) rawRead(p []byte) (int, error) { return d.nc.Read(p) }

@@ -66,6 +66,7 @@ type Relay struct {
 	shutdownAt   atomic.Int64 // UnixNano when shuttingDown was set
 	aborting     atomic.Bool  // the shutdown grace is over: frames in flight end
 	reading      atomic.Int32 // read loops running
+	clock        atomic.Int64 // Unix ns, updated by the sweeper every txnTick (now)
 
 	stats counters
 
@@ -171,6 +172,7 @@ func newRelay(cfg Config, bind bool) (*Relay, error) {
 		out:     make(map[string]*dialEntry),
 		txns:    newTxnTable(),
 	}
+	r.clock.Store(time.Now().UnixNano())
 	var idb [4]byte
 	_, _ = rand.Read(idb[:]) // never fails (crypto/rand)
 	r.connIDBase = uint64(binary.BigEndian.Uint32(idb[:])) << 32
@@ -369,7 +371,7 @@ func (r *Relay) shutdown() {
 	// The grace is over: end the frames in flight, fail what is pending.
 	r.aborting.Store(true)
 	for _, c := range r.connList() {
-		_ = c.nc.SetReadDeadline(time.Now()) // wakes a read; deadlineReader refuses the next
+		c.interruptNow() // wakes a read; deadlineReader refuses the next
 	}
 	// A forward stalled on a slow next hop gives up within send_timeout.
 	for until := time.Now().Add(lim.SendTimeout); r.reading.Load() > 0 && time.Now().Before(until); {
@@ -377,8 +379,9 @@ func (r *Relay) shutdown() {
 	}
 	for _, x := range r.txns.takeAll(nil) {
 		if x.method != "SEND" || x.report != msrp.ReportNo {
-			r.failTxn(x, 408, "Relay shutting down")
+			r.failTxn(x, 408, "Relay shutting down", nil)
 		}
+		x.release()
 	}
 	r.closeQuiet()
 	t := time.NewTimer(lim.SendTimeout + closeLinger)
@@ -408,9 +411,9 @@ func (r *Relay) closeQuiet() {
 		c.interruptIdle()
 		if (aborting && c.readEnded.Load() || c.quiet()) && c.closing.CompareAndSwap(false, true) {
 			if c.queueRoom() {
-				c.closeAfterFlush(event.CloseShutdown, nil)
+				c.closeAfterFlush(event.CloseShutdown, nil, nil)
 			} else {
-				go c.closeAfterFlush(event.CloseShutdown, nil) // waits for room, up to send_timeout
+				go c.closeAfterFlush(event.CloseShutdown, nil, nil) // waits for room, up to send_timeout
 			}
 		}
 	}
@@ -441,6 +444,11 @@ func (r *Relay) closeListeners() {
 	}
 }
 
+// now is a coarse clock for deadlines that need no precision (idle
+// timeouts, transaction timeouts, both rounded to txnTick): at most one
+// sweep tick late, and no clock read on the frame path.
+func (r *Relay) now() time.Time { return time.Unix(0, r.clock.Load()) }
+
 // sweep expires sessions and transactions.
 func (r *Relay) sweep(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
@@ -452,6 +460,7 @@ func (r *Relay) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			r.clock.Store(now.UnixNano())
 			// Sessions expire in whole seconds: scan them once a second.
 			if tick++; tick%4 == 0 {
 				r.sessions.expire(now)
@@ -459,15 +468,20 @@ func (r *Relay) sweep(ctx context.Context) {
 			buf = r.txns.expired(now, buf[:0])
 			for _, x := range buf {
 				r.stats.txnTimeouts.Add(1)
-				if x.method != "SEND" || x.report == msrp.ReportYes {
-					if x.src.queueRoom() {
-						r.failTxn(x, 408, "Request Timeout")
-					} else {
-						// A full queue makes the caller wait (back-pressure)
-						// up to send_timeout: not the sweeper, which would
-						// hold up every other expiry.
-						go r.failTxn(x, 408, "Request Timeout")
-					}
+				switch {
+				case x.method == "SEND" && x.report != msrp.ReportYes:
+					x.release()
+				case x.src.queueRoom():
+					r.failTxn(x, 408, "Request Timeout", nil)
+					x.release()
+				default:
+					// A full queue makes the caller wait (back-pressure)
+					// up to send_timeout: not the sweeper, which would
+					// hold up every other expiry.
+					go func(x *txn) {
+						defer x.release()
+						r.failTxn(x, 408, "Request Timeout", nil)
+					}(x)
 				}
 			}
 			clear(buf)

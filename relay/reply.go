@@ -20,7 +20,7 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 	of := newOutFrame()
 	of.status, of.fromSession, of.toSession = code, q.from, q.to
 	of.buf = msrp.AppendResponse(of.buf, q.f.TransactID, code, comment, to, q.top, extra...)
-	c.enqueue(of)
+	c.enqueue(of, c)
 }
 
 // sendReport queues a REPORT about a forwarded SEND to the connection it
@@ -29,7 +29,8 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 // from what was received when the SEND had none) and Status 000 code. It
 // travels back from the SEND's receiver's side to its sender's: its
 // sessions are the SEND's, swapped.
-func (r *Relay) sendReport(x *txn, code int, comment string) {
+// by: the read loop calling (enqueue), nil for other goroutines.
+func (r *Relay) sendReport(x *txn, code int, comment string, by *conn) {
 	if x.src.isClosed() {
 		r.stats.reportsDropped.Add(1)
 		return
@@ -37,7 +38,7 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 	of := newOutFrame()
 	var tidBuf [msrp.TransactIDLen]byte
 	tid := msrp.AppendTransactID(tidBuf[:0])
-	of.method, of.messageID = "REPORT", x.messageID
+	of.method, of.messageID = "REPORT", append(of.messageID, x.messageID...)
 	of.fromSession, of.toSession = x.toSession, x.fromSession
 	// The Byte-Range from the SEND's parsed value, so that the REPORT
 	// never carries a value the relay would refuse to read (RFC 4975 §9).
@@ -58,16 +59,17 @@ func (r *Relay) sendReport(x *txn, code int, comment string) {
 	of.buf = msrp.AppendReport(of.buf, tid, []byte(x.fromPath), []byte(x.ourURI), []byte(x.messageID), br,
 		msrp.Status{Namespace: 0, Code: code, Reason: comment})
 	r.stats.reportsSent.Add(1)
-	x.src.enqueue(of)
+	x.src.enqueue(of, by)
 }
 
 // failTxn handles a transaction that will get no (good) response: a SEND
 // gets a failure REPORT when its Failure-Report asks for one; any other
 // request gets an error response with its own transact-id.
-func (r *Relay) failTxn(x *txn, code int, comment string) {
+// by: the read loop calling (enqueue), nil for other goroutines.
+func (r *Relay) failTxn(x *txn, code int, comment string, by *conn) {
 	if x.method == "SEND" {
 		if x.report != msrp.ReportNo {
-			r.sendReport(x, code, comment)
+			r.sendReport(x, code, comment, by)
 		}
 		return
 	}
@@ -77,7 +79,7 @@ func (r *Relay) failTxn(x *txn, code int, comment string) {
 	of := newOutFrame()
 	of.status, of.fromSession, of.toSession = code, x.fromSession, x.toSession
 	of.buf = msrp.AppendResponse(of.buf, x.srcTID, code, comment, []byte(x.fromPath), []byte(x.ourURI))
-	x.src.enqueue(of)
+	x.src.enqueue(of, by)
 }
 
 // relayResponse queues the response f to the forwarded request x back to
@@ -86,7 +88,7 @@ func (r *Relay) failTxn(x *txn, code int, comment string) {
 // To-Path after them), the same URIs put in front of From-Path in the
 // reverse order (each hop prepends its own: the last one we passed is
 // nearest the responder), every other header field as received.
-func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte) {
+func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte, by *conn) {
 	of := newOutFrame()
 	of.status, of.fromSession, of.toSession = f.StatusCode, x.fromSession, x.toSession
 	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
@@ -108,7 +110,7 @@ func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte) 
 		}
 	}
 	of.buf = msrp.AppendEndLine(b, x.srcTID, msrp.FlagEnd)
-	x.src.enqueue(of)
+	x.src.enqueue(of, by)
 }
 
 // appendUsePath appends the Use-Path of a 200 to an AUTH we forwarded
@@ -162,12 +164,13 @@ func (c *conn) answerBadFrame(fe *msrp.FrameError) {
 	of := newOutFrame()
 	of.status = 400
 	of.buf = msrp.AppendResponse(of.buf, fe.TransactID, 400, "Bad request", from, top)
-	c.enqueue(of)
+	c.enqueue(of, c)
 }
 
-// closeAfterFlush closes c once what is queued for it has been written.
-func (c *conn) closeAfterFlush(reason event.CloseReason, err error) {
+// closeAfterFlush closes c once what is queued for it has been written;
+// by: the read loop calling (enqueue), nil for other goroutines.
+func (c *conn) closeAfterFlush(reason event.CloseReason, err error, by *conn) {
 	of := newOutFrame()
 	of.closeReason, of.closeErr = reason, err
-	c.enqueue(of)
+	c.enqueue(of, by)
 }

@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"log/slog"
-	"time"
 	"unsafe"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -58,7 +57,7 @@ func (q *request) canRespond(code int) bool {
 
 func (c *conn) handleRequest(f *msrp.Frame) error {
 	r := c.r
-	now := time.Now()
+	now := c.inStart // no clock read per frame: sessions expire in whole seconds
 	c.beginIn(f)
 	q := request{f: f, fromPath: f.Get(msrp.HdrFromPath), mode: msrp.ReportYes}
 	switch string(f.Method) {
@@ -117,7 +116,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		if err := c.reject(&q, 403, "Not addressed to this relay"); err != nil {
 			return err
 		}
-		c.closeAfterFlush(event.CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)))
+		c.closeAfterFlush(event.CloseNotForUs, errors.New("request not addressed to this relay: "+string(q.top)), c)
 		return nil
 	}
 	if q.method == "AUTH" && len(q.rest) == 0 {
@@ -231,7 +230,7 @@ func (c *conn) nextHopFailed(q *request, code int, comment string) error {
 		if q.mode != msrp.ReportNo {
 			c.r.sendReport(&txn{src: c, fromSession: q.from, toSession: q.to, ourURI: string(q.top), fromPath: string(q.fromPath),
 				messageID: string(q.f.Get(msrp.HdrMessageID)), byteRange: q.br, hasRange: q.hasBR,
-				bodyLen: n, flag: q.f.Flag()}, code, comment)
+				bodyLen: n, flag: q.f.Flag()}, code, comment, c)
 		}
 	default:
 		c.respond(q, code, comment)
@@ -246,6 +245,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	r := c.r
 	c.beginIn(f)
 	x := r.txns.take(f.TransactID, c)
+	defer x.release() // the table's reference, handed over by take (nil: none)
 	var from, to string
 	if x != nil {
 		from, to = x.fromSession, x.toSession
@@ -283,14 +283,14 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	}
 	if x.method == "SEND" {
 		if f.StatusCode != 200 && x.report != msrp.ReportNo {
-			r.sendReport(x, f.StatusCode, string(f.Comment))
+			r.sendReport(x, f.StatusCode, string(f.Comment), c)
 		}
 		return nil
 	}
 	if len(rest) == 0 || x.src.isClosed() {
 		return nil // RFC 4976 §6.4.3: nowhere to go back to: discarded
 	}
-	r.relayResponse(x, f, own[:nOwn], rest)
+	r.relayResponse(x, f, own[:nOwn], rest, c)
 	return nil
 }
 

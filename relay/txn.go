@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
@@ -30,28 +31,49 @@ type txn struct {
 	deadline               time.Time
 	bucket                 int64 // timing-wheel bucket once armed
 	done                   bool  // answered or expired; guarded by txnTable.mu
+
+	// A forwarded transaction is pooled (0 allocations per forwarded
+	// request): its strings are views of arena, valid until it is
+	// recycled. refs counts who may still use it: the forward that made
+	// it, and the table until finishLocked hands that reference to whoever
+	// took it out (take, cancel, expired, takeAll, takeDst), who releases
+	// it when done. The last release recycles it; gen counts recycles.
+	arena  []byte
+	refs   atomic.Int32
+	gen    atomic.Uint32
+	pooled bool // from newTxn (a txn literal, e.g. nextHopFailed's, is never recycled)
 }
 
+var txnPool = sync.Pool{New: func() any { return new(txn) }}
+
+// txnsLive counts pooled transactions handed out and not yet recycled
+// (tests check it returns to zero: no reference leaked, none released twice).
+var txnsLive atomic.Int64
+
 // newTxn makes the transaction of forwarding q with the new transact-id
-// tid. Its strings are slices of one: two allocations per forwarded request.
+// tid, from the pool, holding two references (see txn.refs): the caller's
+// and the table's (register).
 func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
-	var ab [1024]byte
-	a := append(ab[:0], tid...)
+	x := txnPool.Get().(*txn)
+	mid := f.Get(msrp.HdrMessageID)
+	a := x.arena[:0]
+	a = append(a, tid...)
 	a = append(a, f.TransactID...)
 	a = append(a, q.top...)
 	a = append(a, q.fromPath...)
-	mid := f.Get(msrp.HdrMessageID)
 	a = append(a, mid...)
 	if !q.isSEND {
 		a = append(a, f.Method...)
 	}
-	arena := string(a)
+	x.arena = a
+	arena := bstr(a) // a view: x's strings live as long as x is not recycled
 	cut := func(n int) string {
 		s := arena[:n]
 		arena = arena[n:]
 		return s
 	}
-	x := &txn{report: q.mode, method: "SEND", fromSession: q.from, toSession: q.to, byteRange: q.br, hasRange: q.hasBR}
+	x.report, x.method, x.fromSession, x.toSession, x.byteRange, x.hasRange = q.mode, "SEND", q.from, q.to, q.br, q.hasBR
+	x.dst, x.src, x.bodyLen, x.flag, x.deadline, x.bucket, x.done = nil, nil, 0, 0, time.Time{}, 0, false
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
 	x.ourURI = cut(len(q.top))
@@ -61,7 +83,40 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 		x.method = arena
 		x.report = msrp.ReportYes // responses to other methods are always expected
 	}
+	x.pooled = true
+	x.refs.Store(2)
+	txnsLive.Add(1)
 	return x
+}
+
+// release drops one reference to x; the last one recycles it. Nothing of
+// x (its strings included) may be used after the caller's release.
+func (x *txn) release() {
+	if x == nil || !x.pooled {
+		return
+	}
+	switch n := x.refs.Add(-1); {
+	case n > 0:
+		return
+	case n < 0:
+		panic("relay: transaction released more often than referenced")
+	}
+	x.gen.Add(1)
+	if raceEnabled {
+		// Poison the strings: a use after recycling reads garbage, and
+		// the race detector reports a read that is not ordered before
+		// this write.
+		for i := range x.arena {
+			x.arena[i] = 'X'
+		}
+	}
+	x.tid, x.srcTID, x.ourURI, x.fromPath, x.messageID, x.method = "", "", "", "", "", ""
+	x.fromSession, x.toSession, x.dst, x.src = "", "", nil, nil
+	if cap(x.arena) > 4<<10 {
+		x.arena = nil // a rare long path: not kept in the pool
+	}
+	txnsLive.Add(-1)
+	txnPool.Put(x)
 }
 
 // txnTable holds forwarded transactions by transact-id, and the armed ones
@@ -220,6 +275,7 @@ func (t *txnTable) takeDst(c *conn, out []*txn) []*txn {
 func (r *Relay) failClosed(c *conn) {
 	for _, x := range r.txns.takeDst(c, nil) {
 		r.stats.forwardFailed.Add(1)
-		r.failTxn(x, 408, "Next hop connection closed")
+		r.failTxn(x, 408, "Next hop connection closed", nil)
+		x.release()
 	}
 }

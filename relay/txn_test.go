@@ -1,8 +1,13 @@
 package relay
 
 import (
+	"bytes"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
+
+	"github.com/msrpscope/msrpscope/relay/msrp"
 )
 
 // Answered transactions leave the timing wheel at once; unanswered ones
@@ -49,5 +54,97 @@ func TestTxnTable(t *testing.T) {
 	tab.arm(x, now)
 	if len(tab.buckets) != 0 {
 		t.Fatal("a cancelled transaction was armed")
+	}
+}
+
+// Pooled transactions are recycled once every user is done with them, on
+// each path that ends one: a 200, an error response (failure REPORT), the
+// next hop closing with transactions pending (failure REPORTs at once).
+// The REPORTs carry the SEND's Message-ID and From-Path, read from the
+// transaction: a transaction recycled while still in use would have its
+// strings poisoned under -race (txn.release), and the race detector would
+// report the reuse. At the end no transaction is live (none leaked, none
+// released twice: that panics).
+func TestTxnRecycled(t *testing.T) {
+	live0 := txnsLive.Load()
+	p := newBenchPair(t, true, nil)
+	for range 5 {
+		p.burst(t, 64)
+	}
+	fromA := bytes.SplitN(bytes.SplitN(p.send, []byte("From-Path: "), 2)[1], []byte("\r\n"), 2)[0]
+	want := func(f *msrp.Frame, what string) {
+		if string(f.Method) != "REPORT" || string(f.Get(msrp.HdrMessageID)) != "87652491" || !bytes.Equal(f.Get(msrp.HdrToPath), fromA) {
+			t.Fatalf("%s: REPORT %q Message-ID %q To-Path %q", what, f.Method, f.Get(msrp.HdrMessageID), f.Get(msrp.HdrToPath))
+		}
+	}
+	// 64 in flight, B answers every other one 481: 32 failure REPORTs.
+	send64 := bytes.Repeat(p.send, 64)
+	if _, err := p.a.Write(send64); err != nil {
+		t.Fatal(err)
+	}
+	var resp []byte
+	for i := range 64 {
+		f, err := p.br.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		code := "200 OK"
+		if i%2 == 1 {
+			code = "481 Session does not exist"
+		}
+		to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+		resp = fmt.Appendf(resp, "MSRP %s %s\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n", f.TransactID, code, to, f.Get(msrp.HdrToPath), f.TransactID)
+		drain(t, f)
+	}
+	if _, err := p.b.Write(resp); err != nil {
+		t.Fatal(err)
+	}
+	reports := 0
+	for oks := 0; oks < 64 || reports < 32; {
+		f, err := p.ar.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.IsRequest() {
+			want(f, "481")
+			reports++
+		} else {
+			oks++
+		}
+		drain(t, f)
+	}
+	// 64 more; B reads them and closes without answering: 64 REPORTs.
+	if _, err := p.a.Write(send64); err != nil {
+		t.Fatal(err)
+	}
+	for range 64 {
+		f, err := p.br.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		drain(t, f)
+	}
+	_ = p.b.Close()
+	reports = 0
+	for oks := 0; oks < 64 || reports < 64; {
+		f, err := p.ar.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.IsRequest() {
+			want(f, "next hop closed")
+			reports++
+		} else {
+			oks++
+		}
+		drain(t, f)
+	}
+	// The last releases follow the REPORTs' queueing: wait for them.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.r.Stats().Transactions != 0 || txnsLive.Load() != live0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d transactions pending, %d live after all ended", p.r.Stats().Transactions, txnsLive.Load()-live0)
+		}
+		runtime.Gosched()
 	}
 }

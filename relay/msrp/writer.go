@@ -27,6 +27,10 @@ type Writer struct {
 	winN int
 	bw2  bodyWriter
 	err  error
+	// Capture (see Capture): bytes written since, and the first ones kept.
+	n       int64
+	capBuf  []byte
+	capRoom int
 }
 
 const (
@@ -67,7 +71,7 @@ func (w *Writer) StartRequest(tid []byte, method string) error {
 	if !w.setTID(tid) || method == "" {
 		return ErrWriterState
 	}
-	w.bw.Write(AppendRequestLine(w.room(w.tidN+len(method)+8), w.tid[:w.tidN], method))
+	w.put(AppendRequestLine(w.room(w.tidN+len(method)+8), w.tid[:w.tidN], method))
 	w.state = wHeaders
 	return nil
 }
@@ -80,7 +84,7 @@ func (w *Writer) StartResponse(tid []byte, code int, comment string) error {
 	if code < 100 || code > 999 || !w.setTID(tid) {
 		return ErrWriterState
 	}
-	w.bw.Write(AppendResponseLine(w.room(w.tidN+len(comment)+12), w.tid[:w.tidN], code, comment))
+	w.put(AppendResponseLine(w.room(w.tidN+len(comment)+12), w.tid[:w.tidN], code, comment))
 	w.state = wHeaders
 	return nil
 }
@@ -104,7 +108,7 @@ func (w *Writer) Header(name string, value []byte) {
 		w.err = ErrWriterState
 		return
 	}
-	w.bw.Write(AppendHeader(w.room(len(name)+len(value)+4), name, value))
+	w.put(AppendHeader(w.room(len(name)+len(value)+4), name, value))
 }
 
 // HeaderString is Header with a string value.
@@ -113,7 +117,7 @@ func (w *Writer) HeaderString(name, value string) {
 		w.err = ErrWriterState
 		return
 	}
-	w.bw.Write(AppendHeader(w.room(len(name)+len(value)+4), name, value))
+	w.put(AppendHeader(w.room(len(name)+len(value)+4), name, value))
 }
 
 // RawHeaders writes whole header field lines that are already formatted
@@ -133,7 +137,7 @@ func (w *Writer) RawHeaders(lines []byte) {
 		}
 		return
 	}
-	w.bw.Write(lines)
+	w.put(lines)
 }
 
 // wholeLines reports whether b is a run of non-empty CRLF-ended lines.
@@ -152,7 +156,7 @@ func (w *Writer) Body() io.Writer {
 		w.err = ErrWriterState
 		return &w.bw2
 	}
-	w.bw.WriteString("\r\n")
+	w.put(crlfBytes)
 	w.state = wBody
 	w.winN = copy(w.win[:], "\r\n")
 	return &w.bw2
@@ -177,7 +181,7 @@ func (w *Writer) writeBody(p []byte) (int, error) {
 	if bytes.Contains(s, pat) || bytes.Contains(p, pat) {
 		return 0, ErrEndLineInBody
 	}
-	n, err := w.bw.Write(p)
+	n, err := w.put(p)
 	// Keep the last len(pat)-1 bytes for the next seam.
 	keep := len(pat) - 1
 	if len(p) >= keep {
@@ -195,6 +199,16 @@ func (w *Writer) writeBody(p []byte) (int, error) {
 // End writes the end-line with flag ('$', '+' or '#'; preceded by CRLF when
 // a body was written) and flushes the frame.
 func (w *Writer) End(flag byte) error {
+	if err := w.EndBuffered(flag); err != nil {
+		return err
+	}
+	return w.bw.Flush()
+}
+
+// EndBuffered is End without the flush: the frame may stay in the buffer,
+// behind the frames written before it, until a Flush (or a full buffer)
+// writes it out. Frames written to a Writer in turn go out in that order.
+func (w *Writer) EndBuffered(flag byte) error {
 	if w.err != nil {
 		err := w.err
 		w.err = nil
@@ -205,12 +219,41 @@ func (w *Writer) End(flag byte) error {
 		return ErrWriterState
 	}
 	if w.state == wBody {
-		w.bw.WriteString("\r\n")
+		w.put(crlfBytes)
 	}
-	w.bw.Write(AppendEndLine(w.room(w.tidN+10), w.tid[:w.tidN], flag))
+	_, err := w.put(AppendEndLine(w.room(w.tidN+10), w.tid[:w.tidN], flag))
 	w.state = wIdle
-	return w.bw.Flush()
+	return err // a write error of this frame (also from a flush while it was written) sticks in the buffer
 }
+
+// Capture starts counting the bytes of what is written from now on and,
+// with limit > 0, keeping their first limit bytes, appended to buf[:0]
+// (lent by the caller, for a tracer: it sees the frame as written whether
+// or not it has left the buffer yet). Captured ends it.
+func (w *Writer) Capture(buf []byte, limit int) {
+	w.capBuf, w.capRoom, w.n = buf[:0], limit, 0
+}
+
+// Captured ends a Capture and returns the bytes kept (the buffer lent)
+// and the count of bytes written meanwhile.
+func (w *Writer) Captured() ([]byte, int64) {
+	b, n := w.capBuf, w.n
+	w.capBuf, w.capRoom, w.n = nil, 0, 0
+	return b, n
+}
+
+// put writes p into the buffer, counted and captured.
+func (w *Writer) put(p []byte) (int, error) {
+	w.n += int64(len(p))
+	if w.capRoom > 0 {
+		k := min(w.capRoom, len(p))
+		w.capBuf = append(w.capBuf, p[:k]...)
+		w.capRoom -= k
+	}
+	return w.bw.Write(p)
+}
+
+var crlfBytes = []byte("\r\n")
 
 // Buffered returns the bytes waiting in the Writer's buffer.
 func (w *Writer) Buffered() int { return w.bw.Buffered() }

@@ -192,3 +192,32 @@ func TestWriterState(t *testing.T) {
 		t.Fatalf("header after body: %v", err)
 	}
 }
+
+// EndBuffered leaves frames in the buffer, in order, until a Flush; a
+// Capture counts and keeps the bytes written whether or not they left.
+func TestWriterEndBufferedCapture(t *testing.T) {
+	var out bytes.Buffer
+	w := NewWriter(bufio.NewWriterSize(&out, 4096))
+	w.Capture(make([]byte, 0, 64), 10)
+	for _, tid := range []string{"t1", "t2"} {
+		if err := w.StartRequest([]byte(tid), "SEND"); err != nil {
+			t.Fatal(err)
+		}
+		w.HeaderString(HdrMessageID, "m")
+		_, _ = w.Body().Write([]byte("hi"))
+		if err := w.EndBuffered(FlagEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out.Len() != 0 {
+		t.Fatalf("EndBuffered wrote %q before the flush", out.String())
+	}
+	capd, n := w.Captured()
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := "MSRP t1 SEND\r\nMessage-ID: m\r\n\r\nhi\r\n-------t1$\r\nMSRP t2 SEND\r\nMessage-ID: m\r\n\r\nhi\r\n-------t2$\r\n"
+	if out.String() != want || n != int64(len(want)) || string(capd) != want[:10] {
+		t.Fatalf("wrote %q (%d counted, %q kept), want %q", out.String(), n, capd, want)
+	}
+}
