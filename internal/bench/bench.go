@@ -46,6 +46,7 @@ type options struct {
 	largeCount          int
 	asJSON              bool
 	keep                bool
+	from                string
 }
 
 // Main runs the bench mode with args (the flags after "msrpload bench")
@@ -59,6 +60,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "msrpload bench:", err)
 		return 2
+	}
+	if o.from != "" {
+		return renderSaved(o.from, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -120,6 +124,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeCount, "large-count", 20, "10 MB messages per large run")
 	fs.BoolVar(&o.asJSON, "json", false, "print the whole result as JSON instead of tables")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, pcap files)")
+	fs.StringVar(&o.from, "from", "", "print the tables of a saved -json result `file` instead of running")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -143,6 +148,22 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, errors.New("-rounds, -duration, -small-pairs, -small-window and -large-count must be positive")
 	}
 	return o, nil
+}
+
+// renderSaved prints the tables of a -json result read from path.
+func renderSaved(path string, stdout, stderr io.Writer) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "msrpload bench:", err)
+		return 1
+	}
+	var res Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		fmt.Fprintf(stderr, "msrpload bench: %s: %v\n", path, err)
+		return 1
+	}
+	render(stdout, &res)
+	return 0
 }
 
 func splitList(s string, allowed []string) ([]string, error) {

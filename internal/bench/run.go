@@ -51,6 +51,12 @@ type Run struct {
 	// RelayCPUSeconds is the relay's utime+stime (all its processes)
 	// between just before msrpload started and just after it exited.
 	RelayCPUSeconds float64 `json:"relay_cpu_seconds"`
+	// SetupCPUSeconds (pairs scenario) is the relay's CPU for the same
+	// pairs connecting, AUTHing, sending one message each and closing, in
+	// a run just before; RelayCPUSeconds already has it subtracted, and
+	// GrossCPUSeconds is the load run's CPU before the subtraction.
+	SetupCPUSeconds float64 `json:"setup_cpu_seconds,omitempty"`
+	GrossCPUSeconds float64 `json:"gross_cpu_seconds,omitempty"`
 	Mem             memInfo `json:"relay_mem"`
 	// HEPSent is the hep sink's records sent during the run (msrpscope's
 	// metrics), HEPReceived the datagrams the harness's receiver read.
@@ -117,6 +123,10 @@ type row struct {
 	args   []string // msrpload flags besides -relay, -user, -password
 	note   string
 	raw    *rawSpec
+	// setup: msrpload flags of a run measured just before the load run
+	// whose relay CPU is subtracted from the load run's (the pairs'
+	// connects and AUTHs); nil: none.
+	setup []string
 }
 
 // rawSpec is the raw TCP baseline's parameters.
@@ -351,10 +361,11 @@ func (r *runner) pairs(ctx context.Context, n int) error {
 		title: fmt.Sprintf("%d pairs (%d connections) × %d in flight, 100-byte SENDs, %s per run", n, 2*n, window, r.o.duration),
 	}
 	args := append([]string{"-pairs", strconv.Itoa(n), "-window", strconv.Itoa(window), "-size", "100"}, r.durationArgs()...)
+	setup := []string{"-pairs", strconv.Itoa(n), "-window", "1", "-size", "100", "-count", "1"}
 	for _, t := range ts {
-		spec.rows = append(spec.rows, &row{target: t, label: t.name, args: args})
+		spec.rows = append(spec.rows, &row{target: t, label: t.name, args: args, setup: setup})
 	}
-	spec.notes = append(spec.notes, "relay CPU is counted from msrpload's start to its exit: it includes the pairs' connects and AUTHs")
+	spec.notes = append(spec.notes, fmt.Sprintf("relay CPU per SEND is net of set-up: before each run, msrpload with the same %d pairs sending one message each (connect, AUTH, close) is measured alone, and its relay CPU is subtracted from the run's (gross and set-up CPU are in -json)", n))
 	r.measure(ctx, spec)
 	return ctx.Err()
 }
@@ -446,6 +457,15 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		run.Err = "relay not running: " + t.dead.Error()
 		return run
 	}
+	if rw.setup != nil {
+		cpu, err := r.relayCPU(ctx, t, rw.setup)
+		if err != nil {
+			run.Err = "set-up run: " + err.Error()
+			r.fail("%s round %d: set-up run: %v", rw.label, round, err)
+			return run
+		}
+		run.SetupCPUSeconds = cpu
+	}
 	pids, err := t.pids()
 	if err != nil {
 		return r.relayDied(run, t, err)
@@ -476,6 +496,10 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 	}
 	if cerr == nil {
 		run.RelayCPUSeconds = float64(after-before) / clkTck
+		if rw.setup != nil {
+			run.GrossCPUSeconds = run.RelayCPUSeconds
+			run.RelayCPUSeconds = max(0, run.RelayCPUSeconds-run.SetupCPUSeconds)
+		}
 	}
 	if m, err := readMem(pids); err == nil {
 		run.Mem = m
@@ -498,6 +522,31 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		r.fail("%s round %d: delivered %d SENDs of %d acknowledged", rw.label, round, *run.Load.ReceivedSends, run.Load.SendFrames)
 	}
 	return run
+}
+
+// relayCPU runs msrpload with flags against t and returns the relay's
+// CPU seconds meanwhile.
+func (r *runner) relayCPU(ctx context.Context, t *target, flags []string) (float64, error) {
+	pids, err := t.pids()
+	if err != nil {
+		return 0, err
+	}
+	before, err := cpuTicks(pids)
+	if err != nil {
+		return 0, err
+	}
+	args := append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, flags...)
+	if _, err := runLoad(ctx, r.msrpload, args); err != nil {
+		return 0, err
+	}
+	if p2, err := t.pids(); err == nil {
+		pids = p2
+	}
+	after, err := cpuTicks(pids)
+	if err != nil {
+		return 0, err
+	}
+	return float64(after-before) / clkTck, nil
 }
 
 func (r *runner) relayDied(run *Run, t *target, err error) *Run {

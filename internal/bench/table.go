@@ -29,6 +29,9 @@ type Summary struct {
 	SendPerSecBest   float64 `json:"send_per_sec_best"`
 	MBPerSecMedian   float64 `json:"mb_per_sec_median"`
 	MBPerSecBest     float64 `json:"mb_per_sec_best"`
+	// DeliveredPerSecMedian is SENDs received at B per second of sending:
+	// what a relay that acknowledges before forwarding really moved.
+	DeliveredPerSecMedian float64 `json:"delivered_per_sec_median"`
 	// Relay CPU per SEND answered 200 (µs) and per MB of payload (ms).
 	CPUPerSendUSMedian float64 `json:"relay_cpu_per_send_us_median"`
 	CPUPerSendUSBest   float64 `json:"relay_cpu_per_send_us_best"`
@@ -90,7 +93,7 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 	tb := &Table{Name: spec.name, Title: spec.title, Unit: spec.unit, Notes: spec.notes}
 	for _, rw := range spec.rows {
 		s := &Summary{Relay: rw.label, Kind: rw.target.kind, Note: rw.note, Delivered: 0, MessagesDelivered: 0}
-		var sps, mbps, cpuSend, cpuMB, drv, p99 []float64
+		var sps, mbps, cpuSend, cpuMB, drv, p99, dps []float64
 		deliveredKnown, msgKnown := true, true
 		for _, run := range runs {
 			if run.Relay != rw.label || run.Err != "" {
@@ -116,6 +119,9 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 			}
 			s.Acked += l.SendFrames
 			if l.ReceivedSends != nil {
+				if l.Seconds > 0 {
+					dps = append(dps, float64(*l.ReceivedSends)/l.Seconds)
+				}
 				s.Delivered += *l.ReceivedSends
 			} else {
 				deliveredKnown = false
@@ -143,6 +149,7 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 		s.CPUPerSendUSMedian, s.CPUPerSendUSBest = median(cpuSend), minOf(cpuSend)
 		s.CPUPerMBmsMedian, s.CPUPerMBmsBest = median(cpuMB), minOf(cpuMB)
 		s.DriverCPUPerSendUS = median(drv)
+		s.DeliveredPerSecMedian = median(dps)
 		s.P99msMedian = median(p99)
 		if len(p99) == 0 {
 			s.P99msMedian = -1
@@ -293,6 +300,7 @@ var sendColumns = []column{
 	colRelay,
 	{"SEND/s median", func(_ *Table, s *Summary) string { return num(s.SendPerSecMedian, 0) }},
 	{"SEND/s best", func(_ *Table, s *Summary) string { return num(s.SendPerSecBest, 0) }},
+	{"delivered/s median", func(_ *Table, s *Summary) string { return num(s.DeliveredPerSecMedian, 0) }},
 	{"relay CPU µs/SEND median", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSMedian, 1) }},
 	{"best", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSBest, 1) }},
 	colVsRate, colVsCPU, colDelivered, colErrors,
