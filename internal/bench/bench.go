@@ -47,6 +47,7 @@ type options struct {
 	asJSON              bool
 	keep                bool
 	from                string
+	save                string
 }
 
 // Main runs the bench mode with args (the flags after "msrpload bench")
@@ -73,20 +74,31 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if o.asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(res); err != nil {
-			fmt.Fprintln(stderr, "msrpload bench: writing JSON:", err)
+	code := 0
+	if err != nil || !res.OK {
+		code = 1
+	}
+	js, jerr := json.MarshalIndent(res, "", "  ")
+	if jerr != nil {
+		// Never lose the measurements to an encoding problem: the
+		// tables still print.
+		fmt.Fprintln(stderr, "msrpload bench: encoding JSON:", jerr)
+		code = 1
+	}
+	if o.save != "" && jerr == nil {
+		if err := os.WriteFile(o.save, append(js, '\n'), 0o644); err != nil {
+			fmt.Fprintln(stderr, "msrpload bench: -save:", err)
+			code = 1
+		}
+	}
+	if o.asJSON && jerr == nil {
+		if _, err := stdout.Write(append(js, '\n')); err != nil {
 			return 1
 		}
-	} else {
-		render(stdout, res)
+		return code
 	}
-	if err != nil || !res.OK {
-		return 1
-	}
-	return 0
+	render(stdout, res)
+	return code
 }
 
 const usage = `usage: msrpload bench [flags]
@@ -124,6 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeCount, "large-count", 20, "10 MB messages per large run")
 	fs.BoolVar(&o.asJSON, "json", false, "print the whole result as JSON instead of tables")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, pcap files)")
+	fs.StringVar(&o.save, "save", "", "also write the whole result as JSON to `file`")
 	fs.StringVar(&o.from, "from", "", "print the tables of a saved -json result `file` instead of running")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

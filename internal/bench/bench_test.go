@@ -269,6 +269,10 @@ func TestRenderMBAndRaw(t *testing.T) {
 	if c := tb.Rows[0].CPUPerMBmsMedian; c != 5 {
 		t.Fatalf("CPU per MB = %v ms, want 5", c)
 	}
+	// The raw row has no CPU, latency or SEND rate: JSON must still encode.
+	if _, err := json.Marshal(tb); err != nil {
+		t.Fatalf("the table does not encode as JSON: %v", err)
+	}
 	var buf bytes.Buffer
 	render(&buf, &Result{Tables: []*Table{tb}})
 	if want := "| msrpscope, tracing off | 400 | 400 | 25 % | 5.00 |"; !strings.Contains(buf.String(), want) {

@@ -18,7 +18,8 @@ type Table struct {
 }
 
 // Summary is one relay configuration over the rounds (failed runs left
-// out). Medians and bests are over rounds; counts are sums.
+// out). Medians and bests are over rounds; counts are sums; -1: unknown
+// (no run measured it).
 type Summary struct {
 	Relay string `json:"relay"`
 	Kind  string `json:"kind"` // msrpscope, kamailio, raw
@@ -157,7 +158,24 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 		tb.Rows = append(tb.Rows, s)
 	}
 	tb.ratios()
+	for _, s := range tb.Rows {
+		s.unknownNaN()
+	}
 	return tb
+}
+
+// unknownNaN sets the fields without a value (NaN: no run measured them)
+// to -1, "unknown", which JSON can carry.
+func (s *Summary) unknownNaN() {
+	for _, f := range []*float64{
+		&s.SendPerSecMedian, &s.SendPerSecBest, &s.MBPerSecMedian, &s.MBPerSecBest, &s.DeliveredPerSecMedian,
+		&s.CPUPerSendUSMedian, &s.CPUPerSendUSBest, &s.CPUPerMBmsMedian, &s.CPUPerMBmsBest,
+		&s.DriverCPUPerSendUS, &s.P99msMedian, &s.RSSMB, &s.HWMMB,
+	} {
+		if math.IsNaN(*f) || math.IsInf(*f, 0) {
+			*f = -1
+		}
+	}
 }
 
 // rate and cpu return the row's median rate and CPU per unit.
@@ -199,18 +217,23 @@ func (tb *Table) ratios() {
 			continue
 		}
 		if ref != nil {
-			if r := tb.rate(s) / tb.rate(ref); !math.IsNaN(r) && !math.IsInf(r, 0) {
-				s.VsKamailioRate = &r
-			}
-			if c := tb.cpu(s) / tb.cpu(ref); !math.IsNaN(c) && !math.IsInf(c, 0) {
-				s.VsKamailioCPU = &c
-			}
+			s.VsKamailioRate = quotient(tb.rate(s), tb.rate(ref))
+			s.VsKamailioCPU = quotient(tb.cpu(s), tb.cpu(ref))
 		}
 		if raw != nil && s.Kind == "msrpscope" && raw.MBPerSecMedian > 0 {
 			p := s.MBPerSecMedian / raw.MBPerSecMedian * 100
 			s.PctOfRaw = &p
 		}
 	}
+}
+
+// quotient returns a/b, or nil when either is unknown or b is 0.
+func quotient(a, b float64) *float64 {
+	q := a / b
+	if math.IsNaN(q) || math.IsInf(q, 0) || a < 0 || b <= 0 {
+		return nil
+	}
+	return &q
 }
 
 // column is one table column: a header and the cell of a row.
