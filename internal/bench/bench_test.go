@@ -241,8 +241,8 @@ func TestSummarizeAndRender(t *testing.T) {
 	for _, want := range []string{
 		"## small SENDs",
 		"| relay | SEND/s median | SEND/s best | delivered/s median | relay CPU µs/SEND median |",
-		"| msrpscope, tracing off | 90,000 | 100,000 | 90,000 | 12.0 | 10.0 | 2.00 | 0.30 | 100.0 % of 1,350,000 | 2 |",
-		"| Kamailio 5.6, 2 children | 45,000 | 50,000 | 20,000 | 40.0 | 30.0 | 1.00 | 1.00 | 63.0 % of 675,000 | 0 |",
+		"| msrpscope, tracing off | 90,000 | 100,000 | 90,000 | 12.0 | 10.0 | 2.00 | 4.50 | 0.30 | 100.0 % of 1,350,000 | 2 |",
+		"| Kamailio 5.6, 2 children | 45,000 | 50,000 | 20,000 | 40.0 | 30.0 | 1.00 | 1.00 | 1.00 | 63.0 % of 675,000 | 0 |",
 		"reference for the ratios: Kamailio 5.6, 2 children",
 		"Kamailio 5.6, 2 children: a note",
 		"## FAILED\n\n- x: died\n",
@@ -370,6 +370,23 @@ func TestMainIntegration(t *testing.T) {
 			t.Fatal("no msrpscope/Kamailio ratios")
 		}
 	})
+}
+
+func TestLogProblems(t *testing.T) {
+	log := ` 0(100) WARNING: sl [../../modules/tm/tm_load.h:145]: load_tm_api(): Cannot import load_tm function from tm module
+ 7(107) WARNING: msrp [msrp_netio.c:159]: msrp_relay(): TCP/TLS connection not found
+ 6(106) WARNING: msrp [msrp_netio.c:159]: msrp_relay(): TCP/TLS connection not found
+ 6(106) ERROR: <core> [core/tcp_main.c:1]: _wbufq_add(): (1 bytes): write queue full or timeout
+ 5(105) INFO: <core> [core/tcp_main.c:2]: something normal
+`
+	got := logProblems(log, 3)
+	want := "2 × `WARNING: msrp [msrp_netio.c:159]: msrp_relay(): TCP/TLS connection not found`; 1 × `ERROR: <core> [core/tcp_main.c:1]: _wbufq_add(): (1 bytes): write queue full or timeout`"
+	if got != want {
+		t.Fatalf("logProblems =\n%s\nwant\n%s", got, want)
+	}
+	if got := logProblems(" 0(1) INFO: <core> fine\n", 3); got != "" {
+		t.Fatalf("logProblems of a clean log = %q", got)
+	}
 }
 
 func TestMedian(t *testing.T) {

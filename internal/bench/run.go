@@ -436,6 +436,13 @@ func (r *runner) measure(ctx context.Context, spec *tableSpec) *Table {
 		}
 	}
 	tb := summarize(spec, runs)
+	for _, rw := range spec.rows {
+		if k := rw.target.kam; k != nil {
+			if sum := logProblems(k.Log(), 3); sum != "" {
+				tb.Notes = append(tb.Notes, rw.label+" log, over all rounds: "+sum)
+			}
+		}
+	}
 	r.res.Tables = append(r.res.Tables, tb)
 	return tb
 }
@@ -554,6 +561,42 @@ func (r *runner) relayDied(run *Run, t *target, err error) *Run {
 	run.Err = err.Error()
 	r.fail("%s: %v", t.name, err)
 	return run
+}
+
+// logProblems counts Kamailio's WARNING, ERROR and CRITICAL log lines by
+// message (the process prefix cut) and returns the n most frequent, or "".
+func logProblems(log string, n int) string {
+	counts := map[string]int{}
+	for line := range strings.Lines(log) {
+		i := strings.Index(line, ": ")
+		if i < 0 {
+			continue
+		}
+		lvl := strings.TrimSpace(line[strings.LastIndexByte(line[:i], ')')+1 : i])
+		if lvl != "WARNING" && lvl != "ERROR" && lvl != "CRITICAL" {
+			continue
+		}
+		msg := strings.TrimSpace(line[i+2:])
+		if strings.Contains(msg, "load_tm_api") || strings.Contains(msg, "TLS is mandatory") {
+			continue // start-up notices of the config, not of the load
+		}
+		counts[lvl+": "+msg]++
+	}
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := counts[b] - counts[a]; c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	var parts []string
+	for _, k := range keys[:min(n, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%s × `%s`", group(strconv.Itoa(counts[k])), k))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func progressLine(run *Run) string {

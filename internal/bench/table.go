@@ -57,7 +57,9 @@ type Summary struct {
 	// Ratios to the reference Kamailio row of the same table (the one
 	// with the best median rate): rate and CPU per unit, medians.
 	VsKamailioRate *float64 `json:"vs_kamailio_rate,omitempty"`
-	VsKamailioCPU  *float64 `json:"vs_kamailio_cpu,omitempty"`
+	// VsKamailioDelivered: delivered/s medians (SEND tables).
+	VsKamailioDelivered *float64 `json:"vs_kamailio_delivered,omitempty"`
+	VsKamailioCPU       *float64 `json:"vs_kamailio_cpu,omitempty"`
 	// PctOfRaw is the median MB/s as a percentage of raw loopback TCP's.
 	PctOfRaw *float64 `json:"pct_of_raw_tcp,omitempty"`
 }
@@ -219,6 +221,9 @@ func (tb *Table) ratios() {
 		if ref != nil {
 			s.VsKamailioRate = quotient(tb.rate(s), tb.rate(ref))
 			s.VsKamailioCPU = quotient(tb.cpu(s), tb.cpu(ref))
+			if tb.Unit == "SEND" {
+				s.VsKamailioDelivered = quotient(s.DeliveredPerSecMedian, ref.DeliveredPerSecMedian)
+			}
 		}
 		if raw != nil && s.Kind == "msrpscope" && raw.MBPerSecMedian > 0 {
 			p := s.MBPerSecMedian / raw.MBPerSecMedian * 100
@@ -326,7 +331,9 @@ var sendColumns = []column{
 	{"delivered/s median", func(_ *Table, s *Summary) string { return num(s.DeliveredPerSecMedian, 0) }},
 	{"relay CPU µs/SEND median", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSMedian, 1) }},
 	{"best", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSBest, 1) }},
-	colVsRate, colVsCPU, colDelivered, colErrors,
+	colVsRate,
+	{"× Kamailio delivered/s", func(_ *Table, s *Summary) string { return ratio(s.VsKamailioDelivered) }},
+	colVsCPU, colDelivered, colErrors,
 	{"p99 ms", func(_ *Table, s *Summary) string { return num(s.P99msMedian, 1) }},
 	colMem,
 	{"driver CPU µs/SEND", func(_ *Table, s *Summary) string { return num(s.DriverCPUPerSendUS, 1) }},
