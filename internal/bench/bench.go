@@ -145,9 +145,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var err error
-	if o.only, err = splitList(*only, []string{ScenarioSmall, ScenarioPairs, ScenarioChunks, ScenarioLarge}); err != nil {
+	scenarios := []string{ScenarioSmall, ScenarioPairs, ScenarioChunks, ScenarioLarge}
+	if o.only, err = splitList(*only, scenarios); err != nil {
 		return nil, fmt.Errorf("-only: %w", err)
 	}
+	// Always in this order: small picks Kamailio's worker count for the rest.
+	slices.SortFunc(o.only, func(a, b string) int { return slices.Index(scenarios, a) - slices.Index(scenarios, b) })
 	if o.tracing, err = splitList(*tracing, []string{TracingOff, TracingDefault, TracingHEP}); err != nil {
 		return nil, fmt.Errorf("-tracing: %w", err)
 	}

@@ -311,6 +311,13 @@ func TestRawTCP(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-only", "large,small,large", "-tracing", "hep,off"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.only, ",") != "small,large" || strings.Join(o.tracing, ",") != "hep,off" {
+		t.Fatalf("-only %q -tracing %q: want small first (it picks Kamailio's worker count), no repeats", o.only, o.tracing)
+	}
 	for _, args := range [][]string{
 		{"-only", "small,huge"}, {"-tracing", "pcap"}, {"-rounds", "0"}, {"-kamailio-children", "2,x"}, {"extra"},
 	} {
