@@ -333,12 +333,12 @@ func (r *runner) small(ctx context.Context) error {
 		spec.rows = append(spec.rows, &row{target: t, label: t.name, args: args})
 	}
 	tb := r.measure(ctx, spec)
-	// The best Kamailio child count (median SEND/s) serves the other scenarios.
+	// The best Kamailio child count (median delivered/s) serves the other scenarios.
 	if best := tb.kamailioRef(); best != nil {
 		for _, t := range ts {
 			if t.name == best.Relay {
 				r.res.Settings.KamailioChildren = t.children
-				r.res.Settings.KamailioChildNote = fmt.Sprintf("Kamailio with %d children had the best median SEND/s in the small scenario; the other scenarios use it", t.children)
+				r.res.Settings.KamailioChildNote = fmt.Sprintf("Kamailio with %d children had the best median delivered/s in the small scenario; the other scenarios use it", t.children)
 			}
 		}
 	}

@@ -195,11 +195,18 @@ func (tb *Table) cpu(s *Summary) float64 {
 	return s.CPUPerSendUSMedian
 }
 
-// kamailioRef returns the Kamailio row with the best median rate, or nil.
+// kamailioRef returns the Kamailio row with the best median delivered/s
+// (SEND tables; Kamailio acknowledges before forwarding) or MB/s, or nil.
 func (tb *Table) kamailioRef() *Summary {
+	best := func(s *Summary) float64 {
+		if tb.Unit == "SEND" && s.DeliveredPerSecMedian > 0 {
+			return s.DeliveredPerSecMedian
+		}
+		return tb.rate(s)
+	}
 	var ref *Summary
 	for _, s := range tb.Rows {
-		if s.Kind == "kamailio" && s.Runs > 0 && (ref == nil || tb.rate(s) > tb.rate(ref)) {
+		if s.Kind == "kamailio" && s.Runs > 0 && (ref == nil || best(s) > best(ref)) {
 			ref = s
 		}
 	}
@@ -376,7 +383,9 @@ var mbColumns = []column{
 
 // render writes res as markdown-friendly text.
 func render(w io.Writer, res *Result) {
-	fmt.Fprintf(w, "# msrpload bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
+	// Headings are level 3 so that the output pastes into a document's
+	// section (BENCHMARKS.md).
+	fmt.Fprintf(w, "msrpload bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
 	fmt.Fprintf(w, "- msrpscope: %s\n", res.Settings.ScopeLimits)
 	if res.Settings.KamailioTuning != "" {
@@ -389,7 +398,7 @@ func render(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "- %s\n", n)
 	}
 	for _, tb := range res.Tables {
-		fmt.Fprintf(w, "\n## %s\n\n", tb.Title)
+		fmt.Fprintf(w, "\n### %s\n\n", tb.Title)
 		cols := sendColumns
 		if tb.Unit == "MB" {
 			cols = mbColumns
@@ -412,7 +421,7 @@ func render(w io.Writer, res *Result) {
 		}
 	}
 	if len(res.Failures) > 0 {
-		fmt.Fprintf(w, "\n## FAILED\n\n")
+		fmt.Fprintf(w, "\n### FAILED\n\n")
 		for _, f := range res.Failures {
 			fmt.Fprintf(w, "- %s\n", oneLineTrim(f))
 		}
