@@ -1,7 +1,5 @@
-// Package bench is msrpload's bench mode: it starts msrpscope (three tracing
-// setups) and Kamailio 5.6 on loopback, drives each with msrpload child
-// processes in alternating rounds and prints relay CPU per SEND, throughput
-// and delivered/acknowledged side by side, with msrpscope/Kamailio ratios.
+// Package bench is `msrpload bench`: msrpscope and Kamailio 5.6 started on
+// loopback, driven by msrpload processes, compared in tables (BENCHMARKS.md).
 package bench
 
 import (
@@ -68,6 +66,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, o, stderr)
+	if res != nil {
+		res.Command = strings.TrimSpace("msrpload bench " + strings.Join(args, " "))
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "msrpload bench:", err)
 		if res == nil {

@@ -344,9 +344,6 @@ func TestMainIntegration(t *testing.T) {
 		if code != 0 || !res.OK {
 			t.Fatalf("Main = %d, ok %v, failures %q", code, res.OK, res.Failures)
 		}
-		if len(res.Tables) != 1 {
-			t.Fatalf("%d tables, want 1", len(res.Tables))
-		}
 		for _, s := range res.Tables[0].Rows {
 			if s.Runs != 1 || s.Acked == 0 || s.CPUPerSendUSMedian <= 0 || s.RSSMB <= 0 {
 				t.Errorf("%s: runs %d acked %d CPU/SEND %v RSS %v: want one run with SENDs, CPU and memory measured", s.Relay, s.Runs, s.Acked, s.CPUPerSendUSMedian, s.RSSMB)
@@ -362,19 +359,29 @@ func TestMainIntegration(t *testing.T) {
 	}
 	t.Run("msrpscope", func(t *testing.T) {
 		res := runMain(t, append(base, "-kamailio=false"))
-		if n := len(res.Tables[0].Rows); n != 3 {
-			t.Fatalf("%d rows, want the 3 tracing setups", n)
+		if len(res.Tables) != 1 || len(res.Tables[0].Rows) != 3 {
+			t.Fatalf("%d tables, first with %d rows; want one with the 3 tracing setups", len(res.Tables), len(res.Tables[0].Rows))
 		}
 	})
 	t.Run("against Kamailio", func(t *testing.T) {
 		kamailio.Binary(t, kamailio.DefaultModPath) // skips with the reason when it is not installed
-		res := runMain(t, append(base, "-tracing", "off", "-kamailio-children", "2"))
+		res := runMain(t, append(base, "-only", "small,large", "-large-count", "1", "-tracing", "off", "-kamailio-children", "2"))
+		if len(res.Tables) != 2 {
+			t.Fatalf("%d tables, want small and large", len(res.Tables))
+		}
 		rows := res.Tables[0].Rows
 		if len(rows) != 2 || rows[1].Kind != "kamailio" {
 			t.Fatalf("rows %+v, want msrpscope and Kamailio", rows)
 		}
 		if rows[0].VsKamailioCPU == nil || rows[0].VsKamailioRate == nil {
 			t.Fatal("no msrpscope/Kamailio ratios")
+		}
+		large := res.Tables[1].Rows
+		if len(large) != 3 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") || large[2].Kind != "raw" {
+			t.Fatalf("large rows %+v, want msrpscope, Kamailio at 8 KiB chunks and raw TCP", large)
+		}
+		if large[0].PctOfRaw == nil || large[2].MBPerSecMedian <= 0 {
+			t.Fatal("no raw TCP baseline")
 		}
 	})
 }

@@ -95,8 +95,24 @@ func (s *scopeProc) logTail(n int) string {
 // startScope writes the config of setup into a new directory under
 // parent, checks it with -check-config and runs msrpscope with it (as its
 // working directory, where the default setup's pcap files go) until its
-// MSRP port accepts connections.
+// MSRP port accepts connections; up to three times when a port is taken.
 func startScope(ctx context.Context, bin, parent, setup, hepAddr string) (*scopeProc, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var s *scopeProc
+		s, err = startScopeOnce(ctx, bin, parent, setup, hepAddr)
+		if err == nil {
+			return s, nil
+		}
+		// A free port taken by someone else between the pick and the bind.
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, err
+}
+
+func startScopeOnce(ctx context.Context, bin, parent, setup, hepAddr string) (*scopeProc, error) {
 	dir, err := os.MkdirTemp(parent, "msrpscope-"+setup+"-")
 	if err != nil {
 		return nil, fmt.Errorf("msrpscope %s: %w", setup, err)
