@@ -403,6 +403,25 @@ func TestLogProblems(t *testing.T) {
 	}
 }
 
+func TestShortfall(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		l    LoadReport
+		want string
+	}{
+		{"all delivered", LoadReport{SendFrames: 10, ReceivedSends: i64(10), Messages: 5, MessagesDelivered: i64(5)}, ""},
+		{"more received than acked (in flight at the end)", LoadReport{SendFrames: 10, ReceivedSends: i64(12)}, ""},
+		{"unknown counts", LoadReport{SendFrames: 10, Messages: 5}, ""},
+		{"SENDs lost", LoadReport{SendFrames: 10, ReceivedSends: i64(9)}, "delivered 9 SENDs of 10 acknowledged"},
+		{"message lost", LoadReport{SendFrames: 10, ReceivedSends: i64(10), Messages: 2, MessagesDelivered: i64(1)}, "delivered 1 messages of 2"},
+		{"errors", LoadReport{Errors: map[string]int64{"timeout": 1}}, "msrpload errors map[timeout:1]"},
+	} {
+		if got := shortfall(&tc.l); got != tc.want {
+			t.Errorf("%s: shortfall = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestMedian(t *testing.T) {
 	for _, tc := range []struct {
 		in   []float64

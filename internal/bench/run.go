@@ -525,10 +525,30 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		r.fail("%s round %d: %v", rw.label, round, lerr)
 		return run
 	}
-	if t.kind == "msrpscope" && run.Load.ReceivedSends != nil && *run.Load.ReceivedSends < run.Load.SendFrames {
-		r.fail("%s round %d: delivered %d SENDs of %d acknowledged", rw.label, round, *run.Load.ReceivedSends, run.Load.SendFrames)
+	if t.kind == "msrpscope" {
+		if why := shortfall(run.Load); why != "" {
+			r.fail("%s round %d: %s", rw.label, round, why)
+		}
 	}
 	return run
+}
+
+// shortfall says what a msrpscope run lost or got wrong, or "": fewer
+// SENDs delivered than acknowledged, fewer whole messages delivered (with
+// the right hash, when msrpload reports it) than sent, or any msrpload
+// error.
+func shortfall(l *LoadReport) string {
+	var why []string
+	if l.ReceivedSends != nil && *l.ReceivedSends < l.SendFrames {
+		why = append(why, fmt.Sprintf("delivered %d SENDs of %d acknowledged", *l.ReceivedSends, l.SendFrames))
+	}
+	if l.MessagesDelivered != nil && *l.MessagesDelivered < l.Messages {
+		why = append(why, fmt.Sprintf("delivered %d messages of %d", *l.MessagesDelivered, l.Messages))
+	}
+	if n := l.errorCount(); n > 0 {
+		why = append(why, fmt.Sprintf("msrpload errors %v", l.Errors))
+	}
+	return strings.Join(why, "; ")
 }
 
 // relayCPU runs msrpload with flags against t and returns the relay's
