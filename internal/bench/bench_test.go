@@ -422,6 +422,51 @@ func TestShortfall(t *testing.T) {
 	}
 }
 
+func TestParseSinkSent(t *testing.T) {
+	text := `# HELP msrpscope_trace_records_sent_total Trace records a sink delivered.
+# TYPE msrpscope_trace_records_sent_total counter
+msrpscope_trace_records_sent_total{sink="hep",type="hep"} 1.2345e+06
+msrpscope_trace_records_sent_total{sink="hep2",type="hep"} 7
+msrpscope_trace_records_sent_total{sink="pcap",type="pcap"} 99
+msrpscope_trace_records_dropped_total{sink="hep",type="hep"} 5
+`
+	n, err := parseSinkSent(strings.NewReader(text), "hep")
+	if err != nil || n != 1234500 {
+		t.Fatalf("parseSinkSent = %d, %v; want 1234500", n, err)
+	}
+	if _, err := parseSinkSent(strings.NewReader(text), "ch"); err == nil {
+		t.Fatal("a sink without a sample: no error")
+	}
+	if _, err := parseSinkSent(strings.NewReader(`msrpscope_trace_records_sent_total{sink="hep"} x`), "hep"); err == nil {
+		t.Fatal("a sample that is not a number: no error")
+	}
+}
+
+// FuzzParsers feeds arbitrary text to the harness's parsers of /proc files,
+// msrpload's JSON, Prometheus text and Kamailio's log: none may panic.
+func FuzzParsers(f *testing.F) {
+	f.Add([]byte("20306 (cat) R 20303 20303 10536 0 -1 4194304 103 0 0 0 7 5 0 0 20 0 1 0"))
+	f.Add([]byte("VmHWM:\t 65536 kB\nPss: 3 kB\n"))
+	f.Add([]byte(`{"send_frames": 5, "send_latency_ns": {"p99": 7}, "errors": {"x": 1}}`))
+	f.Add([]byte(`msrpscope_trace_records_sent_total{sink="hep",type="hep"} 12`))
+	f.Add([]byte(" 7(107) WARNING: msrp [msrp_netio.c:159]: msrp_relay(): TCP/TLS connection not found\n"))
+	f.Add([]byte(") ) ( :"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if sf, err := parseStat(b); err == nil && !bytes.Contains(b, []byte(")")) {
+			t.Fatalf("parseStat accepted a line without ')': %+v", sf)
+		}
+		_ = parseStatusKB(b, "VmRSS")
+		_ = parseStatusKB(b, "Pss")
+		if r, err := parseLoadJSON(b); err == nil {
+			_ = r.sendP99()
+			_ = r.errorCount()
+			_ = shortfall(r)
+		}
+		_, _ = parseSinkSent(bytes.NewReader(b), "hep")
+		_ = logProblems(string(b), 3)
+	})
+}
+
 func TestMedian(t *testing.T) {
 	for _, tc := range []struct {
 		in   []float64
