@@ -129,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every relay once, in alternating order")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "load phase of each duration-bound run (CPU time is counted in 10 ms ticks)")
 	fs.BoolVar(&o.kamailio, "kamailio", true, "run Kamailio 5.6 too (kamailio and kamailio-extra-modules installed)")
-	children := fs.String("kamailio-children", "2,4", "Kamailio TCP worker counts to try in the small scenario; the best (median delivered/s) is used for the others")
+	children := fs.String("kamailio-children", "2,4", "Kamailio TCP worker counts to try in the small scenario; the best (median delivered/s) is used for the others (without small: the last)")
 	fs.IntVar(&o.kamChunk, "kamailio-chunk", 8192, "chunk size Kamailio runs the chunks and large scenarios at (it cannot relay 64 KiB chunks); 0: do not run it there")
 	pairs := fs.String("pair-counts", "10,200,2000", "pair counts of the pairs scenario")
 	fs.IntVar(&o.smallPairs, "small-pairs", 2, "pairs of the small scenario")
