@@ -36,8 +36,11 @@ type Summary struct {
 	// Relay CPU per SEND answered 200 (µs) and per MB of payload (ms).
 	CPUPerSendUSMedian float64 `json:"relay_cpu_per_send_us_median"`
 	CPUPerSendUSBest   float64 `json:"relay_cpu_per_send_us_best"`
-	CPUPerMBmsMedian   float64 `json:"relay_cpu_per_mb_ms_median"`
-	CPUPerMBmsBest     float64 `json:"relay_cpu_per_mb_ms_best"`
+	// CPUPerDeliveredUSMedian is relay CPU per SEND that reached B (µs):
+	// the same as per SEND for a relay that loses nothing.
+	CPUPerDeliveredUSMedian float64 `json:"relay_cpu_per_delivered_us_median"`
+	CPUPerMBmsMedian        float64 `json:"relay_cpu_per_mb_ms_median"`
+	CPUPerMBmsBest          float64 `json:"relay_cpu_per_mb_ms_best"`
 	// DriverCPUPerSendUS is msrpload's own CPU per SEND (median).
 	DriverCPUPerSendUS float64 `json:"driver_cpu_per_send_us_median"`
 
@@ -60,6 +63,8 @@ type Summary struct {
 	// VsKamailioDelivered: delivered/s medians (SEND tables).
 	VsKamailioDelivered *float64 `json:"vs_kamailio_delivered,omitempty"`
 	VsKamailioCPU       *float64 `json:"vs_kamailio_cpu,omitempty"`
+	// VsKamailioCPUDelivered: CPU per delivered SEND (SEND tables).
+	VsKamailioCPUDelivered *float64 `json:"vs_kamailio_cpu_delivered,omitempty"`
 	// PctOfRaw is the median MB/s as a percentage of raw loopback TCP's.
 	PctOfRaw *float64 `json:"pct_of_raw_tcp,omitempty"`
 }
@@ -96,7 +101,7 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 	tb := &Table{Name: spec.name, Title: spec.title, Unit: spec.unit, Notes: spec.notes}
 	for _, rw := range spec.rows {
 		s := &Summary{Relay: rw.label, Kind: rw.target.kind, Note: rw.note, Delivered: 0, MessagesDelivered: 0}
-		var sps, mbps, cpuSend, cpuMB, drv, p99, dps []float64
+		var sps, mbps, cpuSend, cpuMB, drv, p99, dps, cpuDel []float64
 		deliveredKnown, msgKnown := true, true
 		for _, run := range runs {
 			if run.Relay != rw.label || run.Err != "" {
@@ -124,6 +129,9 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 			if l.ReceivedSends != nil {
 				if l.Seconds > 0 {
 					dps = append(dps, float64(*l.ReceivedSends)/l.Seconds)
+				}
+				if *l.ReceivedSends > 0 {
+					cpuDel = append(cpuDel, run.RelayCPUSeconds/float64(*l.ReceivedSends)*1e6)
 				}
 				s.Delivered += *l.ReceivedSends
 			} else {
@@ -153,6 +161,7 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 		s.CPUPerMBmsMedian, s.CPUPerMBmsBest = median(cpuMB), minOf(cpuMB)
 		s.DriverCPUPerSendUS = median(drv)
 		s.DeliveredPerSecMedian = median(dps)
+		s.CPUPerDeliveredUSMedian = median(cpuDel)
 		s.P99msMedian = median(p99)
 		if len(p99) == 0 {
 			s.P99msMedian = -1
@@ -171,7 +180,7 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 func (s *Summary) unknownNaN() {
 	for _, f := range []*float64{
 		&s.SendPerSecMedian, &s.SendPerSecBest, &s.MBPerSecMedian, &s.MBPerSecBest, &s.DeliveredPerSecMedian,
-		&s.CPUPerSendUSMedian, &s.CPUPerSendUSBest, &s.CPUPerMBmsMedian, &s.CPUPerMBmsBest,
+		&s.CPUPerSendUSMedian, &s.CPUPerSendUSBest, &s.CPUPerMBmsMedian, &s.CPUPerMBmsBest, &s.CPUPerDeliveredUSMedian,
 		&s.DriverCPUPerSendUS, &s.P99msMedian, &s.RSSMB, &s.HWMMB,
 	} {
 		if math.IsNaN(*f) || math.IsInf(*f, 0) {
@@ -230,6 +239,7 @@ func (tb *Table) ratios() {
 			s.VsKamailioCPU = quotient(tb.cpu(s), tb.cpu(ref))
 			if tb.Unit == "SEND" {
 				s.VsKamailioDelivered = quotient(s.DeliveredPerSecMedian, ref.DeliveredPerSecMedian)
+				s.VsKamailioCPUDelivered = quotient(s.CPUPerDeliveredUSMedian, ref.CPUPerDeliveredUSMedian)
 			}
 		}
 		if raw != nil && s.Kind == "msrpscope" && raw.MBPerSecMedian > 0 {
@@ -338,9 +348,12 @@ var sendColumns = []column{
 	{"delivered/s median", func(_ *Table, s *Summary) string { return num(s.DeliveredPerSecMedian, 0) }},
 	{"relay CPU µs/SEND median", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSMedian, 1) }},
 	{"best", func(_ *Table, s *Summary) string { return num(s.CPUPerSendUSBest, 1) }},
+	{"relay CPU µs/delivered SEND", func(_ *Table, s *Summary) string { return num(s.CPUPerDeliveredUSMedian, 1) }},
 	colVsRate,
 	{"× Kamailio delivered/s", func(_ *Table, s *Summary) string { return ratio(s.VsKamailioDelivered) }},
-	colVsCPU, colDelivered, colErrors,
+	colVsCPU,
+	{"× Kamailio CPU/delivered", func(_ *Table, s *Summary) string { return ratio(s.VsKamailioCPUDelivered) }},
+	colDelivered, colErrors,
 	{"p99 ms", func(_ *Table, s *Summary) string { return num(s.P99msMedian, 1) }},
 	colMem,
 	{"driver CPU µs/SEND", func(_ *Table, s *Summary) string { return num(s.DriverCPUPerSendUS, 1) }},
