@@ -6,7 +6,8 @@
 // `kamailio -f cfg -DD -E` on a free 127.0.0.1 port, waits until the port
 // accepts connections and stops the process when the test ends. Without the
 // kamailio binary or msrp.so the test is skipped, unless the environment
-// variable CI is set, when it fails: CI can never silently skip.
+// variable CI is set, when it fails: CI can never silently skip. Launch
+// does the same outside a test (msrpload bench), returning errors.
 package kamailio
 
 import (
@@ -64,6 +65,13 @@ type Config struct {
 	// Vars is passed to the template as TemplateData.Vars, for templates
 	// that need more than the fields below (e.g. {{.Vars.HEPPort}}).
 	Vars map[string]any
+	// SharedMemMB and PkgMemMB are kamailio's -m and -M (default 64 and 8):
+	// the write queues live in shared memory.
+	SharedMemMB, PkgMemMB int
+	// ParentDir is where Launch creates the instance's directory; when
+	// set, Stop leaves it (the parent's owner removes it). Default: a new
+	// directory under os.TempDir that Stop removes.
+	ParentDir string
 }
 
 // TemplateData is what Template is executed with.
@@ -179,6 +187,8 @@ type Instance struct {
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the process has been reaped
+	// removeDir is the directory Launch created, removed by Stop.
+	removeDir string
 }
 
 // Addr returns "127.0.0.1:PORT".
@@ -218,6 +228,17 @@ func Binary(tb testing.TB, modPath string) string {
 // findBinary is Binary checking for the given module files.
 func findBinary(tb testing.TB, modPath string, modules ...string) string {
 	tb.Helper()
+	bin, err := LookBinary(modPath, modules...)
+	if err != nil {
+		testenv.Missing(tb, err.Error())
+	}
+	return bin
+}
+
+// LookBinary returns the kamailio binary's path, or an error naming what
+// is missing and how to install it when the binary or one of the module
+// files in modPath is not there.
+func LookBinary(modPath string, modules ...string) (string, error) {
 	bin, err := exec.LookPath("kamailio")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/kamailio", "/usr/local/sbin/kamailio"} {
@@ -227,21 +248,15 @@ func findBinary(tb testing.TB, modPath string, modules ...string) string {
 			}
 		}
 	}
-	missing := ""
 	if err != nil {
-		missing = "kamailio binary not found (apt-get install kamailio kamailio-extra-modules)"
-	} else {
-		for _, m := range modules {
-			if _, e := os.Stat(filepath.Join(modPath, m)); e != nil {
-				missing = m + " not found in " + modPath + " (apt-get install kamailio kamailio-extra-modules)"
-				break
-			}
+		return "", errors.New("kamailio binary not found (apt-get install kamailio kamailio-extra-modules)")
+	}
+	for _, m := range modules {
+		if _, e := os.Stat(filepath.Join(modPath, m)); e != nil {
+			return "", errors.New(m + " not found in " + modPath + " (apt-get install kamailio kamailio-extra-modules)")
 		}
 	}
-	if missing != "" {
-		testenv.Missing(tb, missing)
-	}
-	return bin
+	return bin, nil
 }
 
 // Start runs Kamailio with cfg and returns when its port accepts TCP
@@ -253,6 +268,61 @@ func Start(tb testing.TB, cfg Config) *Instance {
 		cfg.Modules = []string{"msrp.so"}
 	}
 	bin := findBinary(tb, DefaultModPath, cfg.Modules...)
+	k, err := launch(bin, cfg, func(k *Instance) (string, error) {
+		tb.Cleanup(func() {
+			k.stop()
+			if tb.Failed() {
+				tb.Logf("kamailio log (last 40 lines of %s):\n%s", k.logPath, k.LogTail(40))
+			}
+		})
+		return tb.TempDir(), nil
+	}, tb.Logf)
+	if err != nil {
+		tb.Fatalf("kamailio: %v", err)
+	}
+	return k
+}
+
+// Launch is Start outside a test: it finds the binary and the modules
+// (an error when missing), runs Kamailio in a new temporary directory and
+// returns when its port accepts connections. The caller must call Stop,
+// which also removes the directory.
+func Launch(cfg Config) (*Instance, error) {
+	if cfg.Modules == nil {
+		cfg.Modules = []string{"msrp.so"}
+	}
+	bin, err := LookBinary(DefaultModPath, cfg.Modules...)
+	if err != nil {
+		return nil, err
+	}
+	return launch(bin, cfg, func(k *Instance) (string, error) {
+		dir, err := os.MkdirTemp(cfg.ParentDir, "kamailio-")
+		if cfg.ParentDir == "" {
+			k.removeDir = dir
+		}
+		return dir, err
+	}, func(string, ...any) {})
+}
+
+// Stop ends a Launched instance (SIGTERM, SIGKILL to its process group
+// after 5 s) and removes its directory unless Config.ParentDir was set.
+func (k *Instance) Stop() {
+	k.stop()
+	if k.removeDir != "" {
+		_ = os.RemoveAll(k.removeDir)
+	}
+}
+
+// Pid returns the main process's id; its worker processes are its children.
+func (k *Instance) Pid() int { return k.cmd.Process.Pid }
+
+// Dir returns the instance's directory (config, log, ctl socket).
+func (k *Instance) Dir() string { return k.dir }
+
+// launch starts the process with up to three ports (a taken port is
+// retried); prepare registers the instance's cleanup and returns its
+// directory, once per attempt.
+func launch(bin string, cfg Config, prepare func(*Instance) (string, error), logf func(string, ...any)) (*Instance, error) {
 	if cfg.Template == nil {
 		cfg.Template = Template
 	}
@@ -265,37 +335,48 @@ func Start(tb testing.TB, cfg Config) *Instance {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 20 * time.Second
 	}
+	if cfg.SharedMemMB <= 0 {
+		cfg.SharedMemMB = 64
+	}
+	if cfg.PkgMemMB <= 0 {
+		cfg.PkgMemMB = 8
+	}
 	var lastErr error
 	for attempt := 1; attempt <= 3; attempt++ {
-		k, err := start(tb, bin, cfg)
+		k, err := start(bin, cfg, prepare)
 		if err == nil {
-			return k
+			return k, nil
+		}
+		if k != nil && k.removeDir != "" {
+			_ = os.RemoveAll(k.removeDir)
 		}
 		lastErr = err
 		if !errors.Is(err, errBind) {
 			break
 		}
-		tb.Logf("kamailio: port taken, retrying (%v)", err)
+		logf("kamailio: port taken, retrying (%v)", err)
 	}
-	tb.Fatalf("kamailio: %v", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 var errBind = errors.New("could not bind the port")
 
-func start(tb testing.TB, bin string, cfg Config) (*Instance, error) {
+// start runs one attempt. Once prepare has run it returns the Instance
+// even with an error (stopped, its exited channel closed), so that the
+// caller can remove its directory.
+func start(bin string, cfg Config, prepare func(*Instance) (string, error)) (*Instance, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	dir := tb.TempDir()
-	k := &Instance{
-		port:    port,
-		dir:     dir,
-		cfgPath: filepath.Join(dir, "kamailio.cfg"),
-		logPath: filepath.Join(dir, "kamailio.log"),
-		exited:  make(chan struct{}),
+	k := &Instance{port: port, exited: make(chan struct{})}
+	dir, err := prepare(k)
+	if err != nil {
+		return nil, fmt.Errorf("temporary directory: %w", err)
 	}
+	k.dir = dir
+	k.cfgPath = filepath.Join(dir, "kamailio.cfg")
+	k.logPath = filepath.Join(dir, "kamailio.log")
 	var buf bytes.Buffer
 	err = cfg.Template.Execute(&buf, TemplateData{
 		Port:           port,
@@ -312,44 +393,45 @@ func start(tb testing.TB, bin string, cfg Config) (*Instance, error) {
 		Vars:           cfg.Vars,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("config template: %w", err)
+		close(k.exited) // nothing to stop
+		return k, fmt.Errorf("config template: %w", err)
 	}
 	if err := os.WriteFile(k.cfgPath, buf.Bytes(), 0o600); err != nil {
-		return nil, fmt.Errorf("writing config: %w", err)
+		close(k.exited)
+		return k, fmt.Errorf("writing config: %w", err)
 	}
 	logf, err := os.Create(k.logPath)
 	if err != nil {
-		return nil, fmt.Errorf("creating log: %w", err)
+		close(k.exited)
+		return k, fmt.Errorf("creating log: %w", err)
 	}
-	// -DD: no daemon, -E: log to stderr, -w: working dir; shared memory kept small.
-	k.cmd = exec.Command(bin, "-f", k.cfgPath, "-DD", "-E", "-w", dir, "-m", "64", "-M", "8")
+	// -DD: no daemon, -E: log to stderr, -w: working dir; -m/-M: shared
+	// and private memory in MB.
+	k.cmd = exec.Command(bin, "-f", k.cfgPath, "-DD", "-E", "-w", dir,
+		"-m", strconv.Itoa(cfg.SharedMemMB), "-M", strconv.Itoa(cfg.PkgMemMB))
 	k.cmd.Stdout, k.cmd.Stderr = logf, logf
 	k.cmd.Dir = dir
 	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := k.cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		close(k.exited) // nothing to stop
+		return k, fmt.Errorf("starting %s: %w", bin, err)
 	}
 	// The waiter goroutine is owned by the Instance: it ends when the
-	// process exits, which the cleanup below guarantees.
+	// process exits, which the cleanup prepare registered (or Stop)
+	// guarantees.
 	go func() {
 		_ = k.cmd.Wait()
 		logf.Close()
 		close(k.exited)
 	}()
-	tb.Cleanup(func() {
-		k.stop()
-		if tb.Failed() {
-			tb.Logf("kamailio log (last 40 lines of %s):\n%s", k.logPath, k.LogTail(40))
-		}
-	})
 	if err := k.waitReady(cfg.StartTimeout); err != nil {
 		k.stop()
 		log := k.Log()
 		if strings.Contains(log, "Address already in use") || strings.Contains(log, "bind(") {
-			return nil, fmt.Errorf("%w %d: %v", errBind, port, err)
+			return k, fmt.Errorf("%w %d: %v", errBind, port, err)
 		}
-		return nil, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 40))
+		return k, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 40))
 	}
 	return k, nil
 }

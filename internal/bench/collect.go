@@ -1,0 +1,187 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// udpCounter is the HEP collector of the hep setup: a UDP socket on
+// 127.0.0.1 whose one goroutine reads datagrams and counts them, nothing
+// more. Close stops it.
+type udpCounter struct {
+	conn    *net.UDPConn
+	packets atomic.Int64
+	bytes   atomic.Int64
+	done    chan struct{}
+}
+
+func newUDPCounter() (*udpCounter, error) {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, fmt.Errorf("HEP receiver: %w", err)
+	}
+	// As large as the kernel allows (net.core.rmem_max), so that the
+	// counter, not the socket buffer, is what keeps up.
+	_ = c.SetReadBuffer(32 << 20)
+	u := &udpCounter{conn: c, done: make(chan struct{})}
+	go u.loop()
+	return u, nil
+}
+
+func (u *udpCounter) addr() string { return u.conn.LocalAddr().String() }
+
+func (u *udpCounter) loop() {
+	defer close(u.done)
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := u.conn.ReadFromUDP(buf)
+		if err != nil {
+			return // closed
+		}
+		u.packets.Add(1)
+		u.bytes.Add(int64(n))
+	}
+}
+
+func (u *udpCounter) close() {
+	u.conn.Close()
+	<-u.done
+}
+
+// hepSent reads msrpscope's count of trace records its hep sink delivered
+// (one HEP packet each) from the Prometheus text at the admin API.
+func hepSent(ctx context.Context, admin string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("reading metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("reading metrics: %s", resp.Status)
+	}
+	return parseSinkSent(resp.Body, "hep")
+}
+
+// parseSinkSent sums msrpscope_trace_records_sent* samples of the sink
+// named sink in Prometheus text format.
+func parseSinkSent(r io.Reader, sink string) (int64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	label := `sink="` + sink + `"`
+	found := false
+	var sum float64
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "msrpscope_trace_records_sent") || !strings.Contains(line, label) {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metrics line %q: %w", line, err)
+		}
+		sum += v
+		found = true
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, errors.New("no msrpscope_trace_records_sent sample for sink " + sink)
+	}
+	return int64(sum), nil
+}
+
+// rawTCP measures the baseline for large transfers in this process: one
+// TCP stream on 127.0.0.1, a writer writing chunk-byte buffers until total
+// bytes are written, a reader reading (into a buffer of the same size) and
+// discarding. It returns MB/s (10^6 bytes) from the first write to the
+// reader's last byte.
+func rawTCP(total int64, chunk int) (float64, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("raw TCP: %w", err)
+	}
+	defer l.Close()
+	type result struct {
+		n   int64
+		end time.Time
+		err error
+	}
+	res := make(chan result, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	// The reader: owned here, ends at EOF or error, waited for below.
+	go func() {
+		defer wg.Done()
+		c, err := l.Accept()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, chunk)
+		var n int64
+		for {
+			m, err := c.Read(buf)
+			n += int64(m)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				res <- result{n: n, end: time.Now(), err: err}
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		l.Close()
+		wg.Wait()
+		return 0, fmt.Errorf("raw TCP: %w", err)
+	}
+	buf := make([]byte, chunk)
+	for i := range buf {
+		buf[i] = byte('a' + i%26)
+	}
+	start := time.Now()
+	var werr error
+	for w := int64(0); w < total; {
+		n := min(int64(chunk), total-w)
+		m, err := c.Write(buf[:n])
+		w += int64(m)
+		if err != nil {
+			werr = err
+			break
+		}
+	}
+	c.Close()
+	r := <-res
+	wg.Wait()
+	if werr != nil {
+		return 0, fmt.Errorf("raw TCP write: %w", werr)
+	}
+	if r.err != nil {
+		return 0, fmt.Errorf("raw TCP read: %w", r.err)
+	}
+	if r.n != total {
+		return 0, fmt.Errorf("raw TCP: read %d bytes of %d", r.n, total)
+	}
+	return float64(total) / 1e6 / r.end.Sub(start).Seconds(), nil
+}
