@@ -7,6 +7,10 @@
 // message was delivered, 1 otherwise, 2 for usage errors. docs/MSRPLOAD.md.
 //
 //	msrpload -relay 'msrp://127.0.0.1:2855;tcp' -pairs 4 -window 64 -size 100 -duration 10s
+//
+// "msrpload bench" starts msrpscope and Kamailio 5.6 on loopback, runs
+// msrpload against each and prints the comparison tables (internal/bench,
+// BENCHMARKS.md).
 package main
 
 import (
@@ -26,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/bench"
 	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -35,6 +40,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "bench" {
+		return bench.Main(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("msrpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	relays := fs.String("relay", "msrp://127.0.0.1:2855;tcp", "the relay's MSRP URI (msrps:// for TLS); a comma-separated list is a chain A's SENDs cross in order, B attaches at the last")

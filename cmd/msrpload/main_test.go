@@ -367,3 +367,15 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("without -ca: exit %d %v", code, rep)
 	}
 }
+
+// TestBenchDispatch: "msrpload bench" is the comparison harness's mode, not
+// a load run with a stray argument.
+func TestBenchDispatch(t *testing.T) {
+	var out, errs strings.Builder
+	if code := run([]string{"bench", "-no-such-flag"}, &out, &errs); code != 2 {
+		t.Fatalf("msrpload bench -no-such-flag: exit %d, want 2 (usage error)\n%s", code, errs.String())
+	}
+	if !strings.Contains(errs.String(), "usage: msrpload bench") {
+		t.Fatalf("msrpload bench did not print the bench usage:\n%s", errs.String())
+	}
+}
