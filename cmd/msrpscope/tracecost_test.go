@@ -45,7 +45,7 @@ type tracedRelay struct {
 	a, b       net.Conn
 	ar, br     *msrp.Reader
 	send, resp []byte
-	burst      []byte // window SENDs of distinct transact-ids and Message-IDs, back to back
+	burst      []byte        // window SENDs of distinct transact-ids and Message-IDs, back to back
 	hepGot     *atomic.Int64 // HEP datagrams the loopback reader received (traceHEPUDP)
 	pcapDir    string
 }
@@ -403,4 +403,3 @@ func allocsPerSEND(tb testing.TB, tr *tracedRelay, n int) float64 {
 	runtime.ReadMemStats(&m1)
 	return float64(m1.Mallocs-m0.Mallocs) / float64(n/2+n/2/window*window)
 }
-
