@@ -122,13 +122,55 @@ type Client struct {
 	spool                                      spooler
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+// freeBufs is the packet buffers not in use, shared by the clients: a
+// bounded free list rather than a sync.Pool, which every garbage collection
+// empties, so that a relay tracing every frame would allocate a buffer per
+// packet until it had refilled.
+var freeBufs struct {
+	mu   sync.Mutex
+	bufs []*[]byte
+}
 
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+const (
+	maxFreeBufs = 4096     // buffers kept at most (8 MiB of 2 KiB ones)
+	maxKeptBuf  = 64 << 10 // a larger buffer is let go
+)
+
+func getBuf() *[]byte {
+	freeBufs.mu.Lock()
+	if n := len(freeBufs.bufs); n > 0 {
+		b := freeBufs.bufs[n-1]
+		freeBufs.bufs = freeBufs.bufs[:n-1]
+		freeBufs.mu.Unlock()
+		return b
+	}
+	freeBufs.mu.Unlock()
+	b := make([]byte, 0, 2048)
+	return &b
+}
 
 func putBuf(b *[]byte) {
+	if cap(*b) > maxKeptBuf {
+		return
+	}
 	*b = (*b)[:0]
-	bufPool.Put(b)
+	freeBufs.mu.Lock()
+	if len(freeBufs.bufs) < maxFreeBufs {
+		freeBufs.bufs = append(freeBufs.bufs, b)
+	}
+	freeBufs.mu.Unlock()
+}
+
+// putBufs is putBuf for a batch, under one lock.
+func putBufs(bs []*[]byte) {
+	freeBufs.mu.Lock()
+	for _, b := range bs {
+		if cap(*b) <= maxKeptBuf && len(freeBufs.bufs) < maxFreeBufs {
+			*b = (*b)[:0]
+			freeBufs.bufs = append(freeBufs.bufs, b)
+		}
+	}
+	freeBufs.mu.Unlock()
 }
 
 // NewClient validates cfg, fills in defaults and starts the writer goroutine, which connects in the
@@ -426,9 +468,7 @@ func (c *Client) run() {
 				}
 			}
 			sent, err := c.writeUDP(conn, &ub, bufs)
-			for _, b := range bufs {
-				putBuf(b)
-			}
+			putBufs(bufs)
 			c.sent.Add(uint64(sent))
 			if err != nil {
 				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the

@@ -181,7 +181,11 @@ func (r *Ring) Put(e *event.Event) {
 	}
 	seq := r.next
 	r.next++
-	s := &r.slots[seq%uint64(len(r.slots))]
+	i := int(seq % uint64(len(r.slots)))
+	s := &r.slots[i]
+	if s.buf == nil {
+		r.allocBufs(i)
+	}
 	if s.used {
 		r.unindex(s)
 		r.evicted.Add(1)
@@ -190,9 +194,6 @@ func (r *Ring) Put(e *event.Event) {
 	s.conn = e.Conn
 	s.conn.Transport = internTransport(e.Conn.Transport)
 	s.status, s.flag, s.size = f.Status, f.Flag, f.Size
-	if s.buf == nil {
-		s.buf = make([]byte, 0, maxTID+maxMethod+maxMsgID+maxCType+r.wireBytes)
-	}
 	b := s.buf[:0]
 	b = append(b, cut(f.TransactID, maxTID)...)
 	s.tid = len(b)
@@ -216,6 +217,24 @@ func (r *Ring) Put(e *event.Event) {
 	s.to = ""
 	if f.ToSession != f.FromSession {
 		s.to = r.index(f.ToSession, seq)
+	}
+}
+
+// bufChunk is the number of slots whose buffers are allocated together, at
+// the first use of one of them: a ring filling up allocates once per
+// bufChunk frames, and an unused ring holds no buffers.
+const bufChunk = 64
+
+// allocBufs gives the slots of i's chunk their buffers, carved from one
+// allocation. Called with r.mu held.
+func (r *Ring) allocBufs(i int) {
+	sz := maxTID + maxMethod + maxMsgID + maxCType + r.wireBytes
+	lo := i - i%bufChunk
+	hi := min(lo+bufChunk, len(r.slots))
+	arena := make([]byte, (hi-lo)*sz)
+	for j := lo; j < hi; j++ {
+		k := (j - lo) * sz
+		r.slots[j].buf = arena[k : k : k+sz]
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
@@ -93,7 +94,8 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 	started, release := make(chan int), make(chan struct{})
 	var mu sync.Mutex
 	var got []int
-	q := NewQueue(1, func(v int) {
+	q := NewQueue(1, func(p *int) {
+		v := *p
 		if v == 0 {
 			started <- v
 			<-release
@@ -101,7 +103,7 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 		mu.Lock()
 		got = append(got, v)
 		mu.Unlock()
-	}, nil)
+	}, nil, 0)
 	if !q.Put(0) {
 		t.Fatal("first Put refused")
 	}
@@ -134,12 +136,12 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 // and counts it.
 func TestQueueCloseDeadline(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
-	q := NewQueue(4, func(v int) {
-		if v == 0 {
+	q := NewQueue(4, func(v *int) {
+		if *v == 0 {
 			close(started)
 			<-release
 		}
-	}, nil)
+	}, nil, 0)
 	q.Put(0)
 	<-started
 	q.Put(1)
@@ -184,4 +186,59 @@ func TestRegistry(t *testing.T) {
 		}
 	}()
 	Register("sink-test-nop", nopKind{})
+}
+
+// Records put while the goroutine handles others are handled in order, each
+// once; idle runs once the queue has stayed empty, not after each record.
+func TestQueueOrderAndIdle(t *testing.T) {
+	const n = 10000
+	var got []int
+	var idled []int // len(got) at each idle call
+	q := NewQueue(64, func(v *int) { got = append(got, *v) }, func() { idled = append(idled, len(got)) }, time.Hour)
+	put := 0
+	for put < n {
+		if q.Put(put) {
+			put++
+		}
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("handled %d of %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("record %d is %d", i, v)
+		}
+	}
+	// With an idle delay of an hour, idle ran only at the close.
+	if len(idled) != 1 || idled[0] != n {
+		t.Fatalf("idle ran %d times, want once after the last record", len(idled))
+	}
+}
+
+// PutFunc fills a slot in place, reusing what an earlier record left: a
+// queue in use allocates nothing per record.
+func TestQueuePutAllocs(t *testing.T) {
+	type rec struct{ data []byte }
+	handled := make(chan struct{}, 1)
+	q := NewQueue(16, func(r *rec) {
+		select {
+		case handled <- struct{}{}:
+		default:
+		}
+	}, nil, 0)
+	defer q.Close(context.Background())
+	payload := make([]byte, 300)
+	put := func() {
+		q.PutFunc(func(r *rec) { r.data = append(r.data[:0], payload...) })
+		<-handled
+	}
+	for range 64 {
+		put()
+	}
+	if n := testing.AllocsPerRun(1000, put); n != 0 {
+		t.Fatalf("%v allocations per record", n)
+	}
 }
