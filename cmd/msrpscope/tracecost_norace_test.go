@@ -21,7 +21,7 @@ func TestTracingAllocsPerSEND(t *testing.T) {
 		got := allocsPerSEND(t, startTraced(t, m.mode), n)
 		perFrame := (got - off) / framesPerSEND
 		t.Logf("%s: %.3f allocs per SEND, off %.3f: tracing adds %.3f per frame", m.name, got, off, perFrame)
-		if perFrame > 0.05 {
+		if perFrame > 0.01 {
 			t.Errorf("%s: tracing adds %.3f allocations per frame (%.3f per SEND traced, %.3f off), want 0", m.name, perFrame, got, off)
 		}
 	}

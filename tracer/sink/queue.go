@@ -21,14 +21,17 @@ type Queue[T any] struct {
 	handle    func(*T)
 	idle      func()
 	idleDelay time.Duration
+	linger    time.Duration
+	wakeAt    int // records waiting that end a linger early
 	done      chan struct{}
 	wake      chan struct{} // capacity 1: the goroutine sleeps on it
 
-	mu       sync.Mutex
-	fill     []T // records waiting; capacity size
-	size     int
-	sleeping bool // the goroutine waits on wake
-	closed   bool
+	mu        sync.Mutex
+	fill      []T // records waiting; capacity size
+	size      int
+	sleeping  bool // the goroutine waits on wake for the first record
+	lingering bool // the goroutine lets records gather: wake it at wakeAt
+	closed    bool
 
 	spare   []T          // the goroutine's: the other slice, empty
 	timer   *time.Timer  // the goroutine's: idleDelay
@@ -38,20 +41,32 @@ type Queue[T any] struct {
 	dropped atomic.Uint64
 }
 
+// QueueOptions tune a Queue's goroutine.
+type QueueOptions struct {
+	// Idle, if not nil, is called on the goroutine when no record is
+	// waiting after some were handled (a writer flushes there): at once
+	// when IdleDelay is 0, else once the queue has stayed empty for
+	// IdleDelay (under steady load a writer then flushes when its buffer
+	// is full, not after every burst).
+	Idle      func()
+	IdleDelay time.Duration
+	// Linger is how long records may wait for more before the goroutine
+	// takes them (0: at once): one wake-up per Linger under load instead of
+	// one per record or two. Producers wake it early once a batch is large
+	// (a quarter of the queue, at most 256).
+	Linger time.Duration
+}
+
 // NewQueue starts a queue of size records (DefaultQueueSize if size <= 0)
 // and its goroutine. handle is called for each record on that goroutine
-// (the record is the queue's: handle keeps nothing of it after returning);
-// idle, if not nil, when no record is waiting after some were handled (a
-// writer flushes there): at once when idleDelay is 0, else once the queue
-// has stayed empty for idleDelay (under steady load a writer then flushes
-// when its buffer is full, not after every burst). The goroutine ends when
-// Close is called.
-func NewQueue[T any](size int, handle func(*T), idle func(), idleDelay time.Duration) *Queue[T] {
+// (the record is the queue's: handle keeps nothing of it after returning).
+// The goroutine ends when Close is called.
+func NewQueue[T any](size int, handle func(*T), o QueueOptions) *Queue[T] {
 	if size <= 0 {
 		size = DefaultQueueSize
 	}
-	q := &Queue[T]{handle: handle, idle: idle, idleDelay: idleDelay, done: make(chan struct{}),
-		wake: make(chan struct{}, 1), size: size}
+	q := &Queue[T]{handle: handle, idle: o.Idle, idleDelay: o.IdleDelay, linger: o.Linger, done: make(chan struct{}),
+		wake: make(chan struct{}, 1), size: size, wakeAt: max(1, min(size/4, 256))}
 	go q.run()
 	return q
 }
@@ -82,8 +97,10 @@ func (q *Queue[T]) PutFunc(fill func(*T)) bool {
 	q.fill = q.fill[:n+1]
 	fill(&q.fill[n])
 	q.waiting.Store(int64(n + 1))
-	wake := q.sleeping
-	q.sleeping = false
+	wake := q.sleeping || q.lingering && n+1 >= q.wakeAt
+	if wake {
+		q.sleeping, q.lingering = false, false
+	}
 	q.mu.Unlock()
 	if wake {
 		select {
@@ -101,48 +118,83 @@ func (q *Queue[T]) Len() int { return int(q.waiting.Load() + q.pending.Load()) }
 func (q *Queue[T]) Dropped() uint64 { return q.dropped.Load() }
 
 // take waits for records (or the close) and swaps them out. It returns nil
-// when the queue is closed and empty. Before sleeping it calls idle when
-// records were handled since the last call (idleDue), after idleDelay.
+// when the queue is closed and empty. Records waiting, fewer than wakeAt,
+// are left to gather for Linger (producers do not wake the goroutine for
+// each). An empty queue sleeps until a record comes, and first calls idle
+// when records were handled since the last call (idleDue), after
+// IdleDelay.
 func (q *Queue[T]) take(idleDue *bool) []T {
+	lingered := false
 	q.mu.Lock()
-	for len(q.fill) == 0 && !q.closed {
-		if *idleDue && q.idle != nil && q.idleDelay <= 0 {
+	for {
+		n := len(q.fill)
+		if n > 0 && (q.closed || lingered || q.linger <= 0 || n >= q.wakeAt) {
+			break
+		}
+		if n == 0 && q.closed {
+			q.mu.Unlock()
+			return nil
+		}
+		if n == 0 && *idleDue && q.idle != nil && q.idleDelay <= 0 {
 			q.mu.Unlock()
 			q.idle()
 			*idleDue = false
 			q.mu.Lock()
 			continue
 		}
-		q.sleeping = true
-		q.mu.Unlock()
-		if *idleDue && q.idle != nil {
-			if q.timer == nil {
-				q.timer = time.NewTimer(q.idleDelay)
-			} else {
-				q.timer.Reset(q.idleDelay)
-			}
-			select {
-			case <-q.wake:
-				q.timer.Stop()
-			case <-q.timer.C:
-				*idleDue = false
-				q.idle()
-			}
+		var d time.Duration // 0: until woken
+		if n > 0 {
+			d = q.linger
+			q.lingering = true
 		} else {
-			<-q.wake
+			q.sleeping = true
+			if *idleDue && q.idle != nil {
+				d = q.idleDelay
+			}
 		}
+		q.mu.Unlock()
+		fired := q.wait(d)
 		q.mu.Lock()
+		q.sleeping, q.lingering = false, false
+		if fired {
+			if n > 0 {
+				lingered = true
+			} else {
+				*idleDue = false
+				q.mu.Unlock()
+				q.idle()
+				q.mu.Lock()
+			}
+		}
 	}
 	batch := q.fill
-	if len(batch) == 0 { // closed and empty
-		q.mu.Unlock()
-		return nil
-	}
 	q.fill = q.spare[:0]
 	q.waiting.Store(0)
 	q.pending.Store(int64(len(batch)))
 	q.mu.Unlock()
 	return batch
+}
+
+// wait sleeps until woken or, when d > 0, until d has passed, and reports
+// whether d passed. A wake-up may be stale (sent after an earlier wait
+// ended): take re-checks.
+func (q *Queue[T]) wait(d time.Duration) bool {
+	if d <= 0 {
+		<-q.wake
+		return false
+	}
+	if q.timer == nil {
+		q.timer = time.NewTimer(d)
+	} else {
+		q.timer.Reset(d)
+	}
+	select {
+	case <-q.wake:
+		q.timer.Stop()
+		return false
+	case <-q.timer.C:
+		return true
+	}
 }
 
 func (q *Queue[T]) run() {
@@ -182,7 +234,7 @@ func (q *Queue[T]) run() {
 func (q *Queue[T]) Close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
-	q.sleeping = false
+	q.sleeping, q.lingering = false, false
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:

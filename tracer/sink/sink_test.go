@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,7 +104,7 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 		mu.Lock()
 		got = append(got, v)
 		mu.Unlock()
-	}, nil, 0)
+	}, QueueOptions{})
 	if !q.Put(0) {
 		t.Fatal("first Put refused")
 	}
@@ -141,7 +142,7 @@ func TestQueueCloseDeadline(t *testing.T) {
 			close(started)
 			<-release
 		}
-	}, nil, 0)
+	}, QueueOptions{})
 	q.Put(0)
 	<-started
 	q.Put(1)
@@ -194,7 +195,7 @@ func TestQueueOrderAndIdle(t *testing.T) {
 	const n = 10000
 	var got []int
 	var idled []int // len(got) at each idle call
-	q := NewQueue(64, func(v *int) { got = append(got, *v) }, func() { idled = append(idled, len(got)) }, time.Hour)
+	q := NewQueue(64, func(v *int) { got = append(got, *v) }, QueueOptions{Idle: func() { idled = append(idled, len(got)) }, IdleDelay: time.Hour, Linger: time.Millisecond})
 	put := 0
 	for put < n {
 		if q.Put(put) {
@@ -228,7 +229,7 @@ func TestQueuePutAllocs(t *testing.T) {
 		case handled <- struct{}{}:
 		default:
 		}
-	}, nil, 0)
+	}, QueueOptions{})
 	defer q.Close(context.Background())
 	payload := make([]byte, 300)
 	put := func() {
@@ -240,5 +241,45 @@ func TestQueuePutAllocs(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, put); n != 0 {
 		t.Fatalf("%v allocations per record", n)
+	}
+}
+
+// With a linger, records gather without waking the goroutine for each
+// one, until a batch is large (a quarter of the queue) or the linger ends.
+func TestQueueLinger(t *testing.T) {
+	handled := make(chan int, 64)
+	q := NewQueue(64, func(v *int) { handled <- *v }, QueueOptions{Linger: time.Hour})
+	defer q.Close(context.Background())
+	q.Put(0) // wakes the goroutine, which then lingers
+	for {
+		q.mu.Lock()
+		l := q.lingering
+		q.mu.Unlock()
+		if l {
+			break
+		}
+		runtime.Gosched()
+	}
+	for i := 1; i < 15; i++ { // wakeAt is 64/4 = 16
+		q.Put(i)
+	}
+	if n := q.Len(); n != 15 {
+		t.Fatalf("Len %d while lingering, want 15", n)
+	}
+	select {
+	case v := <-handled:
+		t.Fatalf("record %d handled before the batch was large or the linger ended", v)
+	default:
+	}
+	q.Put(15)
+	for i := range 16 {
+		select {
+		case v := <-handled:
+			if v != i {
+				t.Fatalf("record %d handled as %d", i, v)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("record %d not handled: the 16th record did not end the linger", i)
+		}
 	}
 }

@@ -82,6 +82,10 @@ const logEvery = 10 * time.Second
 // whole, instead of a write system call after every burst of records.
 const flushDelay = 20 * time.Millisecond
 
+// linger is how long records wait for more before the writer takes them:
+// one wake-up of its goroutine per millisecond under load.
+const linger = time.Millisecond
+
 // maxKeptBuf is the largest record buffer a queue slot keeps for reuse.
 const maxKeptBuf = 64 << 10
 
@@ -124,7 +128,7 @@ func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
 		size = sink.DefaultQueueSize
 	}
 	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), now: time.Now}
-	p.q = sink.NewQueue(size, p.write, p.flush, flushDelay)
+	p.q = sink.NewQueue(size, p.write, sink.QueueOptions{Idle: p.flush, IdleDelay: flushDelay, Linger: linger})
 	return p
 }
 
