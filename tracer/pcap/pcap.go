@@ -95,6 +95,7 @@ type Stats struct {
 	Bytes        int64  // bytes written to files, headers included
 	Packets      int64  // packets written to files
 	Records      int64  // calls (ConnOpen, ConnClose, Data) whose packets all reached a file
+	Buffered     int64  // calls whose packets wait in the buffer for the next write to the file (Flush)
 	RecordsLost  int64  // calls whose packets did not: refused (ErrBackoff, bad addresses) or lost in a failed write
 	Rotations    int64  // rotations to a new file (size or age)
 	FilesDeleted int64  // our old files deleted to honour MaxTotalBytes
@@ -378,6 +379,7 @@ func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stats
+	s.Buffered = w.pendRecords
 	s.Flows = w.flows.len()
 	s.FlowsEvicted = w.flows.evicted
 	s.CurrentFile = w.path

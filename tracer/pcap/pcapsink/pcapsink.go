@@ -228,10 +228,14 @@ func (p *pcapSink) failed(err error) {
 	p.lastLog, p.unlogged, p.logFailed = now, 0, true
 }
 
+// Stats implements sink.Sink. Queued counts the records waiting in the
+// queue and those written to the file's buffer but not yet to the file
+// (flushed once the queue stayed empty for flushDelay): Queued 0 means
+// Sent and Dropped account for every record taken.
 func (p *pcapSink) Stats() sink.Stats {
 	ws := p.w.Stats()
 	st := sink.Stats{Name: p.name, Type: "pcap", Sent: uint64(ws.Records), Dropped: p.q.Dropped() + uint64(ws.RecordsLost),
-		Errors: uint64(ws.Errors), Queued: p.q.Len(), State: sink.StateOK, LastError: ws.LastError,
+		Errors: uint64(ws.Errors), Queued: p.q.Len() + int(ws.Buffered), State: sink.StateOK, LastError: ws.LastError,
 		Counters: []sink.Counter{
 			{Name: "bytes", Value: uint64(ws.Bytes)},
 			{Name: "files", Value: uint64(ws.Files)},
