@@ -143,6 +143,8 @@ type Ring struct {
 	slots    []slot
 	next     uint64 // seq of the next frame
 	sessions map[string]*sessionIndex
+	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
+	nextRec  int              // the entry of recent replaced next
 	closed   bool
 
 	evicted atomic.Uint64
@@ -262,11 +264,21 @@ func (r *Ring) index(id string, seq uint64) string {
 	if id == "" {
 		return ""
 	}
-	x := r.sessions[id]
+	var x *sessionIndex
+	for _, c := range r.recent {
+		if c != nil && c.key == id {
+			x = c
+			break
+		}
+	}
 	if x == nil {
-		key := string([]byte(id)) // a copy: the event's strings are the relay's
-		x = &sessionIndex{key: key}
-		r.sessions[key] = x
+		if x = r.sessions[id]; x == nil {
+			key := string([]byte(id)) // a copy: the event's strings are the relay's
+			x = &sessionIndex{key: key}
+			r.sessions[key] = x
+		}
+		r.recent[r.nextRec] = x
+		r.nextRec = (r.nextRec + 1) % len(r.recent)
 	}
 	x.seqs = append(x.seqs, seq)
 	return x.key
@@ -286,6 +298,11 @@ func (r *Ring) unindex(s *slot) {
 		x.seqs = x.seqs[1:]
 		if len(x.seqs) == 0 {
 			delete(r.sessions, id)
+			for i, c := range r.recent {
+				if c == x {
+					r.recent[i] = nil // a later frame of id must make a new index entry
+				}
+			}
 		}
 	}
 }
