@@ -34,7 +34,7 @@ type Queue[T any] struct {
 	closed    bool
 
 	spare   []T          // the goroutine's: the other slice, empty
-	timer   *time.Timer  // the goroutine's: idleDelay
+	timer   *time.Timer  // the goroutine's: Linger and IdleDelay
 	pending atomic.Int64 // records taken by the goroutine, not yet handled
 	waiting atomic.Int64 // len(fill), for Len without the lock
 	abort   atomic.Bool  // Close's context ended: discard the rest
