@@ -126,15 +126,28 @@ type Client struct {
 // bounded free list rather than a sync.Pool, which every garbage collection
 // empties, so that a relay tracing every frame would allocate a buffer per
 // packet until it had refilled.
+//
+// It keeps at most as many buffers as the live clients' queues can hold
+// (each client adds its QueueSize and a UDP batch while it runs): a backlog
+// that filled a queue once does not make every later one allocate.
 var freeBufs struct {
 	mu   sync.Mutex
 	bufs []*[]byte
+	max  int
 }
 
-const (
-	maxFreeBufs = 4096     // buffers kept at most (8 MiB of 2 KiB ones)
-	maxKeptBuf  = 64 << 10 // a larger buffer is let go
-)
+const maxKeptBuf = 64 << 10 // a larger buffer is let go
+
+// reserveBufs changes the free list's bound by n buffers.
+func reserveBufs(n int) {
+	freeBufs.mu.Lock()
+	freeBufs.max += n
+	if len(freeBufs.bufs) > freeBufs.max {
+		clear(freeBufs.bufs[freeBufs.max:])
+		freeBufs.bufs = freeBufs.bufs[:freeBufs.max]
+	}
+	freeBufs.mu.Unlock()
+}
 
 func getBuf() *[]byte {
 	freeBufs.mu.Lock()
@@ -155,7 +168,7 @@ func putBuf(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	freeBufs.mu.Lock()
-	if len(freeBufs.bufs) < maxFreeBufs {
+	if len(freeBufs.bufs) < freeBufs.max {
 		freeBufs.bufs = append(freeBufs.bufs, b)
 	}
 	freeBufs.mu.Unlock()
@@ -165,7 +178,7 @@ func putBuf(b *[]byte) {
 func putBufs(bs []*[]byte) {
 	freeBufs.mu.Lock()
 	for _, b := range bs {
-		if cap(*b) <= maxKeptBuf && len(freeBufs.bufs) < maxFreeBufs {
+		if cap(*b) <= maxKeptBuf && len(freeBufs.bufs) < freeBufs.max {
 			*b = (*b)[:0]
 			freeBufs.bufs = append(freeBufs.bufs, b)
 		}
@@ -240,6 +253,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	reserveBufs(cfg.QueueSize + udpBatch)
 	go c.run()
 	return c, nil
 }
@@ -346,6 +360,7 @@ func (c *Client) Close() error {
 // run is the writer goroutine.
 func (c *Client) run() {
 	defer close(c.done)
+	defer reserveBufs(-(c.cfg.QueueSize + udpBatch)) // after the last putBuf of the deferred calls below
 	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
