@@ -360,8 +360,9 @@ func (c *Client) Close() error {
 // run is the writer goroutine.
 func (c *Client) run() {
 	defer close(c.done)
-	defer reserveBufs(-(c.cfg.QueueSize + udpBatch)) // after the last putBuf of the deferred calls below
-	defer c.rlog.Flush()                             // the counts of suppressed lines, before Close returns
+	// After the last putBuf of the deferred calls below.
+	defer reserveBufs(-(c.cfg.QueueSize + udpBatch))
+	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
 		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
