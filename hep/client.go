@@ -122,13 +122,68 @@ type Client struct {
 	spool                                      spooler
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+// freeBufs is the packet buffers not in use, shared by the clients: a
+// bounded free list rather than a sync.Pool, which every garbage collection
+// empties, so that a relay tracing every frame would allocate a buffer per
+// packet until it had refilled.
+//
+// It keeps at most as many buffers as the live clients' queues can hold
+// (each client adds its QueueSize and a UDP batch while it runs): a backlog
+// that filled a queue once does not make every later one allocate.
+var freeBufs struct {
+	mu   sync.Mutex
+	bufs []*[]byte
+	max  int
+}
 
-func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+const maxKeptBuf = 64 << 10 // a larger buffer is let go
+
+// reserveBufs changes the free list's bound by n buffers.
+func reserveBufs(n int) {
+	freeBufs.mu.Lock()
+	freeBufs.max += n
+	if len(freeBufs.bufs) > freeBufs.max {
+		clear(freeBufs.bufs[freeBufs.max:])
+		freeBufs.bufs = freeBufs.bufs[:freeBufs.max]
+	}
+	freeBufs.mu.Unlock()
+}
+
+func getBuf() *[]byte {
+	freeBufs.mu.Lock()
+	if n := len(freeBufs.bufs); n > 0 {
+		b := freeBufs.bufs[n-1]
+		freeBufs.bufs = freeBufs.bufs[:n-1]
+		freeBufs.mu.Unlock()
+		return b
+	}
+	freeBufs.mu.Unlock()
+	b := make([]byte, 0, 2048)
+	return &b
+}
 
 func putBuf(b *[]byte) {
+	if cap(*b) > maxKeptBuf {
+		return
+	}
 	*b = (*b)[:0]
-	bufPool.Put(b)
+	freeBufs.mu.Lock()
+	if len(freeBufs.bufs) < freeBufs.max {
+		freeBufs.bufs = append(freeBufs.bufs, b)
+	}
+	freeBufs.mu.Unlock()
+}
+
+// putBufs is putBuf for a batch, under one lock.
+func putBufs(bs []*[]byte) {
+	freeBufs.mu.Lock()
+	for _, b := range bs {
+		if cap(*b) <= maxKeptBuf && len(freeBufs.bufs) < freeBufs.max {
+			*b = (*b)[:0]
+			freeBufs.bufs = append(freeBufs.bufs, b)
+		}
+	}
+	freeBufs.mu.Unlock()
 }
 
 // NewClient validates cfg, fills in defaults and starts the writer goroutine, which connects in the
@@ -198,6 +253,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	reserveBufs(cfg.QueueSize + udpBatch)
 	go c.run()
 	return c, nil
 }
@@ -304,6 +360,8 @@ func (c *Client) Close() error {
 // run is the writer goroutine.
 func (c *Client) run() {
 	defer close(c.done)
+	// After the last putBuf of the deferred calls below.
+	defer reserveBufs(-(c.cfg.QueueSize + udpBatch))
 	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
@@ -426,9 +484,7 @@ func (c *Client) run() {
 				}
 			}
 			sent, err := c.writeUDP(conn, &ub, bufs)
-			for _, b := range bufs {
-				putBuf(b)
-			}
+			putBufs(bufs)
 			c.sent.Add(uint64(sent))
 			if err != nil {
 				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the

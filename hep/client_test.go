@@ -574,3 +574,32 @@ func TestClientBackoffAcceptThenReset(t *testing.T) {
 		})
 	}
 }
+
+// The packet buffers' free list keeps as many as the live clients' queues
+// can hold: a backlog that filled a queue is reused, not reallocated, and
+// the list shrinks when the client stops.
+func TestFreeBufsBound(t *testing.T) {
+	const n = 6000 // a backlog above the 4096 an earlier fixed bound kept
+	reserveBufs(n)
+	freeBufs.mu.Lock()
+	base := len(freeBufs.bufs)
+	freeBufs.mu.Unlock()
+	var got []*[]byte
+	for range n + base {
+		got = append(got, getBuf())
+	}
+	putBufs(got)
+	freeBufs.mu.Lock()
+	held, max := len(freeBufs.bufs), freeBufs.max
+	freeBufs.mu.Unlock()
+	if held != min(n+base, max) || held < n {
+		t.Fatalf("%d buffers kept of %d returned (bound %d)", held, n+base, max)
+	}
+	reserveBufs(-n)
+	freeBufs.mu.Lock()
+	held, max = len(freeBufs.bufs), freeBufs.max
+	freeBufs.mu.Unlock()
+	if held > max {
+		t.Fatalf("%d buffers kept above the bound %d after the reservation ended", held, max)
+	}
+}

@@ -177,7 +177,40 @@ type hepSink struct {
 	spool   *spool.Spool // nil without spool_dir; closed after the client
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 18<<10); return &b }}
+// frameBufs are the buffers Put cuts frames into, each held only during a
+// Put: a few suffice. A bounded free list rather than a sync.Pool, which
+// every garbage collection empties (an 18 KiB allocation per Put until it
+// refills).
+var frameBufs struct {
+	mu   sync.Mutex
+	bufs []*[]byte
+}
+
+const maxFrameBufs = 32
+
+func getFrameBuf() *[]byte {
+	frameBufs.mu.Lock()
+	if n := len(frameBufs.bufs); n > 0 {
+		b := frameBufs.bufs[n-1]
+		frameBufs.bufs = frameBufs.bufs[:n-1]
+		frameBufs.mu.Unlock()
+		return b
+	}
+	frameBufs.mu.Unlock()
+	b := make([]byte, 0, 18<<10)
+	return &b
+}
+
+func putFrameBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	frameBufs.mu.Lock()
+	if len(frameBufs.bufs) < maxFrameBufs {
+		frameBufs.bufs = append(frameBufs.bufs, b)
+	}
+	frameBufs.mu.Unlock()
+}
 
 func (h *hepSink) Put(e *event.Event) {
 	var cidBuf [96]byte
@@ -188,12 +221,10 @@ func (h *hepSink) Put(e *event.Event) {
 		if h.limit > 0 {
 			limit = min(limit, h.limit)
 		}
-		buf := framePool.Get().(*[]byte)
+		buf := getFrameBuf()
 		*buf = sink.AppendFrame((*buf)[:0], f, max(limit, 1))
 		h.client.SendFrame(m, *buf)
-		if cap(*buf) <= 64<<10 {
-			framePool.Put(buf)
-		}
+		putFrameBuf(buf)
 		return
 	}
 	var extra [2]hep.Attr

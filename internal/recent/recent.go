@@ -143,6 +143,8 @@ type Ring struct {
 	slots    []slot
 	next     uint64 // seq of the next frame
 	sessions map[string]*sessionIndex
+	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
+	nextRec  int              // the entry of recent replaced next
 	closed   bool
 
 	evicted atomic.Uint64
@@ -181,7 +183,11 @@ func (r *Ring) Put(e *event.Event) {
 	}
 	seq := r.next
 	r.next++
-	s := &r.slots[seq%uint64(len(r.slots))]
+	i := int(seq % uint64(len(r.slots)))
+	s := &r.slots[i]
+	if s.buf == nil {
+		r.allocBufs(i)
+	}
 	if s.used {
 		r.unindex(s)
 		r.evicted.Add(1)
@@ -190,9 +196,6 @@ func (r *Ring) Put(e *event.Event) {
 	s.conn = e.Conn
 	s.conn.Transport = internTransport(e.Conn.Transport)
 	s.status, s.flag, s.size = f.Status, f.Flag, f.Size
-	if s.buf == nil {
-		s.buf = make([]byte, 0, maxTID+maxMethod+maxMsgID+maxCType+r.wireBytes)
-	}
 	b := s.buf[:0]
 	b = append(b, cut(f.TransactID, maxTID)...)
 	s.tid = len(b)
@@ -216,6 +219,24 @@ func (r *Ring) Put(e *event.Event) {
 	s.to = ""
 	if f.ToSession != f.FromSession {
 		s.to = r.index(f.ToSession, seq)
+	}
+}
+
+// bufChunk is the number of slots whose buffers are allocated together, at
+// the first use of one of them: a ring filling up allocates once per
+// bufChunk frames, and an unused ring holds no buffers.
+const bufChunk = 64
+
+// allocBufs gives the slots of i's chunk their buffers, carved from one
+// allocation. Called with r.mu held.
+func (r *Ring) allocBufs(i int) {
+	sz := maxTID + maxMethod + maxMsgID + maxCType + r.wireBytes
+	lo := i - i%bufChunk
+	hi := min(lo+bufChunk, len(r.slots))
+	arena := make([]byte, (hi-lo)*sz)
+	for j := lo; j < hi; j++ {
+		k := (j - lo) * sz
+		r.slots[j].buf = arena[k : k : k+sz]
 	}
 }
 
@@ -243,11 +264,21 @@ func (r *Ring) index(id string, seq uint64) string {
 	if id == "" {
 		return ""
 	}
-	x := r.sessions[id]
+	var x *sessionIndex
+	for _, c := range r.recent {
+		if c != nil && c.key == id {
+			x = c
+			break
+		}
+	}
 	if x == nil {
-		key := string([]byte(id)) // a copy: the event's strings are the relay's
-		x = &sessionIndex{key: key}
-		r.sessions[key] = x
+		if x = r.sessions[id]; x == nil {
+			key := string([]byte(id)) // a copy: the event's strings are the relay's
+			x = &sessionIndex{key: key}
+			r.sessions[key] = x
+		}
+		r.recent[r.nextRec] = x
+		r.nextRec = (r.nextRec + 1) % len(r.recent)
 	}
 	x.seqs = append(x.seqs, seq)
 	return x.key
@@ -267,6 +298,11 @@ func (r *Ring) unindex(s *slot) {
 		x.seqs = x.seqs[1:]
 		if len(x.seqs) == 0 {
 			delete(r.sessions, id)
+			for i, c := range r.recent {
+				if c == x {
+					r.recent[i] = nil // a later frame of id must make a new index entry
+				}
+			}
 		}
 	}
 }

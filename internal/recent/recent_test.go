@@ -311,3 +311,23 @@ func FuzzReportStatus(f *testing.F) {
 		}
 	})
 }
+
+// A session whose frames were all evicted leaves the index; its next frame
+// makes a new entry, found by SessionFrames, even though the session was
+// among the recently indexed ones.
+func TestSessionBackAfterEviction(t *testing.T) {
+	r := NewRing("r", Config{Frames: 2})
+	r.Put(frame(1, "s1", "", event.DirIn, "SEND", 0, "MSRP t1 SEND\r\n-------t1$\r\n"))
+	r.Put(frame(2, "s2", "", event.DirIn, "SEND", 0, "MSRP t2 SEND\r\n-------t2$\r\n"))
+	r.Put(frame(3, "s2", "", event.DirIn, "SEND", 0, "MSRP t3 SEND\r\n-------t3$\r\n")) // evicts s1's only frame
+	if got := r.SessionFrames("s1"); len(got) != 0 {
+		t.Fatalf("s1 after eviction: %v", tids(got))
+	}
+	r.Put(frame(4, "s1", "", event.DirIn, "SEND", 0, "MSRP t4 SEND\r\n-------t4$\r\n"))
+	if got := tids(r.SessionFrames("s1")); len(got) != 1 {
+		t.Fatalf("s1 back: frames %v, want its new one", got)
+	}
+	if got := tids(r.SessionFrames("s2")); len(got) != 1 {
+		t.Fatalf("s2: frames %v, want the newest", got)
+	}
+}

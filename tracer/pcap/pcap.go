@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 )
 
@@ -58,7 +56,8 @@ type Config struct {
 	// alone in its file.
 	MaxFileBytes int64
 	// MaxFileAge: a file is rotated, at the next write, once it is this old
-	// by Now (default 1h; 0 = default, < 0 = never).
+	// by the time of the record written (by Now for a record of the zero
+	// time) (default 1h; 0 = default, < 0 = never).
 	MaxFileAge time.Duration
 	// MaxTotalBytes bounds the total size of this prefix's files in Dir
 	// (default 1 GiB; must be at least MaxFileBytes). At Open and at every
@@ -96,6 +95,7 @@ type Stats struct {
 	Bytes        int64  // bytes written to files, headers included
 	Packets      int64  // packets written to files
 	Records      int64  // calls (ConnOpen, ConnClose, Data) whose packets all reached a file
+	Buffered     int64  // calls whose packets wait in the buffer for the next write to the file (Flush)
 	RecordsLost  int64  // calls whose packets did not: refused (ErrBackoff, bad addresses) or lost in a failed write
 	Rotations    int64  // rotations to a new file (size or age)
 	FilesDeleted int64  // our old files deleted to honour MaxTotalBytes
@@ -157,20 +157,7 @@ type Writer struct {
 	flows flowTable
 	isn   uint64 // counter mixed into initial sequence numbers
 
-	// packet building, reused for every packet
-	sbuf    gopacket.SerializeBuffer
-	eth     layers.Ethernet
-	ip4     layers.IPv4
-	ip6     layers.IPv6
-	tcp     layers.TCP
-	payload gopacket.Payload
-	stack4  []gopacket.SerializableLayer
-	stack6  []gopacket.SerializableLayer
-	srcIP   [16]byte
-	dstIP   [16]byte
-	srcMAC  [6]byte
-	dstMAC  [6]byte
-	ipID    uint16
+	ipID uint16 // the last IPv4 packet's id
 
 	stats Stats
 }
@@ -183,14 +170,8 @@ func Open(cfg Config) (*Writer, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	w := &Writer{cfg: cfg, sbuf: gopacket.NewSerializeBufferExpectedSize(64, cfg.SegmentSize)}
+	w := &Writer{cfg: cfg}
 	w.flows.init(cfg.MaxFlows)
-	w.stack4 = []gopacket.SerializableLayer{&w.eth, &w.ip4, &w.tcp, &w.payload}
-	w.stack6 = []gopacket.SerializableLayer{&w.eth, &w.ip6, &w.tcp, &w.payload}
-	w.eth.SrcMAC = w.srcMAC[:]
-	w.eth.DstMAC = w.dstMAC[:]
-	w.ip4 = layers.IPv4{Version: 4, TTL: ipTTL, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment}
-	w.ip6 = layers.IPv6{Version: 6, HopLimit: ipTTL, NextHeader: layers.IPProtocolTCP}
 	w.pw = pcapgo.NewWriterNanos(&w.buf)
 	return w, nil
 }
@@ -276,7 +257,7 @@ func (w *Writer) ConnOpen(t time.Time, client, server netip.AddrPort) error {
 }
 
 func (w *Writer) connOpen(t time.Time, client, server netip.AddrPort) error {
-	if err := w.begin(); err != nil {
+	if err := w.begin(t); err != nil {
 		return err
 	}
 	ep, err := w.normalize(client, server)
@@ -312,7 +293,7 @@ func (w *Writer) ConnClose(t time.Time, client, server netip.AddrPort) error {
 }
 
 func (w *Writer) connClose(t time.Time, client, server netip.AddrPort) error {
-	if err := w.begin(); err != nil {
+	if err := w.begin(t); err != nil {
 		return err
 	}
 	ep, err := w.normalize(client, server)
@@ -343,7 +324,7 @@ func (w *Writer) Data(t time.Time, src, dst netip.AddrPort, payload []byte) erro
 }
 
 func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) error {
-	if err := w.begin(); err != nil {
+	if err := w.begin(t); err != nil {
 		return err
 	}
 	ep, err := w.normalize(src, dst)
@@ -398,6 +379,7 @@ func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.stats
+	s.Buffered = w.pendRecords
 	s.Flows = w.flows.len()
 	s.FlowsEvicted = w.flows.evicted
 	s.CurrentFile = w.path
@@ -451,14 +433,22 @@ func (a *appendBuf) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// begin checks the writer is usable and marks an old file for rotation. Called with
-// w.mu held at the start of each public call.
-func (w *Writer) begin() error {
+// begin checks the writer is usable and marks an old file for rotation,
+// its age taken at t, the record's time (Now for the zero time: the clock
+// is read once per record at most, not per packet, and not at all when
+// the relay stamped the record). Called with w.mu held at the start of
+// each public call.
+func (w *Writer) begin(t time.Time) error {
 	if w.closed {
 		return ErrClosed
 	}
-	if w.f != nil && w.cfg.MaxFileAge > 0 && w.packets > 0 && w.cfg.Now().Sub(w.created) >= w.cfg.MaxFileAge {
-		w.rotateDue = true
+	if w.f != nil && w.cfg.MaxFileAge > 0 && w.packets > 0 {
+		if t.IsZero() {
+			t = w.cfg.Now()
+		}
+		if t.Sub(w.created) >= w.cfg.MaxFileAge {
+			w.rotateDue = true
+		}
 	}
 	return nil
 }

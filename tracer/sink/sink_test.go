@@ -3,10 +3,12 @@ package sink
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
 )
@@ -93,7 +95,8 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 	started, release := make(chan int), make(chan struct{})
 	var mu sync.Mutex
 	var got []int
-	q := NewQueue(1, func(v int) {
+	q := NewQueue(1, func(p *int) {
+		v := *p
 		if v == 0 {
 			started <- v
 			<-release
@@ -101,7 +104,7 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 		mu.Lock()
 		got = append(got, v)
 		mu.Unlock()
-	}, nil)
+	}, QueueOptions{})
 	if !q.Put(0) {
 		t.Fatal("first Put refused")
 	}
@@ -134,12 +137,12 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 // and counts it.
 func TestQueueCloseDeadline(t *testing.T) {
 	started, release := make(chan struct{}), make(chan struct{})
-	q := NewQueue(4, func(v int) {
-		if v == 0 {
+	q := NewQueue(4, func(v *int) {
+		if *v == 0 {
 			close(started)
 			<-release
 		}
-	}, nil)
+	}, QueueOptions{})
 	q.Put(0)
 	<-started
 	q.Put(1)
@@ -184,4 +187,99 @@ func TestRegistry(t *testing.T) {
 		}
 	}()
 	Register("sink-test-nop", nopKind{})
+}
+
+// Records put while the goroutine handles others are handled in order, each
+// once; idle runs once the queue has stayed empty, not after each record.
+func TestQueueOrderAndIdle(t *testing.T) {
+	const n = 10000
+	var got []int
+	var idled []int // len(got) at each idle call
+	q := NewQueue(64, func(v *int) { got = append(got, *v) }, QueueOptions{Idle: func() { idled = append(idled, len(got)) }, IdleDelay: time.Hour, Linger: time.Millisecond})
+	put := 0
+	for put < n {
+		if q.Put(put) {
+			put++
+		}
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n {
+		t.Fatalf("handled %d of %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("record %d is %d", i, v)
+		}
+	}
+	// With an idle delay of an hour, idle ran only at the close.
+	if len(idled) != 1 || idled[0] != n {
+		t.Fatalf("idle ran %d times, want once after the last record", len(idled))
+	}
+}
+
+// PutFunc fills a slot in place, reusing what an earlier record left: a
+// queue in use allocates nothing per record.
+func TestQueuePutAllocs(t *testing.T) {
+	type rec struct{ data []byte }
+	handled := make(chan struct{}, 1)
+	q := NewQueue(16, func(r *rec) {
+		select {
+		case handled <- struct{}{}:
+		default:
+		}
+	}, QueueOptions{})
+	defer q.Close(context.Background())
+	payload := make([]byte, 300)
+	put := func() {
+		q.PutFunc(func(r *rec) { r.data = append(r.data[:0], payload...) })
+		<-handled
+	}
+	for range 64 {
+		put()
+	}
+	if n := testing.AllocsPerRun(1000, put); n != 0 {
+		t.Fatalf("%v allocations per record", n)
+	}
+}
+
+// With a linger, records gather without waking the goroutine for each
+// one, until a batch is large (a quarter of the queue) or the linger ends.
+func TestQueueLinger(t *testing.T) {
+	handled := make(chan int, 64)
+	q := NewQueue(64, func(v *int) { handled <- *v }, QueueOptions{Linger: time.Hour})
+	defer q.Close(context.Background())
+	q.Put(0) // wakes the goroutine, which then lingers
+	for {
+		q.mu.Lock()
+		l := q.lingering
+		q.mu.Unlock()
+		if l {
+			break
+		}
+		runtime.Gosched()
+	}
+	for i := 1; i < 15; i++ { // wakeAt is 64/4 = 16
+		q.Put(i)
+	}
+	if n := q.Len(); n != 15 {
+		t.Fatalf("Len %d while lingering, want 15", n)
+	}
+	select {
+	case v := <-handled:
+		t.Fatalf("record %d handled before the batch was large or the linger ended", v)
+	default:
+	}
+	q.Put(15)
+	for i := range 16 {
+		select {
+		case v := <-handled:
+			if v != i {
+				t.Fatalf("record %d handled as %d", i, v)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("record %d not handled: the 16th record did not end the linger", i)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package pcapsink
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -78,5 +79,25 @@ func TestDecodeErrors(t *testing.T) {
 		if _, err := (Kind{}).Decode(func(v any) error { tc.set(v.(*Config)); return nil }); err == nil {
 			t.Errorf("%s: accepted", tc.name)
 		}
+	}
+}
+
+// Records written to the file's buffer but not yet flushed (the flush
+// waits for the queue to stay empty) still count as queued: once Queued is
+// 0, Sent accounts for every record put.
+func TestQueuedUntilFlushed(t *testing.T) {
+	p := open(t, 64, dirDecoder(t.TempDir()))
+	const n = 10
+	for i := range n {
+		p.Put(frame(i))
+	}
+	for p.Stats().Queued > 0 {
+		runtime.Gosched()
+	}
+	if st := p.Stats(); st.Sent != n || st.Dropped != 0 {
+		t.Fatalf("nothing queued, but %+v: want %d sent", st, n)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
