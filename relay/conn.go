@@ -137,10 +137,12 @@ type outFrame struct {
 	toSession   string
 }
 
-var outFramePool = sync.Pool{New: func() any { return &outFrame{buf: make([]byte, 0, 512)} }}
+// outFrameFree recycles queued frames: at most 1024 kept, each up to 64 KiB
+// (release drops larger ones).
+var outFrameFree = freeList[outFrame]{max: 1024, new: func() *outFrame { return &outFrame{buf: make([]byte, 0, 512)} }}
 
 func newOutFrame() *outFrame {
-	f := outFramePool.Get().(*outFrame)
+	f := outFrameFree.get()
 	f.buf = f.buf[:0]
 	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, f.messageID[:0], "", ""
 	f.closeReason, f.closeErr = 0, nil
@@ -149,7 +151,7 @@ func newOutFrame() *outFrame {
 
 func (f *outFrame) release() {
 	if cap(f.buf) <= 64<<10 {
-		outFramePool.Put(f)
+		outFrameFree.put(f)
 	}
 }
 

@@ -44,17 +44,19 @@ type txn struct {
 	pooled bool // from newTxn (a txn literal, e.g. nextHopFailed's, is never recycled)
 }
 
-var txnPool = sync.Pool{New: func() any { return new(txn) }}
+// txnFree recycles transactions: at most 4096 kept, each with an arena
+// of usually under 256 bytes (one longer than 4 KiB is not kept).
+var txnFree = freeList[txn]{max: 4096, new: func() *txn { return &txn{arena: make([]byte, 0, 256)} }}
 
 // txnsLive counts pooled transactions handed out and not yet recycled
 // (tests check it returns to zero: no reference leaked, none released twice).
 var txnsLive atomic.Int64
 
 // newTxn makes the transaction of forwarding q with the new transact-id
-// tid, from the pool, holding two references (see txn.refs): the caller's
+// tid, from the free list, holding two references (see txn.refs): the caller's
 // and the table's (register).
 func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
-	x := txnPool.Get().(*txn)
+	x := txnFree.get()
 	mid := f.Get(msrp.HdrMessageID)
 	a := x.arena[:0]
 	a = append(a, tid...)
@@ -113,10 +115,10 @@ func (x *txn) release() {
 	x.tid, x.srcTID, x.ourURI, x.fromPath, x.messageID, x.method = "", "", "", "", "", ""
 	x.fromSession, x.toSession, x.dst, x.src = "", "", nil, nil
 	if cap(x.arena) > 4<<10 {
-		x.arena = nil // a rare long path: not kept in the pool
+		x.arena = nil // a rare long path: its arena is not kept
 	}
 	txnsLive.Add(-1)
-	txnPool.Put(x)
+	txnFree.put(x)
 }
 
 // txnTable holds forwarded transactions by transact-id, and the armed ones
@@ -127,6 +129,7 @@ type txnTable struct {
 	mu      sync.Mutex
 	byTID   map[string]*txn
 	buckets map[int64]map[*txn]struct{} // deadline / txnTick → armed transactions
+	spare   []map[*txn]struct{}         // emptied buckets, reused: arming allocates nothing
 }
 
 // txnTick is the timing wheel's resolution: deadlines are rounded up to it.
@@ -167,7 +170,12 @@ func (t *txnTable) arm(x *txn, deadline time.Time) {
 	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
 	b := t.buckets[x.bucket]
 	if b == nil {
-		b = make(map[*txn]struct{})
+		if n := len(t.spare); n > 0 {
+			b = t.spare[n-1]
+			t.spare = t.spare[:n-1]
+		} else {
+			b = make(map[*txn]struct{})
+		}
 		t.buckets[x.bucket] = b
 	}
 	b[x] = struct{}{}
@@ -222,6 +230,10 @@ func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
 			out = append(out, x)
 		}
 		delete(t.buckets, k)
+		if len(t.spare) < 16 {
+			clear(b)
+			t.spare = append(t.spare, b)
+		}
 	}
 	return out
 }
