@@ -796,8 +796,17 @@ func (c *conn) readLoop() {
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
 		// The coarse clock (Relay.now, late by up to a sweep tick) plus
-		// that tick: never earlier than idle_timeout, no clock read.
-		idleUntil := c.r.now().Add(lim.IdleTimeout + txnTick)
+		// that tick: never earlier than idle_timeout, no clock read. The
+		// sweeper may lag (it starts with Serve, a busy machine delays
+		// it): never count from before the accept or the last frame.
+		base := c.r.now()
+		if c.inStart.After(base) {
+			base = c.inStart
+		}
+		if c.created.After(base) {
+			base = c.created
+		}
+		idleUntil := base.Add(lim.IdleTimeout + txnTick)
 		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			// RFC 4976 §6.1: first_request_timeout counts from the accept
