@@ -449,14 +449,17 @@ func (c *conn) flushDirty(skip *conn) {
 // flushBeforeRead runs before c's read loop reads its socket: its dirty
 // connections are flushed, and so is the destination it writes a frame
 // into (holding), up to the part of that frame written so far, so the
-// frames before it do not wait for the rest of its body.
+// frames before it do not wait for the rest of its body. The others
+// first: the holder's flush may block (a peer that does not read) for up
+// to send_timeout, and frames to other peers must not wait behind it.
 func (c *conn) flushBeforeRead() {
-	if h := c.holding; h != nil && !c.flushing {
+	h := c.holding
+	c.flushDirty(h)
+	if h != nil && !c.flushing {
 		c.flushing = true
 		h.flushOut(true)
 		c.flushing = false
 	}
-	c.flushDirty(nil)
 }
 
 // flushOut writes out what c's buffer holds; locked: the caller holds

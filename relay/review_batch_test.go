@@ -82,3 +82,50 @@ func TestReviewBurstEndingsFlush(t *testing.T) {
 		})
 	}
 }
+
+// A read loop streaming a frame into a destination that does not read
+// (its socket full) while an earlier frame of the same burst, to another
+// destination, waits in that one's buffer: the earlier frame must go out
+// before the read loop blocks on the stalled destination, not after it
+// drains or send_timeout passes (minutes here). The part of the frame
+// written so far is less than the relay's write buffer: only the flush
+// before the read loop reads the rest of the body writes it.
+func TestReviewStalledHolderDoesNotHoldEarlierFrame(t *testing.T) {
+	b := newBatchRelay(t, 3, func(c *Config) { c.Limits.SendTimeout = 5 * time.Minute })
+	local := addrPort(b.ncs[2].LocalAddr())
+	var stalled net.Conn
+	b.r.mu.Lock()
+	for _, x := range b.r.conns {
+		if x.info.Remote == local {
+			stalled = x.nc
+		}
+	}
+	b.r.mu.Unlock()
+	// Fixed socket buffers (no autotuning that makes room again later).
+	_ = stalled.(*net.TCPConn).SetWriteBuffer(8192)
+	_ = b.ncs[2].(*net.TCPConn).SetReadBuffer(8192)
+	// The stalled peer's socket is full (its stream is not read again):
+	// written past the relay's write lock, until a write cannot go on.
+	for {
+		_ = stalled.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := stalled.Write(make([]byte, 1<<20)); err != nil {
+			break
+		}
+	}
+	go func() { _, _ = b.ncs[0].Read(make([]byte, 1<<20)) }()
+	big := string(b.send(0, 2, "big", bytes.Repeat([]byte("h"), 100000)))
+	cut := strings.Index(big, "\r\n\r\n") + 4 + 25000 // header and 25 kB of the body: less than connBufSize
+	burst := append(b.send(0, 1, "m0", []byte("to the reading peer")), big[:cut]...)
+	if _, err := b.ncs[0].Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.ncs[1].SetReadDeadline(time.Now().Add(15 * time.Second))
+	if err := b.answer(t, 1, 1, func(f *msrp.Frame, body []byte) error {
+		if string(f.Get(msrp.HdrMessageID)) != "m0" {
+			return fmt.Errorf("got %s", f.Get(msrp.HdrMessageID))
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the frame to the reading peer waited behind the stalled one: %v", err)
+	}
+}
