@@ -834,7 +834,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var fe *msrp.FrameError
 			if errors.As(err, &fe) {
-				if c.badFrame(fe) {
+				if c.badFrame(fe, until) {
 					continue
 				}
 				return
@@ -940,8 +940,9 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 // badFrame handles a frame the reader could not parse: it is traced and
 // skipped up to its end-line when its transact-id is known; otherwise the
 // stream cannot be re-framed and the connection is closed. It reports
-// whether reading may go on.
-func (c *conn) badFrame(fe *msrp.FrameError) bool {
+// whether reading may go on. until is the total limit of a connection on
+// probation (zero: none).
+func (c *conn) badFrame(fe *msrp.FrameError, until time.Time) bool {
 	c.r.stats.badFrames.Add(1)
 	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))
@@ -951,7 +952,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.body(c.r.limits(), time.Time{}, time.Now())
+		c.dr.body(c.r.limits(), until, time.Now()) // until: first_request_timeout still counts (RFC 4976 §6.1)
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

@@ -168,3 +168,58 @@ func TestReviewDeadlinesAfterBurst(t *testing.T) {
 		})
 	}
 }
+
+// RFC 4976 §6.1: first_request_timeout is a total limit for a new inbound
+// connection until a request of it succeeds, whatever it sends meanwhile.
+// A malformed frame with a transact-id is skipped to its end-line
+// (Recover) under body limits: a body dripped into it, fast enough for
+// body_min_rate, must still be cut at first_request_timeout.
+func TestReviewFirstRequestTimeoutDuringBadFrameSkip(t *testing.T) {
+	const first = 1500 * time.Millisecond
+	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
+		Logger: slog.New(slog.DiscardHandler)}
+	cfg.Limits.FirstRequestTimeout = first
+	cfg.Limits.IdleTimeout, cfg.Limits.HeaderTimeout, cfg.Limits.BodyTimeout = time.Hour, time.Hour, time.Hour
+	cfg.Limits.BodyMinRate = 1
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nc, err := net.Dial("tcp", r.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	start := time.Now()
+	if _, err := io.WriteString(nc, "MSRP bad1 SEND\r\nno colon here\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // the "body" of the malformed frame: 10 bytes/s, never its end-line
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			if _, err := nc.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	_ = nc.SetReadDeadline(start.Add(first + 15*time.Second))
+	_, err = io.Copy(io.Discard, nc) // the 400, then the close
+	if err != nil {
+		t.Fatalf("not closed %v after a first_request_timeout of %v: %v", time.Since(start).Round(time.Millisecond), first, err)
+	}
+	if d := time.Since(start); d < first/2 {
+		t.Fatalf("closed after %v", d)
+	}
+}
