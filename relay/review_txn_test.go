@@ -129,3 +129,144 @@ func TestReviewAbortedForwardExpires(t *testing.T) {
 		<-time.After(20 * time.Millisecond)
 	}
 }
+
+// Hostile next hops around pooled transactions: each answers the
+// transact-ids the other received (responses from the wrong connection),
+// answers its own twice, some after transaction_timeout (late, after the
+// failure REPORT), some with an error status (a REPORT built from the
+// txn while other responses come). No REPORT may carry anything but a
+// Message-ID that was sent (a recycled txn's strings would show), no
+// answer from the wrong connection may match, and the table ends empty.
+func TestReviewHostileResponsesPooledTxns(t *testing.T) {
+	const n = 300
+	b := newBatchRelay(t, 3, func(c *Config) { c.Limits.TransactionTimeout = time.Second })
+	type rx struct {
+		tid  string
+		to   []byte
+		from []byte
+		k    int
+	}
+	recv := [2]chan rx{make(chan rx, n), make(chan rx, n)}
+	for h := range 2 {
+		go func() {
+			rd := msrp.NewReader(bufio.NewReader(b.ncs[1+h]), msrp.Limits{})
+			for {
+				f, err := rd.ReadFrame()
+				if err != nil {
+					close(recv[h])
+					return
+				}
+				to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+				var k int
+				_, _ = fmt.Sscanf(string(f.Get(msrp.HdrMessageID)), "m%d", &k)
+				recv[h] <- rx{string(f.TransactID), append([]byte(nil), to...), append([]byte(nil), f.Get(msrp.HdrToPath)...), k}
+				for p := f.Body(); ; {
+					if _, err := p.Next(); err != nil {
+						break
+					}
+				}
+			}
+		}()
+	}
+	answer := func(h int, x rx, code int) {
+		_, _ = fmt.Fprintf(b.ncs[1+h], "MSRP %s %d X\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n", x.tid, code, x.to, x.from, x.tid)
+	}
+	// The hops: every frame is first answered by the other hop (wrong
+	// connection), then by its own: error for k%5==1, late for k%5==2,
+	// twice otherwise.
+	hopsDone := make(chan struct{})
+	go func() {
+		defer close(hopsDone)
+		var late []func()
+		got := 0
+		for got < n {
+			var x rx
+			var h int
+			var ok bool
+			select {
+			case x, ok = <-recv[0]:
+				h = 0
+			case x, ok = <-recv[1]:
+				h = 1
+			}
+			if !ok {
+				return
+			}
+			got++
+			answer(1-h, x, 200)
+			switch x.k % 5 {
+			case 1:
+				answer(h, x, 486)
+				answer(h, x, 200)
+			case 2:
+				late = append(late, func() { answer(h, x, 200) })
+			default:
+				answer(h, x, 200)
+				answer(h, x, 200)
+			}
+		}
+		// The late answers, once the relay has expired them.
+		until := time.Now().Add(30 * time.Second)
+		for b.r.txns.len() > 0 && time.Now().Before(until) {
+			<-time.After(20 * time.Millisecond)
+		}
+		for _, f := range late {
+			f()
+		}
+	}()
+	sent := map[string]bool{}
+	var stream []byte
+	for k := range n {
+		mid := fmt.Sprintf("m%d", k)
+		sent[mid] = true
+		s := string(b.send(0, 1+k%2, mid, []byte("payload "+mid)))
+		stream = append(stream, s...)
+	}
+	go func() { _, _ = b.ncs[0].Write(stream) }()
+	// A: n 200s from the relay, and REPORTs for the 486s and the late ones.
+	_ = b.ncs[0].SetReadDeadline(time.Now().Add(60 * time.Second))
+	rd := msrp.NewReader(bufio.NewReader(b.ncs[0]), msrp.Limits{})
+	oks, reports := 0, 0
+	wantReports := 0
+	for k := range n {
+		if k%5 == 1 || k%5 == 2 {
+			wantReports++
+		}
+	}
+	for oks < n || reports < wantReports {
+		f, err := rd.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d 200s and %d REPORTs: %v", oks, reports, err)
+		}
+		switch {
+		case f.StatusCode == 200:
+			oks++
+		case string(f.Method) == "REPORT":
+			reports++
+			mid := string(f.Get(msrp.HdrMessageID))
+			if !sent[mid] {
+				t.Fatalf("REPORT for Message-ID %q, never sent", mid)
+			}
+			var k int
+			_, _ = fmt.Sscanf(mid, "m%d", &k)
+			st := string(f.Get(msrp.HdrStatus))
+			if k%5 == 1 && !strings.HasPrefix(st, "000 486") || k%5 == 2 && !strings.HasPrefix(st, "000 408") || k%5 > 2 || k%5 == 0 {
+				t.Fatalf("REPORT for %s with Status %q", mid, st)
+			}
+		default:
+			t.Fatalf("unexpected %q %d", f.Method, f.StatusCode)
+		}
+		for p := f.Body(); ; {
+			if _, err := p.Next(); err != nil {
+				break
+			}
+		}
+	}
+	<-hopsDone
+	if got := b.r.stats.unmatchedResponses.Load(); got < n {
+		t.Fatalf("%d unmatched responses, want at least %d (the wrong connection's)", got, n)
+	}
+	if l := b.r.txns.len(); l != 0 {
+		t.Fatalf("%d transactions left", l)
+	}
+}
