@@ -94,6 +94,7 @@ type conn struct {
 
 	// The read loop's own state (frames read from c, and forwarded by it).
 	inStart   time.Time       // when the first byte of the frame being read arrived
+	inReads   uint32          // c.dr.reads then: more reads since, the frame did not come in one
 	inCap     []byte          // frame-in capture for the Observer
 	capturing bool            // the frame being read is reported to the Observer
 	wireIn    bool            // and its wire bytes copied (the Observer's Wire())
@@ -163,6 +164,7 @@ type deadlineReader struct {
 	perRead time.Duration
 	start   time.Time    // body phase: when it began
 	n       int64        // body phase: bytes read since start
+	reads   uint32       // socket reads (not the readability wait's)
 	minRate int64        // bytes/s; 0: no floor
 	until   time.Time    // a total limit (first_request_timeout); zero: none
 	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
@@ -218,6 +220,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		d.want = dl
 	}
 	d.apply()
+	d.reads++
 	n, err := d.nc.Read(p)
 	d.n += int64(n)
 	return n, err
@@ -822,7 +825,7 @@ func (c *conn) readLoop() {
 		}
 		err := c.waitFrame()
 		now := time.Now() // the frame's time is when its first byte arrived: its only clock read
-		c.inStart = now
+		c.inStart, c.inReads = now, c.dr.reads
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)

@@ -172,10 +172,12 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 		w := dst.writer().mw
 		if x != nil && writeErr == nil {
 			// The timer starts after the last byte (RFC 4976 §6.4.1): for a
-			// small frame its arrival time is that within microseconds (no
-			// clock read); the timing wheel rounds up to 250 ms anyway.
+			// frame that came with the read that began it, its arrival time
+			// is that within microseconds (no clock read; the timing wheel
+			// rounds up to 250 ms anyway); one whose rest needed more reads
+			// (a large body, a slow link) ends now.
 			end := c.inStart
-			if f.Body().Len() > connBufSize || bodyErr != nil {
+			if c.dr.reads != c.inReads || f.Body().Len() > connBufSize || bodyErr != nil {
 				end = time.Now()
 			}
 			c.r.txns.arm(x, end.Add(c.r.limits().TransactionTimeout), f.Body().Len(), flag)

@@ -270,3 +270,43 @@ func TestReviewHostileResponsesPooledTxns(t *testing.T) {
 		t.Fatalf("%d transactions left", l)
 	}
 }
+
+// RFC 4976 §6.4.1: the transaction timer starts once the last byte of the
+// request is sent. A small SEND whose body arrives slowly (a slow link,
+// within body_timeout and body_min_rate) must not be timed from its first
+// byte: the next hop's 200, coming well within transaction_timeout of
+// the last byte, must still match, and the sender gets no failure REPORT.
+func TestReviewTxnTimerFromLastByte(t *testing.T) {
+	const tt = time.Second
+	b := newBatchRelay(t, 2, func(c *Config) { c.Limits.TransactionTimeout = tt })
+	ans := make(chan error, 1)
+	go func() { // the next hop answers half a transaction_timeout after the last byte
+		ans <- b.answer(t, 1, 1, func(*msrp.Frame, []byte) error { <-time.After(tt / 2); return nil })
+	}()
+	s := b.send(0, 1, "slow", []byte(strings.Repeat("s", 2000)))
+	half := len(s) - 1000
+	if _, err := b.ncs[0].Write(s[:half]); err != nil {
+		t.Fatal(err)
+	}
+	<-time.After(3 * tt) // the link is slow: the rest comes later
+	if _, err := b.ncs[0].Write(s[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ans; err != nil {
+		t.Fatal(err)
+	}
+	// The relay's 200 to the sender, then nothing for a while (a REPORT
+	// would come within a sweep tick of the expiry).
+	rd := msrp.NewReader(bufio.NewReader(b.ncs[0]), msrp.Limits{})
+	_ = b.ncs[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	if f, err := rd.ReadFrame(); err != nil || f.StatusCode != 200 {
+		t.Fatalf("the relay's response: %v", err)
+	}
+	_ = b.ncs[0].SetReadDeadline(time.Now().Add(2 * tt))
+	if f, err := rd.ReadFrame(); err == nil {
+		t.Fatalf("the sender got %s %s %s", f.Method, f.Get(msrp.HdrStatus), f.Get(msrp.HdrMessageID))
+	}
+	if n := b.r.stats.txnTimeouts.Load(); n != 0 {
+		t.Fatalf("%d transaction timeouts", n)
+	}
+}
