@@ -94,6 +94,7 @@ type conn struct {
 
 	// The read loop's own state (frames read from c, and forwarded by it).
 	inStart   time.Time       // when the first byte of the frame being read arrived
+	inReads   uint32          // c.dr.reads then: more reads since, the frame did not come in one
 	inCap     []byte          // frame-in capture for the Observer
 	capturing bool            // the frame being read is reported to the Observer
 	wireIn    bool            // and its wire bytes copied (the Observer's Wire())
@@ -165,6 +166,7 @@ type deadlineReader struct {
 	perRead time.Duration
 	start   time.Time    // body phase: when it began
 	n       int64        // body phase: bytes read since start
+	reads   uint32       // socket reads (not the readability wait's)
 	minRate int64        // bytes/s; 0: no floor
 	until   time.Time    // a total limit (first_request_timeout); zero: none
 	abort   *atomic.Bool // the relay's shutdown grace is over: frames in flight end
@@ -220,6 +222,7 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		d.want = dl
 	}
 	d.apply()
+	d.reads++
 	n, err := d.nc.Read(p)
 	d.n += int64(n)
 	return n, err
@@ -451,14 +454,17 @@ func (c *conn) flushDirty(skip *conn) {
 // flushBeforeRead runs before c's read loop reads its socket: its dirty
 // connections are flushed, and so is the destination it writes a frame
 // into (holding), up to the part of that frame written so far, so the
-// frames before it do not wait for the rest of its body.
+// frames before it do not wait for the rest of its body. The others
+// first: the holder's flush may block (a peer that does not read) for up
+// to send_timeout, and frames to other peers must not wait behind it.
 func (c *conn) flushBeforeRead() {
-	if h := c.holding; h != nil && !c.flushing {
+	h := c.holding
+	c.flushDirty(h)
+	if h != nil && !c.flushing {
 		c.flushing = true
 		h.flushOut(true)
 		c.flushing = false
 	}
-	c.flushDirty(nil)
 }
 
 // flushOut writes out what c's buffer holds; locked: the caller holds
@@ -798,8 +804,17 @@ func (c *conn) readLoop() {
 	for {
 		lim := c.r.limits() // per frame: a reload applies from the next one
 		// The coarse clock (Relay.now, late by up to a sweep tick) plus
-		// that tick: never earlier than idle_timeout, no clock read.
-		idleUntil := c.r.now().Add(lim.IdleTimeout + txnTick)
+		// that tick: never earlier than idle_timeout, no clock read. The
+		// sweeper may lag (it starts with Serve, a busy machine delays
+		// it): never count from before the accept or the last frame.
+		base := c.r.now()
+		if c.inStart.After(base) {
+			base = c.inStart
+		}
+		if c.created.After(base) {
+			base = c.created
+		}
+		idleUntil := base.Add(lim.IdleTimeout + txnTick)
 		var until time.Time // total limit of a connection on probation
 		if c.info.Dir == event.DirIn && !c.requestOK.Load() {
 			// RFC 4976 §6.1: first_request_timeout counts from the accept
@@ -812,7 +827,7 @@ func (c *conn) readLoop() {
 		}
 		err := c.waitFrame()
 		now := time.Now() // the frame's time is when its first byte arrived: its only clock read
-		c.inStart = now
+		c.inStart, c.inReads = now, c.dr.reads
 		c.leaveIdle()
 		if err != nil {
 			c.closeOnReadErr(err, event.CloseIdleTimeout)
@@ -824,7 +839,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var fe *msrp.FrameError
 			if errors.As(err, &fe) {
-				if c.badFrame(fe) {
+				if c.badFrame(fe, until) {
 					continue
 				}
 				return
@@ -930,8 +945,9 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 // badFrame handles a frame the reader could not parse: it is traced and
 // skipped up to its end-line when its transact-id is known; otherwise the
 // stream cannot be re-framed and the connection is closed. It reports
-// whether reading may go on.
-func (c *conn) badFrame(fe *msrp.FrameError) bool {
+// whether reading may go on. until is the total limit of a connection on
+// probation (zero: none).
+func (c *conn) badFrame(fe *msrp.FrameError, until time.Time) bool {
 	c.r.stats.badFrames.Add(1)
 	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))
@@ -941,7 +957,7 @@ func (c *conn) badFrame(fe *msrp.FrameError) bool {
 	}
 	if fe.TransactID != "" {
 		c.answerBadFrame(fe)
-		c.dr.body(c.r.limits(), time.Time{}, time.Now())
+		c.dr.body(c.r.limits(), until, time.Now()) // until: first_request_timeout still counts (RFC 4976 §6.1)
 		err := c.rd.Recover(maxRecoverBytes)
 		c.dr.perRead = 0
 		if err == nil {

@@ -42,7 +42,7 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 
 	obs := r.tracing()
 	wire := obs && r.wire()
-	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, tid, hdr, obs, wire)
+	sent, flag, writeErr, bodyErr := c.writeForward(q, dst, x, tid, hdr, obs, wire)
 	// The Observer runs after the destination's lock is released, so its
 	// filters and encoding do not lengthen every forwarder's wait. The
 	// source side first: it is complete (or broken) before the copy is.
@@ -88,17 +88,6 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 		}
 		return nil
 	}
-	if x != nil {
-		x.bodyLen, x.flag = f.Body().Len(), flag
-		// The timer starts after the last byte (RFC 4976 §6.4.1): for a
-		// small frame its arrival time is that within microseconds (no
-		// clock read); the timing wheel rounds up to 250 ms anyway.
-		end := c.inStart
-		if f.Body().Len() > connBufSize {
-			end = time.Now()
-		}
-		r.txns.arm(x, end.Add(r.limits().TransactionTimeout))
-	}
 	// Hop-by-hop success for a SEND once the chunk is in (RFC 4976 §6.4.1).
 	if q.isSEND && q.mode == msrp.ReportYes {
 		c.respond(q, 200, "OK")
@@ -113,7 +102,11 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 // sent (with obs) is when the frame started out. When more input of c is
 // buffered the frame stays in dst's buffer, adopted (write batching,
 // conn.flushDirty).
-func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
+//
+// x (nil: no response awaited) is armed before the end-line goes out: a
+// next hop may answer as soon as it has it, and a chunk the source broke
+// off (ended with '#') is answered or expires as any other.
+func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs, wire bool) (sent time.Time, flag byte, writeErr, bodyErr error) {
 	f := q.f
 	dst.writers.Add(1)
 	defer dst.writers.Add(-1)
@@ -177,6 +170,18 @@ func (c *conn) writeForward(q *request, dst *conn, tid, hdr []byte, obs, wire bo
 			flag = msrp.FlagAbort
 		}
 		w := dst.writer().mw
+		if x != nil && writeErr == nil {
+			// The timer starts after the last byte (RFC 4976 §6.4.1): for a
+			// frame that came with the read that began it, its arrival time
+			// is that within microseconds (no clock read; the timing wheel
+			// rounds up to 250 ms anyway); one whose rest needed more reads
+			// (a large body, a slow link) ends now.
+			end := c.inStart
+			if c.dr.reads != c.inReads || f.Body().Len() > connBufSize || bodyErr != nil {
+				end = time.Now()
+			}
+			c.r.txns.arm(x, end.Add(c.r.limits().TransactionTimeout), f.Body().Len(), flag)
+		}
 		batch = writeErr == nil && bodyErr == nil && c.moreInput()
 		end := w.End
 		if batch {

@@ -306,6 +306,8 @@ func (r *Relay) Serve(ctx context.Context) error {
 		return errors.New("relay: Serve called twice")
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
+	// New may have been long ago: the sweeper's first tick is 250 ms away.
+	r.clock.Store(time.Now().UnixNano())
 	defer r.plog.Flush() // the counts of suppressed lines, last
 	defer r.cancel()
 	errc := make(chan error, len(r.listeners))

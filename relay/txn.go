@@ -160,12 +160,17 @@ func (x *txn) pending(d int32) {
 	}
 }
 
-func (t *txnTable) arm(x *txn, deadline time.Time) {
+// arm starts x's timer, recording the body length and flag of the chunk
+// as sent (for a failure REPORT's Byte-Range, sendReport) under the
+// table's lock: a next hop may answer (take) the moment the end-line is
+// out, before the forward returns.
+func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if x.done {
 		return
 	}
+	x.bodyLen, x.flag = bodyLen, flag
 	x.deadline = deadline
 	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
 	b := t.buckets[x.bucket]

@@ -21,7 +21,7 @@ func TestTxnTable(t *testing.T) {
 		x := &txn{tid: string(rune('a'+i%26)) + string(rune('A'+i/26%26)) + string(rune('0'+i/676))}
 		x.dst = c
 		tab.register(x)
-		tab.arm(x, now.Add(30*time.Second))
+		tab.arm(x, now.Add(30*time.Second), 0, 0)
 		xs = append(xs, x)
 	}
 	for _, x := range xs[:990] {
@@ -51,7 +51,7 @@ func TestTxnTable(t *testing.T) {
 	if !tab.cancel(x) || tab.cancel(x) {
 		t.Fatal("cancel")
 	}
-	tab.arm(x, now)
+	tab.arm(x, now, 0, 0)
 	if len(tab.buckets) != 0 {
 		t.Fatal("a cancelled transaction was armed")
 	}

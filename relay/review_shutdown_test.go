@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/msrpscope/msrpscope/relay/auth"
+	"github.com/msrpscope/msrpscope/relay/msrp"
+)
+
+// A graceful shutdown (SIGTERM) that begins while a source's burst is
+// being relayed, frames batched in the destination's buffer: every SEND
+// the relay acknowledged with 200 reaches the destination whole, and the
+// relay's shutdown completes.
+func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
+	const n = 400
+	obs := &benchObserver{accepted: make(chan netip.AddrPort, 2)}
+	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
+		Logger: slog.New(slog.DiscardHandler), Observer: obs}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	b := &batchRelay{r: r}
+	for i := range 2 {
+		nc, err := net.Dial("tcp", r.Addrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		local := addrPort(nc.LocalAddr())
+		<-obs.accepted
+		var c *conn
+		r.mu.Lock()
+		for _, x := range r.conns {
+			if x.info.Remote == local {
+				c = x
+			}
+		}
+		r.mu.Unlock()
+		sid := "sess" + strconv.Itoa(i)
+		prev, _ := msrp.ParseURI(b.uriOf(nc))
+		if err := r.sessions.add(&session{id: sid, user: sid, conn: c, prevHop: prev, expires: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		c.requestOK.Store(true)
+		b.ncs, b.sids = append(b.ncs, nc), append(b.sids, sid)
+	}
+	var stream []byte
+	for k := range n {
+		stream = append(stream, b.send(0, 1, "m"+strconv.Itoa(k), bodyFor(0, k))...)
+	}
+	// B: reads and answers every SEND until the relay closes it.
+	type result struct {
+		n   int
+		err error
+	}
+	bRes := make(chan result, 1)
+	go func() {
+		_ = b.ncs[1].SetReadDeadline(time.Now().Add(60 * time.Second))
+		rd := msrp.NewReader(bufio.NewReaderSize(b.ncs[1], 32<<10), msrp.Limits{})
+		got := 0
+		for {
+			f, err := rd.ReadFrame()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				bRes <- result{got, err}
+				return
+			}
+			var body []byte
+			for p := f.Body(); ; {
+				q, err := p.Next()
+				if err != nil {
+					break
+				}
+				body = append(body, q...)
+			}
+			if f.Flag() != msrp.FlagEnd {
+				bRes <- result{got, errors.New("a frame not whole: flag " + string(f.Flag()))}
+				return
+			}
+			if want := string(bodyFor(0, got)); string(f.Get(msrp.HdrMessageID)) != "m"+strconv.Itoa(got) || string(body) != want {
+				bRes <- result{got, errors.New("frame " + strconv.Itoa(got) + " out of order or damaged: " + string(f.Get(msrp.HdrMessageID)))}
+				return
+			}
+			got++
+			to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+			_, _ = io.WriteString(b.ncs[1], "MSRP "+string(f.TransactID)+" 200 OK\r\nTo-Path: "+string(to)+"\r\nFrom-Path: "+
+				string(f.Get(msrp.HdrToPath))+"\r\n-------"+string(f.TransactID)+"$\r\n")
+		}
+	}()
+	// A: counts the relay's 200s until the relay closes it.
+	aRes := make(chan result, 1)
+	go func() {
+		_ = b.ncs[0].SetReadDeadline(time.Now().Add(60 * time.Second))
+		rd := msrp.NewReader(bufio.NewReaderSize(b.ncs[0], 32<<10), msrp.Limits{})
+		ok := 0
+		for {
+			f, err := rd.ReadFrame()
+			if err != nil {
+				aRes <- result{ok, nil}
+				return
+			}
+			if f.StatusCode == 200 {
+				ok++
+			}
+			for p := f.Body(); ; {
+				if _, err := p.Next(); err != nil {
+					break
+				}
+			}
+		}
+	}()
+	go func() { _, _ = b.ncs[0].Write(stream) }()
+	// Shut down once some of the burst has been relayed.
+	until := time.Now().Add(20 * time.Second)
+	for r.stats.forwarded.Load() < n/4 {
+		if time.Now().After(until) {
+			t.Fatal("the burst was not relayed")
+		}
+		<-time.After(time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-done:
+		done <- nil
+	case <-time.After(60 * time.Second):
+		t.Fatal("shutdown did not complete")
+	}
+	a, bb := <-aRes, <-bRes
+	if bb.err != nil {
+		t.Fatalf("destination after %d frames: %v", bb.n, bb.err)
+	}
+	if bb.n < a.n {
+		t.Fatalf("the relay acknowledged %d SENDs, the destination got %d", a.n, bb.n)
+	}
+	t.Logf("acknowledged %d, delivered %d of %d", a.n, bb.n, n)
+}
