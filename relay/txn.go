@@ -29,7 +29,8 @@ type txn struct {
 	bodyLen                int64
 	flag                   byte
 	deadline               time.Time
-	bucket                 int64 // timing-wheel bucket once armed
+	bucket                 int64 // timing-wheel tick of its deadline once armed (0: not armed)
+	wprev, wnext           *txn  // its slot's list in the wheel while armed
 	done                   bool  // answered or expired; guarded by txnTable.mu
 
 	// A forwarded transaction is pooled (0 allocations per forwarded
@@ -76,6 +77,7 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 	}
 	x.report, x.method, x.fromSession, x.toSession, x.byteRange, x.hasRange = q.mode, "SEND", q.from, q.to, q.br, q.hasBR
 	x.dst, x.src, x.bodyLen, x.flag, x.deadline, x.bucket, x.done = nil, nil, 0, 0, time.Time{}, 0, false
+	x.wprev, x.wnext = nil, nil
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
 	x.ourURI = cut(len(q.top))
@@ -126,17 +128,25 @@ func (x *txn) release() {
 // leaves its bucket at once, so memory follows the transactions pending,
 // not the rate times the timeout.
 type txnTable struct {
-	mu      sync.Mutex
-	byTID   map[string]*txn
-	buckets map[int64]map[*txn]struct{} // deadline / txnTick → armed transactions
-	spare   []map[*txn]struct{}         // emptied buckets, reused: arming allocates nothing
+	mu    sync.Mutex
+	byTID map[string]*txn
+	// wheel[tick % txnSlots] lists the armed transactions whose deadline
+	// falls in that tick or in one a multiple of txnSlots later (a hashed
+	// timing wheel: arming and answering are O(1) and allocate nothing).
+	wheel [txnSlots]*txn
+	swept int64 // the last tick expired has looked at
 }
+
+// txnSlots is the wheel's size: 64 s of 250 ms ticks, beyond the default
+// 30 s transaction_timeout; a longer timeout shares slots and is checked by
+// its tick when its slot comes round.
+const txnSlots = 256
 
 // txnTick is the timing wheel's resolution: deadlines are rounded up to it.
 const txnTick = 250 * time.Millisecond
 
 func newTxnTable() *txnTable {
-	return &txnTable{byTID: make(map[string]*txn), buckets: make(map[int64]map[*txn]struct{})}
+	return &txnTable{byTID: make(map[string]*txn)}
 }
 
 // register makes x findable by its transact-id before the request is
@@ -173,17 +183,31 @@ func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte) {
 	x.bodyLen, x.flag = bodyLen, flag
 	x.deadline = deadline
 	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
-	b := t.buckets[x.bucket]
-	if b == nil {
-		if n := len(t.spare); n > 0 {
-			b = t.spare[n-1]
-			t.spare = t.spare[:n-1]
-		} else {
-			b = make(map[*txn]struct{})
-		}
-		t.buckets[x.bucket] = b
+	if x.bucket <= t.swept {
+		x.bucket = t.swept + 1 // a tick already swept would not be looked at again
 	}
-	b[x] = struct{}{}
+	slot := &t.wheel[x.bucket%txnSlots]
+	x.wprev, x.wnext = nil, *slot
+	if *slot != nil {
+		(*slot).wprev = x
+	}
+	*slot = x
+}
+
+// unwheel takes an armed x out of its slot's list.
+func (t *txnTable) unwheel(x *txn) {
+	if x.bucket == 0 {
+		return
+	}
+	if x.wprev != nil {
+		x.wprev.wnext = x.wnext
+	} else {
+		t.wheel[x.bucket%txnSlots] = x.wnext
+	}
+	if x.wnext != nil {
+		x.wnext.wprev = x.wprev
+	}
+	x.wprev, x.wnext, x.bucket = nil, nil, 0
 }
 
 // finishLocked marks x done and removes it from the table.
@@ -191,9 +215,7 @@ func (t *txnTable) finishLocked(x *txn) {
 	x.done = true
 	x.pending(-1)
 	delete(t.byTID, x.tid)
-	if b := t.buckets[x.bucket]; b != nil {
-		delete(b, x)
-	}
+	t.unwheel(x)
 }
 
 // cancel removes x if it is still pending and reports whether it was.
@@ -224,22 +246,27 @@ func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	cur := now.UnixNano() / int64(txnTick)
-	for k, b := range t.buckets {
-		if k > cur {
-			continue
-		}
-		for x := range b {
-			x.done = true
-			x.pending(-1)
-			delete(t.byTID, x.tid)
-			out = append(out, x)
-		}
-		delete(t.buckets, k)
-		if len(t.spare) < 16 {
-			clear(b)
-			t.spare = append(t.spare, b)
+	if cur <= t.swept {
+		return out
+	}
+	first := t.swept + 1
+	if cur-first >= txnSlots {
+		first = cur - txnSlots + 1 // a long pause: every slot once
+	}
+	for k := first; k <= cur; k++ {
+		for x := t.wheel[k%txnSlots]; x != nil; {
+			next := x.wnext
+			if x.bucket <= cur {
+				t.unwheel(x)
+				x.done = true
+				x.pending(-1)
+				delete(t.byTID, x.tid)
+				out = append(out, x)
+			}
+			x = next
 		}
 	}
+	t.swept = cur
 	return out
 }
 

@@ -32,18 +32,14 @@ func TestTxnTable(t *testing.T) {
 	if tab.take([]byte(xs[0].tid), c) != nil {
 		t.Fatal("a transaction was taken twice")
 	}
-	pending := 0
-	for _, b := range tab.buckets {
-		pending += len(b)
-	}
-	if pending != 10 || tab.len() != 10 {
+	if pending := tab.armed(); pending != 10 || tab.len() != 10 {
 		t.Fatalf("%d armed, %d by id after answers; want 10", pending, tab.len())
 	}
 	if got := tab.expired(now.Add(29*time.Second), nil); len(got) != 0 {
 		t.Fatalf("%d expired early", len(got))
 	}
-	if got := tab.expired(now.Add(31*time.Second), nil); len(got) != 10 || tab.len() != 0 || len(tab.buckets) != 0 {
-		t.Fatalf("expired %d, left %d, buckets %d", len(got), tab.len(), len(tab.buckets))
+	if got := tab.expired(now.Add(31*time.Second), nil); len(got) != 10 || tab.len() != 0 || tab.armed() != 0 {
+		t.Fatalf("expired %d, left %d, armed %d", len(got), tab.len(), tab.armed())
 	}
 	// A transaction cancelled before it is armed is never armed.
 	x := &txn{tid: "late", dst: c}
@@ -52,8 +48,69 @@ func TestTxnTable(t *testing.T) {
 		t.Fatal("cancel")
 	}
 	tab.arm(x, now, 0, 0)
-	if len(tab.buckets) != 0 {
+	if tab.armed() != 0 {
 		t.Fatal("a cancelled transaction was armed")
+	}
+}
+
+// armed counts the transactions in the timing wheel.
+func (t *txnTable) armed() int {
+	n := 0
+	for _, x := range t.wheel {
+		for ; x != nil; x = x.wnext {
+			n++
+		}
+	}
+	return n
+}
+
+// The wheel's slots are shared by deadlines txnSlots ticks apart: a
+// timeout longer than the wheel, a sweep after a long pause and a deadline
+// in a tick already swept each expire when due, not before, and not never.
+func TestTxnWheel(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	wheel := txnSlots * txnTick
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		sweeps  []time.Duration // expired calls before the deadline, after now
+		late    time.Duration   // the call that must find it, after the deadline
+	}{
+		{"within the wheel", 30 * time.Second, []time.Duration{time.Second, 29 * time.Second}, time.Second},
+		{"longer than the wheel", wheel + 10*time.Second, []time.Duration{time.Second, 10 * time.Second, wheel, wheel + 9*time.Second}, time.Second},
+		{"three turns", 3*wheel + time.Second, []time.Duration{wheel + time.Second, 2*wheel + time.Second, 3 * wheel}, time.Second},
+		{"a long pause before the sweep", 30 * time.Second, nil, 5*wheel + 3*time.Second},
+		{"an hour", time.Hour, []time.Duration{30 * time.Minute, time.Hour - time.Second}, 3 * wheel},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tab := newTxnTable()
+			tab.expired(now, nil)
+			c := &conn{}
+			x := &txn{tid: "x", dst: c}
+			tab.register(x)
+			tab.arm(x, now.Add(tc.timeout), 0, 0)
+			for _, d := range tc.sweeps {
+				if got := tab.expired(now.Add(d), nil); len(got) != 0 {
+					t.Fatalf("expired at +%v, deadline +%v", d, tc.timeout)
+				}
+			}
+			if got := tab.expired(now.Add(tc.timeout+tc.late), nil); len(got) != 1 || got[0] != x {
+				t.Fatalf("not expired %v after its deadline (+%v): %d", tc.late, tc.timeout, len(got))
+			}
+			if tab.len() != 0 || tab.armed() != 0 {
+				t.Fatalf("left %d, armed %d", tab.len(), tab.armed())
+			}
+		})
+	}
+	// A deadline in a tick already swept (a clock behind the sweeper's)
+	// expires at the next sweep.
+	tab := newTxnTable()
+	tab.expired(now.Add(time.Minute), nil)
+	x := &txn{tid: "behind", dst: &conn{}}
+	tab.register(x)
+	tab.arm(x, now.Add(time.Second), 0, 0)
+	if got := tab.expired(now.Add(time.Minute+txnTick), nil); len(got) != 1 {
+		t.Fatalf("a deadline in a swept tick: %d expired", len(got))
 	}
 }
 
