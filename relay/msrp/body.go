@@ -1,6 +1,7 @@
 package msrp
 
 import (
+	"bytes"
 	"io"
 )
 
@@ -16,11 +17,15 @@ type Body struct {
 	started bool  // some body bytes were handed out already
 	n       int64 // body bytes handed out
 	pending int   // bytes of the last Next slice still to be discarded
+	// pat is the boundary CRLF "-------" tid that the end-line starts with.
+	pat  [9 + 255]byte
+	patN int
 }
 
 func (b *Body) reset(f *Frame) {
 	b.f = f
 	b.tid = f.TransactID
+	b.patN = copy(b.pat[copy(b.pat[:], "\r\n-------"):], b.tid) + 9
 	b.done = !f.hasBody
 	b.started = false
 	b.n = 0
@@ -123,33 +128,69 @@ func (b *Body) peek() ([]byte, error) {
 			}
 			b.started = true
 		}
-		off := 0
-		for {
-			i := indexByte(buf[off:], '\r')
-			if i < 0 {
-				return buf, nil
-			}
-			i += off
-			switch b.match(buf[i:], 0) {
-			case matchNone:
-				off = i + 1
-				continue
-			case matchFull:
-				if i > 0 {
-					return buf[:i], nil
-				}
+		if p, more := b.scan(buf); !more {
+			if p == nil {
 				return nil, b.finish(buf, 0)
 			}
-			// Partial match at the end of what is buffered.
+			return p, nil
+		}
+		// A possible end-line starts the buffer but is not all buffered.
+		if _, err := br.Peek(endLen); err != nil && br.Buffered() < endLen {
+			return nil, b.fail(err)
+		}
+		// re-scan with the end-line's worth buffered
+	}
+}
+
+// scan looks for the frame's end-line in buf (body data buffered, not
+// started by one skipped by the lenient case). It returns the body data
+// before the first possible end-line: all of buf when none can start in
+// it; nil when a complete end-line starts buf; more when one may start
+// buf but is not all buffered. The search is for the whole boundary
+// CRLF "-------" tid (bytes.Index, vectorised), then the flag and CRLF are
+// checked: a boundary of another transact-id or with no valid flag is body
+// data (RFC 4975 §7.1). Near the end of buf a boundary may be cut off:
+// only its prefix is there, checked at each CR of the last endLen-1 bytes.
+func (b *Body) scan(buf []byte) (p []byte, more bool) {
+	pat := b.pat[:b.patN]
+	endLen := b.patN + 3
+	off := 0
+	for {
+		i := bytes.Index(buf[off:], pat)
+		if i < 0 {
+			break
+		}
+		i += off
+		switch b.match(buf[i:], 0) {
+		case matchNone: // boundary followed by no valid flag and CRLF: data
+			off = i + 1
+			continue
+		case matchFull:
 			if i > 0 {
-				return buf[:i], nil
+				return buf[:i], false
 			}
-			if _, err := br.Peek(endLen); err != nil && br.Buffered() < endLen {
-				return nil, b.fail(err)
+			return nil, false
+		}
+		if i > 0 {
+			return buf[:i], false
+		}
+		return nil, true
+	}
+	// No whole boundary at or after off: only a cut-off one at the end.
+	for j := max(off, len(buf)-(endLen-1)); j < len(buf); j++ {
+		k := bytes.IndexByte(buf[j:], '\r')
+		if k < 0 {
+			break
+		}
+		j += k
+		if b.match(buf[j:], 0) != matchNone { // partial: full was found above
+			if j > 0 {
+				return buf[:j], false
 			}
-			break // re-scan with the end-line's worth buffered
+			return nil, true
 		}
 	}
+	return buf, false
 }
 
 const (

@@ -2,6 +2,7 @@ package msrp
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -430,14 +431,7 @@ func trimBlanks(b []byte) []byte {
 	return b
 }
 
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
+func indexByte(b []byte, c byte) int { return bytes.IndexByte(b, c) }
 
 func truncate(b []byte, n int) []byte {
 	if len(b) > n {
