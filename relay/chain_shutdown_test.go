@@ -179,9 +179,14 @@ func TestChainNextHopClosedFailsSendAtOnce(t *testing.T) {
 	bConn := connOfSession(t, r3, useB3)
 	// Bob's large chunk holds B's write lock at R3: what else comes for B
 	// waits, unanswered.
-	if _, err := bob.SendAsync(ctxT(t), []string{useBob3, useB3, b.LocalURI()}, msrpclient.Message{Body: make([]byte, 16<<20), ContentType: "application/octet-stream"}); err != nil {
-		t.Fatal(err)
-	}
+	// SendAsync writes the whole chunk, which the kernel's buffers may not
+	// hold while B reads nothing: it runs beside the test.
+	sentBob := make(chan error, 1)
+	go func() {
+		_, err := bob.SendAsync(ctxT(t), []string{useBob3, useB3, b.LocalURI()}, msrpclient.Message{Body: make([]byte, 16<<20), ContentType: "application/octet-stream"})
+		sentBob <- err
+	}()
+	t.Cleanup(func() { <-sentBob })
 	waitWriters(t, r3, bConn, 1)
 	var out uint64
 	for _, c := range r2.Connections() {

@@ -145,9 +145,16 @@ func TestSenderKeepsConnectionWhenDestinationClosed(t *testing.T) {
 	gb.stop()
 	bConn := connOfSession(t, tr, useB)
 	big := make([]byte, 16<<20)
-	if _, err := a.SendAsync(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: big, ContentType: "application/octet-stream"}); err != nil {
-		t.Fatal(err)
-	}
+	// SendAsync writes the whole chunk: it returns only once the kernel's
+	// buffers on the way to B hold what the relay could not pass on, or the
+	// relay reads the rest after B is gone; so it runs beside the test.
+	sentA := make(chan error, 1)
+	go func() {
+		_, err := a.SendAsync(ctxT(t), []string{useA, useB, b.LocalURI()}, msrpclient.Message{Body: big, ContentType: "application/octet-stream"})
+		sentA <- err
+	}()
+	t.Cleanup(func() { <-sentA }) // before the clients' Close (cleanups run last first)
+	waitWriters(t, tr, bConn, 1)  // A's chunk being written
 	pc, err := cc.SendAsync(ctxT(t), []string{useC, useB, b.LocalURI()}, msrpclient.Message{Body: []byte("small"), ContentType: "text/plain"})
 	if err != nil {
 		t.Fatal(err)
