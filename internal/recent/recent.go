@@ -117,7 +117,8 @@ type slot struct {
 	status, reportStatus    int
 	flag                    byte
 	size                    int64
-	from, to                string // interned: the index's keys
+	from, to                string        // interned: the index's keys
+	fromX, toX              *sessionIndex // their index entries (nil for ""): eviction needs no map lookup
 	buf                     []byte
 	tid, method, msg, ctype int // ends in buf; wire is buf[ctype:]
 }
@@ -127,6 +128,7 @@ type slot struct {
 type sessionIndex struct {
 	key  string
 	seqs []uint64
+	base []uint64 // seqs' array from its start (len 0): evictions take from seqs' front
 }
 
 // Ring is a recent sink: a fixed number of slots overwritten oldest first.
@@ -215,11 +217,13 @@ func (r *Ring) Put(e *event.Event) {
 	if string(f.Method) == "REPORT" {
 		s.reportStatus = reportStatus(f.Wire)
 	}
-	s.from = r.index(f.FromSession, seq)
-	s.to = ""
+	s.fromX = r.index(f.FromSession, seq)
+	s.from = s.fromX.keyOf()
+	s.toX = nil
 	if f.ToSession != f.FromSession {
-		s.to = r.index(f.ToSession, seq)
+		s.toX = r.index(f.ToSession, seq)
 	}
+	s.to = s.toX.keyOf()
 }
 
 // bufChunk is the number of slots whose buffers are allocated together, at
@@ -260,9 +264,9 @@ func internTransport(t string) string {
 }
 
 // index adds seq to id's frames and returns the index's copy of id.
-func (r *Ring) index(id string, seq uint64) string {
+func (r *Ring) index(id string, seq uint64) *sessionIndex {
 	if id == "" {
-		return ""
+		return nil
 	}
 	var x *sessionIndex
 	for _, c := range r.recent {
@@ -280,24 +284,44 @@ func (r *Ring) index(id string, seq uint64) string {
 		r.recent[r.nextRec] = x
 		r.nextRec = (r.nextRec + 1) % len(r.recent)
 	}
+	// Evictions take seqs from the front and frames append at the back:
+	// at the end of the array, move them back to its start when at least
+	// half of it is free, else move them to an array twice their number.
+	// A session's frames so cost at most one copy of a seq each, and no
+	// allocation once its number of frames in the ring is steady.
+	if n := len(x.seqs); n == cap(x.seqs) {
+		if n <= cap(x.base)/2 {
+			x.seqs = append(x.base[:0], x.seqs...)
+		} else {
+			b := make([]uint64, n, 2*n+8)
+			copy(b, x.seqs)
+			x.seqs, x.base = b, b[:0]
+		}
+	}
 	x.seqs = append(x.seqs, seq)
+	return x
+}
+
+// keyOf is x's session id, "" for nil.
+func (x *sessionIndex) keyOf() string {
+	if x == nil {
+		return ""
+	}
 	return x.key
 }
 
 // unindex removes the evicted slot s from its sessions' frames: it is
 // their oldest, evictions go in seq order.
 func (r *Ring) unindex(s *slot) {
-	for _, id := range [2]string{s.from, s.to} {
-		if id == "" {
-			continue
-		}
-		x := r.sessions[id]
+	// An entry stays in the map while it holds a seq, so the slot's
+	// pointers are the map's entries (no lookup by id per eviction).
+	for _, x := range [2]*sessionIndex{s.fromX, s.toX} {
 		if x == nil || len(x.seqs) == 0 || x.seqs[0] != s.seq {
 			continue // cannot happen; a wrong index must not panic the relay
 		}
 		x.seqs = x.seqs[1:]
 		if len(x.seqs) == 0 {
-			delete(r.sessions, id)
+			delete(r.sessions, x.key)
 			for i, c := range r.recent {
 				if c == x {
 					r.recent[i] = nil // a later frame of id must make a new index entry

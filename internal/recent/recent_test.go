@@ -331,3 +331,21 @@ func TestSessionBackAfterEviction(t *testing.T) {
 		t.Fatalf("s2: frames %v, want the newest", got)
 	}
 }
+
+// A full ring's session index does not grow a new array as frames come
+// and go (the evicted seqs leave its front, new ones join its back): a
+// thousand Puts of a steady ring allocate nothing.
+func TestPutSteadyIndexDoesNotAllocate(t *testing.T) {
+	r := NewRing("r", Config{Frames: 32})
+	e := frame(1, "session-a", "session-b", event.DirIn, "SEND", 0, "MSRP t SEND\r\n\r\n-------t$\r\n")
+	for range 1000 {
+		r.Put(e)
+	}
+	if a := testing.AllocsPerRun(10, func() {
+		for range 1000 {
+			r.Put(e)
+		}
+	}); a != 0 {
+		t.Errorf("1000 Puts allocate %.1f times", a)
+	}
+}

@@ -22,6 +22,8 @@ type Queue[T any] struct {
 	idle      func()
 	idleDelay time.Duration
 	linger    time.Duration
+	adaptive  bool // linger only after a batch of at least busyAt records
+	busyAt    int
 	wakeAt    int // records waiting that end a linger early
 	done      chan struct{}
 	wake      chan struct{} // capacity 1: the goroutine sleeps on it
@@ -34,6 +36,7 @@ type Queue[T any] struct {
 	closed    bool
 
 	spare   []T          // the goroutine's: the other slice, empty
+	last    int          // the goroutine's: records in the last batch
 	timer   *time.Timer  // the goroutine's: Linger and IdleDelay
 	pending atomic.Int64 // records taken by the goroutine, not yet handled
 	waiting atomic.Int64 // len(fill), for Len without the lock
@@ -55,6 +58,12 @@ type QueueOptions struct {
 	// one per record or two. Producers wake it early once a batch is large
 	// (a quarter of the queue, at most 256).
 	Linger time.Duration
+	// Adaptive, with Linger, lingers only while the load is high: after a
+	// batch of at least a sixteenth of the early-wake size (16 records
+	// for a queue of 1024 or more). Under a light load records are taken
+	// at once, so that the queue runs empty (and Idle is called) as soon
+	// as the producers pause.
+	Adaptive bool
 }
 
 // NewQueue starts a queue of size records (DefaultQueueSize if size <= 0)
@@ -65,8 +74,9 @@ func NewQueue[T any](size int, handle func(*T), o QueueOptions) *Queue[T] {
 	if size <= 0 {
 		size = DefaultQueueSize
 	}
-	q := &Queue[T]{handle: handle, idle: o.Idle, idleDelay: o.IdleDelay, linger: o.Linger, done: make(chan struct{}),
-		wake: make(chan struct{}, 1), size: size, wakeAt: max(1, min(size/4, 256))}
+	q := &Queue[T]{handle: handle, idle: o.Idle, idleDelay: o.IdleDelay, linger: o.Linger, adaptive: o.Adaptive,
+		done: make(chan struct{}), wake: make(chan struct{}, 1), size: size, wakeAt: max(1, min(size/4, 256))}
+	q.busyAt = max(2, q.wakeAt/16)
 	go q.run()
 	return q
 }
@@ -128,7 +138,7 @@ func (q *Queue[T]) take(idleDue *bool) []T {
 	q.mu.Lock()
 	for {
 		n := len(q.fill)
-		if n > 0 && (q.closed || lingered || q.linger <= 0 || n >= q.wakeAt) {
+		if n > 0 && (q.closed || lingered || !q.lingers() || n >= q.wakeAt) {
 			break
 		}
 		if n == 0 && q.closed {
@@ -175,6 +185,12 @@ func (q *Queue[T]) take(idleDue *bool) []T {
 	return batch
 }
 
+// lingers reports whether records waiting are left to gather: Linger is
+// set and, when Adaptive, the last batch was large.
+func (q *Queue[T]) lingers() bool {
+	return q.linger > 0 && (!q.adaptive || q.last >= q.busyAt)
+}
+
 // wait sleeps until woken or, when d > 0, until d has passed, and reports
 // whether d passed. A wake-up may be stale (sent after an earlier wait
 // ended): take re-checks.
@@ -207,6 +223,7 @@ func (q *Queue[T]) run() {
 	idleDue := false
 	for {
 		batch := q.take(&idleDue)
+		q.last = len(batch)
 		if batch == nil {
 			if idleDue && q.idle != nil && !q.abort.Load() {
 				q.idle()

@@ -283,3 +283,61 @@ func TestQueueLinger(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueAdaptiveLinger: an adaptive queue takes a lone record at once
+// (light load) and lingers only after a large batch.
+func TestQueueAdaptiveLinger(t *testing.T) {
+	handled := make(chan int, 64)
+	started, release := make(chan struct{}), make(chan struct{})
+	q := NewQueue(64, func(v *int) {
+		if *v == 1 {
+			close(started)
+			<-release
+		}
+		handled <- *v
+	}, QueueOptions{Linger: time.Hour, Adaptive: true}) // wakeAt 16, busyAt 2
+	defer q.Close(context.Background())
+	next := func(want int) {
+		t.Helper()
+		select {
+		case v := <-handled:
+			if v != want {
+				t.Fatalf("record %d handled as %d", want, v)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("record %d not handled: the queue lingered under a light load", want)
+		}
+	}
+	q.Put(0)
+	next(0)
+	q.Put(1)
+	<-started
+	q.Put(2)
+	q.Put(3)
+	close(release)
+	for i := 1; i <= 3; i++ {
+		next(i)
+	}
+	// The last batch was [2 3]: the next record waits for more.
+	q.Put(4)
+	for {
+		q.mu.Lock()
+		l := q.lingering
+		q.mu.Unlock()
+		if l {
+			break
+		}
+		runtime.Gosched()
+	}
+	select {
+	case v := <-handled:
+		t.Fatalf("record %d handled while the queue should linger", v)
+	default:
+	}
+	for i := 5; i < 20; i++ { // 16 waiting end the linger
+		q.Put(i)
+	}
+	for i := 4; i < 20; i++ {
+		next(i)
+	}
+}
