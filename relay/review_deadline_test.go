@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -216,7 +217,9 @@ func TestReviewFirstRequestTimeoutDuringBadFrameSkip(t *testing.T) {
 	}()
 	_ = nc.SetReadDeadline(start.Add(first + 15*time.Second))
 	_, err = io.Copy(io.Discard, nc) // the 400, then the close
-	if err != nil {
+	// The dripping goroutine may write after the relay closed, so the close
+	// can arrive as a reset instead of an end of stream: both are a close.
+	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("not closed %v after a first_request_timeout of %v: %v", time.Since(start).Round(time.Millisecond), first, err)
 	}
 	if d := time.Since(start); d < first/2 {
