@@ -14,41 +14,50 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/msrpscope/msrpscope/dashboards"
 	"github.com/msrpscope/msrpscope/internal/msrpclient"
+	"github.com/msrpscope/msrpscope/internal/proc"
 	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
 // process is a child process whose stderr is watched line by line.
 type process struct {
 	cmd    *exec.Cmd
+	proc   *proc.Proc
 	mu     sync.Mutex
 	lines  []string
 	signal chan struct{}
-	done   chan struct{}
+	done   chan struct{} // closed when its stderr has been read to the end
 }
 
-// start runs name with args; Cleanup stops it with SIGTERM (SIGKILL after 20 s) and, when the test
+// start runs name with args in a process group of its own; Cleanup stops
+// it with SIGTERM (SIGKILL to the group after 20 s) and, when the test
 // failed, logs its output.
 func start(t *testing.T, name string, args ...string) *process {
 	t.Helper()
 	p := &process{cmd: exec.Command(name, args...), signal: make(chan struct{}, 1), done: make(chan struct{})}
-	stderr, err := p.cmd.StderrPipe()
+	// A pipe of our own rather than StderrPipe: proc reaps the process
+	// while the scanner below may still be reading.
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Stdout = io.Discard
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
+	p.cmd.Stdout, p.cmd.Stderr = io.Discard, w
+	p.proc, err = proc.Start(p.cmd, nil)
+	w.Close()
+	if err != nil {
+		stderr.Close()
+		t.Fatal(err)
 	}
 	go func() {
 		defer close(p.done)
+		defer stderr.Close()
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -62,15 +71,10 @@ func start(t *testing.T, name string, args ...string) *process {
 		}
 	}()
 	t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(20 * time.Second):
+		if p.proc.Stop(20 * time.Second) {
 			t.Errorf("%s did not stop on SIGTERM", name)
-			_ = p.cmd.Process.Kill()
-			<-p.done
 		}
-		_ = p.cmd.Wait()
+		<-p.done
 		if t.Failed() {
 			p.mu.Lock()
 			t.Logf("%s output:\n%s", filepath.Base(name), strings.Join(p.lines, "\n"))
@@ -113,15 +117,14 @@ func write(t *testing.T, dir, name, text string) string {
 	return path
 }
 
-// freePort is a loopback port free a moment ago (Prometheus does not report a :0 port).
+// freePort is a loopback address free a moment ago (Prometheus does not report a :0 port).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // promResult is the answer of Prometheus's /api/v1/query.

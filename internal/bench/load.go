@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/proc"
 )
 
 // Latency is a latency summary of msrpload's JSON, in nanoseconds.
@@ -107,7 +109,7 @@ func runLoad(ctx context.Context, bin string, args []string) (*loadRun, error) {
 		if err == nil {
 			err = perr
 		}
-		return lr, fmt.Errorf("msrpload %s: %w; stderr:\n%s", strings.Join(args, " "), err, tail(stderr.String(), 10))
+		return lr, fmt.Errorf("msrpload %s: %w; stderr:\n%s", strings.Join(args, " "), err, proc.Tail(stderr.String(), 10))
 	}
 	lr.report = rep
 	return lr, nil

@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/proc"
 )
 
 // Tracing setups of msrpscope the harness compares.
@@ -66,22 +67,19 @@ type scopeProc struct {
 	addr     string // MSRP listener host:port
 	admin    string // admin API host:port
 	password string // the demo user's
-	cmd      *exec.Cmd
+	proc     *proc.Proc
 	logPath  string
-	exited   chan struct{}
 }
 
 func (s *scopeProc) uri() string { return "msrp://" + s.addr + ";tcp" }
-func (s *scopeProc) pid() int    { return s.cmd.Process.Pid }
+func (s *scopeProc) pid() int    { return s.proc.Pid() }
 
 // alive returns an error when the process has exited.
 func (s *scopeProc) alive() error {
-	select {
-	case <-s.exited:
-		return fmt.Errorf("msrpscope (%s) exited: %s", s.setup, s.cmd.ProcessState)
-	default:
-		return nil
+	if s.proc.Done() {
+		return fmt.Errorf("msrpscope (%s) exited: %s", s.setup, s.proc.Cmd.ProcessState)
 	}
+	return nil
 }
 
 func (s *scopeProc) logTail(n int) string {
@@ -89,7 +87,7 @@ func (s *scopeProc) logTail(n int) string {
 	if err != nil {
 		return err.Error()
 	}
-	return tail(string(b), n)
+	return proc.Tail(string(b), n)
 }
 
 // startScope writes the config of setup into a new directory under
@@ -117,7 +115,7 @@ func startScopeOnce(ctx context.Context, bin, parent, setup, hepAddr string) (*s
 	if err != nil {
 		return nil, fmt.Errorf("msrpscope %s: %w", setup, err)
 	}
-	ports, err := freePorts(2)
+	ports, err := proc.FreePorts(2)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +126,6 @@ func startScopeOnce(ctx context.Context, bin, parent, setup, hepAddr string) (*s
 		admin:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		password: randomHex(8),
 		logPath:  filepath.Join(dir, "msrpscope.log"),
-		exited:   make(chan struct{}),
 	}
 	cfg, err := scopeConfig(setup, s.addr, s.admin, hepAddr)
 	if err != nil {
@@ -145,103 +142,27 @@ func startScopeOnce(ctx context.Context, bin, parent, setup, hepAddr string) (*s
 	if err != nil {
 		return nil, fmt.Errorf("msrpscope %s: %w", setup, err)
 	}
-	s.cmd = exec.Command(bin, "-config", cfgPath)
-	s.cmd.Dir = dir
-	s.cmd.Env = append(os.Environ(), "MSRPSCOPE_DEMO_PASSWORD="+s.password)
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, "-config", cfgPath)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "MSRPSCOPE_DEMO_PASSWORD="+s.password)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	s.proc, err = proc.Start(cmd, func() { logf.Close() })
+	if err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+		return nil, err
 	}
-	// Owned by s: ends when the process exits, which stop guarantees.
-	go func() {
-		_ = s.cmd.Wait()
-		logf.Close()
-		close(s.exited)
-	}()
-	if err := waitListening(ctx, s.addr, s.exited, 20*time.Second); err != nil {
+	if err := proc.WaitTCP(ctx, s.addr, s.proc.Exited(), 20*time.Second); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("msrpscope %s: %w; log:\n%s", setup, err, s.logTail(20))
 	}
 	return s, nil
 }
 
-// stop sends SIGTERM, then SIGKILL after 5 s.
-func (s *scopeProc) stop() {
-	select {
-	case <-s.exited:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.exited:
-	case <-t.C:
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.exited
-	}
-}
-
-// waitListening polls a TCP connect to addr until it succeeds, exited is
-// closed, or timeout passes.
-func waitListening(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var d net.Dialer
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		c, err := d.DialContext(cctx, "tcp", addr)
-		ccancel()
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before listening on %s", addr)
-		case <-ctx.Done():
-			return fmt.Errorf("not listening on %s: %w", addr, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// freePorts returns n distinct free TCP ports on 127.0.0.1 (held open
-// together while picking, so they differ).
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+// stop sends SIGTERM, then SIGKILL to the process group after 5 s.
+func (s *scopeProc) stop() { s.proc.Stop(5 * time.Second) }
 
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -30,6 +30,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/proc"
 	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
@@ -60,9 +61,8 @@ type Server struct {
 	httpPort int
 	timeout  time.Duration
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when the current process has been reaped
+	mu   sync.Mutex
+	proc *proc.Proc // the current process; nil before the first start
 }
 
 // ServerBinary returns the path of clickhouse-server, or skips the test (fails it when CI is set).
@@ -113,7 +113,7 @@ func Start(tb testing.TB, opts Options) *Server {
 var errBind = errors.New("could not bind a port")
 
 func start(tb testing.TB, bin string, opts Options) (*Server, error) {
-	ports, err := freePorts(3)
+	ports, err := proc.FreePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func startOn(tb testing.TB, bin string, opts Options, extra string, ports []int)
 		if strings.Contains(log, "Address already in use") {
 			return nil, fmt.Errorf("%w: %v", errBind, err)
 		}
-		return nil, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 30))
+		return nil, fmt.Errorf("%v; log tail:\n%s", err, proc.Tail(log, 30))
 	}
 	return s, nil
 }
@@ -176,22 +176,17 @@ func (s *Server) launch() error {
 	cmd := exec.Command(s.bin, "--config-file="+s.cfgPath)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group; killed with the test binary if it dies before its cleanups run.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Killed with the test binary if it dies before its cleanups run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p, err := proc.Start(cmd, func() { logf.Close() })
+	if err != nil {
 		logf.Close()
-		return fmt.Errorf("starting %s: %w", s.bin, err)
+		return err
 	}
-	exited := make(chan struct{})
-	go func() { // owned by this process: ends when the process is reaped
-		_ = cmd.Wait()
-		logf.Close()
-		close(exited)
-	}()
 	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
+	s.proc = p
 	s.mu.Unlock()
-	return s.waitReady(exited)
+	return s.waitReady(p.Exited())
 }
 
 // waitReady polls SELECT 1 until it answers, the process exits, or the start timeout passes.
@@ -235,7 +230,10 @@ func (s *Server) Dir() string { return s.dir }
 func (s *Server) Exited() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.exited
+	if s.proc == nil {
+		return nil
+	}
+	return s.proc.Exited()
 }
 
 // Query runs one statement over the HTTP interface and returns its output (TabSeparated unless the
@@ -285,17 +283,13 @@ var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true
 func (s *Server) Stop() {
 	s.tb.Helper()
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
+	p := s.proc
 	s.mu.Unlock()
-	if cmd == nil {
+	if p == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(s.timeout):
-		s.tb.Logf("clickhouse %s: no exit %v after SIGTERM; killing", s.Addr(), s.timeout)
-		s.kill()
+	if p.StopGroup(s.timeout) {
+		s.tb.Logf("clickhouse %s: no exit %v after SIGTERM; killed", s.Addr(), s.timeout)
 	}
 }
 
@@ -304,13 +298,11 @@ func (s *Server) Kill() { s.kill() }
 
 func (s *Server) kill() {
 	s.mu.Lock()
-	cmd, exited := s.cmd, s.exited
+	p := s.proc
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if p != nil {
+		p.Kill()
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-exited
 }
 
 // Restart starts the server again on the same config, data dir and ports after Stop or Kill (it
@@ -341,35 +333,7 @@ func (s *Server) Log() string {
 }
 
 // LogTail returns the last n lines of Log.
-func (s *Server) LogTail(n int) string { return tail(s.Log(), n) }
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// freePorts returns n distinct ports free on 127.0.0.1 at the time of the call.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
+func (s *Server) LogTail(n int) string { return proc.Tail(s.Log(), n) }
 
 var configTemplate = template.Must(template.New("config.xml").Parse(`<?xml version="1.0"?>
 <yandex>

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/proc"
 )
 
 // ZooKeeper is one standalone ZooKeeper 3.8 (Debian package zookeeper) on loopback.
@@ -21,8 +23,7 @@ type ZooKeeper struct {
 	port    int
 	dir     string
 	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	proc    *proc.Proc
 }
 
 // Debian's zookeeper.jar names its dependencies in its manifest; slf4j-simple gives it a logger.
@@ -59,12 +60,12 @@ func StartZooKeeper(tb testing.TB, timeout time.Duration) *ZooKeeper {
 }
 
 func startZK(tb testing.TB, java string, timeout time.Duration) (*ZooKeeper, error) {
-	ports, err := freePorts(1)
+	ports, err := proc.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
 	dir := tb.TempDir()
-	z := &ZooKeeper{port: ports[0], dir: dir, logPath: filepath.Join(dir, "zookeeper.log"), exited: make(chan struct{})}
+	z := &ZooKeeper{port: ports[0], dir: dir, logPath: filepath.Join(dir, "zookeeper.log")}
 	cfg := fmt.Sprintf(`tickTime=500
 initLimit=10
 syncLimit=5
@@ -83,24 +84,19 @@ admin.enableServer=false
 	if err != nil {
 		return nil, err
 	}
-	z.cmd = exec.Command(java, "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
+	cmd := exec.Command(java, "-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.jmx.log4j.disable=true",
 		"-cp", strings.Join(zkJars, ":"), "org.apache.zookeeper.server.ZooKeeperServerMain", cfgPath)
-	z.cmd.Dir = dir
-	z.cmd.Stdout, z.cmd.Stderr = logf, logf
-	z.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := z.cmd.Start(); err != nil {
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if z.proc, err = proc.Start(cmd, func() { logf.Close() }); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("starting %s: %w", java, err)
+		return nil, err
 	}
-	go func() { // owned by this process: ends when it is reaped
-		_ = z.cmd.Wait()
-		logf.Close()
-		close(z.exited)
-	}()
 	tb.Cleanup(func() {
 		z.Kill()
 		if tb.Failed() {
-			tb.Logf("zookeeper %s: last lines of its log:\n%s", z.Addr(), tail(z.Log(), 20))
+			tb.Logf("zookeeper %s: last lines of its log:\n%s", z.Addr(), proc.Tail(z.Log(), 20))
 		}
 	})
 	if err := z.waitReady(timeout); err != nil {
@@ -109,7 +105,7 @@ admin.enableServer=false
 		if strings.Contains(log, "Address already in use") {
 			return nil, fmt.Errorf("%w: %v", errBind, err)
 		}
-		return nil, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 20))
+		return nil, fmt.Errorf("%v; log tail:\n%s", err, proc.Tail(log, 20))
 	}
 	return z, nil
 }
@@ -125,7 +121,7 @@ func (z *ZooKeeper) waitReady(timeout time.Duration) error {
 			return nil
 		}
 		select {
-		case <-z.exited:
+		case <-z.proc.Exited():
 			return fmt.Errorf("zookeeper exited before answering (last: %v)", lastErr)
 		case <-ctx.Done():
 			return fmt.Errorf("zookeeper did not answer within %v: %v", timeout, lastErr)
@@ -177,10 +173,7 @@ func (z *ZooKeeper) Log() string {
 }
 
 // Kill ends ZooKeeper with SIGKILL and waits until it is reaped.
-func (z *ZooKeeper) Kill() {
-	_ = syscall.Kill(-z.cmd.Process.Pid, syscall.SIGKILL)
-	<-z.exited
-}
+func (z *ZooKeeper) Kill() { z.proc.Kill() }
 
 // Cluster is a ZooKeeper and two clickhouse-server processes forming ClusterName: two shards of one
 // replica each, macros {cluster}, {shard} (01, 02) and {replica} (r1) set on each server.
@@ -201,7 +194,7 @@ func StartCluster(tb testing.TB, opts Options) *Cluster {
 	zk := StartZooKeeper(tb, opts.StartTimeout)
 	// The remote_servers section names each server by its native port, so the ports are chosen
 	// first and every server gets the same section (a server finds itself in it by host and port).
-	ports, err := freePorts(6)
+	ports, err := proc.FreePorts(6)
 	if err != nil {
 		tb.Fatal(err)
 	}

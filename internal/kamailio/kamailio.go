@@ -21,11 +21,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/proc"
 	"github.com/msrpscope/msrpscope/internal/testenv"
 )
 
@@ -185,7 +185,7 @@ type Instance struct {
 	dir     string
 	cfgPath string
 	logPath string
-	cmd     *exec.Cmd
+	proc    *proc.Proc    // nil until started
 	exited  chan struct{} // closed when the process has been reaped
 	// removeDir is the directory Launch created, removed by Stop.
 	removeDir string
@@ -213,7 +213,7 @@ func (k *Instance) Log() string {
 }
 
 // LogTail returns the last n lines of the log.
-func (k *Instance) LogTail(n int) string { return tail(k.Log(), n) }
+func (k *Instance) LogTail(n int) string { return proc.Tail(k.Log(), n) }
 
 // Exited is closed when the process has exited.
 func (k *Instance) Exited() <-chan struct{} { return k.exited }
@@ -314,7 +314,7 @@ func (k *Instance) Stop() {
 }
 
 // Pid returns the main process's id; its worker processes are its children.
-func (k *Instance) Pid() int { return k.cmd.Process.Pid }
+func (k *Instance) Pid() int { return k.proc.Pid() }
 
 // Dir returns the instance's directory (config, log, ctl socket).
 func (k *Instance) Dir() string { return k.dir }
@@ -365,7 +365,7 @@ var errBind = errors.New("could not bind the port")
 // even with an error (stopped, its exited channel closed), so that the
 // caller can remove its directory.
 func start(bin string, cfg Config, prepare func(*Instance) (string, error)) (*Instance, error) {
-	port, err := freePort()
+	port, err := proc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -407,96 +407,39 @@ func start(bin string, cfg Config, prepare func(*Instance) (string, error)) (*In
 	}
 	// -DD: no daemon, -E: log to stderr, -w: working dir; -m/-M: shared
 	// and private memory in MB.
-	k.cmd = exec.Command(bin, "-f", k.cfgPath, "-DD", "-E", "-w", dir,
+	cmd := exec.Command(bin, "-f", k.cfgPath, "-DD", "-E", "-w", dir,
 		"-m", strconv.Itoa(cfg.SharedMemMB), "-M", strconv.Itoa(cfg.PkgMemMB))
-	k.cmd.Stdout, k.cmd.Stderr = logf, logf
-	k.cmd.Dir = dir
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := k.cmd.Start(); err != nil {
-		logf.Close()
-		close(k.exited) // nothing to stop
-		return k, fmt.Errorf("starting %s: %w", bin, err)
-	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = dir
 	// The waiter goroutine is owned by the Instance: it ends when the
 	// process exits, which the cleanup prepare registered (or Stop)
 	// guarantees.
-	go func() {
-		_ = k.cmd.Wait()
+	p, err := proc.Start(cmd, func() {
 		logf.Close()
 		close(k.exited)
-	}()
-	if err := k.waitReady(cfg.StartTimeout); err != nil {
+	})
+	if err != nil {
+		logf.Close()
+		close(k.exited) // nothing to stop
+		return k, err
+	}
+	k.proc = p
+	if err := proc.WaitTCP(context.Background(), k.Addr(), k.exited, cfg.StartTimeout); err != nil {
+		err = fmt.Errorf("kamailio %w", err)
 		k.stop()
 		log := k.Log()
 		if strings.Contains(log, "Address already in use") || strings.Contains(log, "bind(") {
 			return k, fmt.Errorf("%w %d: %v", errBind, port, err)
 		}
-		return k, fmt.Errorf("%v; log tail:\n%s", err, tail(log, 40))
+		return k, fmt.Errorf("%v; log tail:\n%s", err, proc.Tail(log, 40))
 	}
 	return k, nil
-}
-
-// waitReady polls a TCP connect to the port until it succeeds, the process
-// exits, or the timeout passes.
-func (k *Instance) waitReady(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	var d net.Dialer
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, time.Second)
-		conn, err := d.DialContext(cctx, "tcp", k.Addr())
-		ccancel()
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		select {
-		case <-k.exited:
-			return fmt.Errorf("kamailio exited before listening on %s", k.Addr())
-		case <-ctx.Done():
-			return fmt.Errorf("kamailio not listening on %s after %v: %w", k.Addr(), timeout, err)
-		case <-tick.C:
-		}
-	}
 }
 
 // stop sends SIGTERM to the process (Kamailio stops its children), then
 // SIGKILL to its process group if it has not exited within 5 s.
 func (k *Instance) stop() {
-	select {
-	case <-k.exited:
-		return
-	default:
+	if k.proc != nil {
+		k.proc.Stop(5 * time.Second)
 	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(5 * time.Second)
-	defer t.Stop()
-	select {
-	case <-k.exited:
-	case <-t.C:
-		_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-		<-k.exited
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	if err := l.Close(); err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	return port, nil
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
