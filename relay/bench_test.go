@@ -1,9 +1,7 @@
 package relay
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/rawmsrp"
 	"github.com/msrpscope/msrpscope/relay/auth"
 	"github.com/msrpscope/msrpscope/relay/msrp"
 	"github.com/msrpscope/msrpscope/tracer/event"
@@ -47,13 +46,13 @@ func (o *benchObserver) Observe(e *event.Event) {
 // benchPair is a relay with two raw loopback clients A and B, each holding
 // a session made directly in the table (AUTH is not what is measured).
 type benchPair struct {
-	r          *Relay
-	obs        *benchObserver
-	a, b       net.Conn
-	ar, br     *msrp.Reader
-	send, resp []byte // A's SEND to B; B's 200 for the relay's tid (filled per frame)
-	sendN      []byte // burst: n SENDs
-	respN      []byte // burst: B's n 200s
+	r      *Relay
+	obs    *benchObserver
+	raw    *rawmsrp.Pair
+	a, b   net.Conn     // raw's A and B
+	ar, br *msrp.Reader // their readers
+	send   []byte       // A's SEND to B
+	sendN  []byte       // burst: n SENDs
 }
 
 func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event)) *benchPair {
@@ -114,60 +113,17 @@ func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event))
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	p.send = []byte("MSRP a786hjs2 SEND\r\nTo-Path: " + own("sessa") + " " + own("sessb") + " " + uriOf(p.b, "c") +
-		"\r\nFrom-Path: " + uriOf(p.a, "c") + "\r\nMessage-ID: 87652491\r\nByte-Range: 1-100/100\r\n" +
-		"Content-Type: text/plain\r\n\r\n" + string(body) + "\r\n-------a786hjs2$\r\n")
-	p.resp = make([]byte, 0, 512)
-	p.ar = msrp.NewReader(bufio.NewReaderSize(p.a, 32<<10), msrp.Limits{})
-	p.br = msrp.NewReader(bufio.NewReaderSize(p.b, 32<<10), msrp.Limits{})
+	p.send = rawmsrp.SEND("a786hjs2", own("sessa")+" "+own("sessb")+" "+uriOf(p.b, "c"), uriOf(p.a, "c"), "87652491", body)
+	p.raw = rawmsrp.NewPair(p.a, p.b, p.send)
+	p.ar, p.br = p.raw.A.R, p.raw.B.R
 	return p
 }
 
-func drain(b testing.TB, f *msrp.Frame) {
-	body := f.Body()
-	for {
-		_, err := body.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-}
+func drain(b testing.TB, f *msrp.Frame) { rawmsrp.Drain(b, f) }
 
 // one sends one SEND from A to B through the relay, answers it at B and
 // waits for the relay's 200 at A.
-func (p *benchPair) one(b testing.TB) {
-	if _, err := p.a.Write(p.send); err != nil {
-		b.Fatal(err)
-	}
-	f, err := p.br.ReadFrame()
-	if err != nil || string(f.Method) != "SEND" {
-		b.Fatalf("B read %v", err)
-	}
-	// B's 200 to the relay: To-Path is the first From-Path URI.
-	to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
-	r := append(p.resp[:0], "MSRP "...)
-	r = append(r, f.TransactID...)
-	r = append(r, " 200 OK\r\nTo-Path: "...)
-	r = append(r, to...)
-	r = append(r, "\r\nFrom-Path: "...)
-	r = append(r, f.Get(msrp.HdrToPath)...)
-	r = append(r, "\r\n-------"...)
-	r = append(r, f.TransactID...)
-	r = append(r, "$\r\n"...)
-	p.resp = r
-	drain(b, f)
-	if _, err := p.b.Write(p.resp); err != nil {
-		b.Fatal(err)
-	}
-	f, err = p.ar.ReadFrame()
-	if err != nil || f.StatusCode != 200 {
-		b.Fatalf("A read %v", err)
-	}
-	drain(b, f)
-}
+func (p *benchPair) one(b testing.TB) { p.raw.One(b) }
 
 // burst sends n SENDs from A in one write (pipelined, as a client with n
 // in flight), reads them at B, answers all n in one write and reads the n
@@ -179,38 +135,7 @@ func (p *benchPair) burst(b testing.TB, n int) {
 			p.sendN = append(p.sendN, p.send...)
 		}
 	}
-	if _, err := p.a.Write(p.sendN); err != nil {
-		b.Fatal(err)
-	}
-	r := p.respN[:0]
-	for range n {
-		f, err := p.br.ReadFrame()
-		if err != nil || string(f.Method) != "SEND" {
-			b.Fatalf("B read %v", err)
-		}
-		to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
-		r = append(r, "MSRP "...)
-		r = append(r, f.TransactID...)
-		r = append(r, " 200 OK\r\nTo-Path: "...)
-		r = append(r, to...)
-		r = append(r, "\r\nFrom-Path: "...)
-		r = append(r, f.Get(msrp.HdrToPath)...)
-		r = append(r, "\r\n-------"...)
-		r = append(r, f.TransactID...)
-		r = append(r, "$\r\n"...)
-		drain(b, f)
-	}
-	p.respN = r
-	if _, err := p.b.Write(p.respN); err != nil {
-		b.Fatal(err)
-	}
-	for range n {
-		f, err := p.ar.ReadFrame()
-		if err != nil || f.StatusCode != 200 {
-			b.Fatalf("A read %v", err)
-		}
-		drain(b, f)
-	}
+	p.raw.Burst(b, p.sendN, n)
 }
 
 func benchSEND(b *testing.B, frames, wire bool) {

@@ -3,11 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/md5"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
 	"math"
 	"net"
@@ -21,7 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/msrpscope/msrpscope/relay/msrp"
+	"github.com/msrpscope/msrpscope/internal/proc"
+	"github.com/msrpscope/msrpscope/internal/rawmsrp"
 )
 
 // The cost of tracing per relayed SEND, measured on the whole program: run
@@ -43,19 +40,20 @@ const (
 // tracedRelay is run with a configuration of one mode and two raw clients
 // with a session each.
 type tracedRelay struct {
-	a, b       net.Conn
-	ar, br     *msrp.Reader
-	send, resp []byte
-	burst      []byte        // window SENDs of distinct transact-ids and Message-IDs, back to back
-	hepGot     *atomic.Int64 // HEP datagrams the loopback reader received (traceHEPUDP)
-	pcapDir    string
+	raw     *rawmsrp.Pair
+	burst   []byte        // window SENDs of distinct transact-ids and Message-IDs, back to back
+	hepGot  *atomic.Int64 // HEP datagrams the loopback reader received (traceHEPUDP)
+	pcapDir string
 }
 
 // startTraced starts run in mode and authenticates two clients.
 func startTraced(tb testing.TB, mode traceMode) *tracedRelay {
 	tb.Helper()
 	tr := &tracedRelay{hepGot: new(atomic.Int64)}
-	port := freePortTB(tb)
+	port, err := proc.FreePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cfg := fmt.Sprintf("listen:\n  - {transport: msrp, addr: \"127.0.0.1:%d\"}\nadmin: {addr: \"127.0.0.1:0\"}\n", port)
 	switch mode {
 	case traceOff:
@@ -92,24 +90,18 @@ sinks:
 	tb.Setenv("MSRPSCOPE_DEMO_PASSWORD", "pw")
 	startRunTB(tb, cfg)
 	relayURI := fmt.Sprintf("msrp://127.0.0.1:%d;tcp", port)
-	var useA, useB string
-	tr.a, tr.ar, useA = authClient(tb, port, relayURI)
-	tr.b, tr.br, useB = authClient(tb, port, relayURI)
-	uriB := "msrp://" + tr.b.LocalAddr().String() + "/c;tcp"
-	uriA := "msrp://" + tr.a.LocalAddr().String() + "/c;tcp"
+	a, b := authClient(tb, port), authClient(tb, port)
+	useA := a.Auth(tb, relayURI, "demo", "pw")
+	useB := b.Auth(tb, relayURI, "demo", "pw")
+	toPath, fromPath := useA+" "+useB+" "+b.URI("c"), a.URI("c")
 	body := make([]byte, 100)
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	tr.send = []byte("MSRP a786hjs2 SEND\r\nTo-Path: " + useA + " " + useB + " " + uriB +
-		"\r\nFrom-Path: " + uriA + "\r\nMessage-ID: 87652491\r\nByte-Range: 1-100/100\r\n" +
-		"Content-Type: text/plain\r\n\r\n" + string(body) + "\r\n-------a786hjs2$\r\n")
-	tr.resp = make([]byte, 0, 512)
+	tr.raw = rawmsrp.NewPair(a.Conn, b.Conn, rawmsrp.SEND("a786hjs2", toPath, fromPath, "87652491", body))
 	for i := range window {
 		tid := fmt.Sprintf("b%07d", i)
-		tr.burst = append(tr.burst, "MSRP "+tid+" SEND\r\nTo-Path: "+useA+" "+useB+" "+uriB+
-			"\r\nFrom-Path: "+uriA+"\r\nMessage-ID: m"+tid+"\r\nByte-Range: 1-100/100\r\n"+
-			"Content-Type: text/plain\r\n\r\n"+string(body)+"\r\n-------"+tid+"$\r\n"...)
+		tr.burst = append(tr.burst, rawmsrp.SEND(tid, toPath, fromPath, "m"+tid, body)...)
 	}
 	return tr
 }
@@ -120,50 +112,7 @@ const window = 64
 // many relays window SENDs at once: A writes them in one write, B reads
 // them all and answers all in one write, A reads the window 200s. The relay
 // so sees reads of many frames, as under load.
-func (tr *tracedRelay) many(tb testing.TB) {
-	if _, err := tr.a.Write(tr.burst); err != nil {
-		tb.Fatal(err)
-	}
-	r := tr.resp[:0]
-	for range window {
-		f, err := tr.br.ReadFrame()
-		if err != nil || string(f.Method) != "SEND" {
-			tb.Fatalf("B read %v", err)
-		}
-		to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
-		r = append(r, "MSRP "...)
-		r = append(r, f.TransactID...)
-		r = append(r, " 200 OK\r\nTo-Path: "...)
-		r = append(r, to...)
-		r = append(r, "\r\nFrom-Path: "...)
-		r = append(r, f.Get(msrp.HdrToPath)...)
-		r = append(r, "\r\n-------"...)
-		r = append(r, f.TransactID...)
-		r = append(r, "$\r\n"...)
-		drainFrame(tb, f)
-	}
-	tr.resp = r
-	if _, err := tr.b.Write(r); err != nil {
-		tb.Fatal(err)
-	}
-	for range window {
-		f, err := tr.ar.ReadFrame()
-		if err != nil || f.StatusCode != 200 {
-			tb.Fatalf("A read %v", err)
-		}
-		drainFrame(tb, f)
-	}
-}
-
-func freePortTB(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+func (tr *tracedRelay) many(tb testing.TB) { tr.raw.Burst(tb, tr.burst, window) }
 
 // startRunTB is startRun for benchmarks too; the log is discarded.
 func startRunTB(tb testing.TB, config string) {
@@ -224,121 +173,20 @@ func startRunTB(tb testing.TB, config string) {
 	}
 }
 
-// authClient dials the relay and authenticates as demo (RFC 4976 §5.1,
-// Digest per RFC 7616 with qop=auth); it returns the Use-Path URI.
-func authClient(tb testing.TB, port int, relayURI string) (net.Conn, *msrp.Reader, string) {
+// authClient dials the relay's port.
+func authClient(tb testing.TB, port int) *rawmsrp.Client {
 	tb.Helper()
 	nc, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { nc.Close() })
-	rd := msrp.NewReader(bufio.NewReaderSize(nc, 32<<10), msrp.Limits{})
-	from := "msrp://" + nc.LocalAddr().String() + "/c;tcp"
-	auth := func(tid, cred string) *msrp.Frame {
-		req := "MSRP " + tid + " AUTH\r\nTo-Path: " + relayURI + "\r\nFrom-Path: " + from + "\r\n"
-		if cred != "" {
-			req += "Authorization: " + cred + "\r\n"
-		}
-		req += "-------" + tid + "$\r\n"
-		if _, err := nc.Write([]byte(req)); err != nil {
-			tb.Fatal(err)
-		}
-		f, err := rd.ReadFrame()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		drainFrame(tb, f)
-		return f
-	}
-	f := auth("auth1", "")
-	if f.StatusCode != 401 {
-		tb.Fatalf("AUTH: %d, want 401", f.StatusCode)
-	}
-	ch, err := msrp.ParseDigest(f.Get(msrp.HdrWWWAuthenticate))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	realm, _ := ch.Get("realm")
-	nonce, _ := ch.Get("nonce")
-	alg, hasAlg := ch.Get("algorithm")
-	newHash := md5.New
-	if strings.EqualFold(alg, "SHA-256") {
-		newHash = sha256.New
-	}
-	h := func(s string) string { return hexOf(newHash, s) }
-	const cnonce, nc1 = "0a4f113b", "00000001"
-	resp := h(h("demo:"+realm+":pw") + ":" + nonce + ":" + nc1 + ":" + cnonce + ":auth:" + h("AUTH:"+relayURI))
-	params := []msrp.DigestParam{
-		{Name: "username", Value: "demo", Quoted: true}, {Name: "realm", Value: realm, Quoted: true},
-		{Name: "nonce", Value: nonce, Quoted: true}, {Name: "uri", Value: relayURI, Quoted: true},
-		{Name: "response", Value: resp, Quoted: true}, {Name: "qop", Value: "auth"},
-		{Name: "cnonce", Value: cnonce, Quoted: true}, {Name: "nc", Value: nc1},
-	}
-	if hasAlg {
-		params = append(params, msrp.DigestParam{Name: "algorithm", Value: alg})
-	}
-	if op, ok := ch.Get("opaque"); ok {
-		params = append(params, msrp.DigestParam{Name: "opaque", Value: op, Quoted: true})
-	}
-	f = auth("auth2", string(msrp.AppendDigest(nil, "Digest", params...)))
-	if f.StatusCode != 200 {
-		tb.Fatalf("AUTH with credentials: %d", f.StatusCode)
-	}
-	use, _ := msrp.SplitPath(f.Get(msrp.HdrUsePath))
-	return nc, rd, string(use)
-}
-
-func hexOf(newHash func() hash.Hash, s string) string {
-	h := newHash()
-	h.Write([]byte(s))
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func drainFrame(tb testing.TB, f *msrp.Frame) {
-	body := f.Body()
-	for {
-		_, err := body.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-	}
+	return rawmsrp.NewClient(nc)
 }
 
 // one sends one SEND from A to B, answers it at B and waits for the
 // relay's 200 at A.
-func (tr *tracedRelay) one(tb testing.TB) {
-	if _, err := tr.a.Write(tr.send); err != nil {
-		tb.Fatal(err)
-	}
-	f, err := tr.br.ReadFrame()
-	if err != nil || string(f.Method) != "SEND" {
-		tb.Fatalf("B read %v", err)
-	}
-	to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
-	r := append(tr.resp[:0], "MSRP "...)
-	r = append(r, f.TransactID...)
-	r = append(r, " 200 OK\r\nTo-Path: "...)
-	r = append(r, to...)
-	r = append(r, "\r\nFrom-Path: "...)
-	r = append(r, f.Get(msrp.HdrToPath)...)
-	r = append(r, "\r\n-------"...)
-	r = append(r, f.TransactID...)
-	r = append(r, "$\r\n"...)
-	tr.resp = r
-	drainFrame(tb, f)
-	if _, err := tr.b.Write(tr.resp); err != nil {
-		tb.Fatal(err)
-	}
-	f, err = tr.ar.ReadFrame()
-	if err != nil || f.StatusCode != 200 {
-		tb.Fatalf("A read %v", err)
-	}
-	drainFrame(tb, f)
-}
+func (tr *tracedRelay) one(tb testing.TB) { tr.raw.One(tb) }
 
 // framesPerSEND are the traced frames of one relayed SEND.
 const framesPerSEND = 4
