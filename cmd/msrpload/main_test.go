@@ -235,6 +235,30 @@ func TestRateBounded(t *testing.T) {
 	}
 }
 
+// A rate the pair cannot reach (one SEND in flight, 10 million a second)
+// is reported as behind schedule: in the text summary and in --json's
+// "schedule" (absent without -rate).
+func TestRateBehindSchedule(t *testing.T) {
+	uri := testRelay(t, nil)
+	args := []string{"-relay", uri, "-user", "carol:carol-pw", "-window", "1", "-rate", "10000000/s", "-duration", "200ms"}
+	var out, errOut bytes.Buffer
+	code := run(args, &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), "BEHIND SCHEDULE: achieved ") || !strings.Contains(out.String(), "of 10000000 messages/s") {
+		t.Fatalf("exit %d\n%s\nstderr %s", code, out.String(), errOut.String())
+	}
+	code, rep, stderr := jsonReport(t, args...)
+	s, ok := rep["schedule"].(map[string]any)
+	if code != 0 || !ok || num(t, s, "target_per_sec") != 1e7 || num(t, s, "behind") < 1 ||
+		num(t, s, "started") != num(t, rep, "messages") || num(t, s, "achieved_per_sec") >= 1e7 {
+		t.Fatalf("exit %d schedule %v\n%v\n%s", code, rep["schedule"], rep, stderr)
+	}
+	for _, k := range []string{"late", "max_late_ns"} {
+		if _, ok := s[k].(float64); !ok {
+			t.Fatalf("schedule.%s missing: %v", k, s)
+		}
+	}
+}
+
 // Text mode: the summary names both latencies and delivery.
 func TestTextSummary(t *testing.T) {
 	uri := testRelay(t, nil)

@@ -56,6 +56,7 @@ type pair struct {
 	tidBuf [32]byte      // render's scratch
 	head   []byte        // " SEND\r\nTo-Path: ...\r\nFrom-Path: ...\r\nMessage-ID: m"
 	wake   chan struct{} // capacity 1: makes the ticker run now
+	parked bool          // -rate: the ticker sleeps until the sweep, the window full (amu)
 
 	amu       sync.Mutex
 	slots     []slot
@@ -66,6 +67,10 @@ type pair struct {
 	curOff    int64
 	started   int64 // messages started
 	nextSched int64 // -rate: ns since start of the next message's schedule
+	schedBase int64 // -rate: the first message's scheduled time
+	lastStart int64 // -rate: when the latest message started
+	maxLate   int64 // -rate: the most any message started late
+	lateN     int64 // -rate: messages started more than LateTolerance late
 	nextSweep int64
 	aDead     bool
 	aLat      []int64 // latency bases of the 200s of this batch, recorded at its end
@@ -138,8 +143,17 @@ func (p *pair) mayStart(now int64) (sched int64, ok bool) {
 		if p.nextSched > now {
 			return 0, false
 		}
+		// The schedule is absolute (start + k·interval): after a late
+		// wake-up every message already due starts at once, as far as the
+		// window allows, each keeping its own scheduled time.
 		sched = p.nextSched
 		p.nextSched += p.r.interval
+		late := now - sched
+		p.lastStart = now
+		p.maxLate = max(p.maxLate, late)
+		if late > int64(LateTolerance) {
+			p.lateN++
+		}
 		return sched, true
 	}
 	return now, true
@@ -326,6 +340,7 @@ func (p *pair) readA() {
 			p.pump(now)
 			p.flushA()
 			p.checkIdle()
+			p.unpark()
 		}
 		p.amu.Unlock()
 	}
@@ -429,12 +444,40 @@ func (p *pair) tick(stop <-chan struct{}) {
 		p.pump(now)
 		p.flushA()
 		p.checkIdle()
-		next := p.nextSweep
-		if p.r.interval > 0 && len(p.free) > 0 && !p.stopping.Load() && p.nextSched < next {
-			next = max(p.nextSched, now+int64(100*time.Microsecond))
-		}
+		next := p.nextWake(now)
 		p.amu.Unlock()
 		t.Reset(time.Duration(next - now))
+	}
+}
+
+// nextWake is when the ticker must run next (amu held): the sweep, or
+// with -rate the next scheduled message. With the window full the next
+// message cannot start on time anyway: the ticker sleeps until the sweep,
+// parked, and A's reader wakes it when a 200 frees a slot (unpark);
+// without that a message due after the last 200 of a full window would
+// wait for the sweep, up to a second, and the rate would fall far behind.
+func (p *pair) nextWake(now int64) int64 {
+	next := p.nextSweep
+	p.parked = false
+	if p.r.interval > 0 && !p.stopping.Load() && p.nextSched < next {
+		if len(p.free) == 0 {
+			p.parked = true
+		} else {
+			next = max(p.nextSched, now+int64(100*time.Microsecond))
+		}
+	}
+	return next
+}
+
+// unpark wakes the ticker parked on a full window once a slot is free
+// (amu held).
+func (p *pair) unpark() {
+	if p.parked && len(p.free) > 0 {
+		p.parked = false
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -195,5 +196,94 @@ func TestKinds(t *testing.T) {
 	}
 	if got := connKind(&msrp.FrameError{Err: msrp.ErrStartLine}); got != kindMalformed {
 		t.Errorf("connKind(frame error) = %q", got)
+	}
+}
+
+// With -rate the schedule is absolute: a pair that wakes up late starts
+// every message already due at once (as far as its window allows), each
+// with its own scheduled time; what it could not start counts as behind.
+func TestRateCatchUp(t *testing.T) {
+	ms := int64(time.Millisecond)
+	for _, c := range []struct {
+		name        string
+		wakes       []int64 // the pumps' clock, ns since start
+		count       int
+		stopAt      int64 // -1: ended by count
+		wantStarted int64
+		wantBehind  int64
+		wantLate    int64
+		kept        bool
+	}{
+		// On time: one message a wake-up, the stop between two.
+		{"on time", []int64{0, 1 * ms, 2 * ms, 3 * ms}, 0, 3*ms + ms/2, 4, 0, 0, true},
+		// One late wake-up: the 4 due start at once and catch up (the
+		// first at 4 ms is on time, the 3 before it late).
+		{"caught up", []int64{0, 4 * ms, 5 * ms}, 0, 5*ms + ms/2, 6, 0, 2, true},
+		// 50 ms late with a window of 8: 8 start, 43 are behind at the stop.
+		{"window full", []int64{50 * ms}, 0, 50 * ms, 8, 43, 8, false},
+		// Ended by -count: behind when its last message started.
+		{"count", []int64{50 * ms}, 8, -1, 8, 43, 8, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := &runner{opts: Options{Size: 10, Count: c.count, Rate: 1000, ResponseTimeout: time.Hour},
+				interval: ms, body: make([]byte, 10), changed: make(chan struct{}, 1)}
+			p := &pair{r: r, head: []byte(" SEND\r\nTo-Path: x\r\nMessage-ID: m")}
+			p.a = &mconn{bw: bufio.NewWriter(io.Discard)}
+			p.initWindow(8)
+			for _, now := range c.wakes {
+				p.pump(now)
+				// The window empties between wake-ups (every SEND answered).
+				for i := range p.slots {
+					if p.slots[i].inUse {
+						p.finishSlot(int32(i), true)
+					}
+				}
+			}
+			s := schedule(r, []*pair{p}, c.stopAt)
+			if s.Started != c.wantStarted || s.Behind != c.wantBehind || s.Late != c.wantLate || s.Kept() != c.kept {
+				t.Fatalf("%+v, want started %d behind %d late %d kept %v", *s, c.wantStarted, c.wantBehind, c.wantLate, c.kept)
+			}
+			if p.nextSched != p.started*ms {
+				t.Fatalf("next scheduled at %d, want %d: the schedule must not move with the wake-ups", p.nextSched, p.started*ms)
+			}
+		})
+	}
+}
+
+// With -rate and the window full the ticker parks until the sweep; the
+// 200 that frees a slot must wake it, or the next message waits for the
+// sweep (up to a second) and the rate falls behind.
+func TestRateTickerUnparked(t *testing.T) {
+	hour := int64(time.Hour)
+	r := &runner{opts: Options{Size: 10, Rate: 1, ResponseTimeout: time.Hour},
+		interval: hour, body: make([]byte, 10), changed: make(chan struct{}, 1), start: time.Now()}
+	aEnd, relayEnd := loopback(t)
+	br := bufio.NewReaderSize(aEnd, readBufSize)
+	p := &pair{r: r, head: []byte(" SEND\r\nTo-Path: x\r\nFrom-Path: y\r\nMessage-ID: m")}
+	p.a = &mconn{nc: aEnd, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriter(aEnd)}
+	p.initWindow(1)
+	p.nextSweep = 2 * hour
+	p.pump(0) // the window of 1 is full
+	p.flushA()
+	if next := p.nextWake(0); next != p.nextSweep || !p.parked {
+		t.Fatalf("window full: next wake %d parked %v, want the sweep, parked", next, p.parked)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); p.readA() }()
+	defer func() { p.closing.Store(true); _ = aEnd.Close(); <-done }()
+
+	rd := msrp.NewReader(bufio.NewReader(relayEnd), msrp.Limits{})
+	f, err := rd.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tid := string(f.TransactID)
+	if _, err := fmt.Fprintf(relayEnd, "MSRP %s 200 OK\r\nTo-Path: y\r\nFrom-Path: x\r\n-------%s$\r\n", tid, tid); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.wake:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the 200 that freed the window did not wake the parked ticker")
 	}
 }

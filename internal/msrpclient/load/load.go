@@ -98,9 +98,77 @@ type Report struct {
 	ExitStatus        int              `json:"exit_status"`
 	CPUSeconds        float64          `json:"msrpload_cpu_seconds"` // this process's user+system CPU over Run
 	Hints             []string         `json:"hints"`
+	Schedule          *Schedule        `json:"schedule,omitempty"` // -rate only
 	PayloadBytes      int64            `json:"-"`
 	PairsStarted      int              `json:"-"`
 	Rate              float64          `json:"-"` // Options.Rate
+}
+
+// LateTolerance is how late after its scheduled time a -rate message may
+// start before Schedule counts it late (timers on a busy machine fire late
+// by this much and more).
+const LateTolerance = time.Millisecond
+
+// Schedule is how well a -rate run kept its schedule. msrpload schedules
+// by absolute time (message k of a pair at start + offset + k·pairs/rate),
+// so a pair that wakes up late starts every message already due at once,
+// as far as its window allows, and catches up; when it cannot (late timers
+// on a busy machine, a relay slower than the rate, a window too small for
+// rate × latency) Behind says by how much.
+type Schedule struct {
+	TargetPerSec   float64 `json:"target_per_sec"`   // -rate
+	AchievedPerSec float64 `json:"achieved_per_sec"` // messages started per second of schedule
+	Started        int64   `json:"started"`          // messages started
+	// Behind counts the messages whose scheduled time had come, at the
+	// end of the sending, but that had not started: at the stop
+	// (-duration, interrupt), or, for a pair that ended by -count, when
+	// its last message started.
+	Behind int64 `json:"behind"`
+	// Late counts the messages started more than LateTolerance after their
+	// scheduled time; MaxLateNs is the most any started late.
+	Late      int64 `json:"late"`
+	MaxLateNs int64 `json:"max_late_ns"`
+}
+
+// Kept reports whether the run kept its rate: at most 1 % of the
+// messages behind at the end (a last timer firing late does not count).
+func (s *Schedule) Kept() bool { return s.Behind*100 <= s.Started }
+
+// schedule sums the pairs' schedules; stopAt is when the sending was
+// stopped (ns since start), or -1 when every pair ended by its -count.
+func schedule(r *runner, pairs []*pair, stopAt int64) *Schedule {
+	o := &r.opts
+	s := &Schedule{TargetPerSec: o.Rate}
+	var span int64 // the longest schedule a pair covered
+	for _, p := range pairs {
+		s.Started += p.started
+		s.Late += p.lateN
+		s.MaxLateNs = max(s.MaxLateNs, p.maxLate)
+		end := stopAt
+		if end < 0 {
+			if p.started == 0 {
+				continue
+			}
+			end = p.lastStart
+		}
+		due := int64(0)
+		if end >= p.schedBase {
+			due = (end-p.schedBase)/r.interval + 1
+		}
+		if stopAt >= 0 && o.Count > 0 {
+			due = min(due, int64(o.Count)) // a pair done by -count before the stop
+		}
+		s.Behind += max(due-p.started, 0)
+		if stopAt >= 0 {
+			span = max(span, end-p.schedBase)
+		} else { // the last message's interval is its own
+			span = max(span, end-p.schedBase+r.interval)
+		}
+	}
+	if span > 0 {
+		s.AchievedPerSec = float64(s.Started) / (float64(span) / 1e9)
+	}
+	return s
 }
 
 // OK reports whether the run had no error and B received every message
@@ -124,6 +192,20 @@ func (r Report) Summary() string {
 		r.Pairs, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
 	if r.Rate > 0 {
 		fmt.Fprintf(&b, "  fixed rate %.0f messages/s: latencies count from each message's scheduled time\n", r.Rate)
+	}
+	if s := r.Schedule; s != nil {
+		switch {
+		case !s.Kept():
+			fmt.Fprintf(&b, "  BEHIND SCHEDULE: achieved %.0f of %.0f messages/s, %d messages behind at the end, up to %v late"+
+				" (late timers on a busy machine, or the relay or the window too slow for the rate: more -pairs or -window)\n",
+				s.AchievedPerSec, s.TargetPerSec, s.Behind, rnd(time.Duration(s.MaxLateNs)))
+		case s.Late > 0:
+			fmt.Fprintf(&b, "  schedule kept: achieved %.0f messages/s; %d messages started more than %v late (at most %v) and caught up\n",
+				s.AchievedPerSec, s.Late, LateTolerance, rnd(time.Duration(s.MaxLateNs)))
+		default:
+			fmt.Fprintf(&b, "  schedule kept: achieved %.0f messages/s, every message started within %v of its time\n",
+				s.AchievedPerSec, LateTolerance)
+		}
 	}
 	if r.PairsStarted < r.Pairs {
 		fmt.Fprintf(&b, "  only %d of %d pairs could be set up (see errors)\n", r.PairsStarted, r.Pairs)
@@ -315,6 +397,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		p.initWindow(opts.Window)
 		if r.interval > 0 { // spread the pairs' schedules over one interval
 			p.nextSched = r.interval * int64(i) / int64(len(pairs))
+			p.schedBase = p.nextSched
 		}
 		wg.Add(3)
 		go func() { defer wg.Done(); p.readB() }()
@@ -333,7 +416,9 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		defer t.Stop()
 		durC = t.C
 	}
+	stopAt := int64(-1) // when the sending was stopped, ns since start
 	stopAll := func() {
+		stopAt = r.now()
 		for _, p := range pairs {
 			p.stop()
 		}
@@ -430,6 +515,9 @@ sending:
 	}
 	rep.SendLatency = send.latency()
 	rep.DeliveryLatency = deliv.latency()
+	if r.interval > 0 {
+		rep.Schedule = schedule(r, pairs, stopAt)
+	}
 	if !rep.OK() {
 		rep.ExitStatus = 1
 	}
