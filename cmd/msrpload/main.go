@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("msrpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	relays := fs.String("relay", "msrp://127.0.0.1:2855;tcp", "the relay's MSRP URI (msrps:// for TLS); a comma-separated list is a chain A's SENDs cross in order, B attaches at the last")
+	direct := fs.Bool("direct", false, "no relay: each A connects straight to its B, which listens on a loopback port (RFC 4975 peer to peer, no AUTH): the baseline of what msrpload alone reaches")
 	addr := fs.String("addr", "", "host:port to dial for the first relay (default: from -relay)")
 	insecure := fs.Bool("insecure", false, "TLS: do not verify the relay's certificate")
 	caFile := fs.String("ca", "", "TLS: PEM file of CA certificates to verify the relay with")
@@ -101,7 +102,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *pairs < 1 || *window < 1 || *count < 0 || *duration < 0 {
 		return usage("-pairs and -window must be at least 1, -count and -duration not negative")
 	}
-	chain := strings.Split(*relays, ",")
+	var chain []string
+	if *direct {
+		var relayFlags []string
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "relay", "addr", "user", "password", "ca", "insecure":
+				relayFlags = append(relayFlags, "-"+f.Name)
+			}
+		})
+		if len(relayFlags) > 0 {
+			return usage("-direct has no relay: %s do not apply", strings.Join(relayFlags, ", "))
+		}
+		userList = nil
+	} else {
+		chain = strings.Split(*relays, ",")
+	}
 	for i := range chain {
 		chain[i] = strings.TrimSpace(chain[i])
 		if u, err := msrp.ParseURI(chain[i]); err != nil || u.SessionID != "" {
@@ -109,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	opts := load.Options{
-		Relays: chain, Addr: *addr, Users: userList,
+		Relays: chain, Addr: *addr, Users: userList, Direct: *direct,
 		Pairs: *pairs, Window: *window, Size: int(sz), Chunk: int(ck), Rate: rt,
 		Count: *count, Duration: *duration, ResponseTimeout: *timeout, Drain: *drain, Logger: logger,
 	}

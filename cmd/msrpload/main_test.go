@@ -259,6 +259,31 @@ func TestRateBehindSchedule(t *testing.T) {
 	}
 }
 
+// -direct: A connects straight to B (no relay, no AUTH), small messages
+// and chunked ones checked by hash at B; relay flags are a usage error.
+func TestDirect(t *testing.T) {
+	for _, args := range [][]string{
+		{"-pairs", "2", "-count", "50"},
+		{"-size", "1MiB", "-chunk", "64KiB", "-window", "8", "-count", "3"},
+	} {
+		code, rep, stderr := jsonReport(t, append([]string{"-direct"}, args...)...)
+		if code != 0 || rep["direct"] != true || num(t, rep, "messages") == 0 ||
+			num(t, rep, "messages_delivered") != num(t, rep, "messages") {
+			t.Fatalf("%v: exit %d %v\n%s", args, code, rep, stderr)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-direct", "-count", "5"}, &out, &errOut); code != 0 ||
+		!strings.HasPrefix(out.String(), "msrpload: 1 pairs direct A→B (no relay) window 32") {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errOut.String())
+	}
+	errOut.Reset()
+	if code := run([]string{"-direct", "-relay", "msrp://127.0.0.1:2855;tcp"}, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "-direct has no relay: -relay") {
+		t.Fatalf("-direct -relay: exit %d, %s", code, errOut.String())
+	}
+}
+
 // Text mode: the summary names both latencies and delivery.
 func TestTextSummary(t *testing.T) {
 	uri := testRelay(t, nil)

@@ -59,8 +59,13 @@ func dial(ctx context.Context, addr string, tc *tls.Config) (*mconn, error) {
 	if la != nil {
 		u.Host, u.Port = la.IP.String(), la.Port
 	}
+	return newMconn(nc, u), nil
+}
+
+// newMconn is the engine's connection on nc, named u.
+func newMconn(nc net.Conn, u msrp.URI) *mconn {
 	br := bufio.NewReaderSize(nc, readBufSize)
-	return &mconn{nc: nc, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriterSize(nc, writeBufSize), uri: u.String()}, nil
+	return &mconn{nc: nc, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriterSize(nc, writeBufSize), uri: u.String()}
 }
 
 // authPath authenticates along toPath (RFC 4976 §5.1: the last URI is the

@@ -3,6 +3,7 @@
 package load
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -34,8 +35,14 @@ type Options struct {
 	// and its SENDs cross them all; B attaches at the last one.
 	RelayURI string
 	Relays   []string
-	Addr     string      // host:port to dial for the first relay; default from its URI
-	TLS      *tls.Config // required for msrps://
+	// Direct connects each A straight to its B, no relay (RFC 4975 peer
+	// to peer): B listens on a loopback port of its own, A connects to it
+	// and SENDs with To-Path B's URI, and neither authenticates. The
+	// baseline of what the driver alone reaches; RelayURI, Relays, Addr
+	// and TLS must be unset.
+	Direct bool
+	Addr   string      // host:port to dial for the first relay; default from its URI
+	TLS    *tls.Config // required for msrps://
 	// User (default "demo") and Password, or Users (taken round-robin by
 	// pairs; a pair's A and B use the same one).
 	User     string
@@ -99,6 +106,7 @@ type Report struct {
 	CPUSeconds        float64          `json:"msrpload_cpu_seconds"` // this process's user+system CPU over Run
 	Hints             []string         `json:"hints"`
 	Schedule          *Schedule        `json:"schedule,omitempty"` // -rate only
+	Direct            bool             `json:"direct,omitempty"`   // A straight to B, no relay
 	PayloadBytes      int64            `json:"-"`
 	PairsStarted      int              `json:"-"`
 	Rate              float64          `json:"-"` // Options.Rate
@@ -188,8 +196,12 @@ func (r Report) Summary() string {
 	if r.ChunkBytes > 0 && r.ChunkBytes < r.BodyBytes {
 		chunk = fmt.Sprint(r.ChunkBytes)
 	}
-	fmt.Fprintf(&b, "msrpload: %d pairs window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
-		r.Pairs, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
+	direct := ""
+	if r.Direct {
+		direct = " direct A→B (no relay)"
+	}
+	fmt.Fprintf(&b, "msrpload: %d pairs%s window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
+		r.Pairs, direct, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
 	if r.Rate > 0 {
 		fmt.Fprintf(&b, "  fixed rate %.0f messages/s: latencies count from each message's scheduled time\n", r.Rate)
 	}
@@ -254,44 +266,12 @@ func rnd(d time.Duration) time.Duration {
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if len(o.Relays) == 0 {
-		if o.RelayURI == "" {
-			return o, errors.New("load: no relay URI")
+	if o.Direct {
+		if o.RelayURI != "" || len(o.Relays) > 0 || o.Addr != "" || o.TLS != nil {
+			return o, errors.New("load: a direct run has no relay (no relay URI, address or TLS)")
 		}
-		o.Relays = []string{o.RelayURI}
-	}
-	o.RelayURI = o.Relays[0]
-	secure := false
-	for i, r := range o.Relays {
-		u, err := msrp.ParseURI(r)
-		if err != nil {
-			return o, fmt.Errorf("load: relay URI %d: %w", i+1, err)
-		}
-		if u.SessionID != "" {
-			return o, fmt.Errorf("load: relay URI %q has a session-id: give the relay's own URI", r)
-		}
-		secure = secure || u.Secure && (i == 0 || i == len(o.Relays)-1)
-	}
-	if o.Addr == "" {
-		a, _, err := addrOf(o.Relays[0])
-		if err != nil {
-			return o, err
-		}
-		o.Addr = a
-	}
-	if secure && o.TLS == nil {
-		return o, errors.New("load: msrps:// relay needs a TLS config")
-	}
-	if len(o.Users) == 0 {
-		if o.User == "" {
-			o.User = "demo" // msrpscope's embedded default user
-		}
-		o.Users = []User{{Name: o.User, Password: o.Password}}
-	}
-	for i := range o.Users {
-		if o.Users[i].Name == "" {
-			return o, errors.New("load: empty user name")
-		}
+	} else if err := o.relayDefaults(); err != nil {
+		return o, err
 	}
 	if o.Pairs <= 0 {
 		o.Pairs = 1
@@ -324,6 +304,50 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, nil
+}
+
+// relayDefaults checks and completes the relay and user options.
+func (o *Options) relayDefaults() error {
+	if len(o.Relays) == 0 {
+		if o.RelayURI == "" {
+			return errors.New("load: no relay URI")
+		}
+		o.Relays = []string{o.RelayURI}
+	}
+	o.RelayURI = o.Relays[0]
+	secure := false
+	for i, r := range o.Relays {
+		u, err := msrp.ParseURI(r)
+		if err != nil {
+			return fmt.Errorf("load: relay URI %d: %w", i+1, err)
+		}
+		if u.SessionID != "" {
+			return fmt.Errorf("load: relay URI %q has a session-id: give the relay's own URI", r)
+		}
+		secure = secure || u.Secure && (i == 0 || i == len(o.Relays)-1)
+	}
+	if o.Addr == "" {
+		a, _, err := addrOf(o.Relays[0])
+		if err != nil {
+			return err
+		}
+		o.Addr = a
+	}
+	if secure && o.TLS == nil {
+		return errors.New("load: msrps:// relay needs a TLS config")
+	}
+	if len(o.Users) == 0 {
+		if o.User == "" {
+			o.User = "demo" // msrpscope's embedded default user
+		}
+		o.Users = []User{{Name: o.User, Password: o.Password}}
+	}
+	for i := range o.Users {
+		if o.Users[i].Name == "" {
+			return errors.New("load: empty user name")
+		}
+	}
+	return nil
 }
 
 // runner is one Run's shared state.
@@ -361,7 +385,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{ExitStatus: 1, Errors: map[string]int64{}, Hints: []string{}}, err
 	}
 	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
-		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate}
+		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate, Direct: opts.Direct}
 	r := &runner{opts: opts, changed: make(chan struct{}, 1)}
 	r.body = make([]byte, opts.Size)
 	for i := range r.body {
@@ -586,12 +610,15 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 	o := &r.opts
 	ctx, cancel := context.WithTimeout(ctx, o.SetupTimeout)
 	defer cancel()
-	lastAddr, _, err := addrOf(o.Relays[len(o.Relays)-1])
-	if err != nil {
-		return nil, err
-	}
-	if len(o.Relays) == 1 {
-		lastAddr = o.Addr
+	var lastAddr string
+	if !o.Direct {
+		var err error
+		if lastAddr, _, err = addrOf(o.Relays[len(o.Relays)-1]); err != nil {
+			return nil, err
+		}
+		if len(o.Relays) == 1 {
+			lastAddr = o.Addr
+		}
 	}
 	hinted := map[string]bool{}
 	var pairs []*pair
@@ -605,8 +632,16 @@ func setup(ctx context.Context, r *runner, rep *Report) ([]*pair, error) {
 			rep.Errors[why] += int64(o.Pairs - i)
 			break
 		}
-		u := o.Users[i%len(o.Users)]
-		p, kind, hint, err := newPair(ctx, r, i, u, lastAddr, len(pairs) > 0)
+		var u User
+		var p *pair
+		var kind, hint string
+		var err error
+		if o.Direct {
+			p, kind, err = newDirectPair(ctx, r, i)
+		} else {
+			u = o.Users[i%len(o.Users)]
+			p, kind, hint, err = newPair(ctx, r, i, u, lastAddr, len(pairs) > 0)
+		}
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("pair %d: %w", i, err)
@@ -665,6 +700,49 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 	p.head = []byte(" SEND\r\nTo-Path: " + to + "\r\nFrom-Path: " + p.a.uri + "\r\nMessage-ID: m")
 	p.aUser = u.Name
 	return p, "", "", nil
+}
+
+// newDirectPair connects A straight to B, no relay (RFC 4975 peer to
+// peer): B, the passive endpoint, listens on a loopback port of its own
+// and is msrp://127.0.0.1:port/<session-id>;tcp; A, the active one,
+// connects to it (§7.1) and its SENDs carry To-Path B's URI, From-Path
+// its own; B's 200s go back to A's URI. No AUTH: RFC 4976 is for relays.
+func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "B: listen: " + connKind(err), fmt.Errorf("B: listen: %w", err)
+	}
+	defer ln.Close() // one connection a pair
+	accepted := make(chan net.Conn, 1)
+	go func() { // ends with the accept or when ln closes, at the latest on return
+		nc, _ := ln.Accept()
+		accepted <- nc
+	}()
+	a, err := dial(ctx, ln.Addr().String(), nil)
+	if err != nil {
+		return nil, "connect: " + connKind(err), fmt.Errorf("A: dial: %w", err)
+	}
+	var bc net.Conn
+	select {
+	case bc = <-accepted:
+	case <-ctx.Done():
+		_ = ln.Close()
+		if bc = <-accepted; bc != nil {
+			_ = bc.Close()
+		}
+		bc = nil
+	}
+	if bc == nil {
+		_ = a.nc.Close()
+		err := cmp.Or(ctx.Err(), errors.New("accept failed"))
+		return nil, "B: accept: " + connKind(err), fmt.Errorf("B: accept: %w", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	b := newMconn(bc, msrp.URI{Host: "127.0.0.1", Port: port, SessionID: string(msrp.AppendTransactID(nil)), Transport: "tcp"})
+	p := &pair{idx: idx, r: r, a: a, b: b, toPath: b.uri}
+	p.head = []byte(" SEND\r\nTo-Path: " + b.uri + "\r\nFrom-Path: " + a.uri + "\r\nMessage-ID: m")
+	return p, "", nil
 }
 
 // setupKind names a set-up failure and gives the hint for a relay limit

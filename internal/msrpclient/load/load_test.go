@@ -47,3 +47,20 @@ func TestOptionsDefaults(t *testing.T) {
 		}
 	}
 }
+
+// A direct run takes no relay option and needs no user.
+func TestOptionsDirect(t *testing.T) {
+	o, err := Options{Direct: true}.withDefaults()
+	if err != nil || len(o.Relays) != 0 || o.Addr != "" || o.Pairs != 1 || o.Duration != 10*time.Second {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	for _, bad := range []Options{
+		{Direct: true, RelayURI: "msrp://127.0.0.1:2855;tcp"},
+		{Direct: true, Relays: []string{"msrp://127.0.0.1:2855;tcp"}},
+		{Direct: true, Addr: "127.0.0.1:2855"},
+	} {
+		if _, err := bad.withDefaults(); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}
