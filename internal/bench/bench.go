@@ -110,7 +110,8 @@ round by round, and prints per relay: SEND/s or MB/s, the relay's CPU per
 SEND (all its processes), delivered/acknowledged, RSS, and msrpscope/Kamailio
 ratios from the same run. Scenarios: small (100-byte SENDs), pairs (10, 200
 and 2,000 pairs), chunks (1 MB messages in 64 KiB chunks), large (10 MB
-messages in 64 KiB chunks, against raw loopback TCP).
+messages in 64 KiB chunks, against msrpload -direct, A to B with no relay,
+and raw loopback TCP).
 
 `
 

@@ -256,15 +256,25 @@ func TestSummarizeAndRender(t *testing.T) {
 func TestRenderMBAndRaw(t *testing.T) {
 	scope := &target{kind: "msrpscope", name: "msrpscope, tracing off"}
 	raw := &target{kind: "raw", name: "raw"}
+	direct := &target{kind: kindDirect, name: directLabel}
 	spec := &tableSpec{name: "large", title: "large", unit: "MB", rows: []*row{
-		{target: scope, label: scope.name}, {target: raw, label: raw.name},
+		{target: scope, label: scope.name}, {target: direct, label: direct.name}, {target: raw, label: raw.name},
 	}}
 	tb := summarize(spec, []*Run{
 		{Table: "large", Relay: scope.name, RelayCPUSeconds: 1, Load: &LoadReport{SendFrames: 3200, MBPerSec: 400, Seconds: 0.5, ReceivedSends: i64(3200), Messages: 20}},
+		{Table: "large", Relay: direct.name, DriverCPUSeconds: 0.2, Load: &LoadReport{SendFrames: 3200, MBPerSec: 800, Seconds: 0.25, ReceivedSends: i64(3200), Messages: 20}},
 		{Table: "large", Relay: raw.name, RawMBPerSec: 1600},
 	})
 	if p := tb.Rows[0].PctOfRaw; p == nil || *p != 25 {
 		t.Fatalf("%% of raw = %v, want 25", p)
+	}
+	// The relay row's share of the direct row; the direct row's of raw TCP,
+	// and no relay CPU or ratio of its own.
+	if p := tb.Rows[0].PctOfDirect; p == nil || *p != 50 {
+		t.Fatalf("%% of direct = %v, want 50", p)
+	}
+	if d := tb.Rows[1]; d.PctOfRaw == nil || *d.PctOfRaw != 50 || d.PctOfDirect != nil || d.CPUPerMBmsMedian != -1 {
+		t.Fatalf("direct row %+v: want 50 %% of raw, no %% of direct, no relay CPU", d)
 	}
 	if c := tb.Rows[0].CPUPerMBmsMedian; c != 5 {
 		t.Fatalf("CPU per MB = %v ms, want 5", c)
@@ -275,8 +285,14 @@ func TestRenderMBAndRaw(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	render(&buf, &Result{Tables: []*Table{tb}})
-	if want := "| msrpscope, tracing off | 400 | 400 | 25 % | 5.00 |"; !strings.Contains(buf.String(), want) {
-		t.Fatalf("output lacks %q:\n%s", want, buf.String())
+	for _, want := range []string{
+		"| msrpscope, tracing off | 400 | 400 | 25 % | 50 % | 5.00 |",
+		"| msrpload direct A→B, no relay | 800 | 800 | 50 % | — | — | — |",
+		"| raw | 1,600 | 1,600 | — | — | — | — |",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Fatalf("output lacks %q:\n%s", want, buf.String())
+		}
 	}
 	if want := "? of 20"; !strings.Contains(buf.String(), want) {
 		t.Fatalf("messages delivered unknown: output lacks %q:\n%s", want, buf.String())
@@ -377,11 +393,16 @@ func TestMainIntegration(t *testing.T) {
 			t.Fatal("no msrpscope/Kamailio ratios")
 		}
 		large := res.Tables[1].Rows
-		if len(large) != 3 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") || large[2].Kind != "raw" {
-			t.Fatalf("large rows %+v, want msrpscope, Kamailio at 8 KiB chunks and raw TCP", large)
+		if len(large) != 4 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") ||
+			large[2].Kind != kindDirect || large[3].Kind != "raw" {
+			t.Fatalf("large rows %+v, want msrpscope, Kamailio at 8 KiB chunks, msrpload direct and raw TCP", large)
 		}
-		if large[0].PctOfRaw == nil || large[2].MBPerSecMedian <= 0 {
+		if large[0].PctOfRaw == nil || large[3].MBPerSecMedian <= 0 {
 			t.Fatal("no raw TCP baseline")
+		}
+		if d := large[2]; d.Runs != 1 || d.MBPerSecMedian <= 0 || d.MessagesDelivered != d.Messages || d.PctOfRaw == nil ||
+			large[0].PctOfDirect == nil || large[1].PctOfDirect == nil {
+			t.Fatalf("direct row %+v, relay rows' %% of direct %v %v", d, large[0].PctOfDirect, large[1].PctOfDirect)
 		}
 	})
 }

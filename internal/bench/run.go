@@ -407,11 +407,17 @@ func (r *runner) chunked(ctx context.Context, name string, size, count int) erro
 	}
 	if count > 0 {
 		spec.rows = append(spec.rows, &row{
+			target: &target{kind: kindDirect, name: directLabel},
+			label:  directLabel,
+			args:   append(append(append([]string(nil), base...), "-chunk", strconv.Itoa(chunk)), bound...),
+		}, &row{
 			target: &target{kind: "raw", name: "raw loopback TCP, one stream, 64 KiB writes"},
 			label:  "raw loopback TCP, one stream, 64 KiB writes",
 			raw:    &rawSpec{bytes: int64(count) * int64(size), chunk: chunk},
 		})
-		spec.notes = append(spec.notes, "raw loopback TCP: measured in the harness's own process, a writer and a reader goroutine on one 127.0.0.1 connection, the same bytes")
+		spec.notes = append(spec.notes,
+			directLabel+": msrpload -direct, the same messages, chunks and window with no relay (B listens, A connects to it): what the driver alone reaches; \"% of direct\" is a relay row's share of it",
+			"raw loopback TCP: measured in the harness's own process, a writer and a reader goroutine on one 127.0.0.1 connection, the same bytes")
 	}
 	r.measure(ctx, spec)
 	return ctx.Err()
@@ -459,6 +465,9 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		}
 		run.RawMBPerSec = mbps
 		return run
+	}
+	if t.kind == kindDirect {
+		return r.runDirect(ctx, run, rw)
 	}
 	if t.dead != nil {
 		run.Err = "relay not running: " + t.dead.Error()
@@ -529,6 +538,32 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		if why := shortfall(run.Load); why != "" {
 			r.fail("%s round %d: %s", rw.label, round, why)
 		}
+	}
+	return run
+}
+
+// kindDirect is the row of msrpload -direct: A straight to B, no relay.
+const (
+	kindDirect  = "direct"
+	directLabel = "msrpload direct A→B, no relay"
+)
+
+// runDirect runs msrpload -direct: no relay, so no relay CPU or memory;
+// like a msrpscope run it fails on any loss or msrpload error.
+func (r *runner) runDirect(ctx context.Context, run *Run, rw *row) *Run {
+	lr, err := runLoad(ctx, r.msrpload, append([]string{"-direct"}, rw.args...))
+	if lr != nil {
+		run.MsrploadExit = lr.exitCode
+		run.DriverCPUSeconds = lr.cpu.Seconds()
+		run.Load = lr.report
+	}
+	if err != nil {
+		run.Err = err.Error()
+		r.fail("%s round %d: %v", rw.label, run.Round, err)
+		return run
+	}
+	if why := shortfall(run.Load); why != "" {
+		r.fail("%s round %d: %s", rw.label, run.Round, why)
 	}
 	return run
 }
@@ -628,7 +663,10 @@ func progressLine(run *Run) string {
 		return fmt.Sprintf("%s: %.0f MB/s", s, run.RawMBPerSec)
 	}
 	l := run.Load
-	s += fmt.Sprintf(": %.0f SEND/s, %.1f MB/s, relay CPU %.2f s", l.SendFramesPerSec, l.MBPerSec, run.RelayCPUSeconds)
+	s += fmt.Sprintf(": %.0f SEND/s, %.1f MB/s", l.SendFramesPerSec, l.MBPerSec)
+	if run.Relay != directLabel {
+		s += fmt.Sprintf(", relay CPU %.2f s", run.RelayCPUSeconds)
+	}
 	if l.ReceivedSends != nil {
 		s += fmt.Sprintf(", delivered %d of %d acknowledged", *l.ReceivedSends, l.SendFrames)
 	}

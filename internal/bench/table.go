@@ -22,7 +22,7 @@ type Table struct {
 // (no run measured it).
 type Summary struct {
 	Relay string `json:"relay"`
-	Kind  string `json:"kind"` // msrpscope, kamailio, raw
+	Kind  string `json:"kind"` // msrpscope, kamailio, direct (msrpload -direct), raw
 	Note  string `json:"note,omitempty"`
 	Runs  int    `json:"runs"`
 
@@ -67,6 +67,9 @@ type Summary struct {
 	VsKamailioCPUDelivered *float64 `json:"vs_kamailio_cpu_delivered,omitempty"`
 	// PctOfRaw is the median MB/s as a percentage of raw loopback TCP's.
 	PctOfRaw *float64 `json:"pct_of_raw_tcp,omitempty"`
+	// PctOfDirect (relay rows) is the median MB/s as a percentage of the
+	// msrpload -direct row's: the share of what the driver alone reaches.
+	PctOfDirect *float64 `json:"pct_of_direct,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -116,10 +119,12 @@ func summarize(spec *tableSpec, runs []*Run) *Table {
 			sps = append(sps, l.SendFramesPerSec)
 			mbps = append(mbps, l.MBPerSec)
 			if l.SendFrames > 0 {
-				cpuSend = append(cpuSend, run.RelayCPUSeconds/float64(l.SendFrames)*1e6)
+				if rw.target.kind != kindDirect { // no relay
+					cpuSend = append(cpuSend, run.RelayCPUSeconds/float64(l.SendFrames)*1e6)
+				}
 				drv = append(drv, run.DriverCPUSeconds/float64(l.SendFrames)*1e6)
 			}
-			if mb := l.MBPerSec * l.Seconds; mb > 0 {
+			if mb := l.MBPerSec * l.Seconds; mb > 0 && rw.target.kind != kindDirect {
 				cpuMB = append(cpuMB, run.RelayCPUSeconds/mb*1e3)
 			}
 			if v := l.sendP99(); v >= 0 {
@@ -223,16 +228,29 @@ func (tb *Table) kamailioRef() *Summary {
 }
 
 func (tb *Table) ratios() {
-	var raw *Summary
+	var raw, direct *Summary
 	for _, s := range tb.Rows {
-		if s.Kind == "raw" && s.Runs > 0 {
+		switch {
+		case s.Runs == 0:
+		case s.Kind == "raw":
 			raw = s
+		case s.Kind == kindDirect:
+			direct = s
 		}
 	}
 	ref := tb.kamailioRef()
 	for _, s := range tb.Rows {
 		if s.Runs == 0 || s.Kind == "raw" {
 			continue
+		}
+		if raw != nil && (s.Kind == "msrpscope" || s.Kind == kindDirect) {
+			s.PctOfRaw = percent(s.MBPerSecMedian, raw.MBPerSecMedian)
+		}
+		if s.Kind == kindDirect {
+			continue // no relay: no ratios to Kamailio or to itself
+		}
+		if direct != nil {
+			s.PctOfDirect = percent(s.MBPerSecMedian, direct.MBPerSecMedian)
 		}
 		if ref != nil {
 			s.VsKamailioRate = quotient(tb.rate(s), tb.rate(ref))
@@ -242,11 +260,16 @@ func (tb *Table) ratios() {
 				s.VsKamailioCPUDelivered = quotient(s.CPUPerDeliveredUSMedian, ref.CPUPerDeliveredUSMedian)
 			}
 		}
-		if raw != nil && s.Kind == "msrpscope" && raw.MBPerSecMedian > 0 {
-			p := s.MBPerSecMedian / raw.MBPerSecMedian * 100
-			s.PctOfRaw = &p
-		}
 	}
+}
+
+// percent returns a/b as a percentage, or nil when unknown.
+func percent(a, b float64) *float64 {
+	q := quotient(a, b)
+	if q != nil {
+		*q *= 100
+	}
+	return q
 }
 
 // quotient returns a/b, or nil when either is unknown or b is 0.
@@ -312,8 +335,15 @@ func deliveredCell(s *Summary) string {
 	return fmt.Sprintf("%.1f %% of %s", float64(s.Delivered)/float64(s.Acked)*100, group(fmt.Sprint(s.Acked)))
 }
 
+func pctCell(p *float64) string {
+	if p == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f %%", *p)
+}
+
 func memCell(s *Summary) string {
-	if s.Runs == 0 || s.Kind == "raw" {
+	if s.Runs == 0 || s.Kind == "raw" || s.Kind == kindDirect {
 		return "—"
 	}
 	if s.Kind == "kamailio" {
@@ -363,20 +393,16 @@ var mbColumns = []column{
 	colRelay,
 	{"MB/s median", func(_ *Table, s *Summary) string { return num(s.MBPerSecMedian, 0) }},
 	{"MB/s best", func(_ *Table, s *Summary) string { return num(s.MBPerSecBest, 0) }},
-	{"% of raw TCP", func(_ *Table, s *Summary) string {
-		if s.PctOfRaw == nil {
-			return "—"
-		}
-		return fmt.Sprintf("%.0f %%", *s.PctOfRaw)
-	}},
+	{"% of raw TCP", func(_ *Table, s *Summary) string { return pctCell(s.PctOfRaw) }},
+	{"% of direct", func(_ *Table, s *Summary) string { return pctCell(s.PctOfDirect) }},
 	{"relay CPU ms/MB median", func(_ *Table, s *Summary) string {
-		if s.Kind == "raw" {
+		if s.Kind == "raw" || s.Kind == kindDirect {
 			return "—"
 		}
 		return num(s.CPUPerMBmsMedian, 2)
 	}},
 	{"relay CPU µs/chunk", func(_ *Table, s *Summary) string {
-		if s.Kind == "raw" {
+		if s.Kind == "raw" || s.Kind == kindDirect {
 			return "—"
 		}
 		return num(s.CPUPerSendUSMedian, 1)
