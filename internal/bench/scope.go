@@ -82,13 +82,7 @@ func (s *scopeProc) alive() error {
 	return nil
 }
 
-func (s *scopeProc) logTail(n int) string {
-	b, err := os.ReadFile(s.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	return proc.Tail(string(b), n)
-}
+func (s *scopeProc) logTail(n int) string { return proc.Tail(proc.ReadLog(s.logPath), n) }
 
 // startScope writes the config of setup into a new directory under
 // parent, checks it with -check-config and runs msrpscope with it (as its

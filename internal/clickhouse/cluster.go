@@ -164,13 +164,7 @@ func (z *ZooKeeper) Addr() string { return net.JoinHostPort("127.0.0.1", strconv
 func (z *ZooKeeper) Port() int { return z.port }
 
 // Log returns ZooKeeper's output.
-func (z *ZooKeeper) Log() string {
-	b, err := os.ReadFile(z.logPath)
-	if err != nil {
-		return fmt.Sprintf("(reading %s: %v)", z.logPath, err)
-	}
-	return string(b)
-}
+func (z *ZooKeeper) Log() string { return proc.ReadLog(z.logPath) }
 
 // Kill ends ZooKeeper with SIGKILL and waits until it is reaped.
 func (z *ZooKeeper) Kill() { z.proc.Kill() }

@@ -204,13 +204,7 @@ func (k *Instance) URI() string { return "msrp://" + k.Addr() + ";tcp" }
 func (k *Instance) ConfigPath() string { return k.cfgPath }
 
 // Log returns Kamailio's output so far.
-func (k *Instance) Log() string {
-	b, err := os.ReadFile(k.logPath)
-	if err != nil {
-		return fmt.Sprintf("(reading %s: %v)", k.logPath, err)
-	}
-	return string(b)
-}
+func (k *Instance) Log() string { return proc.ReadLog(k.logPath) }
 
 // LogTail returns the last n lines of the log.
 func (k *Instance) LogTail(n int) string { return proc.Tail(k.Log(), n) }

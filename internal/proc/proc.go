@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -152,6 +153,16 @@ func WaitTCP(ctx context.Context, addr string, exited <-chan struct{}, timeout t
 		case <-tick.C:
 		}
 	}
+}
+
+// ReadLog returns the content of a started process's log file, or a line
+// saying why it could not be read.
+func ReadLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Sprintf("(reading %s: %v)", path, err)
+	}
+	return string(b)
 }
 
 // Tail returns the last n lines of s.

@@ -128,3 +128,16 @@ func TestTail(t *testing.T) {
 		}
 	}
 }
+
+func TestReadLog(t *testing.T) {
+	p := t.TempDir() + "/x.log"
+	if err := os.WriteFile(p, []byte("one\ntwo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := ReadLog(p); got != "one\ntwo\n" {
+		t.Fatalf("ReadLog = %q", got)
+	}
+	if got := ReadLog(p + ".missing"); !strings.HasPrefix(got, "(reading ") {
+		t.Fatalf("ReadLog of a missing file = %q", got)
+	}
+}
