@@ -249,8 +249,9 @@ func (d *deadlineReader) body(lim *Limits, until, now time.Time) {
 // connections' buffers, so that they do not wait behind this peer.
 //
 // A read loop's write between frames (nb: the end of a frame, a small
-// frame of its own, a flush of a buffer it left behind) never blocks on a
-// plain TCP socket: what the socket does not take at once is spilled, up
+// frame of its own, a flush of a buffer it left behind; not the end of a
+// frame whose body went out in part already) never blocks on a plain TCP
+// socket: what the socket does not take at once is spilled, up
 // to spillMax, and the connection's writer goroutine writes it out
 // (blocking, under the send timeout: a peer that does not take it is
 // closed, counted in Stats.QueueFull). So a peer that stops reading stalls
@@ -275,8 +276,19 @@ type sockWriter struct {
 	rawRan   bool
 
 	// spill: bytes a write between frames left, to go out before anything
-	// written after them; the writer goroutine writes them (conn.drain).
-	spill []byte
+	// written after them; the writer goroutine writes them (conn.drain),
+	// taken out from under wmu. drainCh is open while it does: what is
+	// written meanwhile joins the spill (a write that must block waits for
+	// drainCh first, awaitDrain). collect: drain takes the buffer into the
+	// spill.
+	spill   []byte
+	drainCh chan struct{}
+	collect bool
+	// streamed: the frame a read loop is writing went to the socket in
+	// part already (a body larger than the buffer): its end is written
+	// blocking as its body was (its source is paced by this peer anyway;
+	// a large transfer takes no spill and hand-off per chunk).
+	streamed bool
 }
 
 // spillMax bounds what a connection's spill holds: beyond it, a write
@@ -287,13 +299,29 @@ type sockWriter struct {
 const spillMax = 64 << 10
 
 func (w *sockWriter) Write(p []byte) (int, error) {
-	if w.nb || w.by != nil && w.self.ws != nil && w.self.ws.mw.Idle() {
+	if w.collect {
+		w.spill = append(w.spill, p...)
+		return len(p), nil
+	}
+	nb := w.nb
+	if w.by != nil && !nb {
+		if w.self.ws != nil && w.self.ws.mw.Idle() {
+			nb = !w.streamed // the end of a frame: the rest of one that went out in part already follows as it did
+			w.streamed = false
+		} else {
+			w.streamed = true // within a frame: TCP back-pressure
+		}
+	}
+	if nb {
 		if raw := w.rawConn(); raw != nil && len(w.spill)+len(p) <= spillMax {
 			return w.writeNB(raw, p)
 		}
 	}
 	if by := w.by; by != nil && len(by.dirty) > 0 {
 		by.flushDirty(w.self)
+	}
+	if err := w.awaitDrain(); err != nil {
+		return 0, err
 	}
 	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
 	if len(w.spill) > 0 {
@@ -308,6 +336,15 @@ func (w *sockWriter) Write(p []byte) (int, error) {
 // writeNB writes p without blocking: the spill first, what the socket
 // does not take is spilled (the writer goroutine is woken to write it).
 func (w *sockWriter) writeNB(raw syscall.RawConn, p []byte) (int, error) {
+	if ch := w.drainCh; ch != nil {
+		select {
+		case <-ch:
+			w.drainCh = nil
+		default:
+			w.spill = append(w.spill, p...) // behind what the writer goroutine is writing: it takes this next
+			return len(p), nil
+		}
+	}
 	if len(w.spill) > 0 {
 		n, err := w.rawWrite(raw, w.spill)
 		if err != nil {
@@ -372,6 +409,21 @@ func (w *sockWriter) rawWrite(raw syscall.RawConn, p []byte) (int, error) {
 		err = w.rawErr
 	}
 	return w.rawN, err
+}
+
+// awaitDrain waits, under wmu, until the writer goroutine has written
+// the spill it took out (drain): nothing may pass it. Bounded by that
+// write's send timeout.
+func (w *sockWriter) awaitDrain() error {
+	if ch := w.drainCh; ch != nil {
+		select {
+		case <-ch:
+		case <-w.self.done:
+			return net.ErrClosed
+		}
+		w.drainCh = nil
+	}
+	return nil
 }
 
 // writeSpill writes the spill out, blocking under the send timeout (the
@@ -522,7 +574,7 @@ func (c *conn) writer() *writeSide {
 // releaseWriter returns the write side after a frame, under wmu; what it
 // still buffered is dropped (flush first).
 func (c *conn) releaseWriter() {
-	c.ctrlBuffered = false
+	c.ctrlBuffered, c.cw.streamed = false, false
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		// A frame that broke off (write error) leaves the writer in its
@@ -555,6 +607,7 @@ func (c *conn) releaseWriter() {
 
 // adopt records that c's read loop left frames in d's buffer (under d.wmu).
 func (c *conn) adopt(d *conn) {
+	d.cw.streamed = false // the frame ended
 	for _, x := range c.dirty {
 		if x == d {
 			return
@@ -712,7 +765,7 @@ func (c *conn) enqueue(f *outFrame, by *conn) {
 		return
 	}
 	if by != nil && f.closeReason == 0 && c.queued.Load() == 0 && c.wmu.TryLock() {
-		if len(c.cw.spill) == 0 {
+		if len(c.cw.spill) == 0 && c.cw.drainCh == nil {
 			by.writeInline(c, f)
 			return
 		}
@@ -914,27 +967,48 @@ func (c *conn) kickWriter() {
 }
 
 // drain writes out, for the writer goroutine, what writes between frames
-// left: the spill, then the buffer when it was left behind a full spill,
-// blocking under send_timeout. A peer that does not take them is closed
-// and counted in Stats.QueueFull (a write queue that did not drain).
+// left: the spill, and the buffer when it was left behind a full spill,
+// blocking under send_timeout but without c's write lock: read loops
+// that write into c meanwhile add to the spill (up to spillMax) and go
+// on; drain takes what they added next. A peer that does not take it is
+// closed and counted in Stats.QueueFull (a write queue that did not
+// drain).
 func (c *conn) drain() {
-	c.wmu.Lock()
-	var err error
-	if !c.isClosed() {
-		err = c.cw.writeSpill()
-		if ws := c.ws; err == nil && ws != nil && ws.bw.Buffered() > 0 {
-			err = ws.bw.Flush()
+	for {
+		c.wmu.Lock()
+		c.cw.drainCh = nil // the last round's, closed
+		if c.isClosed() {
+			c.cw.spill = nil
+			c.wmu.Unlock()
+			return
 		}
-	}
-	if ws := c.ws; ws != nil && (err != nil || ws.bw.Buffered() == 0) {
-		c.releaseWriter() // a read loop that adopted c finds nothing left (flushOut)
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			c.countQueueFull()
+		if ws := c.ws; ws != nil {
+			// Whole frames (nobody is in the middle of one: it would hold
+			// wmu); a read loop that adopted c finds nothing left.
+			c.cw.collect = true
+			_ = ws.bw.Flush()
+			c.cw.collect = false
+			c.releaseWriter()
 		}
-		c.close(writeCloseReason(err), err)
+		buf := c.cw.spill
+		if len(buf) == 0 {
+			c.wmu.Unlock()
+			return
+		}
+		c.cw.spill = nil
+		ch := make(chan struct{})
+		c.cw.drainCh = ch
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cw.timeout))
+		_, err := c.nc.Write(buf)
+		close(ch)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.countQueueFull()
+			}
+			c.close(writeCloseReason(err), err)
+			return
+		}
 	}
 }
 

@@ -28,15 +28,7 @@ import (
 // many filler bytes the client must skip once it reads.
 func stallPeer(t *testing.T, b *batchRelay, i int) (*conn, int64) {
 	t.Helper()
-	local := addrPort(b.ncs[i].LocalAddr())
-	var c *conn
-	b.r.mu.Lock()
-	for _, x := range b.r.conns {
-		if x.info.Remote == local {
-			c = x
-		}
-	}
-	b.r.mu.Unlock()
+	c := b.connOf(i)
 	// Fixed socket buffers (no autotuning that makes room again later).
 	_ = c.nc.(*net.TCPConn).SetWriteBuffer(8192)
 	_ = b.ncs[i].(*net.TCPConn).SetReadBuffer(8192)
@@ -55,11 +47,26 @@ func stallPeer(t *testing.T, b *batchRelay, i int) (*conn, int64) {
 	return c, filled
 }
 
-// awaitWriteHeld waits until something in the relay holds c's write lock
-// (a frame for c's full socket is on its way out). Only for frames that
-// wait for the lock: one written with TryLock may take the queue instead.
-func awaitWriteHeld(c *conn) {
-	for c.wmu.TryLock() {
+// connOf returns the relay's connection to client i.
+func (b *batchRelay) connOf(i int) *conn {
+	local := addrPort(b.ncs[i].LocalAddr())
+	b.r.mu.Lock()
+	defer b.r.mu.Unlock()
+	for _, x := range b.r.conns {
+		if x.info.Remote == local {
+			return x
+		}
+	}
+	return nil
+}
+
+// awaitForwarded waits until the relay has forwarded n frames, or
+// something holds c's write lock (a frame for c's full socket is on its
+// way out: before this review's fixes the forwarding read loop waited
+// there). Only for frames that wait for the lock: one written with
+// TryLock (the relay's small frames) may take the queue instead.
+func awaitForwarded(b *batchRelay, c *conn, n int64) {
+	for b.r.Stats().Forwarded < n && c.wmu.TryLock() {
 		c.wmu.Unlock()
 		runtime.Gosched()
 	}
@@ -111,6 +118,21 @@ func TestReviewInlineWriteIntoNonReader(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
+		{name: "forwarded SENDs, some written after the first found no room", into: func(t *testing.T, b *batchRelay, _ *msrp.Reader) {
+			if _, err := b.ncs[0].Write(b.send(0, 1, "m1", []byte("to the full peer"))); err != nil {
+				t.Fatal(err)
+			}
+			x := b.connOf(1)
+			awaitForwarded(b, x, 1)
+			var more []byte
+			for k := range 20 { // within the relay's write buffer: no write within a frame
+				more = append(more, b.send(0, 1, fmt.Sprintf("m1-%d", k), bytes.Repeat([]byte("z"), 500))...)
+			}
+			if _, err := b.ncs[0].Write(more); err != nil {
+				t.Fatal(err)
+			}
+			awaitForwarded(b, x, 21)
+		}},
 		{name: "REPORT for a failed SEND", into: func(t *testing.T, b *batchRelay, rd *msrp.Reader) {
 			// Client 1 sends (Failure-Report partial: no 200 of the relay's
 			// into its full socket); client 0 answers 415: a REPORT to 1.
@@ -147,12 +169,12 @@ func TestReviewInlineWriteIntoNonReader(t *testing.T) {
 			rd := msrp.NewReader(bufio.NewReader(b.ncs[0]), msrp.Limits{})
 			tc.into(t, b, rd)
 			go func() { _, _ = io.Copy(io.Discard, b.ncs[0]) }() // client 0's 200s: not needed
-			if tc.name == "forwarded SEND" {
-				awaitWriteHeld(x)
+			if strings.HasPrefix(tc.name, "forwarded") {
+				awaitForwarded(b, x, 1)
 			} else {
 				// Client 0's response read (not in one read with the next
 				// frame, which would batch it): the transaction is taken.
-				// (Not awaitWriteHeld: its TryLock would send the relay's
+				// (Not awaitForwarded: its TryLock would send the relay's
 				// small frame to the queue.)
 				for b.r.Stats().Transactions > 0 {
 					runtime.Gosched()
@@ -256,7 +278,7 @@ func TestReviewHalfCloseGetsWhatWasBuffered(t *testing.T) {
 	if _, err := b.ncs[0].Write(b.send(0, 1, "to1", bytes.Repeat([]byte("y"), 2000))); err != nil {
 		t.Fatal(err)
 	}
-	awaitWriteHeld(x)
+	awaitForwarded(b, x, 1)
 	if _, err := b.ncs[1].Write(b.send(1, 0, "from1", []byte("last words"))); err != nil {
 		t.Fatal(err)
 	}
