@@ -323,3 +323,29 @@ func TestReviewHalfCloseGetsWhatWasBuffered(t *testing.T) {
 		t.Fatalf("closed with %v, want %v", x.reason, event.CloseEOF)
 	}
 }
+
+// What waits for a peer that does not read (spilled by a read loop's
+// write between frames) is bounded in time too: the peer's writer
+// goroutine gives up after send_timeout without progress, closes it
+// (send-timeout, counted in Stats.QueueFull), and the forwarded SEND,
+// never answered, gets its failure REPORT.
+func TestReviewSpillNotTakenClosesPeer(t *testing.T) {
+	b := newBatchRelay(t, 2, func(c *Config) { c.Limits.SendTimeout = time.Second })
+	x, _ := stallPeer(t, b, 1)
+	rd := msrp.NewReader(bufio.NewReader(b.ncs[0]), msrp.Limits{})
+	if _, err := b.ncs[0].Write(b.send(0, 1, "m1", []byte("to the full peer"))); err != nil {
+		t.Fatal(err)
+	}
+	_ = b.ncs[0].SetReadDeadline(time.Now().Add(15 * time.Second))
+	f := readRequest(t, rd) // the relay's 200 is skipped; the REPORT is a request
+	if string(f.Method) != "REPORT" || string(f.Get(msrp.HdrMessageID)) != "m1" {
+		t.Fatalf("got %s for %s, want the REPORT for m1", f.Method, f.Get(msrp.HdrMessageID))
+	}
+	<-x.done
+	if x.reason != event.CloseSendTimeout {
+		t.Fatalf("closed with %v, want %v", x.reason, event.CloseSendTimeout)
+	}
+	if st := b.r.Stats(); st.QueueFull != 1 {
+		t.Fatalf("Stats.QueueFull %d, want 1", st.QueueFull)
+	}
+}
