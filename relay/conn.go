@@ -54,7 +54,8 @@ type conn struct {
 	ws      *writeSide // held while a frame is written, or frames wait in it (writePool)
 	// Small frames the relay made wait in ws (written inline, enqueue): a
 	// peer that does not take them within send_timeout counts as a write
-	// queue that did not drain (Stats.QueueFull). Guarded by wmu.
+	// queue that did not drain (Stats.QueueFull; so does a spill that
+	// does not drain, conn.drain). Guarded by wmu.
 	ctrlBuffered bool
 
 	// The write queue and its writer goroutine start with the first frame
@@ -64,6 +65,7 @@ type conn struct {
 	wmuStart sync.Mutex
 	wshut    bool          // run stopped new writers; guarded by wmuStart
 	wdone    chan struct{} // closed when the writer ends; nil: none started
+	kick     chan struct{} // wakes the writer to drain (kickWriter); made with the queue
 	done     chan struct{}
 
 	// addrs: the addresses of a dialled connection, known once its
@@ -239,24 +241,201 @@ func (d *deadlineReader) body(lim *Limits, until, now time.Time) {
 	d.perRead, d.start, d.n, d.minRate, d.until = lim.BodyTimeout, now, 0, int64(lim.BodyMinRate), until
 }
 
-// sockWriter writes a connection's buffer out to its socket with a send
-// timeout per write (progress, not total time). A write may block (a slow
-// peer): the read loop holding the connection's write lock (by, set under
-// wmu) first flushes what it left in other connections' buffers, so that
-// they do not wait behind this peer.
+// sockWriter writes a connection's buffer out to its socket. A write by
+// the connection's writer goroutine, or by a read loop in the middle of a
+// frame it streams into the connection, blocks under a send timeout
+// (progress, not total time): a read loop holding the connection's write
+// lock (by, set under wmu) first flushes what it left in other
+// connections' buffers, so that they do not wait behind this peer.
+//
+// A read loop's write between frames (nb: the end of a frame, a small
+// frame of its own, a flush of a buffer it left behind; not the end of a
+// frame whose body went out in part already) never blocks on a plain TCP
+// socket: what the socket does not take at once is spilled, up
+// to spillMax, and the connection's writer goroutine writes it out
+// (blocking, under the send timeout: a peer that does not take it is
+// closed, counted in Stats.QueueFull). So a peer that stops reading stalls
+// its own writer goroutine, not the read loops that serve other peers.
+// Everything written later goes out after the spill.
 type sockWriter struct {
 	nc      net.Conn
 	timeout time.Duration
 	self    *conn
 	by      *conn // the read loop writing into self under its wmu; nil: none
+	nb      bool  // set by flushOut for a read loop's flush between frames
+
+	// Non-blocking writes straight to the descriptor (plain TCP; a
+	// dialled connection's once connected). rawFn, rawP, rawN, rawErr,
+	// rawRan: the callback's (one method value per connection).
+	raw      syscall.RawConn
+	rawTried bool
+	rawFn    func(uintptr) bool
+	rawP     []byte
+	rawN     int
+	rawErr   error
+	rawRan   bool
+
+	// spill: bytes a write between frames left, to go out before anything
+	// written after them; the writer goroutine writes them (conn.drain),
+	// taken out from under wmu. drainCh is open while it does: what is
+	// written meanwhile joins the spill (a write that must block waits for
+	// drainCh first, awaitDrain). collect: drain takes the buffer into the
+	// spill.
+	spill   []byte
+	drainCh chan struct{}
+	collect bool
+	// streamed: the frame a read loop is writing went to the socket in
+	// part already (a body larger than the buffer): its end is written
+	// blocking as its body was (its source is paced by this peer anyway;
+	// a large transfer takes no spill and hand-off per chunk).
+	streamed bool
 }
 
+// spillMax bounds what a connection's spill holds: beyond it, a write
+// between frames blocks under the send timeout (TCP back-pressure on the
+// forwarding read loop, as for a body streamed into a slow peer). Small
+// frames of the relay's own never reach it (conn.enqueue queues them once
+// something is spilled).
+const spillMax = 64 << 10
+
 func (w *sockWriter) Write(p []byte) (int, error) {
+	if w.collect {
+		w.spill = append(w.spill, p...)
+		return len(p), nil
+	}
+	nb := w.nb
+	if w.by != nil && !nb {
+		if w.self.ws != nil && w.self.ws.mw.Idle() {
+			nb = !w.streamed // the end of a frame: the rest of one that went out in part already follows as it did
+			w.streamed = false
+		} else {
+			w.streamed = true // within a frame: TCP back-pressure
+		}
+	}
+	if nb {
+		if raw := w.rawConn(); raw != nil && len(w.spill)+len(p) <= spillMax {
+			return w.writeNB(raw, p)
+		}
+	}
 	if by := w.by; by != nil && len(by.dirty) > 0 {
 		by.flushDirty(w.self)
 	}
+	if err := w.awaitDrain(); err != nil {
+		return 0, err
+	}
 	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	if len(w.spill) > 0 {
+		if _, err := w.nc.Write(w.spill); err != nil {
+			return 0, err
+		}
+		w.spill = nil
+	}
 	return w.nc.Write(p)
+}
+
+// writeNB writes p without blocking: the spill first, what the socket
+// does not take is spilled (the writer goroutine is woken to write it).
+func (w *sockWriter) writeNB(raw syscall.RawConn, p []byte) (int, error) {
+	if ch := w.drainCh; ch != nil {
+		select {
+		case <-ch:
+			w.drainCh = nil
+		default:
+			w.spill = append(w.spill, p...) // behind what the writer goroutine is writing: it takes this next
+			return len(p), nil
+		}
+	}
+	if len(w.spill) > 0 {
+		n, err := w.rawWrite(raw, w.spill)
+		if err != nil {
+			return 0, err
+		}
+		if n < len(w.spill) {
+			w.spill = append(w.spill[:copy(w.spill, w.spill[n:])], p...)
+			return len(p), nil // the writer goroutine was woken when the spill began
+		}
+		w.spill = nil
+	}
+	n, err := w.rawWrite(raw, p)
+	if err != nil {
+		return n, err
+	}
+	if n < len(p) {
+		w.spill = append(w.spill, p[n:]...) // only when the peer's socket is full
+		w.self.kickWriter()
+	}
+	return len(p), nil
+}
+
+// rawConn returns the descriptor for non-blocking writes, nil when there
+// is none (TLS; a dialled connection still connecting, whose Write
+// buffers without blocking).
+func (w *sockWriter) rawConn() syscall.RawConn {
+	if w.raw != nil || w.rawTried {
+		return w.raw
+	}
+	nc := w.nc
+	if d, ok := nc.(*dialingConn); ok {
+		if !d.ready.Load() {
+			return nil
+		}
+		if d.err != nil {
+			w.rawTried = true
+			return nil
+		}
+		nc = d.nc
+	}
+	w.rawTried = true
+	if tc, ok := nc.(*net.TCPConn); ok && canWriteNB {
+		if raw, err := tc.SyscallConn(); err == nil {
+			w.raw = raw
+			w.rawFn = w.rawWriteFn
+		}
+	}
+	return w.raw
+}
+
+// rawWrite writes what the socket takes of p now.
+func (w *sockWriter) rawWrite(raw syscall.RawConn, p []byte) (int, error) {
+	w.rawP, w.rawN, w.rawErr, w.rawRan = p, 0, nil, false
+	err := raw.Write(w.rawFn)
+	if err != nil && !w.rawRan && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The expired deadline of an earlier blocking write: cleared.
+		_ = w.nc.SetWriteDeadline(time.Time{})
+		err = raw.Write(w.rawFn)
+	}
+	w.rawP = nil
+	if err == nil {
+		err = w.rawErr
+	}
+	return w.rawN, err
+}
+
+// awaitDrain waits, under wmu, until the writer goroutine has written
+// the spill it took out (drain): nothing may pass it. Bounded by that
+// write's send timeout.
+func (w *sockWriter) awaitDrain() error {
+	if ch := w.drainCh; ch != nil {
+		select {
+		case <-ch:
+		case <-w.self.done:
+			return net.ErrClosed
+		}
+		w.drainCh = nil
+	}
+	return nil
+}
+
+// writeSpill writes the spill out, blocking under the send timeout (the
+// writer goroutine's, under wmu).
+func (w *sockWriter) writeSpill() error {
+	if len(w.spill) == 0 {
+		return nil
+	}
+	_ = w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	_, err := w.nc.Write(w.spill)
+	w.spill = nil
+	return err
 }
 
 func newConn(r *Relay, nc net.Conn, dir event.Direction, transport string) *conn {
@@ -395,7 +574,7 @@ func (c *conn) writer() *writeSide {
 // releaseWriter returns the write side after a frame, under wmu; what it
 // still buffered is dropped (flush first).
 func (c *conn) releaseWriter() {
-	c.ctrlBuffered = false
+	c.ctrlBuffered, c.cw.streamed = false, false
 	if ws := c.ws; ws != nil {
 		c.ws = nil
 		// A frame that broke off (write error) leaves the writer in its
@@ -428,6 +607,7 @@ func (c *conn) releaseWriter() {
 
 // adopt records that c's read loop left frames in d's buffer (under d.wmu).
 func (c *conn) adopt(d *conn) {
+	d.cw.streamed = false // the frame ended
 	for _, x := range c.dirty {
 		if x == d {
 			return
@@ -441,7 +621,10 @@ func (c *conn) adopt(d *conn) {
 func (c *conn) moreInput() bool { return c.br != nil && c.br.Buffered() > 0 }
 
 // flushDirty flushes what c's read loop left in other connections'
-// buffers, except skip (being written by c right now, in its wmu).
+// buffers, except skip (being written by c right now, in its wmu). No
+// flush blocks (flushOut, sockWriter.writeNB): a destination whose peer
+// has no room for its frames does not delay the next destination's in
+// the same burst.
 func (c *conn) flushDirty(skip *conn) {
 	if c.flushing || len(c.dirty) == 0 {
 		return
@@ -450,7 +633,7 @@ func (c *conn) flushDirty(skip *conn) {
 	for i, d := range c.dirty {
 		c.dirty[i] = nil
 		if d != skip {
-			d.flushOut(d == c.holding)
+			d.flushOut(d == c.holding, true)
 		}
 	}
 	c.dirty = c.dirty[:0]
@@ -461,14 +644,16 @@ func (c *conn) flushDirty(skip *conn) {
 // connections are flushed, and so is the destination it writes a frame
 // into (holding), up to the part of that frame written so far, so the
 // frames before it do not wait for the rest of its body. The others
-// first: the holder's flush may block (a peer that does not read) for up
-// to send_timeout, and frames to other peers must not wait behind it.
+// first: the holder's flush is in the middle of a frame and may block (a
+// peer that does not read: TCP back-pressure, as for the rest of the
+// body) for up to send_timeout; frames to other peers must not wait
+// behind it.
 func (c *conn) flushBeforeRead() {
 	h := c.holding
 	c.flushDirty(h)
 	if h != nil && !c.flushing {
 		c.flushing = true
-		h.flushOut(true)
+		h.flushOut(true, false)
 		c.flushing = false
 	}
 }
@@ -476,8 +661,11 @@ func (c *conn) flushBeforeRead() {
 // flushOut writes out what c's buffer holds; locked: the caller holds
 // c.wmu (in the middle of a frame: the write side stays), otherwise it is
 // taken with TryLock (a holder flushes or adopts before it releases) and
-// the write side goes back to its pool.
-func (c *conn) flushOut(locked bool) {
+// the write side goes back to its pool. nb: a read loop's flush between
+// frames, which must not block: what the socket does not take is spilled
+// for c's writer goroutine; when the spill is full already, the buffer is
+// left to that goroutine, woken for it.
+func (c *conn) flushOut(locked, nb bool) {
 	if !locked {
 		if !c.wmu.TryLock() {
 			return
@@ -489,9 +677,15 @@ func (c *conn) flushOut(locked bool) {
 		return
 	}
 	if ws.bw.Buffered() > 0 && !c.isClosed() {
+		if nb && len(c.cw.spill)+ws.bw.Buffered() > spillMax {
+			c.kickWriter() // drain writes the spill and this buffer out
+			return
+		}
 		// Held: the error sticks in the buffer and comes back to the
 		// frame's writer, who closes c when its frame ends (forward).
+		c.cw.nb = nb
 		err := ws.bw.Flush()
+		c.cw.nb = false
 		if err != nil && !locked {
 			if c.ctrlBuffered && errors.Is(err, os.ErrDeadlineExceeded) {
 				c.countQueueFull()
@@ -550,27 +744,32 @@ func (c *conn) closeGracefully() {
 }
 
 // enqueue hands a small frame to the writer goroutine. A full queue
-// applies back-pressure instead of closing (issue 14 defect 1): the caller
-// waits until there is room. For c's own read loop (its responses) that
-// is what stops reading c's requests until c's peer has read what is
-// queued; the writer's send timeout bounds it (a peer that does not read
-// is closed). Any other goroutine (a response or REPORT routed to c) waits
-// at most send_timeout; a queue that did not drain for that long closes c,
+// applies back-pressure to c's own read loop (its responses; issue 14
+// defect 1): it waits for room, so it stops reading c's requests until
+// c's peer has read what is queued; the writer's send timeout bounds it
+// (a peer that does not read is closed). Another connection's read loop
+// (a response or REPORT it routes to c) does not wait: it serves other
+// peers, and a peer that does not read costs only itself: c is closed at
+// once, counted in Stats.QueueFull. Any other goroutine waits at most
+// send_timeout; a queue that did not drain for that long closes c,
 // counted in Stats.QueueFull.
 //
 // by is the read loop calling (nil: another goroutine). A read loop writes
 // the frame itself, into c's buffer (write batching, flushDirty), when
-// nothing is queued before it and c's write lock is free: no hand-off to
-// the writer goroutine. A close (closeReason) always goes through the
-// queue.
+// nothing is queued or spilled before it and c's write lock is free: no
+// hand-off to the writer goroutine, and no wait (sockWriter.writeNB). A
+// close (closeReason) always goes through the queue.
 func (c *conn) enqueue(f *outFrame, by *conn) {
 	if c.isClosed() {
 		f.release()
 		return
 	}
 	if by != nil && f.closeReason == 0 && c.queued.Load() == 0 && c.wmu.TryLock() {
-		by.writeInline(c, f)
-		return
+		if len(c.cw.spill) == 0 && c.cw.drainCh == nil {
+			by.writeInline(c, f)
+			return
+		}
+		c.wmu.Unlock() // c's peer is behind: the frame waits in the queue, after what is spilled
 	}
 	q := c.queue()
 	if q == nil {
@@ -585,6 +784,16 @@ func (c *conn) enqueue(f *outFrame, by *conn) {
 	}
 	if by != nil {
 		by.flushDirty(nil) // before waiting
+		if by != c {
+			// Another connection's read loop serves other peers: it does
+			// not wait for c's. A peer that left write_queue frames
+			// unread is closed.
+			c.queued.Add(-1)
+			f.release()
+			c.countQueueFull()
+			c.close(event.CloseLimit, errors.New("write queue full: the peer does not read"))
+			return
+		}
 	}
 	t := time.NewTimer(c.r.limits().SendTimeout)
 	defer t.Stop()
@@ -694,6 +903,7 @@ func (c *conn) queue() chan *outFrame {
 		return nil
 	}
 	q := make(chan *outFrame, c.r.limits().WriteQueue)
+	c.kick = make(chan struct{}, 1)
 	c.ctrl.Store(&q)
 	c.wdone = make(chan struct{})
 	go func() {
@@ -736,7 +946,67 @@ func (c *conn) writeLoop(q chan *outFrame) {
 		select {
 		case f := <-q:
 			c.writeQueued(f, len(q) > 0)
+		case <-c.kick:
+			c.drain()
 		case <-c.done:
+			return
+		}
+	}
+}
+
+// kickWriter wakes c's writer goroutine (starting it) to write out what a
+// read loop's write between frames left (drain); under c.wmu.
+func (c *conn) kickWriter() {
+	if c.queue() == nil {
+		return // closing: run stopped the writer
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default: // woken already
+	}
+}
+
+// drain writes out, for the writer goroutine, what writes between frames
+// left: the spill, and the buffer when it was left behind a full spill,
+// blocking under send_timeout but without c's write lock: read loops
+// that write into c meanwhile add to the spill (up to spillMax) and go
+// on; drain takes what they added next. A peer that does not take it is
+// closed and counted in Stats.QueueFull (a write queue that did not
+// drain).
+func (c *conn) drain() {
+	for {
+		c.wmu.Lock()
+		c.cw.drainCh = nil // the last round's, closed
+		if c.isClosed() {
+			c.cw.spill = nil
+			c.wmu.Unlock()
+			return
+		}
+		if ws := c.ws; ws != nil {
+			// Whole frames (nobody is in the middle of one: it would hold
+			// wmu); a read loop that adopted c finds nothing left.
+			c.cw.collect = true
+			_ = ws.bw.Flush()
+			c.cw.collect = false
+			c.releaseWriter()
+		}
+		buf := c.cw.spill
+		if len(buf) == 0 {
+			c.wmu.Unlock()
+			return
+		}
+		c.cw.spill = nil
+		ch := make(chan struct{})
+		c.cw.drainCh = ch
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.cw.timeout))
+		_, err := c.nc.Write(buf)
+		close(ch)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.countQueueFull()
+			}
+			c.close(writeCloseReason(err), err)
 			return
 		}
 	}
@@ -752,7 +1022,9 @@ func (c *conn) writeQueued(f *outFrame, more bool) {
 		// the close waits for the write lock, and what is buffered goes
 		// out first.
 		c.wmu.Lock()
-		c.flushOut(true)
+		if !c.isClosed() && c.cw.writeSpill() == nil {
+			c.flushOut(true, false)
+		}
 		c.releaseWriter()
 		first := c.markClosed(f.closeReason, f.closeErr)
 		c.wmu.Unlock()
@@ -941,7 +1213,17 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 		// Interrupted while idle: run flushes and closes.
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		c.close(timeoutReason, err)
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF):
+		// The peer shut down its write side; it may still read. What the
+		// relay holds for it (its responses and REPORTs, frames forwarded
+		// to it, buffered, spilled or queued) goes out before the close,
+		// as in a graceful shutdown: the writer goroutine closes it after
+		// the frames queued before, once no frame is being written into
+		// it (writeQueued), within send_timeout.
+		if c.closing.CompareAndSwap(false, true) {
+			c.closeAfterFlush(event.CloseEOF, nil, c)
+		}
+	case errors.Is(err, net.ErrClosed):
 		c.close(event.CloseEOF, nil)
 	default:
 		c.close(event.CloseReadError, err)
@@ -958,7 +1240,9 @@ func (c *conn) badFrame(fe *msrp.FrameError, until time.Time) bool {
 	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))
 	if errors.Is(fe, msrp.ErrTruncated) {
-		c.close(event.CloseEOF, fe)
+		if c.closing.CompareAndSwap(false, true) {
+			c.closeAfterFlush(event.CloseEOF, fe, c) // as at the end of the stream (closeOnReadErr)
+		}
 		return false
 	}
 	if fe.TransactID != "" {

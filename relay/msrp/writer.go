@@ -274,3 +274,7 @@ func TransactIDFor(dst, body []byte) []byte {
 		}
 	}
 }
+
+// Idle reports whether no frame is being written: the last one ended (or
+// none began).
+func (w *Writer) Idle() bool { return w.state == wIdle }
