@@ -120,6 +120,7 @@ type Client struct {
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
 	spool                                      spooler
+	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }
 
 // freeBufs is the packet buffers not in use, shared by the clients: a
@@ -253,7 +254,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
-	reserveBufs(cfg.QueueSize + udpBatch)
+	if cfg.Transport == UDP {
+		c.uq = newUDPQueue(cfg.QueueSize)
+		go c.runUDP()
+		return c, nil
+	}
+	reserveBufs(cfg.QueueSize)
 	go c.run()
 	return c, nil
 }
@@ -266,6 +272,10 @@ func (c *Client) Name() string { return c.cfg.Name }
 
 // Stats returns the counters; safe for concurrent use.
 func (c *Client) Stats() Stats {
+	queued := len(c.queue)
+	if c.uq != nil {
+		queued = int(c.uq.queued.Load())
+	}
 	return Stats{
 		Sent:       c.sent.Load(),
 		Dropped:    c.dropped.Load(),
@@ -274,7 +284,7 @@ func (c *Client) Stats() Stats {
 		Segmented:  c.segmented.Load(),
 		Spooled:    c.spool.spooled.Load(),
 		Replayed:   c.spool.replayed.Load(),
-		Queued:     len(c.queue),
+		Queued:     queued,
 	}
 }
 
@@ -284,6 +294,9 @@ func (c *Client) Send(pkt []byte) bool {
 	if len(pkt) > c.cfg.Profile.maxPacket() || c.closed.Load() {
 		c.dropped.Add(1)
 		return false
+	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return append(dst, pkt...), nil })
 	}
 	b := getBuf()
 	*b = append(*b, pkt...)
@@ -297,6 +310,9 @@ func (c *Client) SendEvent(m Meta, ev Event) bool {
 		c.dropped.Add(1)
 		return false
 	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendEventPacket(dst, m, ev) })
+	}
 	b := getBuf()
 	var err error
 	*b, err = c.cfg.Profile.AppendEventPacket(*b, m, ev)
@@ -309,9 +325,29 @@ func (c *Client) SendFrame(m Meta, frame []byte) bool {
 		c.dropped.Add(1)
 		return false
 	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendFramePacket(dst, m, frame) })
+	}
 	b := getBuf()
 	var err error
 	*b, err = c.cfg.Profile.AppendFramePacket(*b, m, frame)
+	return c.enqueueEncoded(b, err)
+}
+
+// SendFrameFunc is SendFrame for a frame that appendFrame appends to dst,
+// in at most room bytes (the payload the packet has room for): the frame is
+// copied once, straight into the packet.
+func (c *Client) SendFrameFunc(m Meta, appendFrame func(dst []byte, room int) []byte) bool {
+	if c.closed.Load() {
+		c.dropped.Add(1)
+		return false
+	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendFramePacketFunc(dst, m, appendFrame) })
+	}
+	b := getBuf()
+	var err error
+	*b, err = c.cfg.Profile.AppendFramePacketFunc(*b, m, appendFrame)
 	return c.enqueueEncoded(b, err)
 }
 
@@ -361,7 +397,7 @@ func (c *Client) Close() error {
 func (c *Client) run() {
 	defer close(c.done)
 	// After the last putBuf of the deferred calls below.
-	defer reserveBufs(-(c.cfg.QueueSize + udpBatch))
+	defer reserveBufs(-c.cfg.QueueSize)
 	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
@@ -566,6 +602,7 @@ type udpBatcher struct {
 	msgs []ipv4.Message
 	one  [udpBatch][]byte // each message's single buffer, reused
 
+	flags  int  // sendmmsg's flags (msgDontWait: never wait for the socket)
 	gso    bool // UDP_SEGMENT is usable on conn
 	maxSeg int  // largest GSO segment: the profile's packet limit and the route's MTU
 	plan   gsoPlanner
@@ -597,7 +634,7 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 	if err := conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
 		return 0, err
 	}
-	if ub.wb == nil || len(bufs) == 1 {
+	if ub.wb == nil || len(bufs) == 1 && ub.flags == 0 {
 		for i, b := range bufs {
 			if _, err := conn.Write(*b); err != nil {
 				return i, err
@@ -699,7 +736,7 @@ func (ub *udpBatcher) send(bufs []*[]byte, runs []gsoRun) (sent, segmented, next
 	}
 	defer clear(ub.one[:len(runs)]) // the buffers go back to the pool
 	for next < len(ub.msgs) {
-		n, werr := ub.wb.WriteBatch(ub.msgs[next:], 0)
+		n, werr := ub.wb.WriteBatch(ub.msgs[next:], ub.flags)
 		n = max(n, 0) // x/net passes sendmmsg's -1 on
 		for _, r := range runs[next : next+n] {
 			sent += r.end - r.start
