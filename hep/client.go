@@ -123,13 +123,14 @@ type Client struct {
 	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }
 
-// freeBufs is the packet buffers not in use, shared by the clients: a
+// freeBufs is the packet buffers not in use, shared by the stream (TCP,
+// TLS) clients (UDP clients encode into their batches, udpqueue.go): a
 // bounded free list rather than a sync.Pool, which every garbage collection
 // empties, so that a relay tracing every frame would allocate a buffer per
 // packet until it had refilled.
 //
 // It keeps at most as many buffers as the live clients' queues can hold
-// (each client adds its QueueSize and a UDP batch while it runs): a backlog
+// (each stream client adds its QueueSize while it runs): a backlog
 // that filled a queue once does not make every later one allocate.
 var freeBufs struct {
 	mu   sync.Mutex
@@ -393,7 +394,11 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// run is the writer goroutine.
+// lingerUntil is the queued packets that make the stream writer write at
+// once, without lingering.
+const lingerUntil = 63
+
+// run is the writer goroutine of a stream (TCP, TLS) client; runUDP is UDP's.
 func (c *Client) run() {
 	defer close(c.done)
 	// After the last putBuf of the deferred calls below.
@@ -407,8 +412,6 @@ func (c *Client) run() {
 		backoff = c.cfg.BackoffMin
 		first   = true
 		pending *[]byte // taken from the queue, to be written after a reconnect
-		bufs    = make([]*[]byte, 0, udpBatch)
-		ub      udpBatcher
 		linger  = c.cfg.Linger
 		lingerT *time.Timer
 	)
@@ -494,7 +497,7 @@ func (c *Client) run() {
 		}
 		// Under load, lingering a moment gathers a batch: one system call
 		// (and one wake-up of this goroutine) for dozens of packets.
-		if linger > 0 && len(c.queue) < udpBatch-1 {
+		if linger > 0 && len(c.queue) < lingerUntil {
 			if lingerT == nil {
 				lingerT = time.NewTimer(linger)
 			} else {
@@ -505,31 +508,6 @@ func (c *Client) run() {
 			case <-c.ctx.Done():
 				lingerT.Stop()
 			}
-		}
-		if c.cfg.Transport == UDP {
-			// Take what is queued (up to udpBatch datagrams) and send it
-			// with one sendmmsg where the platform has it.
-			bufs = append(bufs[:0], b)
-		more:
-			for len(bufs) < udpBatch {
-				select {
-				case b = <-c.queue:
-					bufs = append(bufs, b)
-				default:
-					break more
-				}
-			}
-			sent, err := c.writeUDP(conn, &ub, bufs)
-			putBufs(bufs)
-			c.sent.Add(uint64(sent))
-			if err != nil {
-				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the
-				// socket stays usable.
-				c.errs.Add(1)
-				c.dropped.Add(uint64(len(bufs) - sent))
-				c.rlog.Debug("udp_write_failed", "hep: udp write failed", errAttr(err))
-			}
-			continue
 		}
 		// Stream: coalesce what is queued into one write.
 		batch = append(batch[:0], *b...)
