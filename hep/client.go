@@ -120,15 +120,17 @@ type Client struct {
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
 	spool                                      spooler
+	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }
 
-// freeBufs is the packet buffers not in use, shared by the clients: a
+// freeBufs is the packet buffers not in use, shared by the stream (TCP,
+// TLS) clients (UDP clients encode into their batches, udpqueue.go): a
 // bounded free list rather than a sync.Pool, which every garbage collection
 // empties, so that a relay tracing every frame would allocate a buffer per
 // packet until it had refilled.
 //
 // It keeps at most as many buffers as the live clients' queues can hold
-// (each client adds its QueueSize and a UDP batch while it runs): a backlog
+// (each stream client adds its QueueSize while it runs): a backlog
 // that filled a queue once does not make every later one allocate.
 var freeBufs struct {
 	mu   sync.Mutex
@@ -253,7 +255,12 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.log = c.log.With("hep_dest", cfg.Name, "transport", string(cfg.Transport), "addr", cfg.Addr)
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
-	reserveBufs(cfg.QueueSize + udpBatch)
+	if cfg.Transport == UDP {
+		c.uq = newUDPQueue(cfg.QueueSize)
+		go c.runUDP()
+		return c, nil
+	}
+	reserveBufs(cfg.QueueSize)
 	go c.run()
 	return c, nil
 }
@@ -266,6 +273,10 @@ func (c *Client) Name() string { return c.cfg.Name }
 
 // Stats returns the counters; safe for concurrent use.
 func (c *Client) Stats() Stats {
+	queued := len(c.queue)
+	if c.uq != nil {
+		queued = int(c.uq.queued.Load())
+	}
 	return Stats{
 		Sent:       c.sent.Load(),
 		Dropped:    c.dropped.Load(),
@@ -274,7 +285,7 @@ func (c *Client) Stats() Stats {
 		Segmented:  c.segmented.Load(),
 		Spooled:    c.spool.spooled.Load(),
 		Replayed:   c.spool.replayed.Load(),
-		Queued:     len(c.queue),
+		Queued:     queued,
 	}
 }
 
@@ -284,6 +295,9 @@ func (c *Client) Send(pkt []byte) bool {
 	if len(pkt) > c.cfg.Profile.maxPacket() || c.closed.Load() {
 		c.dropped.Add(1)
 		return false
+	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return append(dst, pkt...), nil })
 	}
 	b := getBuf()
 	*b = append(*b, pkt...)
@@ -297,6 +311,9 @@ func (c *Client) SendEvent(m Meta, ev Event) bool {
 		c.dropped.Add(1)
 		return false
 	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendEventPacket(dst, m, ev) })
+	}
 	b := getBuf()
 	var err error
 	*b, err = c.cfg.Profile.AppendEventPacket(*b, m, ev)
@@ -309,9 +326,29 @@ func (c *Client) SendFrame(m Meta, frame []byte) bool {
 		c.dropped.Add(1)
 		return false
 	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendFramePacket(dst, m, frame) })
+	}
 	b := getBuf()
 	var err error
 	*b, err = c.cfg.Profile.AppendFramePacket(*b, m, frame)
+	return c.enqueueEncoded(b, err)
+}
+
+// SendFrameFunc is SendFrame for a frame that appendFrame appends to dst,
+// in at most room bytes (the payload the packet has room for): the frame is
+// copied once, straight into the packet.
+func (c *Client) SendFrameFunc(m Meta, appendFrame func(dst []byte, room int) []byte) bool {
+	if c.closed.Load() {
+		c.dropped.Add(1)
+		return false
+	}
+	if c.uq != nil {
+		return c.udpAdd(func(dst []byte) ([]byte, error) { return c.cfg.Profile.AppendFramePacketFunc(dst, m, appendFrame) })
+	}
+	b := getBuf()
+	var err error
+	*b, err = c.cfg.Profile.AppendFramePacketFunc(*b, m, appendFrame)
 	return c.enqueueEncoded(b, err)
 }
 
@@ -357,11 +394,15 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// run is the writer goroutine.
+// lingerUntil is the queued packets that make the stream writer write at
+// once, without lingering.
+const lingerUntil = 63
+
+// run is the writer goroutine of a stream (TCP, TLS) client; runUDP is UDP's.
 func (c *Client) run() {
 	defer close(c.done)
 	// After the last putBuf of the deferred calls below.
-	defer reserveBufs(-(c.cfg.QueueSize + udpBatch))
+	defer reserveBufs(-c.cfg.QueueSize)
 	defer c.rlog.Flush() // the counts of suppressed lines, before Close returns
 	var (
 		conn    net.Conn
@@ -371,8 +412,6 @@ func (c *Client) run() {
 		backoff = c.cfg.BackoffMin
 		first   = true
 		pending *[]byte // taken from the queue, to be written after a reconnect
-		bufs    = make([]*[]byte, 0, udpBatch)
-		ub      udpBatcher
 		linger  = c.cfg.Linger
 		lingerT *time.Timer
 	)
@@ -458,7 +497,7 @@ func (c *Client) run() {
 		}
 		// Under load, lingering a moment gathers a batch: one system call
 		// (and one wake-up of this goroutine) for dozens of packets.
-		if linger > 0 && len(c.queue) < udpBatch-1 {
+		if linger > 0 && len(c.queue) < lingerUntil {
 			if lingerT == nil {
 				lingerT = time.NewTimer(linger)
 			} else {
@@ -469,31 +508,6 @@ func (c *Client) run() {
 			case <-c.ctx.Done():
 				lingerT.Stop()
 			}
-		}
-		if c.cfg.Transport == UDP {
-			// Take what is queued (up to udpBatch datagrams) and send it
-			// with one sendmmsg where the platform has it.
-			bufs = append(bufs[:0], b)
-		more:
-			for len(bufs) < udpBatch {
-				select {
-				case b = <-c.queue:
-					bufs = append(bufs, b)
-				default:
-					break more
-				}
-			}
-			sent, err := c.writeUDP(conn, &ub, bufs)
-			putBufs(bufs)
-			c.sent.Add(uint64(sent))
-			if err != nil {
-				// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the
-				// socket stays usable.
-				c.errs.Add(1)
-				c.dropped.Add(uint64(len(bufs) - sent))
-				c.rlog.Debug("udp_write_failed", "hep: udp write failed", errAttr(err))
-			}
-			continue
 		}
 		// Stream: coalesce what is queued into one write.
 		batch = append(batch[:0], *b...)
@@ -566,6 +580,7 @@ type udpBatcher struct {
 	msgs []ipv4.Message
 	one  [udpBatch][]byte // each message's single buffer, reused
 
+	flags  int  // sendmmsg's flags (msgDontWait: never wait for the socket)
 	gso    bool // UDP_SEGMENT is usable on conn
 	maxSeg int  // largest GSO segment: the profile's packet limit and the route's MTU
 	plan   gsoPlanner
@@ -597,7 +612,7 @@ func (c *Client) writeUDP(conn net.Conn, ub *udpBatcher, bufs []*[]byte) (int, e
 	if err := conn.SetWriteDeadline(time.Now().Add(c.cfg.WriteTimeout)); err != nil {
 		return 0, err
 	}
-	if ub.wb == nil || len(bufs) == 1 {
+	if ub.wb == nil || len(bufs) == 1 && ub.flags == 0 {
 		for i, b := range bufs {
 			if _, err := conn.Write(*b); err != nil {
 				return i, err
@@ -699,7 +714,7 @@ func (ub *udpBatcher) send(bufs []*[]byte, runs []gsoRun) (sent, segmented, next
 	}
 	defer clear(ub.one[:len(runs)]) // the buffers go back to the pool
 	for next < len(ub.msgs) {
-		n, werr := ub.wb.WriteBatch(ub.msgs[next:], 0)
+		n, werr := ub.wb.WriteBatch(ub.msgs[next:], ub.flags)
 		n = max(n, 0) // x/net passes sendmmsg's -1 on
 		for _, r := range runs[next : next+n] {
 			sent += r.end - r.start

@@ -51,6 +51,7 @@ type gsoRun struct {
 // from batch to batch.
 type gsoPlanner struct {
 	order []int // indices into the batch, by size, largest first
+	keys  []uint64
 	runs  []gsoRun
 }
 
@@ -59,11 +60,18 @@ type gsoPlanner struct {
 // and the profile's packet limit). Packets larger than maxSeg are sent
 // alone.
 func (p *gsoPlanner) plan(lens []int, maxSeg int) []gsoRun {
-	p.order = p.order[:0]
-	for i := range lens {
-		p.order = append(p.order, i)
+	// By size, largest first, in batch order among equals: one key per
+	// packet (its size inverted, then its index), sorted without a
+	// comparison function.
+	p.keys = p.keys[:0]
+	for i, l := range lens {
+		p.keys = append(p.keys, uint64(max(maxTotalLen-l, 0))<<32|uint64(i))
 	}
-	slices.SortStableFunc(p.order, func(a, b int) int { return lens[b] - lens[a] })
+	slices.Sort(p.keys)
+	p.order = p.order[:0]
+	for _, k := range p.keys {
+		p.order = append(p.order, int(uint32(k)))
+	}
 	p.runs = p.runs[:0]
 	for i := 0; i < len(p.order); {
 		top := lens[p.order[i]]

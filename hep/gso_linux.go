@@ -62,3 +62,7 @@ func isGSOError(err error) bool {
 func isMTUError(err error) bool {
 	return errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.EINVAL)
 }
+
+// msgDontWait makes a send fail with EAGAIN rather than wait for room in the
+// socket's buffer.
+const msgDontWait = unix.MSG_DONTWAIT

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -232,43 +233,96 @@ func appendAddr(dst []byte, typ4, typ6 uint16, a netip.Addr) []byte {
 
 // appendHead appends the packet header (with a zero total length, patched by finish) and every
 // chunk that precedes the payload. The order follows OpenSIPS's build_hep3_buf (OpenSIPS proto_hep/hep.c): the
-// fixed block 1,2,7,8,9,10,11,12, then the addresses, then the optional chunks.
+// fixed block 1,2,7,8,9,10,11,12, then the addresses, then the optional chunks. The space is
+// reserved once (headLen) and written in place: one capacity check rather than one per field.
 func (p *Packet) appendHead(dst []byte) []byte {
-	dst = append(dst, magic[:]...)
-	dst = append(dst, 0, 0)
+	n := p.headLen()
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	b := dst[start : start+n]
+	copy(b, magic[:])
+	b[4], b[5] = 0, 0
+	i := headerLen
 	if f := p.family(); f != 0 {
-		dst = appendU8(dst, ChunkIPFamily, f)
+		i = putU8(b, i, ChunkIPFamily, f)
 	}
-	dst = appendU8(dst, ChunkIPProto, p.IPProto)
-	dst = appendU16(dst, ChunkSrcPort, p.Src.Port())
-	dst = appendU16(dst, ChunkDstPort, p.Dst.Port())
+	i = putU8(b, i, ChunkIPProto, p.IPProto)
+	i = putU16(b, i, ChunkSrcPort, p.Src.Port())
+	i = putU16(b, i, ChunkDstPort, p.Dst.Port())
 	var sec, usec uint32
 	if !p.Time.IsZero() {
 		sec = uint32(p.Time.Unix())
 		usec = uint32(p.Time.Nanosecond() / 1000)
 	}
-	dst = appendU32(dst, ChunkTimeSec, sec)
-	dst = appendU32(dst, ChunkTimeUsec, usec)
-	dst = appendU8(dst, ChunkProtoType, p.ProtoType)
-	dst = appendU32(dst, ChunkCaptureID, p.CaptureID)
-	dst = appendAddr(dst, ChunkIPv4Src, ChunkIPv6Src, p.Src.Addr())
-	dst = appendAddr(dst, ChunkIPv4Dst, ChunkIPv6Dst, p.Dst.Addr())
+	i = putU32(b, i, ChunkTimeSec, sec)
+	i = putU32(b, i, ChunkTimeUsec, usec)
+	i = putU8(b, i, ChunkProtoType, p.ProtoType)
+	i = putU32(b, i, ChunkCaptureID, p.CaptureID)
+	i = putAddr(b, i, ChunkIPv4Src, ChunkIPv6Src, p.Src.Addr())
+	i = putAddr(b, i, ChunkIPv4Dst, ChunkIPv6Dst, p.Dst.Addr())
 	if p.KeepAlive != 0 {
-		dst = appendU16(dst, ChunkKeepAlive, p.KeepAlive)
+		i = putU16(b, i, ChunkKeepAlive, p.KeepAlive)
 	}
 	if p.AuthKey != nil {
-		dst = appendBytes(dst, 0, ChunkAuthKey, p.AuthKey)
+		i = putBytes(b, i, ChunkAuthKey, p.AuthKey)
 	}
 	if p.VLAN != 0 {
-		dst = appendU16(dst, ChunkVLAN, p.VLAN)
+		i = putU16(b, i, ChunkVLAN, p.VLAN)
 	}
 	if p.NodeName != nil {
-		dst = appendBytes(dst, 0, ChunkNodeName, p.NodeName)
+		i = putBytes(b, i, ChunkNodeName, p.NodeName)
 	}
 	if p.CompressedPayload != nil {
-		dst = appendBytes(dst, 0, ChunkCompressedPayload, p.CompressedPayload)
+		putBytes(b, i, ChunkCompressedPayload, p.CompressedPayload)
 	}
 	return dst
+}
+
+// putChunkHeader writes a generic chunk's header at b[i:] and returns the
+// index after it.
+func putChunkHeader(b []byte, i int, typ uint16, dataLen int) int {
+	b = b[i : i+chunkHeaderLen]
+	b[0], b[1] = 0, 0
+	binary.BigEndian.PutUint16(b[2:], typ)
+	binary.BigEndian.PutUint16(b[4:], uint16(chunkHeaderLen+dataLen))
+	return i + chunkHeaderLen
+}
+
+func putU8(b []byte, i int, typ uint16, v uint8) int {
+	i = putChunkHeader(b, i, typ, 1)
+	b[i] = v
+	return i + 1
+}
+
+func putU16(b []byte, i int, typ uint16, v uint16) int {
+	i = putChunkHeader(b, i, typ, 2)
+	binary.BigEndian.PutUint16(b[i:], v)
+	return i + 2
+}
+
+func putU32(b []byte, i int, typ uint16, v uint32) int {
+	i = putChunkHeader(b, i, typ, 4)
+	binary.BigEndian.PutUint32(b[i:], v)
+	return i + 4
+}
+
+func putBytes(b []byte, i int, typ uint16, v []byte) int {
+	i = putChunkHeader(b, i, typ, len(v))
+	return i + copy(b[i:], v)
+}
+
+func putAddr(b []byte, i int, typ4, typ6 uint16, a netip.Addr) int {
+	switch {
+	case a.Is4():
+		i = putChunkHeader(b, i, typ4, 4)
+		a4 := a.As4()
+		return i + copy(b[i:], a4[:])
+	case a.IsValid():
+		i = putChunkHeader(b, i, typ6, 16)
+		a16 := a.As16()
+		return i + copy(b[i:], a16[:])
+	}
+	return i
 }
 
 // appendTail appends the chunks that follow the payload: correlation id, then Extra.

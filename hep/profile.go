@@ -128,6 +128,16 @@ func (pr *Profile) FrameRoom(m *Meta) int {
 	return max(pr.maxPacket()-p.headLen()-chunkHeaderLen-p.tailLen(), 0)
 }
 
+// AppendFramePacketFunc appends a complete HEP packet whose payload is what
+// appendFrame appends to dst: a frame of at most room bytes, the payload the
+// packet has room for within pr.MaxPacketSize (pr.FrameLimit is not
+// applied: appendFrame cuts). A longer payload fails with ErrTooLarge.
+// It does not allocate when dst has room.
+func (pr *Profile) AppendFramePacketFunc(dst []byte, m Meta, appendFrame func(dst []byte, room int) []byte) ([]byte, error) {
+	p := pr.packet(&m)
+	return pr.appendWithPayload(dst, &p, appendFrame)
+}
+
 // AppendFramePacket appends a complete HEP packet carrying the MSRP frame to dst, truncated (see
 // AppendFrame) to pr.FrameLimit and further so that the packet fits pr.MaxPacketSize.
 // It does not allocate when dst has room.

@@ -12,7 +12,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/msrpscope/msrpscope/hep"
 	"github.com/msrpscope/msrpscope/tracer/event"
@@ -163,53 +162,17 @@ func (Kind) Open(ctx context.Context, cfg any, o sink.Options) (sink.Sink, error
 		}
 		return nil, err
 	}
-	return &hepSink{name: o.Name, client: client, profile: cc.Profile, limit: limit, spool: sp}, nil
+	return &hepSink{name: o.Name, client: client, limit: limit, spool: sp}, nil
 }
 
 // hepSink encodes each record into a HEP packet at once, on the caller's
 // goroutine, and hands it to the collector client's bounded queue
 // (hep.Client never blocks; what does not fit is dropped and counted there).
 type hepSink struct {
-	name    string
-	client  *hep.Client
-	profile hep.Profile  // the client's, for FrameRoom
-	limit   int          // frame bytes kept; < 0: only the packet size bounds
-	spool   *spool.Spool // nil without spool_dir; closed after the client
-}
-
-// frameBufs are the buffers Put cuts frames into, each held only during a
-// Put: a few suffice. A bounded free list rather than a sync.Pool, which
-// every garbage collection empties (an 18 KiB allocation per Put until it
-// refills).
-var frameBufs struct {
-	mu   sync.Mutex
-	bufs []*[]byte
-}
-
-const maxFrameBufs = 32
-
-func getFrameBuf() *[]byte {
-	frameBufs.mu.Lock()
-	if n := len(frameBufs.bufs); n > 0 {
-		b := frameBufs.bufs[n-1]
-		frameBufs.bufs = frameBufs.bufs[:n-1]
-		frameBufs.mu.Unlock()
-		return b
-	}
-	frameBufs.mu.Unlock()
-	b := make([]byte, 0, 18<<10)
-	return &b
-}
-
-func putFrameBuf(b *[]byte) {
-	if cap(*b) > 64<<10 {
-		return
-	}
-	frameBufs.mu.Lock()
-	if len(frameBufs.bufs) < maxFrameBufs {
-		frameBufs.bufs = append(frameBufs.bufs, b)
-	}
-	frameBufs.mu.Unlock()
+	name   string
+	client *hep.Client
+	limit  int          // frame bytes kept; < 0: only the packet size bounds
+	spool  *spool.Spool // nil without spool_dir; closed after the client
 }
 
 func (h *hepSink) Put(e *event.Event) {
@@ -217,14 +180,15 @@ func (h *hepSink) Put(e *event.Event) {
 	m := hep.Meta{Time: e.Time, CorrelationID: sink.AppendCorrelationID(cidBuf[:0], e)}
 	m.Src, m.Dst = sink.Endpoints(e)
 	if f := e.Frame; f != nil {
-		limit := h.profile.FrameRoom(&m) - sink.MaxFrameOverhead
-		if h.limit > 0 {
-			limit = min(limit, h.limit)
-		}
-		buf := getFrameBuf()
-		*buf = sink.AppendFrame((*buf)[:0], f, max(limit, 1))
-		h.client.SendFrame(m, *buf)
-		putFrameBuf(buf)
+		// The frame is cut (sink.AppendFrame) straight into the packet, to what the
+		// packet has room for and the sink's frame_limit.
+		h.client.SendFrameFunc(m, func(dst []byte, room int) []byte {
+			limit := room - sink.MaxFrameOverhead
+			if h.limit > 0 {
+				limit = min(limit, h.limit)
+			}
+			return sink.AppendFrame(dst, f, max(limit, 1))
+		})
 		return
 	}
 	var extra [2]hep.Attr

@@ -126,7 +126,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.msrpload, "msrpload", "", "msrpload binary to drive the load with (default: this program)")
 	fs.StringVar(&o.msrpscope, "msrpscope", "", "msrpscope binary (default: msrpscope next to the msrpload binary, else $PATH)")
 	only := fs.String("only", "small,pairs,chunks,large", "scenarios to run, comma-separated: small, pairs, chunks, large")
-	tracing := fs.String("tracing", "off,default,hep", "msrpscope tracing setups: off, default (embedded: everything to pcap), hep (everything to HEP over UDP)")
+	tracing := fs.String("tracing", "off,default,hep", "msrpscope tracing setups: off, default (embedded: everything to pcap), hep (everything to HEP over UDP), hep-gro (the same, the harness's UDP socket with UDP_GRO: a second figure)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every relay once, in alternating order")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "load phase of each duration-bound run (CPU time is counted in 10 ms ticks)")
 	fs.BoolVar(&o.kamailio, "kamailio", true, "run Kamailio 5.6 too (kamailio and kamailio-extra-modules installed)")
@@ -153,7 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	// Always in this order: small picks Kamailio's worker count for the rest.
 	slices.SortFunc(o.only, func(a, b string) int { return slices.Index(scenarios, a) - slices.Index(scenarios, b) })
-	if o.tracing, err = splitList(*tracing, []string{TracingOff, TracingDefault, TracingHEP}); err != nil {
+	if o.tracing, err = splitList(*tracing, []string{TracingOff, TracingDefault, TracingHEP, TracingHEPGRO}); err != nil {
 		return nil, fmt.Errorf("-tracing: %w", err)
 	}
 	if o.kamChildren, err = splitInts(*children); err != nil {

@@ -15,9 +15,10 @@ import (
 	"time"
 )
 
-// udpCounter is the HEP collector of the hep setup: a UDP socket on
+// udpCounter is the HEP collector of the hep setups: a UDP socket on
 // 127.0.0.1 whose one goroutine reads datagrams and counts them, nothing
-// more. Close stops it.
+// more. With gro (hep-gro) the socket has UDP_GRO on: a read may return a
+// GSO run as one buffer, counted as the datagrams it holds. Close stops it.
 type udpCounter struct {
 	conn    *net.UDPConn
 	packets atomic.Int64
@@ -25,7 +26,7 @@ type udpCounter struct {
 	done    chan struct{}
 }
 
-func newUDPCounter() (*udpCounter, error) {
+func newUDPCounter(gro bool) (*udpCounter, error) {
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("HEP receiver: %w", err)
@@ -34,6 +35,14 @@ func newUDPCounter() (*udpCounter, error) {
 	// counter, not the socket buffer, is what keeps up.
 	_ = c.SetReadBuffer(32 << 20)
 	u := &udpCounter{conn: c, done: make(chan struct{})}
+	if gro {
+		if err := setUDPGRO(c); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("HEP receiver: UDP_GRO: %w", err)
+		}
+		go u.loopGRO()
+		return u, nil
+	}
 	go u.loop()
 	return u, nil
 }

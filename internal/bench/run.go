@@ -235,8 +235,8 @@ func (r *runner) fail(format string, a ...any) {
 func (r *runner) startScope(ctx context.Context, setup string) (*target, error) {
 	t := &target{kind: "msrpscope", name: "msrpscope, " + setupName(setup), user: "demo"}
 	hepAddr := ""
-	if setup == TracingHEP {
-		u, err := newUDPCounter()
+	if setup == TracingHEP || setup == TracingHEPGRO {
+		u, err := newUDPCounter(setup == TracingHEPGRO)
 		if err != nil {
 			return nil, err
 		}
@@ -262,6 +262,8 @@ func setupName(setup string) string {
 		return "embedded default (pcap)"
 	case TracingHEP:
 		return "every frame → HEP UDP"
+	case TracingHEPGRO:
+		return "every frame → HEP UDP, collector socket with UDP_GRO"
 	}
 	return setup
 }

@@ -1,0 +1,332 @@
+package hep
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The UDP client's queue. A packet is encoded straight into the batch being
+// filled (packets back to back in one buffer, under a short lock), not into
+// a buffer of its own handed to the writer through a channel: a channel
+// costs a lock and often a wake-up per packet, and a per-packet buffer
+// written on one core and read by the writer on the other costs cache
+// misses twice per packet (the encoder's first stores, the writer's copy).
+//
+// A batch is sent when it is full (udpBatch packets or udpBatchBytes),
+// by whoever filled it when the socket is free (one sendmmsg of GSO runs,
+// from bytes still in that core's cache), or else by the writer goroutine;
+// and by the writer once its first packet has waited Linger. Sending is a
+// non-blocking UDP send: the kernel drops rather than waits, so a producer
+// that sends never waits on the collector.
+
+// udpBatchBytes ends a batch once its packets reach this many bytes (a
+// large frame's packet may take it beyond).
+const udpBatchBytes = 64 << 10
+
+// pktBatch is packets encoded back to back: packet i is buf[ends[i-1]:ends[i]].
+type pktBatch struct {
+	buf  []byte
+	ends []int
+	gen  uint64    // which batch this is, for the writer's linger
+	pkts [][]byte  // the packets, while sending
+	ptrs []*[]byte // pointers to pkts, what writeUDP takes
+}
+
+func (b *pktBatch) len() int { return len(b.ends) }
+
+// udpQueue is a UDP client's queue and socket.
+type udpQueue struct {
+	mu     sync.Mutex
+	cur    *pktBatch   // being filled; nil: none
+	free   []*pktBatch // batches to reuse
+	gen    uint64
+	closed bool
+
+	full   chan *pktBatch // full batches for the writer
+	kick   chan struct{}  // capacity 1: a batch got its first packet
+	queued atomic.Int64   // packets in cur, in full and being sent
+
+	send sync.Mutex // held while writing to conn; guards conn and ub
+	conn net.Conn   // the writer's socket; nil before the dial and after the close
+	ub   udpBatcher
+}
+
+// newUDPQueue returns a queue that holds about queueSize packets.
+func newUDPQueue(queueSize int) *udpQueue {
+	n := max(1, queueSize/udpBatch)
+	return &udpQueue{full: make(chan *pktBatch, n), kick: make(chan struct{}, 1)}
+}
+
+// add encodes one packet with enc into the current batch and sends the
+// batch when it is full. It returns false (the packet counted as dropped)
+// when the client is closed or enc fails.
+func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
+	q := c.uq
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		c.dropped.Add(1)
+		return false
+	}
+	b := q.cur
+	if b == nil {
+		if n := len(q.free); n > 0 {
+			b = q.free[n-1]
+			q.free = q.free[:n-1]
+		} else {
+			b = &pktBatch{buf: make([]byte, 0, 16<<10), ends: make([]int, 0, udpBatch)}
+		}
+		q.gen++
+		b.gen = q.gen
+		q.cur = b
+	}
+	start := len(b.buf)
+	out, err := enc(b.buf)
+	if err != nil {
+		b.buf = b.buf[:start]
+		q.mu.Unlock()
+		c.dropped.Add(1)
+		c.rlog.Debug("not_encoded", "hep: packet not encoded", errAttr(err))
+		return false
+	}
+	b.buf = out
+	b.ends = append(b.ends, len(out))
+	q.queued.Add(1)
+	first := b.len() == 1
+	var done *pktBatch
+	if b.len() >= udpBatch || len(b.buf) >= udpBatchBytes {
+		done, q.cur = b, nil
+	}
+	q.mu.Unlock()
+	if done != nil {
+		c.udpDispatch(done)
+	} else if first {
+		select {
+		case q.kick <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// udpDispatch sends a full batch: here when the socket is free, else by the
+// writer; a batch the writer has no room for is dropped.
+func (c *Client) udpDispatch(b *pktBatch) {
+	q := c.uq
+	if msgDontWait != 0 && q.send.TryLock() {
+		if q.conn != nil {
+			// Never waits for the socket: a datagram the kernel has no buffer for is
+			// dropped (and counted), as a full queue would drop it.
+			q.ub.flags = msgDontWait
+			c.udpSend(b)
+			q.ub.flags = 0
+			q.send.Unlock()
+			return
+		}
+		q.send.Unlock()
+	}
+	select {
+	case q.full <- b:
+	default:
+		c.udpDrop(b)
+		return
+	}
+	if c.closed.Load() {
+		// The writer may have drained full for the last time: take one batch back out
+		// (whoever removes a batch counts it), so that none is left behind.
+		select {
+		case b := <-q.full:
+			c.udpDrop(b)
+		default:
+		}
+	}
+}
+
+// udpSend writes b to q.conn (q.send held) and recycles it.
+func (c *Client) udpSend(b *pktBatch) {
+	q := c.uq
+	n := b.len()
+	b.pkts, b.ptrs = b.pkts[:0], b.ptrs[:0]
+	start := 0
+	for _, end := range b.ends {
+		b.pkts = append(b.pkts, b.buf[start:end:end])
+		start = end
+	}
+	for i := range b.pkts {
+		b.ptrs = append(b.ptrs, &b.pkts[i])
+	}
+	sent, err := c.writeUDP(q.conn, &q.ub, b.ptrs)
+	c.sent.Add(uint64(sent))
+	if err != nil {
+		// Typically ECONNREFUSED caused by an ICMP error for an earlier datagram; the
+		// socket stays usable.
+		c.errs.Add(1)
+		c.dropped.Add(uint64(n - sent))
+		c.rlog.Debug("udp_write_failed", "hep: udp write failed", errAttr(err))
+	}
+	c.udpRecycle(b)
+}
+
+// udpDrop counts b's packets as dropped and recycles it.
+func (c *Client) udpDrop(b *pktBatch) {
+	c.dropped.Add(uint64(b.len()))
+	c.udpRecycle(b)
+}
+
+func (c *Client) udpRecycle(b *pktBatch) {
+	q := c.uq
+	q.queued.Add(-int64(b.len()))
+	clear(b.pkts)
+	b.pkts, b.ptrs = b.pkts[:0], b.ptrs[:0]
+	b.buf, b.ends = b.buf[:0], b.ends[:0]
+	if cap(b.buf) > 4*udpBatchBytes {
+		return // grown by a rare large packet: let it go
+	}
+	q.mu.Lock()
+	if len(q.free) < cap(q.full)+2 {
+		q.free = append(q.free, b)
+	}
+	q.mu.Unlock()
+}
+
+// runUDP is the writer goroutine of a UDP client.
+func (c *Client) runUDP() {
+	defer close(c.done)
+	defer c.rlog.Flush()
+	q := c.uq
+	defer c.udpExit()
+	linger := c.cfg.Linger
+	if linger == 0 {
+		linger = DefaultLinger
+	}
+	backoff := c.cfg.BackoffMin
+	for {
+		conn, _, err := c.dial()
+		if err == nil {
+			c.rlog.Info("connected", "hep: collector connected", slog.String("local", conn.LocalAddr().String()))
+			q.send.Lock()
+			q.conn = conn
+			q.send.Unlock()
+			break
+		}
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.errs.Add(1)
+		wait := jitter(backoff)
+		c.rlog.Warn("connect_failed", "hep: collector connect failed", errAttr(err), slog.Duration("retry_in", wait))
+		var none *[]byte
+		if !c.backoffWait(&backoff, wait, &none) {
+			return
+		}
+	}
+	var timer *time.Timer
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case b := <-q.full:
+			q.send.Lock()
+			c.udpSend(b)
+			q.send.Unlock()
+		case <-q.kick:
+			if !c.udpLinger(linger, &timer) {
+				return
+			}
+		}
+	}
+}
+
+// udpLinger lets the batch being filled gather packets until its first has
+// waited linger, then sends it unless it was sent full meanwhile. It returns
+// false when the client is stopping.
+func (c *Client) udpLinger(linger time.Duration, timer **time.Timer) bool {
+	q := c.uq
+	q.mu.Lock()
+	var gen uint64
+	if q.cur != nil && q.cur.len() > 0 {
+		gen = q.cur.gen
+	}
+	q.mu.Unlock()
+	for gen != 0 {
+		if linger > 0 {
+			if *timer == nil {
+				*timer = time.NewTimer(linger)
+			} else {
+				(*timer).Reset(linger)
+			}
+		wait:
+			for {
+				select {
+				case <-c.ctx.Done():
+					(*timer).Stop()
+					return false
+				case b := <-q.full:
+					q.send.Lock()
+					c.udpSend(b)
+					q.send.Unlock()
+				case <-(*timer).C:
+					break wait
+				}
+			}
+		}
+		q.mu.Lock()
+		var send *pktBatch
+		switch b := q.cur; {
+		case b == nil || b.len() == 0:
+			gen = 0
+		case b.gen == gen || linger <= 0:
+			send, q.cur, gen = b, nil, 0
+		default:
+			// Sent full meanwhile; this newer batch gets a whole linger (one more wait at most).
+			gen = b.gen
+		}
+		q.mu.Unlock()
+		if send != nil {
+			q.send.Lock()
+			c.udpSend(send)
+			q.send.Unlock()
+		}
+	}
+	return true
+}
+
+// udpExit sends what is queued when the writer stops (each write is a
+// non-blocking UDP send) and closes the socket.
+func (c *Client) udpExit() {
+	q := c.uq
+	c.closed.Store(true)
+	q.mu.Lock()
+	q.closed = true
+	b := q.cur
+	q.cur = nil
+	q.mu.Unlock()
+	q.send.Lock()
+	defer q.send.Unlock()
+	sendOrDrop := func(b *pktBatch) {
+		if q.conn != nil {
+			c.udpSend(b)
+		} else {
+			c.udpDrop(b)
+		}
+	}
+	if b != nil {
+		sendOrDrop(b)
+	}
+	for {
+		select {
+		case b := <-q.full:
+			sendOrDrop(b)
+			continue
+		default:
+		}
+		break
+	}
+	if q.conn != nil {
+		q.conn.Close()
+		q.conn = nil
+	}
+}
