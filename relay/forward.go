@@ -169,6 +169,9 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 			}
 		}
 	}
+	// A large body: the next frames are read with a large read side
+	// (largeread.go).
+	c.bigBody = f.Body().Len() > connBufSize
 	flag = f.Flag()
 	if bodyErr != nil {
 		flag = msrp.FlagAbort

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -149,3 +150,59 @@ func FuzzBodyAvoid(f *testing.F) {
 		checkAvoid(t, in, avoid)
 	})
 }
+
+// benchForward reads 64 KiB chunks of random bytes and writes their
+// bodies under another transact-id, as a relay forwards them: checked by
+// the Writer (Body) or by the one scan of the Reader (Avoid, BodyScanned).
+func benchForward(b *testing.B, scanned bool) {
+	body := make([]byte, 64<<10)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range body {
+		body[i] = byte(rng.IntN(256))
+	}
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	_ = w.StartRequest([]byte("a786hjs2x9"), "SEND")
+	w.HeaderString(HdrToPath, "msrp://relay.example.com:2855/kjhd37s2s20w2a;tcp")
+	_, _ = w.Body().Write(body)
+	_ = w.End(FlagEnd)
+	frame := buf.Bytes()
+	r := NewReader(bufio.NewReaderSize(&cycleReader{b: frame}, 64<<10), Limits{})
+	out := NewWriter(bufio.NewWriterSize(io.Discard, 32<<10))
+	tid := []byte("Qx8fK2pLm3Zr7TwA")
+	b.SetBytes(int64(len(frame)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f, err := r.ReadFrame()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = out.StartRequest(tid, "SEND")
+		bd := f.Body()
+		var bw io.Writer
+		if scanned {
+			bd.Avoid(tid)
+			bw = out.BodyScanned()
+		} else {
+			bw = out.Body()
+		}
+		for {
+			p, err := bd.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil || bd.Avoided() {
+				b.Fatal(err)
+			}
+			if _, err := bw.Write(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := out.End(FlagEnd); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkForwardChunk64KiBChecked(b *testing.B) { benchForward(b, false) }
+func BenchmarkForwardChunk64KiBScanned(b *testing.B) { benchForward(b, true) }
