@@ -224,13 +224,10 @@ func (b *Body) scan(buf []byte) (p []byte, more bool) {
 	if b.match(buf, 0) == matchFull {
 		return nil, false
 	}
-	// The avoided boundary starts buf.
+	// The avoided boundary starts buf: data from here on, and only the
+	// own end-line is searched for.
 	b.hit()
-	n, more = b.safe(buf[1:])
-	if more {
-		n++ // the boundary's first byte is data; what may be an end-line after it waits
-		return buf[:n], false
-	}
+	n, _ = b.safe(buf[1:])
 	return buf[:n+1], false
 }
 
