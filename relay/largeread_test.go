@@ -100,6 +100,33 @@ func TestReadSideResize(t *testing.T) {
 	if grew.Load() == 0 || shrank.Load() == 0 {
 		t.Fatalf("read side grew %d times, shrank %d: the test did not move buffered bytes both ways", grew.Load(), shrank.Load())
 	}
-	_ = p.a.Close()
+	// A large body (the read side grows after it), then one that breaks
+	// off: the sender closes mid-body. The receiver gets the first whole
+	// and the second ended with '#' (RFC 4975 §7.1), as much as arrived.
+	_, body, wire := frame(n, 200<<10)
+	_, _, cut := frame(n+1, 300<<10)
+	cut = cut[:len(cut)-100<<10]
+	go func() {
+		_, _ = p.a.Write(append(wire, cut...))
+		_ = p.a.Close()
+	}()
+	f, err := p.br.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if _, err := f.Body().WriteTo(&got); err != nil || f.Flag() != msrp.FlagEnd || !bytes.Equal(got.Bytes(), body) {
+		t.Fatalf("whole frame before the cut: %v flag %q, %d bytes", err, f.Flag(), got.Len())
+	}
+	if f, err = p.br.ReadFrame(); err != nil {
+		t.Fatal(err)
+	}
+	got.Reset()
+	if _, err := f.Body().WriteTo(&got); err != nil || f.Flag() != msrp.FlagAbort {
+		t.Fatalf("frame cut off by the sender's close: %v flag %q", err, f.Flag())
+	}
+	if sent := cut[bytes.Index(cut, []byte("\r\n\r\n"))+4:]; !bytes.Equal(got.Bytes(), sent) {
+		t.Fatalf("cut frame: %d body bytes relayed, %d sent", got.Len(), len(sent))
+	}
 	wg.Wait()
 }
