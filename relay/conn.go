@@ -101,6 +101,7 @@ type conn struct {
 	relayedAuthFails map[string]int
 
 	// The read loop's own state (frames read from c, and forwarded by it).
+	bigBody   bool            // the last body forwarded was large: read with a large read side (largeread.go)
 	inStart   time.Time       // when the first byte of the frame being read arrived
 	inReads   uint32          // c.dr.reads then: more reads since, the frame did not come in one
 	inCap     []byte          // frame-in capture for the Observer
@@ -188,6 +189,9 @@ type deadlineReader struct {
 	// goes straight to descriptor fd.
 	raw bool
 	fd  uintptr
+	// pend: bytes read already, served before the socket (a read side
+	// that replaces another takes over its buffered bytes: resizeReadSide).
+	pend []byte
 }
 
 // apply sets the wanted read deadline on the socket if it is not set yet,
@@ -207,6 +211,11 @@ func (d *deadlineReader) apply() {
 }
 
 func (d *deadlineReader) Read(p []byte) (int, error) {
+	if len(d.pend) > 0 {
+		n := copy(p, d.pend)
+		d.pend = d.pend[n:]
+		return n, nil
+	}
 	if d.abort.Load() {
 		return 0, os.ErrDeadlineExceeded
 	}
@@ -496,6 +505,7 @@ type readSide struct {
 	br  *bufio.Reader
 	rd  *msrp.Reader
 	lim msrp.Limits
+	big bool // largeReadBufSize, not readBufSize
 }
 
 // writeSide is a connection's frame writer and its buffer, pooled.
@@ -510,10 +520,11 @@ var readPool, writePool sync.Pool
 func (c *conn) getReadSide() {
 	lim := c.r.limits()
 	want := msrp.Limits{MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaders: lim.MaxHeaders}
-	rs, _ := readPool.Get().(*readSide)
+	pool, size := readSidePool(c.bigBody)
+	rs, _ := pool.Get().(*readSide)
 	if rs == nil || rs.lim != want {
-		br := bufio.NewReaderSize(nil, readBufSize)
-		rs = &readSide{br: br, rd: msrp.NewReader(br, want), lim: want}
+		br := bufio.NewReaderSize(nil, size)
+		rs = &readSide{br: br, rd: msrp.NewReader(br, want), lim: want, big: c.bigBody}
 	}
 	rs.br.Reset(&c.dr)
 	c.rs, c.br, c.rd, c.lastF = rs, rs.br, rs.rd, nil
@@ -526,7 +537,8 @@ func (c *conn) putReadSide() {
 		return
 	}
 	c.br.Reset(nil)
-	readPool.Put(c.rs)
+	pool, _ := readSidePool(c.rs.big)
+	pool.Put(c.rs)
 	c.rs, c.br, c.rd, c.lastF = nil, nil, nil, nil
 }
 
@@ -535,6 +547,9 @@ func (c *conn) putReadSide() {
 func (c *conn) waitFrame() error {
 	if c.rs != nil && c.raw != nil {
 		c.putReadSide()
+	}
+	if c.rs != nil && c.rs.big != c.bigBody {
+		c.resizeReadSide()
 	}
 	if c.rs == nil {
 		if c.raw != nil {

@@ -142,8 +142,13 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 		_ = w.StartRequest(tid, bstr(f.Method))
 		w.RawHeaders(hdr)
 		if f.HasBody() {
-			bw := w.Body()
+			// One scan of the body finds both its end-line and the
+			// end-line of tid, which must not go out in it (RFC 4975
+			// §7.1; a peer cannot guess tid, but the next hop may show it
+			// to a peer before the body is all sent).
+			bw := w.BodyScanned()
 			body := f.Body()
+			body.Avoid(tid)
 			for {
 				p, err := body.Next()
 				if err == io.EOF {
@@ -155,11 +160,18 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 				}
 				c.capIn(p)
 				if writeErr == nil {
-					_, writeErr = bw.Write(p)
+					if body.Avoided() {
+						writeErr = msrp.ErrEndLineInBody
+					} else {
+						_, writeErr = bw.Write(p)
+					}
 				}
 			}
 		}
 	}
+	// A large body: the next frames are read with a large read side
+	// (largeread.go).
+	c.bigBody = f.Body().Len() > connBufSize
 	flag = f.Flag()
 	if bodyErr != nil {
 		flag = msrp.FlagAbort

@@ -20,6 +20,11 @@ type Body struct {
 	// pat is the boundary CRLF "-------" tid that the end-line starts with.
 	pat  [9 + 255]byte
 	patN int
+	// The boundary of another transact-id to watch for (Avoid), while
+	// avoidN > 0, and whether it was reached (Avoided).
+	avoid   [255]byte
+	avoidN  int
+	avoided bool
 }
 
 func (b *Body) reset(f *Frame) {
@@ -30,6 +35,42 @@ func (b *Body) reset(f *Frame) {
 	b.started = false
 	b.n = 0
 	b.pending = 0
+	b.avoidN = 0
+	b.avoided = false
+}
+
+// Avoid makes the Body watch, from now on, for the boundary CRLF "-------"
+// tid of another transact-id: the one a relay forwards the body under.
+// RFC 4975 §7.1: a body must not contain its frame's end-line, so data
+// from such a boundary on must not be written under tid (msrp.Writer's
+// Body refuses it; BodyScanned leaves the check to this). The search is
+// the one that looks for the Body's own end-line: the body is scanned
+// once. The pieces Next hands out stop before such a boundary, so it
+// always starts a piece; Avoided reports, from that piece on, that it
+// was reached. The blank line's CRLF counts: a body that starts with
+// "-------" tid is caught. Avoid is to be called before the first Next.
+func (b *Body) Avoid(tid []byte) {
+	if len(tid) == 0 || b.done {
+		return
+	}
+	b.avoidN = copy(b.avoid[:], tid)
+}
+
+// Avoided reports whether the boundary given to Avoid has been reached:
+// the piece Next returned last starts with it.
+func (b *Body) Avoided() bool { return b.avoided }
+
+// hit records that the avoided boundary starts the data ahead; from then
+// on only the Body's own end-line is searched for.
+func (b *Body) hit() {
+	b.avoided = true
+	b.avoidN = 0
+}
+
+// need is how many bytes decide whether a boundary is the end-line or the
+// avoided one: the longer of the two.
+func (b *Body) need() int {
+	return max(b.patN+3, 9+b.avoidN)
 }
 
 // Len returns the number of body bytes read so far.
@@ -101,7 +142,6 @@ func (b *Body) peek() ([]byte, error) {
 	if b.done {
 		return nil, io.EOF
 	}
-	endLen := 9 + len(b.tid) + 3 // CRLF "-------" tid flag CRLF
 	for {
 		n := br.Buffered()
 		if n == 0 {
@@ -119,12 +159,27 @@ func (b *Body) peek() ([]byte, error) {
 			case matchFull:
 				return nil, b.finish(buf, 2)
 			case matchPartial:
+				endLen := b.patN + 3 // CRLF "-------" tid flag CRLF
 				if _, err := br.Peek(endLen - 2); err != nil && br.Buffered() < endLen-2 {
 					return nil, b.fail(err)
 				}
 				if buf, _ = br.Peek(min(br.Buffered(), endLen-2)); b.match(buf, 2) == matchFull {
 					return nil, b.finish(buf, 2)
 				}
+			}
+			// The avoided boundary right after the blank line. While the
+			// bytes are a prefix of it, one more byte must come anyway
+			// (no end-line is among them: no CR): wait for it, not for
+			// the whole boundary, which a frame with a shorter end-line
+			// need not be long enough to hold.
+			for b.matchAvoid(buf, 2) == matchPartial {
+				if _, err := br.Peek(len(buf) + 1); err != nil && br.Buffered() <= len(buf) {
+					return nil, b.fail(err)
+				}
+				buf, _ = br.Peek(br.Buffered())
+			}
+			if b.matchAvoid(buf, 2) == matchFull {
+				b.hit()
 			}
 			b.started = true
 		}
@@ -134,8 +189,11 @@ func (b *Body) peek() ([]byte, error) {
 			}
 			return p, nil
 		}
-		// A possible end-line starts the buffer but is not all buffered.
-		if _, err := br.Peek(endLen); err != nil && br.Buffered() < endLen {
+		// A possible end-line (or avoided boundary) starts the buffer but
+		// is not all buffered: no end-line is complete in it, so at least
+		// one more byte must come (waiting for the whole length of the
+		// longer of the two could wait past the end of the frame).
+		if _, err := br.Peek(len(buf) + 1); err != nil && br.Buffered() <= len(buf) {
 			return nil, b.fail(err)
 		}
 		// re-scan with the end-line's worth buffered
@@ -151,9 +209,38 @@ func (b *Body) peek() ([]byte, error) {
 // checked: a boundary of another transact-id or with no valid flag is body
 // data (RFC 4975 §7.1). Near the end of buf a boundary may be cut off:
 // only its prefix is there, checked at each CR of the last endLen-1 bytes.
+//
+// With a boundary to avoid (Avoid) the search is for the CRLF "-------"
+// both begin with, and data stops before the avoided boundary too: when
+// it starts buf, it is marked reached (hit) and the scan goes on as data.
 func (b *Body) scan(buf []byte) (p []byte, more bool) {
+	n, more := b.safe(buf)
+	if n > 0 {
+		return buf[:n], false
+	}
+	if more {
+		return nil, true
+	}
+	if b.match(buf, 0) == matchFull {
+		return nil, false
+	}
+	// The avoided boundary starts buf: data from here on, and only the
+	// own end-line is searched for.
+	b.hit()
+	n, _ = b.safe(buf[1:])
+	return buf[:n+1], false
+}
+
+// safe returns how many bytes at the start of buf are body data for sure:
+// they hold no end-line and no avoided boundary, and none of them starts
+// one that is cut off at the end of buf. At n < len(buf) one of those
+// starts, complete, or cut off (more).
+func (b *Body) safe(buf []byte) (n int, more bool) {
 	pat := b.pat[:b.patN]
-	endLen := b.patN + 3
+	if b.avoidN > 0 {
+		pat = pat[:9] // CRLF "-------", the start of both
+	}
+	endLen := b.need()
 	off := 0
 	for {
 		i := bytes.Index(buf[off:], pat)
@@ -161,20 +248,16 @@ func (b *Body) scan(buf []byte) (p []byte, more bool) {
 			break
 		}
 		i += off
-		switch b.match(buf[i:], 0) {
-		case matchNone: // boundary followed by no valid flag and CRLF: data
-			off = i + 1
-			continue
-		case matchFull:
-			if i > 0 {
-				return buf[:i], false
-			}
-			return nil, false
+		e, a := b.match(buf[i:], 0), b.matchAvoid(buf[i:], 0)
+		switch {
+		case e == matchFull:
+			return i, false
+		case e == matchPartial || a == matchPartial:
+			return i, true
+		case a == matchFull:
+			return i, false
 		}
-		if i > 0 {
-			return buf[:i], false
-		}
-		return nil, true
+		off = i + 1 // a boundary of neither: data
 	}
 	// No whole boundary at or after off: only a cut-off one at the end.
 	for j := max(off, len(buf)-(endLen-1)); j < len(buf); j++ {
@@ -183,14 +266,11 @@ func (b *Body) scan(buf []byte) (p []byte, more bool) {
 			break
 		}
 		j += k
-		if b.match(buf[j:], 0) != matchNone { // partial: full was found above
-			if j > 0 {
-				return buf[:j], false
-			}
-			return nil, true
+		if b.match(buf[j:], 0) != matchNone || b.matchAvoid(buf[j:], 0) != matchNone { // partial: full was found above
+			return j, true
 		}
 	}
-	return buf, false
+	return len(buf), false
 }
 
 const (
@@ -224,6 +304,32 @@ func (b *Body) match(p []byte, skip int) int {
 			return matchNone
 		}
 		pos++
+	}
+	return matchPartial
+}
+
+// matchAvoid compares p with the avoided boundary CRLF "-------" tid,
+// skipping the first skip bytes of the pattern; matchNone without one.
+func (b *Body) matchAvoid(p []byte, skip int) int {
+	if b.avoidN == 0 {
+		return matchNone
+	}
+	const lead = "\r\n-------"
+	tid := b.avoid[:b.avoidN]
+	pos := skip
+	for _, c := range p {
+		switch {
+		case pos < len(lead):
+			if c != lead[pos] {
+				return matchNone
+			}
+		case c != tid[pos-len(lead)]:
+			return matchNone
+		}
+		pos++
+		if pos == len(lead)+len(tid) {
+			return matchFull
+		}
 	}
 	return matchPartial
 }

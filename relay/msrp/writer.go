@@ -26,6 +26,7 @@ type Writer struct {
 	win  [9 + 255]byte
 	winN int
 	bw2  bodyWriter
+	bw3  scannedWriter
 	err  error
 	// Capture (see Capture): bytes written since, and the first ones kept.
 	n       int64
@@ -48,6 +49,7 @@ func NewWriter(w io.Writer) *Writer {
 	}
 	wr := &Writer{bw: bw}
 	wr.bw2.w = wr
+	wr.bw3.w = wr
 	return wr
 }
 
@@ -160,6 +162,30 @@ func (w *Writer) Body() io.Writer {
 	w.state = wBody
 	w.winN = copy(w.win[:], "\r\n")
 	return &w.bw2
+}
+
+// BodyScanned is Body for data already checked for the end-line of this
+// frame's transact-id: the pieces of a Body told to Avoid(TransactID())
+// and written only while it has not been reached (Body.Avoided). Its
+// Writes are not scanned again (a second pass over every byte of a
+// relayed body). Every body Write of the frame must then go through it.
+func (w *Writer) BodyScanned() io.Writer {
+	if w.state != wHeaders {
+		w.err = ErrWriterState
+		return &w.bw3
+	}
+	w.put(crlfBytes)
+	w.state = wBody
+	return &w.bw3
+}
+
+type scannedWriter struct{ w *Writer }
+
+func (b *scannedWriter) Write(p []byte) (int, error) {
+	if b.w.state != wBody {
+		return 0, ErrWriterState
+	}
+	return b.w.put(p)
 }
 
 type bodyWriter struct{ w *Writer }
