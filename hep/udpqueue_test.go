@@ -71,6 +71,8 @@ func TestClientUDPLingerSendsPartialBatch(t *testing.T) {
 		}
 		waitFor(t, "a partial batch", func() bool { return len(col.packets()) == 3*(round+1) })
 	}
+	// The collector can have a batch before the writer has counted it sent.
+	waitFor(t, "the sent counter", func() bool { return c.Stats().Sent == 9 })
 	if st := c.Stats(); st.Sent != 9 || st.Dropped != 0 || st.Queued != 0 {
 		t.Fatalf("stats %+v", st)
 	}
