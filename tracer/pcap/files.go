@@ -179,7 +179,10 @@ func (w *Writer) openFile() error {
 		return fmt.Errorf("pcap: write header %s: %w", path, err)
 	}
 	w.f, w.path = f, path
-	w.created = now
+	w.rotateAt = 0
+	if w.cfg.MaxFileAge > 0 {
+		w.rotateAt = now.Add(w.cfg.MaxFileAge).UnixNano()
+	}
 	w.size, w.durable, w.packets = fileHeaderLen, 0, 0
 	w.rotateDue = false
 	w.stats.Files++
