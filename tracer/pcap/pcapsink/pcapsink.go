@@ -78,12 +78,13 @@ func (Kind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) 
 const logEvery = 10 * time.Second
 
 // The queue lingers only under a high load (QueueOptions.Adaptive: its
-// last batch was large), and flushes once it has stayed empty for
-// idleFlush: under a light load what was written reaches the file within
-// that, and Queued 0 means every record is in the file (or counted lost);
-// under a steady load the buffer is written when full (1 MiB, one system
-// call), not after each batch (at 200,000 records/s about every 200 µs:
-// writes of some 20 KB, which cost the kernel twice as much per byte). Under a
+// last batch was large). Under a light load it flushes as soon as it runs
+// empty: what was written reaches the file at once, and Queued 0 means
+// every record is in the file (or counted lost). Under a high load it
+// flushes when its buffer is full (1 MiB, one system call) or once the
+// queue has stayed empty for idleFlush, not at each short pause between
+// batches (at 200,000 records/s: writes of some 20 KB every 200 µs, which
+// cost the kernel about twice as much per byte). Under a
 // high load the writer wakes once per linger for a batch instead of once
 // per few records (a bench of 2 pairs × 64 SENDs in flight: about 4,000
 // wake-ups instead of 24,000 for 1.2 million records). (A linger at every
@@ -95,7 +96,8 @@ const logEvery = 10 * time.Second
 // once.
 const linger = 200 * time.Microsecond
 
-// idleFlush is how long the queue stays empty before the writer flushes.
+// idleFlush is how long the queue stays empty after a large batch before
+// the writer flushes.
 const idleFlush = 2 * time.Millisecond
 
 // maxKeptBuf is the largest record buffer a queue slot keeps for reuse.
