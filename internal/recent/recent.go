@@ -106,15 +106,17 @@ type Frame struct {
 	Head         []byte // the frame's first bytes as captured, at most wire_bytes
 }
 
-// slot is one place of the ring. It is kept small (80 bytes): a full ring
-// is larger than a core's cache, so each Put writes cold memory, and the
-// bytes it writes are most of its cost. What all frames of a connection
-// share is one connMeta; the byte fields lie in the ring's arena, at the
-// slot's place (Ring.bytes).
+// slot is one place of the ring. It is kept small (168 bytes, was 280): a
+// full ring is larger than a core's cache, so each Put writes cold memory,
+// and the bytes it writes are most of its cost. The byte fields lie in the
+// ring's arena, at the slot's place (Ring.bytes). (Sharing one record per
+// connection between its frames would make the slot smaller still, but
+// its reference count is written by the read loops of both ends of a
+// chat, on two cores: in a benchmark it cost more than it saved.)
 type slot struct {
 	seq        uint64
-	nanos      int64 // the frame's time, Unix nanoseconds
-	conn       *connMeta
+	nanos      int64          // the frame's time, Unix nanoseconds
+	conn       event.ConnInfo // Transport interned
 	size       int64
 	fromX, toX *sessionIndex // the sessions' index entries (nil for ""): their keys, and eviction needs no map lookup
 	status     int32
@@ -125,15 +127,6 @@ type slot struct {
 	dir          event.Direction
 	flag         byte
 	used         bool
-}
-
-// connMeta is a connection as its frames in the ring share it; refs
-// counts them.
-type connMeta struct {
-	id            uint64
-	transport     string // interned
-	local, remote netip.AddrPort
-	refs          int
 }
 
 // sessionIndex is the seqs of a session's frames still in the ring, oldest
@@ -161,9 +154,6 @@ type Ring struct {
 	sessions map[string]*sessionIndex
 	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
 	nextRec  int              // the entry of recent replaced next
-	conns    map[uint64]*connMeta
-	hotConns [4]*connMeta // the connections of the last frames, checked before the map
-	nextConn int
 	closed   bool
 
 	evicted atomic.Uint64
@@ -184,8 +174,7 @@ func NewRing(name string, c Config) *Ring {
 		c.WireBytes = 0
 	}
 	return &Ring{name: name, wireBytes: c.WireBytes, slots: make([]slot, c.Frames),
-		arenas: make([][]byte, (c.Frames+bufChunk-1)/bufChunk), sessions: map[string]*sessionIndex{},
-		conns: map[uint64]*connMeta{}}
+		arenas: make([][]byte, (c.Frames+bufChunk-1)/bufChunk), sessions: map[string]*sessionIndex{}}
 }
 
 // Put implements sink.Sink: it keeps frames and counts connection events
@@ -211,7 +200,8 @@ func (r *Ring) Put(e *event.Event) {
 		r.evicted.Add(1)
 	}
 	s.used, s.seq, s.nanos, s.dir = true, seq, e.Time.UnixNano(), f.Dir
-	s.conn = r.connOf(&e.Conn)
+	s.conn = e.Conn
+	s.conn.Transport = internTransport(e.Conn.Transport)
 	s.status, s.flag, s.size = int32(f.Status), f.Flag, f.Size
 	b := r.bytes(i)[:0]
 	b = append(b, cut(f.TransactID, maxTID)...)
@@ -260,54 +250,6 @@ func (r *Ring) bytes(i int) []byte {
 	}
 	k := i % bufChunk * sz
 	return a[k : k+sz : k+sz]
-}
-
-// connOf returns the connMeta of c, shared with the frames of c in the
-// ring, and counts one more reference to it. Only the first frame of a
-// connection allocates. Called with r.mu held.
-func (r *Ring) connOf(c *event.ConnInfo) *connMeta {
-	t := internTransport(c.Transport)
-	same := func(m *connMeta) bool {
-		return m != nil && m.id == c.ID && m.local == c.Local && m.remote == c.Remote && m.transport == t
-	}
-	var m *connMeta
-	for _, h := range r.hotConns {
-		if same(h) {
-			m = h
-			break
-		}
-	}
-	if m == nil {
-		if m = r.conns[c.ID]; !same(m) {
-			// New, or its addresses changed (not for a frame's
-			// connection): the frames already kept keep theirs.
-			m = &connMeta{id: c.ID, transport: t, local: c.Local, remote: c.Remote}
-			r.conns[c.ID] = m
-		}
-		r.hotConns[r.nextConn] = m
-		r.nextConn = (r.nextConn + 1) % len(r.hotConns)
-	}
-	m.refs++
-	return m
-}
-
-// release drops one reference to m (an evicted frame's): the last one
-// forgets it.
-func (r *Ring) release(m *connMeta) {
-	if m == nil {
-		return
-	}
-	if m.refs--; m.refs > 0 {
-		return
-	}
-	if r.conns[m.id] == m {
-		delete(r.conns, m.id)
-	}
-	for i, h := range r.hotConns {
-		if h == m {
-			r.hotConns[i] = nil
-		}
-	}
 }
 
 func cut(b []byte, n int) []byte {
@@ -379,8 +321,6 @@ func (x *sessionIndex) keyOf() string {
 // unindex removes the evicted slot s from its sessions' frames: it is
 // their oldest, evictions go in seq order.
 func (r *Ring) unindex(s *slot) {
-	r.release(s.conn)
-	s.conn = nil
 	// An entry stays in the map while it holds a seq, so the slot's
 	// pointers are the map's entries (no lookup by id per eviction).
 	for _, x := range [2]*sessionIndex{s.fromX, s.toX} {
@@ -485,8 +425,8 @@ func (r *Ring) frame(i int) Frame {
 	s := &r.slots[i]
 	b := r.bytes(i)
 	e := s.ends
-	f := Frame{Seq: s.seq, Time: time.Unix(0, s.nanos), Dir: s.dir, ConnID: s.conn.id, Transport: s.conn.transport,
-		Local: s.conn.local, Remote: s.conn.remote, Status: int(s.status), ReportStatus: int(s.reportStatus),
+	f := Frame{Seq: s.seq, Time: time.Unix(0, s.nanos), Dir: s.dir, ConnID: s.conn.ID, Transport: s.conn.Transport,
+		Local: s.conn.Local, Remote: s.conn.Remote, Status: int(s.status), ReportStatus: int(s.reportStatus),
 		TransactID: string(b[:e[0]]), Method: string(b[e[0]:e[1]]), MessageID: string(b[e[1]:e[2]]),
 		ContentType: string(b[e[2]:e[3]]), FromSession: s.fromX.keyOf(), ToSession: s.toX.keyOf(), Flag: s.flag, Size: s.size}
 	if e[4] > e[3] {

@@ -349,29 +349,3 @@ func TestPutSteadyIndexDoesNotAllocate(t *testing.T) {
 		t.Errorf("1000 Puts allocate %.1f times", a)
 	}
 }
-
-// The connections the ring's frames share are forgotten with their last
-// frame: a ring of 4 frames that saw 100 connections knows at most 4, and
-// each frame keeps its own connection's addresses.
-func TestConnectionsForgottenWithTheirFrames(t *testing.T) {
-	r := NewRing("r", Config{Frames: 4})
-	for i := range 100 {
-		e := frame(i, "s", "", event.DirIn, "SEND", 0, "MSRP t SEND\r\n-------t$\r\n")
-		e.Conn.ID = uint64(1000 + i)
-		e.Conn.Remote = netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(2000+i))
-		r.Put(e)
-		r.Put(e) // two frames of one connection
-	}
-	if n := len(r.conns); n > 4 {
-		t.Errorf("%d connections known, want at most 4", n)
-	}
-	fs := r.SessionFrames("s")
-	if len(fs) != 4 {
-		t.Fatalf("%d frames", len(fs))
-	}
-	for _, f := range fs {
-		if want := uint16(2000 + f.ConnID - 1000); f.Remote.Port() != want {
-			t.Errorf("frame of connection %d: remote %v, want port %d", f.ConnID, f.Remote, want)
-		}
-	}
-}
