@@ -234,3 +234,52 @@ func TestLocalPortVerdictAfterConnect(t *testing.T) {
 		t.Fatalf("connected + one frame on local port 40555: %d records, want 2", n)
 	}
 }
+
+// Frames under rules without expressions skip the connection's state; the
+// TLS subject of a connection is still recorded from its handshake event,
+// so that a reload to a rule on it matches the connection's later frames.
+// Rule counts add up across connections.
+func TestUnfilteredFramesThenTLSRule(t *testing.T) {
+	ctx := context.Background()
+	cfg := func(match string) Config {
+		return Config{Enabled: true,
+			Rules: []Rule{{Name: "all", Match: match, Events: true, Frames: true, To: []string{"c"}}},
+			Sinks: map[string]SinkConfig{"c": countTo("tls")}}
+	}
+	tr, err := New(ctx, cfg(""), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close(ctx)
+	conn := func(id uint64) event.ConnInfo {
+		return event.ConnInfo{ID: id, Transport: "msrps", Dir: event.DirIn,
+			Local: netip.MustParseAddrPort("127.0.0.1:2855"), Remote: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+id))}
+	}
+	frame := func(id uint64) *event.Event {
+		return &event.Event{Kind: event.FrameIn, Conn: conn(id), Frame: &event.FrameInfo{Dir: event.DirIn, Method: []byte("SEND"), Size: 10}}
+	}
+	for id := uint64(1); id <= 3; id++ {
+		tr.Observe(&event.Event{Kind: event.Accepted, Conn: conn(id)})
+		subject := "CN=other"
+		if id == 2 {
+			subject = "CN=wanted"
+		}
+		tr.Observe(&event.Event{Kind: event.TLSHandshake, Conn: conn(id), TLS: &event.TLSInfo{OK: true, PeerSubject: subject}})
+		for range 10 {
+			tr.Observe(frame(id))
+		}
+	}
+	if st := tr.Stats(); st.Rules[0].Matched != 3*12 {
+		t.Fatalf("matched %d, want %d", st.Rules[0].Matched, 3*12)
+	}
+	if err := tr.Reload(ctx, cfg(`tls.subject == "CN=wanted"`)); err != nil {
+		t.Fatal(err)
+	}
+	before := tr.Stats().Rules[0].Matched
+	for id := uint64(1); id <= 3; id++ {
+		tr.Observe(frame(id))
+	}
+	if got := tr.Stats().Rules[0].Matched - before; got != 1 {
+		t.Fatalf("after the reload %d frames matched the TLS rule, want 1 (connection 2's)", got)
+	}
+}

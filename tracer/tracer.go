@@ -36,10 +36,37 @@ type RuleStats struct {
 var ErrNoRule = errors.New("tracer: no such rule")
 
 // ruleState is what a rule's name keeps across reloads: its count and its
-// run-time switch.
+// run-time switch. The count is split in padded cells chosen by connection
+// id: the read loops of two connections on two cores add to different
+// cache lines, and neither invalidates the line off is read from.
 type ruleState struct {
-	matched atomic.Uint64
 	off     atomic.Bool
+	_       [cacheLine - 1]byte
+	matched [matchCells]paddedCount
+}
+
+// cacheLine is the size the counters are padded to (64 bytes on amd64 and
+// arm64; a larger line only shares one between cells).
+const cacheLine = 64
+
+// matchCells is the number of cells a rule's count is split in.
+const matchCells = 8
+
+type paddedCount struct {
+	n atomic.Uint64
+	_ [cacheLine - 8]byte
+}
+
+// count adds one match of an event of connection id.
+func (s *ruleState) count(id uint64) { s.matched[id%matchCells].n.Add(1) }
+
+// total is the rule's count.
+func (s *ruleState) total() uint64 {
+	var n uint64
+	for i := range s.matched {
+		n += s.matched[i].n.Load()
+	}
+	return n
 }
 
 // Stats is a snapshot of the tracer's counters.
@@ -80,6 +107,11 @@ type ruleSet struct {
 	gen   uint64
 	rules []*rule
 	sinks []*openSink // sorted by name; at most 64
+	// filtered: some rule has an expression. When none has, a frame's
+	// verdicts need neither its filter input nor its connection's state
+	// (the TLS subject and cached verdicts serve expressions only), and
+	// Observe skips both.
+	filtered bool
 }
 
 // Tracer routes events to sinks by rules. Create it with New.
@@ -285,6 +317,7 @@ func (t *Tracer) Reload(ctx context.Context, cfg Config) error {
 	nConn := 0
 	for i, rc := range p.rules {
 		r := &rule{name: rc.Name, f: p.flts[i], events: rc.Events, frames: rc.Frames}
+		ns.filtered = ns.filtered || r.f != nil
 		if r.f != nil && r.f.Uses().ConnectionOnly() && nConn < 64 {
 			// More than 64 cacheable rules: the rest are evaluated each time.
 			r.connOnly, r.bit = true, 1<<nConn
@@ -376,6 +409,12 @@ func (t *Tracer) Observe(e *event.Event) {
 		return
 	}
 	set := t.set.Load()
+	if e.Frame != nil && !set.filtered {
+		// Rules without expressions (the embedded default's "everything"):
+		// a frame's verdicts need nothing of it but its kind.
+		t.observeUnfiltered(set, ts, e)
+		return
+	}
 	// The filters' closures make an Input escape: a pooled one keeps Observe allocation-free.
 	in := inputPool.Get().(*filters.Input)
 	defer func() {
@@ -400,7 +439,23 @@ func (t *Tracer) Observe(e *event.Event) {
 		}
 		if ok {
 			mask |= r.sinks
-			r.st.matched.Add(1)
+			r.st.count(e.Conn.ID)
+		}
+	}
+	if ts.until != 0 {
+		mask |= t.traceMask(set, ts, e)
+	}
+	put(set, mask, e)
+}
+
+// observeUnfiltered is Observe for a frame while no rule of set has an
+// expression: every frame rule that is on matches.
+func (t *Tracer) observeUnfiltered(set *ruleSet, ts *traceSet, e *event.Event) {
+	var mask uint64
+	for _, r := range set.rules {
+		if r.frames && !r.st.off.Load() {
+			mask |= r.sinks
+			r.st.count(e.Conn.ID)
 		}
 	}
 	if ts.until != 0 {
@@ -513,7 +568,7 @@ func (t *Tracer) Stats() Stats {
 	set := t.set.Load()
 	s := Stats{Enabled: t.enabled.Load(), Generation: set.gen}
 	for _, r := range set.rules {
-		s.Rules = append(s.Rules, RuleStats{Name: r.name, Enabled: !r.st.off.Load(), Matched: r.st.matched.Load()})
+		s.Rules = append(s.Rules, RuleStats{Name: r.name, Enabled: !r.st.off.Load(), Matched: r.st.total()})
 	}
 	for _, o := range set.sinks {
 		s.Sinks = append(s.Sinks, o.s.Stats())

@@ -106,21 +106,27 @@ type Frame struct {
 	Head         []byte // the frame's first bytes as captured, at most wire_bytes
 }
 
-// slot is one place of the ring. Its byte fields share buf, which is
-// allocated once at the slot's first use and reused after.
+// slot is one place of the ring. It is kept small (168 bytes, was 280): a
+// full ring is larger than a core's cache, so each Put writes cold memory,
+// and the bytes it writes are most of its cost. The byte fields lie in the
+// ring's arena, at the slot's place (Ring.bytes). (Sharing one record per
+// connection between its frames would make the slot smaller still, but
+// its reference count is written by the read loops of both ends of a
+// chat, on two cores: in a benchmark it cost more than it saved.)
 type slot struct {
-	used                    bool
-	seq                     uint64
-	time                    time.Time
-	conn                    event.ConnInfo // Transport interned
-	dir                     event.Direction
-	status, reportStatus    int
-	flag                    byte
-	size                    int64
-	from, to                string        // interned: the index's keys
-	fromX, toX              *sessionIndex // their index entries (nil for ""): eviction needs no map lookup
-	buf                     []byte
-	tid, method, msg, ctype int // ends in buf; wire is buf[ctype:]
+	seq        uint64
+	nanos      int64          // the frame's time, Unix nanoseconds
+	conn       event.ConnInfo // Transport interned
+	size       int64
+	fromX, toX *sessionIndex // the sessions' index entries (nil for ""): their keys, and eviction needs no map lookup
+	status     int32
+	// ends are the ends of the transact-id, method, Message-ID,
+	// Content-Type and wire head in the slot's bytes, one after the other.
+	ends         [5]uint32
+	reportStatus int16
+	dir          event.Direction
+	flag         byte
+	used         bool
 }
 
 // sessionIndex is the seqs of a session's frames still in the ring, oldest
@@ -143,7 +149,8 @@ type Ring struct {
 
 	mu       sync.Mutex
 	slots    []slot
-	next     uint64 // seq of the next frame
+	arenas   [][]byte // the slots' bytes, slotBytes each, bufChunk slots an arena, allocated at first use
+	next     uint64   // seq of the next frame
 	sessions map[string]*sessionIndex
 	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
 	nextRec  int              // the entry of recent replaced next
@@ -166,7 +173,8 @@ func NewRing(name string, c Config) *Ring {
 	if c.WireBytes < 0 {
 		c.WireBytes = 0
 	}
-	return &Ring{name: name, wireBytes: c.WireBytes, slots: make([]slot, c.Frames), sessions: map[string]*sessionIndex{}}
+	return &Ring{name: name, wireBytes: c.WireBytes, slots: make([]slot, c.Frames),
+		arenas: make([][]byte, (c.Frames+bufChunk-1)/bufChunk), sessions: map[string]*sessionIndex{}}
 }
 
 // Put implements sink.Sink: it keeps frames and counts connection events
@@ -178,8 +186,8 @@ func (r *Ring) Put(e *event.Event) {
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		r.late.Add(1)
 		return
 	}
@@ -187,61 +195,61 @@ func (r *Ring) Put(e *event.Event) {
 	r.next++
 	i := int(seq % uint64(len(r.slots)))
 	s := &r.slots[i]
-	if s.buf == nil {
-		r.allocBufs(i)
-	}
 	if s.used {
 		r.unindex(s)
 		r.evicted.Add(1)
 	}
-	s.used, s.seq, s.time, s.dir = true, seq, e.Time, f.Dir
+	s.used, s.seq, s.nanos, s.dir = true, seq, e.Time.UnixNano(), f.Dir
 	s.conn = e.Conn
 	s.conn.Transport = internTransport(e.Conn.Transport)
-	s.status, s.flag, s.size = f.Status, f.Flag, f.Size
-	b := s.buf[:0]
+	s.status, s.flag, s.size = int32(f.Status), f.Flag, f.Size
+	b := r.bytes(i)[:0]
 	b = append(b, cut(f.TransactID, maxTID)...)
-	s.tid = len(b)
+	s.ends[0] = uint32(len(b))
 	b = append(b, cut(f.Method, maxMethod)...)
-	s.method = len(b)
+	s.ends[1] = uint32(len(b))
 	b = append(b, cut(f.MessageID, maxMsgID)...)
-	s.msg = len(b)
+	s.ends[2] = uint32(len(b))
 	b = append(b, cut(f.ContentType, maxCType)...)
-	s.ctype = len(b)
+	s.ends[3] = uint32(len(b))
 	wire := f.Wire
 	if int64(len(wire)) > f.Size && f.Size >= 0 {
 		wire = wire[:f.Size]
 	}
 	b = append(b, cut(wire, r.wireBytes)...)
-	s.buf = b
+	s.ends[4] = uint32(len(b))
 	s.reportStatus = 0
 	if string(f.Method) == "REPORT" {
-		s.reportStatus = reportStatus(f.Wire)
+		s.reportStatus = int16(reportStatus(f.Wire))
 	}
 	s.fromX = r.index(f.FromSession, seq)
-	s.from = s.fromX.keyOf()
 	s.toX = nil
 	if f.ToSession != f.FromSession {
 		s.toX = r.index(f.ToSession, seq)
 	}
-	s.to = s.toX.keyOf()
+	r.mu.Unlock()
 }
 
-// bufChunk is the number of slots whose buffers are allocated together, at
+// bufChunk is the number of slots whose bytes are allocated together, at
 // the first use of one of them: a ring filling up allocates once per
 // bufChunk frames, and an unused ring holds no buffers.
 const bufChunk = 64
 
-// allocBufs gives the slots of i's chunk their buffers, carved from one
-// allocation. Called with r.mu held.
-func (r *Ring) allocBufs(i int) {
-	sz := maxTID + maxMethod + maxMsgID + maxCType + r.wireBytes
-	lo := i - i%bufChunk
-	hi := min(lo+bufChunk, len(r.slots))
-	arena := make([]byte, (hi-lo)*sz)
-	for j := lo; j < hi; j++ {
-		k := (j - lo) * sz
-		r.slots[j].buf = arena[k : k : k+sz]
+// slotBytes is the room of a slot's bytes.
+func (r *Ring) slotBytes() int { return maxTID + maxMethod + maxMsgID + maxCType + r.wireBytes }
+
+// bytes is slot i's room (its arena allocated at first use). Called with
+// r.mu held.
+func (r *Ring) bytes(i int) []byte {
+	sz := r.slotBytes()
+	a := r.arenas[i/bufChunk]
+	if a == nil {
+		n := min(bufChunk, len(r.slots)-i/bufChunk*bufChunk)
+		a = make([]byte, n*sz)
+		r.arenas[i/bufChunk] = a
 	}
+	k := i % bufChunk * sz
+	return a[k : k+sz : k+sz]
 }
 
 func cut(b []byte, n int) []byte {
@@ -379,11 +387,11 @@ func (r *Ring) SessionFrames(id string) []Frame {
 	}
 	out := make([]Frame, 0, len(x.seqs))
 	for _, seq := range x.seqs {
-		s := &r.slots[seq%uint64(len(r.slots))]
-		if !s.used || s.seq != seq {
+		i := int(seq % uint64(len(r.slots)))
+		if s := &r.slots[i]; !s.used || s.seq != seq {
 			continue
 		}
-		out = append(out, s.frame())
+		out = append(out, r.frame(i))
 	}
 	return out
 }
@@ -403,7 +411,7 @@ func (r *Ring) Sessions(max int) []Session {
 	for _, x := range r.sessions {
 		n := uint64(len(r.slots))
 		first, last := &r.slots[x.seqs[0]%n], &r.slots[x.seqs[len(x.seqs)-1]%n]
-		out = append(out, Session{ID: x.key, Frames: len(x.seqs), First: first.time, Last: last.time})
+		out = append(out, Session{ID: x.key, Frames: len(x.seqs), First: time.Unix(0, first.nanos), Last: time.Unix(0, last.nanos)})
 	}
 	r.mu.Unlock()
 	sortSessions(out)
@@ -413,14 +421,16 @@ func (r *Ring) Sessions(max int) []Session {
 	return out
 }
 
-func (s *slot) frame() Frame {
-	b := s.buf
-	f := Frame{Seq: s.seq, Time: s.time, Dir: s.dir, ConnID: s.conn.ID, Transport: s.conn.Transport,
-		Local: s.conn.Local, Remote: s.conn.Remote, Status: s.status, ReportStatus: s.reportStatus,
-		TransactID: string(b[:s.tid]), Method: string(b[s.tid:s.method]), MessageID: string(b[s.method:s.msg]),
-		ContentType: string(b[s.msg:s.ctype]), FromSession: s.from, ToSession: s.to, Flag: s.flag, Size: s.size}
-	if len(b) > s.ctype {
-		f.Head = bytes.Clone(b[s.ctype:])
+func (r *Ring) frame(i int) Frame {
+	s := &r.slots[i]
+	b := r.bytes(i)
+	e := s.ends
+	f := Frame{Seq: s.seq, Time: time.Unix(0, s.nanos), Dir: s.dir, ConnID: s.conn.ID, Transport: s.conn.Transport,
+		Local: s.conn.Local, Remote: s.conn.Remote, Status: int(s.status), ReportStatus: int(s.reportStatus),
+		TransactID: string(b[:e[0]]), Method: string(b[e[0]:e[1]]), MessageID: string(b[e[1]:e[2]]),
+		ContentType: string(b[e[2]:e[3]]), FromSession: s.fromX.keyOf(), ToSession: s.toX.keyOf(), Flag: s.flag, Size: s.size}
+	if e[4] > e[3] {
+		f.Head = bytes.Clone(b[e[3]:e[4]])
 	}
 	return f
 }

@@ -20,6 +20,11 @@ type conn struct {
 // flowTable maps connections to their state, bounded by max entries with
 // least-recently-used eviction. Only a new connection allocates.
 type flowTable struct {
+	// hot holds the connections looked up last, checked before the map
+	// (hashing a key of two addresses costs more than comparing it to a
+	// few): a relay's frames come in bursts on few connections.
+	hot     [4]*conn
+	nextHot int
 	m       map[endpoints]*conn
 	head    *conn // most recently used
 	tail    *conn // least recently used
@@ -29,6 +34,7 @@ type flowTable struct {
 
 func (ft *flowTable) init(max int) {
 	ft.m = make(map[endpoints]*conn)
+	ft.hot = [4]*conn{}
 	ft.head, ft.tail = nil, nil
 	ft.max = max
 }
@@ -43,9 +49,15 @@ func (ft *flowTable) lookup(ep endpoints, isn func() uint32) (c *conn, fwd, exis
 	if ep.b.Compare(ep.a) < 0 {
 		key, fwd = endpoints{ep.b, ep.a}, false
 	}
+	for _, h := range ft.hot {
+		if h != nil && h.key == key {
+			ft.touch(h)
+			return h, fwd, true
+		}
+	}
 	if c = ft.m[key]; c != nil {
-		ft.unlink(c)
-		ft.pushFront(c)
+		ft.touch(c)
+		ft.cache(c)
 		return c, fwd, true
 	}
 	for len(ft.m) >= ft.max && ft.tail != nil {
@@ -55,7 +67,22 @@ func (ft *flowTable) lookup(ep endpoints, isn func() uint32) (c *conn, fwd, exis
 	c = &conn{key: key, seq: [2]uint32{isn(), isn()}}
 	ft.m[key] = c
 	ft.pushFront(c)
+	ft.cache(c)
 	return c, fwd, false
+}
+
+// touch marks c most recently used.
+func (ft *flowTable) touch(c *conn) {
+	if ft.head != c {
+		ft.unlink(c)
+		ft.pushFront(c)
+	}
+}
+
+// cache puts c in hot, in place of the entry put there longest ago.
+func (ft *flowTable) cache(c *conn) {
+	ft.hot[ft.nextHot] = c
+	ft.nextHot = (ft.nextHot + 1) % len(ft.hot)
 }
 
 func (ft *flowTable) remove(c *conn) {
@@ -64,6 +91,11 @@ func (ft *flowTable) remove(c *conn) {
 	}
 	delete(ft.m, c.key)
 	ft.unlink(c)
+	for i, h := range ft.hot {
+		if h == c {
+			ft.hot[i] = nil
+		}
+	}
 }
 
 func (ft *flowTable) unlink(c *conn) {
@@ -95,6 +127,9 @@ func (ft *flowTable) pushFront(c *conn) {
 // addresses unmapped and zones dropped, so that both directions and both
 // spellings of an IPv4 address name the same connection.
 func (w *Writer) normalize(src, dst netip.AddrPort) (endpoints, error) {
+	if sa, da := src.Addr(), dst.Addr(); sa.Is4() && da.Is4() {
+		return endpoints{src, dst}, nil // plain IPv4 (not mapped, no zone): nothing to change
+	}
 	if !src.IsValid() || !dst.IsValid() {
 		return endpoints{}, fmt.Errorf("invalid address pair %v -> %v", src, dst)
 	}

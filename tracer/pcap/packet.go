@@ -2,6 +2,7 @@ package pcap
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 	"time"
 
@@ -173,25 +174,39 @@ func appendMAC(dst []byte, a netip.Addr) []byte {
 
 // csum adds b to the ones' complement sum s (RFC 1071), taking b as
 // big-endian 16-bit words, an odd last byte padded with zero. It adds
-// 32-bit words at a time: 2^16 is 1 modulo 0xffff, so csumFold's result is the
-// same.
+// 64-bit words at a time with end-around carry: 2^16, and so 2^64, is 1
+// modulo 0xffff, so csumFold's result is the same. The result is below
+// 2^33 (callers add sums of csum with +).
 func csum(s uint64, b []byte) uint64 {
+	var c uint64
+	for len(b) >= 32 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b[24:]), c)
+		b = b[32:]
+	}
 	for len(b) >= 8 {
-		s += uint64(binary.BigEndian.Uint32(b)) + uint64(binary.BigEndian.Uint32(b[4:]))
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
+	var t uint64 // at most 0xffffffff + 0xffff + 0xff00: no carry out of t
 	if len(b) >= 4 {
-		s += uint64(binary.BigEndian.Uint32(b))
+		t += uint64(binary.BigEndian.Uint32(b))
 		b = b[4:]
 	}
 	if len(b) >= 2 {
-		s += uint64(binary.BigEndian.Uint16(b))
+		t += uint64(binary.BigEndian.Uint16(b))
 		b = b[2:]
 	}
 	if len(b) == 1 {
-		s += uint64(b[0]) << 8
+		t += uint64(b[0]) << 8
 	}
-	return s
+	s, c = bits.Add64(s, t, c)
+	s, c = bits.Add64(s, c, 0)
+	s += c // c is 1 only if s wrapped to 0: no further carry
+	// Folded to at most 33 bits, so that callers may add a few sums.
+	return s>>32 + s&0xffffffff
 }
 
 // csumFold reduces a sum of csum to 16 bits and complements it: the checksum.

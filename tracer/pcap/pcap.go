@@ -134,17 +134,20 @@ type Writer struct {
 	closed bool
 
 	// current file
-	f         *os.File
-	pw        *pcapgo.Writer // writes into buf
-	buf       appendBuf      // packets not yet written to f
-	path      string
-	created   time.Time // by cfg.Now
-	size      int64     // bytes of the file, buffered ones included
-	durable   int64     // bytes of the file written to it
-	packets   int64     // packets of the file, buffered ones included
-	rotateDue bool      // age reached: rotate before the next packet
-	seq       uint64
-	prepared  bool // Dir listed once: seq continues after our files there
+	f        *os.File
+	pw       *pcapgo.Writer // writes into buf
+	buf      appendBuf      // packets not yet written to f
+	path     string
+	rotateAt int64 // the file's creation (by cfg.Now) + MaxFileAge in Unix nanoseconds; 0: no age limit
+	size     int64 // bytes of the file, buffered ones included
+	durable  int64 // bytes of the file written to it
+	reserved int64 // bytes of the file's blocks preallocated from its start (preallocStep)
+	// noPrealloc: the file system cannot preallocate; not tried again.
+	noPrealloc bool
+	packets    int64 // packets of the file, buffered ones included
+	rotateDue  bool  // age reached: rotate before the next packet
+	seq        uint64
+	prepared   bool // Dir listed once: seq continues after our files there
 
 	// buffered, not yet written
 	pendPackets, pendRecords int64
@@ -442,11 +445,13 @@ func (w *Writer) begin(t time.Time) error {
 	if w.closed {
 		return ErrClosed
 	}
-	if w.f != nil && w.cfg.MaxFileAge > 0 && w.packets > 0 {
+	if w.f != nil && w.rotateAt != 0 && w.packets > 0 {
 		if t.IsZero() {
 			t = w.cfg.Now()
 		}
-		if t.Sub(w.created) >= w.cfg.MaxFileAge {
+		// Wall clock nanoseconds, not t.Sub: cheaper, and a record's age
+		// is by its stamp anyway.
+		if t.UnixNano() >= w.rotateAt {
 			w.rotateDue = true
 		}
 	}

@@ -62,7 +62,11 @@ type QueueOptions struct {
 	// batch of at least a sixteenth of the early-wake size (16 records
 	// for a queue of 1024 or more). Under a light load records are taken
 	// at once, so that the queue runs empty (and Idle is called) as soon
-	// as the producers pause.
+	// as the producers pause. Adaptive also applies IdleDelay only after
+	// such a large batch: under a light load Idle is called as soon as
+	// the queue runs empty; under a high load, once it has stayed empty
+	// for IdleDelay (a writer then flushes when its buffer is full, not
+	// at each short pause between batches).
 	Adaptive bool
 }
 
@@ -145,7 +149,7 @@ func (q *Queue[T]) take(idleDue *bool) []T {
 			q.mu.Unlock()
 			return nil
 		}
-		if n == 0 && *idleDue && q.idle != nil && q.idleDelay <= 0 {
+		if n == 0 && *idleDue && q.idle != nil && q.idleDelayNow() <= 0 {
 			q.mu.Unlock()
 			q.idle()
 			*idleDue = false
@@ -159,7 +163,7 @@ func (q *Queue[T]) take(idleDue *bool) []T {
 		} else {
 			q.sleeping = true
 			if *idleDue && q.idle != nil {
-				d = q.idleDelay
+				d = q.idleDelayNow()
 			}
 		}
 		q.mu.Unlock()
@@ -183,6 +187,15 @@ func (q *Queue[T]) take(idleDue *bool) []T {
 	q.pending.Store(int64(len(batch)))
 	q.mu.Unlock()
 	return batch
+}
+
+// idleDelayNow is how long the queue must stay empty before Idle: IdleDelay,
+// but when Adaptive only after a large batch (0 otherwise).
+func (q *Queue[T]) idleDelayNow() time.Duration {
+	if q.adaptive && q.last < q.busyAt {
+		return 0
+	}
+	return q.idleDelay
 }
 
 // lingers reports whether records waiting are left to gather: Linger is

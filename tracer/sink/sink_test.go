@@ -341,3 +341,51 @@ func TestQueueAdaptiveLinger(t *testing.T) {
 		next(i)
 	}
 }
+
+// TestQueueAdaptiveIdle: an adaptive queue calls Idle as soon as it runs
+// empty after a small batch (light load), and after a large batch only once
+// it has stayed empty for IdleDelay (here: not before Close).
+func TestQueueAdaptiveIdle(t *testing.T) {
+	idle := make(chan struct{}, 8)
+	started, release := make(chan struct{}), make(chan struct{})
+	q := NewQueue(64, func(v *int) {
+		if *v == 1 {
+			close(started)
+			<-release
+		}
+	}, QueueOptions{Idle: func() { idle <- struct{}{} }, IdleDelay: time.Hour, Adaptive: true}) // busyAt 2
+	waitIdle := func(what string) {
+		t.Helper()
+		select {
+		case <-idle:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Idle not called %s", what)
+		}
+	}
+	q.Put(0)
+	waitIdle("after a lone record: a light load waits for nothing")
+	q.Put(1)
+	<-started
+	q.Put(2)
+	q.Put(3)
+	close(release)
+	// The last batch was [2 3]: the queue sleeps without calling Idle.
+	for {
+		q.mu.Lock()
+		s := q.sleeping && q.pending.Load() == 0
+		q.mu.Unlock()
+		if s {
+			break
+		}
+		runtime.Gosched()
+	}
+	select {
+	case <-idle:
+		t.Fatal("Idle called at once after a large batch")
+	default:
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitIdle("at Close")
+}

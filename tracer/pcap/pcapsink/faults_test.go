@@ -83,13 +83,13 @@ func (l *logLines) count(s string) int {
 	return strings.Count(l.b.String(), s)
 }
 
-// A full disk (a 1 MiB tmpfs): records that did not reach the file are
+// A full disk (a 4 MiB tmpfs, four times the writer's buffer): records that did not reach the file are
 // dropped, not sent; the file that filled up stays a valid capture of
 // exactly the records counted as sent, and no file is created per record.
 func TestFullDisk(t *testing.T) {
-	dir := faultfs.Tmpfs(t, 1<<20)
+	dir := faultfs.Tmpfs(t, 4<<20)
 	var logs logLines
-	const n = 4000 // ~4 MB of frames
+	const n = 16000 // ~16 MB of frames
 	cfg, err := Kind{}.Decode(dirDecoder(dir))
 	if err != nil {
 		t.Fatal(err)
