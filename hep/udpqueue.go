@@ -84,7 +84,7 @@ func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
 		q.cur = b
 	}
 	start := len(b.buf)
-	out, err := enc(b.buf)
+	out, err := c.udpEncode(b, enc)
 	if err != nil {
 		b.buf = b.buf[:start]
 		q.mu.Unlock()
@@ -110,6 +110,24 @@ func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
 		}
 	}
 	return true
+}
+
+// udpEncode runs enc on b's buffer for udpAdd, which holds q.mu. A panic
+// in enc (the relay recovers it, closes one connection and serves on:
+// relay.recoverConn) releases q.mu, the packet counted as dropped: the
+// batch is left as it was (b.buf is set only after enc returns), and no
+// later send waits forever for the lock.
+func (c *Client) udpEncode(b *pktBatch, enc func(dst []byte) ([]byte, error)) (out []byte, err error) {
+	returned := false
+	defer func() {
+		if !returned {
+			c.uq.mu.Unlock()
+			c.dropped.Add(1)
+		}
+	}()
+	out, err = enc(b.buf)
+	returned = true
+	return out, err
 }
 
 // udpDispatch sends a full batch: here when the socket is free, else by the

@@ -170,8 +170,10 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 		}
 	}
 	// A large body: the next frames are read with a large read side
-	// (largeread.go).
-	c.bigBody = f.Body().Len() > connBufSize
+	// (largeread.go); plain TCP only: a TLS connection's wait for its next
+	// frame holds its read side, and tls.Conn reads one record (16 KiB at
+	// most) at a time anyway.
+	c.bigBody = c.raw != nil && f.Body().Len() > connBufSize
 	flag = f.Flag()
 	if bodyErr != nil {
 		flag = msrp.FlagAbort

@@ -9,7 +9,10 @@ import "sync"
 // about two of each with readBufSize. Measured in BENCHMARKS.md ("Large
 // transfers"). Only such connections hold it, while they read: an idle
 // one returns it (putReadSide), and one whose bodies became small again
-// moves back to readBufSize (resizeReadSide).
+// moves back to readBufSize (resizeReadSide). Plain TCP only: a TLS
+// connection waits for its next frame in a read that holds its read side
+// (an idle one would keep 256 KiB), and tls.Conn returns one record at a
+// time.
 const largeReadBufSize = 256 << 10
 
 var readPoolLarge sync.Pool
