@@ -188,7 +188,9 @@ func TestWriterReplayChecksBatchID(t *testing.T) {
 	srv := startServer(t)
 	const n = 3000
 	q := &recordingQueue{Queue: newMemQueue(1 << 30)}
-	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 1000, BatchAge: time.Hour, Spool: q})
+	// BufferRows holds every row: under load the producer can outrun the writer's goroutine, and
+	// a dropped row would change the batches this test counts.
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 1000, BatchAge: time.Hour, BufferRows: 2 * n, Spool: q})
 	for i := range n {
 		w.Add(testFrame(i))
 		w.Add(testConnEvent(i))
@@ -401,7 +403,9 @@ func TestWriterRecreatesSchema(t *testing.T) {
 // inserted again.
 func TestWriterTimeoutStoredBatch(t *testing.T) {
 	srv := startServer(t)
-	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: 10 * time.Millisecond,
+	// Batches close at 100 rows only (BatchAge an hour): with a short age a loaded machine cut the
+	// second hundred into two batches, and only the first was the timed-out one (92 found of 100).
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: time.Hour,
 		InsertTimeout: time.Second})
 	for i := range 100 {
 		w.Add(testFrame(i))
