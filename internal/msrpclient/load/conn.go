@@ -16,10 +16,16 @@ import (
 )
 
 // Buffer sizes of an engine connection: reads of many small frames per
-// wake-up, writes of a whole window of small SENDs per flush.
+// wake-up, writes of a whole window of small SENDs per flush (large
+// bodies are not copied into it: gatherWriter). B's reads on large
+// transfers are longer: fewer system calls per MB, the body scanned in
+// longer runs (bReadSize).
 const (
-	readBufSize  = 64 << 10
-	writeBufSize = 64 << 10
+	readBufSize     = 64 << 10
+	writeBufSize    = 64 << 10
+	bReadBufSize    = 256 << 10
+	bigReadMin      = 32 << 10 // body bytes per SEND from which B reads bReadBufSize
+	bigReadMaxTotal = 64 << 20 // B's read buffers of all pairs at most (else readBufSize)
 )
 
 // mconn is one connection of the lean engine: one reader (the owner's
@@ -28,13 +34,14 @@ type mconn struct {
 	nc  net.Conn
 	br  *bufio.Reader
 	rd  *msrp.Reader
-	bw  *bufio.Writer
+	bw  *gatherWriter
 	uri string // our own URI (From-Path)
 }
 
 // dial connects to addr (TLS when tc is set) and names the endpoint
-// msrp[s]://<local ip>:<local port>/<random session-id>;tcp.
-func dial(ctx context.Context, addr string, tc *tls.Config) (*mconn, error) {
+// msrp[s]://<local ip>:<local port>/<random session-id>;tcp; rbuf is
+// its read buffer's size.
+func dial(ctx context.Context, addr string, tc *tls.Config, rbuf int) (*mconn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -59,13 +66,14 @@ func dial(ctx context.Context, addr string, tc *tls.Config) (*mconn, error) {
 	if la != nil {
 		u.Host, u.Port = la.IP.String(), la.Port
 	}
-	return newMconn(nc, u), nil
+	return newMconn(nc, u, rbuf), nil
 }
 
-// newMconn is the engine's connection on nc, named u.
-func newMconn(nc net.Conn, u msrp.URI) *mconn {
-	br := bufio.NewReaderSize(nc, readBufSize)
-	return &mconn{nc: nc, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriterSize(nc, writeBufSize), uri: u.String()}
+// newMconn is the engine's connection on nc, named u, reading rbuf bytes
+// at a time.
+func newMconn(nc net.Conn, u msrp.URI, rbuf int) *mconn {
+	br := bufio.NewReaderSize(nc, rbuf)
+	return &mconn{nc: nc, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: newGatherWriter(nc, writeBufSize), uri: u.String()}
 }
 
 // authPath authenticates along toPath (RFC 4976 §5.1: the last URI is the

@@ -24,9 +24,13 @@ import (
 // (never while blocked reading), the pair's ticker while it sweeps timed
 // out slots and, with -rate, releases scheduled messages.
 //
+// A's writer is a gatherWriter: on TCP a chunk's start (start line and
+// header fields, staged in the buffer) and its body (slices of the body
+// pattern, never copied) go out as iovecs of one writev per batch.
+//
 // B: one reader goroutine, the only user of B's state; it checks each
 // message by Byte-Range and CRC-32C and answers SENDs with 200s, flushed
-// once per batch.
+// once per batch. On large transfers its reads are bReadBufSize long.
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -222,7 +226,11 @@ func (p *pair) render(s int32, gen uint32, m *msgRec, off, n int64, last bool) {
 	_, _ = bw.Write(b)
 	if p.r.opts.Size > 0 {
 		_, _ = bw.WriteString("\r\nFailure-Report: yes\r\nContent-Type: text/plain\r\n\r\n")
-		_, _ = bw.Write(p.r.body[off : off+n])
+		for end := off + n; off < end; {
+			piece := p.r.body.slice(off, end-off)
+			bw.WriteBody(piece)
+			off += int64(len(piece))
+		}
 		_, _ = bw.WriteString("\r\n-------")
 	} else {
 		_, _ = bw.WriteString("\r\nFailure-Report: yes\r\n-------")

@@ -2,7 +2,7 @@ package load
 
 import (
 	"bufio"
-	"hash/crc32"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -22,18 +22,12 @@ func BenchmarkEngineLoopback(b *testing.B) {
 				b.Fatal(err)
 			}
 			r := &runner{opts: opts, changed: make(chan struct{}, 1)}
-			r.body = make([]byte, size)
-			for i := range r.body {
-				r.body[i] = 'a' + byte(i%26)
-			}
-			r.bodyCRC = crc32.Checksum(r.body, castagnoli)
+			r.body = newBodyPattern(opts.frameBody())
+			r.bodyCRC = r.body.crc(int64(size))
 			ac, bc := loopback(b)
-			mc := func(c interface {
-				Read([]byte) (int, error)
-				Write([]byte) (int, error)
-			}, uri string) *mconn {
+			mc := func(c net.Conn, uri string) *mconn {
 				br := bufio.NewReaderSize(c, readBufSize)
-				return &mconn{br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriterSize(c, writeBufSize), uri: uri}
+				return &mconn{br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: newGatherWriter(c, writeBufSize), uri: uri}
 			}
 			p := &pair{r: r, a: mc(ac, "msrp://127.0.0.1:2/a;tcp"), b: mc(bc, "msrp://127.0.0.1:3/b;tcp")}
 			p.a.nc, p.b.nc = ac, bc

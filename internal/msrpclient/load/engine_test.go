@@ -50,13 +50,13 @@ func sendChunk(tid, mid string, start, end, total int, body string, flag byte) s
 // to the previous hop.
 func TestReceiverReassembly(t *testing.T) {
 	body := "abcdefghijklmnopqrstuvwxyz"
-	r := &runner{opts: Options{Size: len(body)}, body: []byte(body), changed: make(chan struct{}, 1)}
-	r.bodyCRC = crc32.Checksum(r.body, castagnoli)
+	r := &runner{opts: Options{Size: len(body)}, body: newBodyPattern(len(body)), changed: make(chan struct{}, 1)}
+	r.bodyCRC = crc32.Checksum([]byte(body), castagnoli)
 	bEnd, relayEnd := loopback(t)
 	p := &pair{r: r}
 	p.initWindow(1)
 	br := bufio.NewReaderSize(bEnd, readBufSize)
-	p.b = &mconn{nc: bEnd, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriter(bEnd), uri: "msrp://127.0.0.1:1/b;tcp"}
+	p.b = &mconn{nc: bEnd, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: newGatherWriter(bEnd, writeBufSize), uri: "msrp://127.0.0.1:1/b;tcp"}
 	done := make(chan struct{})
 	go func() { defer close(done); p.readB() }()
 
@@ -133,9 +133,9 @@ func TestTIDRoundTrip(t *testing.T) {
 // A slot without a response within the timeout is failed by the sweep,
 // once, and frees its window slot; its message is not acknowledged.
 func TestSweepTimeout(t *testing.T) {
-	r := &runner{opts: Options{Size: 10, Count: 2, ResponseTimeout: 100}, body: make([]byte, 10), changed: make(chan struct{}, 1)}
+	r := &runner{opts: Options{Size: 10, Count: 2, ResponseTimeout: 100}, body: newBodyPattern(10), changed: make(chan struct{}, 1)}
 	c, _ := loopback(t)
-	p := &pair{r: r, a: &mconn{nc: c, bw: bufio.NewWriter(c)}, head: []byte(" SEND\r\nTo-Path: x\r\nFrom-Path: y\r\nMessage-ID: m")}
+	p := &pair{r: r, a: &mconn{nc: c, bw: newGatherWriter(c, writeBufSize)}, head: []byte(" SEND\r\nTo-Path: x\r\nFrom-Path: y\r\nMessage-ID: m")}
 	p.initWindow(4)
 	p.pump(1000) // both messages go out at t=1000
 	if len(p.free) != 2 || p.started != 2 {
@@ -226,9 +226,9 @@ func TestRateCatchUp(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := &runner{opts: Options{Size: 10, Count: c.count, Rate: 1000, ResponseTimeout: time.Hour},
-				interval: ms, body: make([]byte, 10), changed: make(chan struct{}, 1)}
+				interval: ms, body: newBodyPattern(10), changed: make(chan struct{}, 1)}
 			p := &pair{r: r, head: []byte(" SEND\r\nTo-Path: x\r\nMessage-ID: m")}
-			p.a = &mconn{bw: bufio.NewWriter(io.Discard)}
+			p.a = &mconn{bw: newGatherWriter(io.Discard, writeBufSize)}
 			p.initWindow(8)
 			for _, now := range c.wakes {
 				p.pump(now)
@@ -256,11 +256,11 @@ func TestRateCatchUp(t *testing.T) {
 func TestRateTickerUnparked(t *testing.T) {
 	hour := int64(time.Hour)
 	r := &runner{opts: Options{Size: 10, Rate: 1, ResponseTimeout: time.Hour},
-		interval: hour, body: make([]byte, 10), changed: make(chan struct{}, 1), start: time.Now()}
+		interval: hour, body: newBodyPattern(10), changed: make(chan struct{}, 1), start: time.Now()}
 	aEnd, relayEnd := loopback(t)
 	br := bufio.NewReaderSize(aEnd, readBufSize)
 	p := &pair{r: r, head: []byte(" SEND\r\nTo-Path: x\r\nFrom-Path: y\r\nMessage-ID: m")}
-	p.a = &mconn{nc: aEnd, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: bufio.NewWriter(aEnd)}
+	p.a = &mconn{nc: aEnd, br: br, rd: msrp.NewReader(br, msrp.Limits{}), bw: newGatherWriter(aEnd, writeBufSize)}
 	p.initWindow(1)
 	p.nextSweep = 2 * hour
 	p.pump(0) // the window of 1 is full

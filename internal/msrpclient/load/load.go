@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"net"
 	"slices"
@@ -350,13 +349,32 @@ func (o *Options) relayDefaults() error {
 	return nil
 }
 
+// frameBody is the most body bytes one SEND carries: the chunk, or the
+// whole message.
+func (o *Options) frameBody() int {
+	if o.Chunk > 0 {
+		return o.Chunk
+	}
+	return o.Size
+}
+
+// bReadSize is the read buffer of B's connections: bReadBufSize on large
+// transfers (SENDs of bigReadMin body bytes or more) when the pairs are few
+// enough for it to stay under bigReadMaxTotal in all, else readBufSize.
+func (o *Options) bReadSize() int {
+	if o.frameBody() >= bigReadMin && o.Pairs*bReadBufSize <= bigReadMaxTotal {
+		return bReadBufSize
+	}
+	return readBufSize
+}
+
 // runner is one Run's shared state.
 type runner struct {
 	opts     Options
 	start    time.Time
 	interval int64 // -rate: ns between a pair's messages; 0: as fast as possible
-	body     []byte
-	bodyCRC  uint32
+	body     bodyPattern
+	bodyCRC  uint32 // of the whole message body
 	errTotal atomic.Int64
 	draining atomic.Bool
 	changed  chan struct{} // capacity 1: "some pair went idle or caught up"
@@ -387,11 +405,8 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
 		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate, Direct: opts.Direct}
 	r := &runner{opts: opts, changed: make(chan struct{}, 1)}
-	r.body = make([]byte, opts.Size)
-	for i := range r.body {
-		r.body[i] = 'a' + byte(i%26)
-	}
-	r.bodyCRC = crc32.Checksum(r.body, castagnoli)
+	r.body = newBodyPattern(opts.frameBody())
+	r.bodyCRC = r.body.crc(int64(opts.Size))
 	if opts.Rate > 0 {
 		r.interval = max(int64(float64(opts.Pairs)*float64(time.Second)/opts.Rate), 1)
 	}
@@ -676,7 +691,7 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 		kind, hint := setupKind(idx, u.Name, err, fresh, someUp)
 		return nil, kind, hint, fmt.Errorf("%s: %w", side, err)
 	}
-	if p.a, err = dial(ctx, o.Addr, o.TLS); err != nil {
+	if p.a, err = dial(ctx, o.Addr, o.TLS, readBufSize); err != nil {
 		return fail("A: dial", err, false)
 	}
 	use, err := p.a.authPath(ctx, []string{o.Relays[0]}, u.Name, u.Password)
@@ -688,7 +703,7 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 			return fail("A: AUTH at "+relay, err, false)
 		}
 	}
-	if p.b, err = dial(ctx, lastAddr, o.TLS); err != nil {
+	if p.b, err = dial(ctx, lastAddr, o.TLS, o.bReadSize()); err != nil {
 		return fail("B: dial", err, false)
 	}
 	useB, err := p.b.authPath(ctx, []string{o.Relays[len(o.Relays)-1]}, u.Name, u.Password)
@@ -719,7 +734,7 @@ func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, erro
 		nc, _ := ln.Accept()
 		accepted <- nc
 	}()
-	a, err := dial(ctx, ln.Addr().String(), nil)
+	a, err := dial(ctx, ln.Addr().String(), nil, readBufSize)
 	if err != nil {
 		return nil, "connect: " + connKind(err), fmt.Errorf("A: dial: %w", err)
 	}
@@ -739,7 +754,7 @@ func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, erro
 		return nil, "B: accept: " + connKind(err), fmt.Errorf("B: accept: %w", err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	b := newMconn(bc, msrp.URI{Host: "127.0.0.1", Port: port, SessionID: string(msrp.AppendTransactID(nil)), Transport: "tcp"})
+	b := newMconn(bc, msrp.URI{Host: "127.0.0.1", Port: port, SessionID: string(msrp.AppendTransactID(nil)), Transport: "tcp"}, r.opts.bReadSize())
 	p := &pair{idx: idx, r: r, a: a, b: b, toPath: b.uri}
 	p.head = []byte(" SEND\r\nTo-Path: " + b.uri + "\r\nFrom-Path: " + a.uri + "\r\nMessage-ID: m")
 	return p, "", nil
