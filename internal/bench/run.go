@@ -21,8 +21,8 @@ type Result struct {
 	Tables   []*Table  `json:"tables"`
 	// Sustained are the sustained scenario's tables (one per pair count).
 	Sustained []*SustainedTable `json:"sustained,omitempty"`
-	Runs     []*Run    `json:"runs"`
-	Notes    []string  `json:"notes"`
+	Runs      []*Run            `json:"runs"`
+	Notes     []string          `json:"notes"`
 	// OK is false when a process failed or msrpscope delivered less than
 	// it acknowledged in some run.
 	OK       bool     `json:"ok"`
@@ -69,7 +69,7 @@ type Run struct {
 	// (RelayCPUSeconds is then the steady-state window's).
 	OfferedPerSec float64 `json:"offered_per_sec,omitempty"`
 	Steady        *Steady `json:"steady,omitempty"`
-	Err         string  `json:"error,omitempty"`
+	Err           string  `json:"error,omitempty"`
 }
 
 // target is a running relay the harness measures.

@@ -61,6 +61,22 @@ type Step struct {
 	OK          bool    `json:"ok"`
 	Why         string  `json:"why,omitempty"` // why not OK
 	Err         string  `json:"error,omitempty"`
+	Seconds     float64 `json:"seconds"` // of sending
+	// Confirm: Kamailio's run at the offered rate for a whole equal-rate
+	// run's duration, after the search.
+	Confirm bool `json:"confirm,omitempty"`
+}
+
+// Kamailio's confirmation at the offered rate: attempts, and the factor
+// the rate is lowered by after a failed one.
+const (
+	confirmAttempts = 3
+	confirmFactor   = 0.8
+)
+
+func withErr(run *Run, err string) *Run {
+	run.Err = err
+	return run
 }
 
 // judgeStep reads a search run's report: OK when B received >= 99.9 % of
@@ -68,7 +84,7 @@ type Step struct {
 // 1 % of the messages were behind schedule at the end and 99 % of those
 // started were acknowledged.
 func judgeStep(rate float64, l *LoadReport) Step {
-	s := Step{RatePerSec: rate, Acked: l.SendFrames, Errors: l.errorCount(), Delivered: -1}
+	s := Step{RatePerSec: rate, Acked: l.SendFrames, Errors: l.errorCount(), Delivered: -1, Seconds: l.Seconds}
 	if l.Seconds > 0 {
 		s.AckedPerSec = float64(l.SendFrames) / l.Seconds
 	}
@@ -221,9 +237,9 @@ type SustainedTable struct {
 	Window        int     `json:"window"`
 	OfferedPerSec float64 `json:"offered_per_sec"` // the equal rate; 0: none found
 	// RateFrom says where the offered rate came from.
-	RateFrom string           `json:"rate_from"`
+	RateFrom string          `json:"rate_from"`
 	Rows     []*SustainedRow `json:"rows"`
-	Notes    []string         `json:"notes,omitempty"`
+	Notes    []string        `json:"notes,omitempty"`
 }
 
 // SustainedRow is one relay of a SustainedTable. -1: unknown.
@@ -309,58 +325,118 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		st.OfferedPerSec = math.Round(st.OfferedPerSec)
 		st.RateFrom = "the lowest highest sustained rate of the relays (no Kamailio rate)"
 	}
-	st.Title = fmt.Sprintf("sustained: %d pairs × %d in flight, 100-byte SENDs, every relay at %s SEND/s offered (%s), %s per run, steady-state window after %s",
-		n, window, num(st.OfferedPerSec, 0), st.RateFrom, so.duration, so.warmup)
 	if st.OfferedPerSec <= 0 {
+		st.Title = fmt.Sprintf("sustained: %d pairs × %d in flight: no offered rate", n, window)
 		st.Notes = append(st.Notes, "no offered rate: no relay sustained any rate")
 		r.res.Sustained = append(r.res.Sustained, st)
 		return fmt.Errorf("%s: no relay sustained any rate", st.Name)
 	}
+	argsAt := func(rate float64) []string {
+		return append(slices.Clone(base), "-rate", strconv.FormatFloat(rate, 'f', 0, 64), "-duration", so.duration.String())
+	}
+	cpu := make([][]float64, len(ts))
+	rate := make([][]float64, len(ts))
+	add := func(i, round int, run *Run) {
+		run.OfferedPerSec = st.OfferedPerSec
+		r.res.Runs = append(r.res.Runs, run)
+		rw := rows[i]
+		if run.Err != "" || run.Load == nil {
+			return
+		}
+		l := run.Load
+		rw.Runs++
+		rw.Acked += l.SendFrames
+		if l.ReceivedSends != nil {
+			rw.Delivered += *l.ReceivedSends
+		}
+		rw.Errors += l.errorCount()
+		if sc := l.Schedule; sc == nil || sc.Behind*100 > sc.Started {
+			rw.Kept = false
+		}
+		rw.RSSMB = math.Max(rw.RSSMB, float64(run.Mem.RSSKB)/1024)
+		rw.HWMMB = math.Max(rw.HWMMB, float64(run.Mem.HWMKB)/1024)
+		if run.Steady != nil {
+			cpu[i] = append(cpu[i], run.Steady.CPUPerSend)
+			rate[i] = append(rate[i], run.Steady.AckedPerSec)
+		}
+		if ts[i].kind == "msrpscope" {
+			if why := shortfall(l); why != "" {
+				r.fail("%s round %d: %s: %s", st.Name, round, ts[i].name, why)
+			}
+		}
+	}
 
-	// 3. Every relay at the offered rate, rounds in alternating order.
-	args := append(slices.Clone(base), "-rate", strconv.FormatFloat(st.OfferedPerSec, 'f', 0, 64), "-duration", so.duration.String())
-	var cpu = make([][]float64, len(ts))
-	var rate = make([][]float64, len(ts))
-	for round := 1; round <= so.rounds; round++ {
-		order := make([]int, len(ts))
-		for i := range order {
-			order[i] = i
-		}
-		if round%2 == 0 {
-			slices.Reverse(order)
-		}
-		for _, i := range order {
+	// 3. Kamailio at the offered rate for a whole equal-rate run: its
+	// losses grow with time, and a short search step can pass at a rate
+	// a longer run does not. Until one passes (at most confirmAttempts),
+	// the rate goes down by confirmFactor; the run that passed is
+	// Kamailio's first round.
+	kamIdx := slices.IndexFunc(ts, func(t *target) bool { return t.kind == "kamailio" })
+	var kamRun *Run
+	if kamIdx >= 0 && so.rate == 0 {
+		for attempt := 1; ; attempt++ {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			run := r.runSteady(ctx, st.Name, round, ts[i], args, so)
-			run.OfferedPerSec = st.OfferedPerSec
-			r.res.Runs = append(r.res.Runs, run)
-			rw := rows[i]
-			if run.Err != "" || run.Load == nil {
-				continue
+			run := r.runSteady(ctx, st.Name, 1, ts[kamIdx], argsAt(st.OfferedPerSec), so)
+			s := Step{RatePerSec: st.OfferedPerSec, Err: run.Err, Delivered: -1, Confirm: true}
+			if run.Load != nil {
+				s = judgeStep(st.OfferedPerSec, run.Load)
+				s.Confirm = true
 			}
-			l := run.Load
-			rw.Runs++
-			rw.Acked += l.SendFrames
-			if l.ReceivedSends != nil {
-				rw.Delivered += *l.ReceivedSends
+			kam.Steps = append(kam.Steps, s)
+			if s.OK || attempt == confirmAttempts || run.Load == nil {
+				kamRun = run
+				if s.OK {
+					kam.FixedMaxPerSec = st.OfferedPerSec
+					if st.OfferedPerSec >= kam.MaxSustainedPerSec {
+						kam.MaxSustainedPerSec, kam.MaxHow = st.OfferedPerSec, "fixed rate"
+					}
+				} else {
+					st.Notes = append(st.Notes, fmt.Sprintf("Kamailio did not deliver 99.9 %% of what it acknowledged in a %s run at any rate tried down to %s SEND/s; the relays are compared at that rate anyway", so.duration, num(st.OfferedPerSec, 0)))
+				}
+				break
 			}
-			rw.Errors += l.errorCount()
-			if sc := l.Schedule; sc == nil || sc.Behind*100 > sc.Started {
-				rw.Kept = false
-			}
-			rw.RSSMB = math.Max(rw.RSSMB, float64(run.Mem.RSSKB)/1024)
-			rw.HWMMB = math.Max(rw.HWMMB, float64(run.Mem.HWMKB)/1024)
-			if run.Steady != nil {
-				cpu[i] = append(cpu[i], run.Steady.CPUPerSend)
-				rate[i] = append(rate[i], run.Steady.AckedPerSec)
-			}
-			if ts[i].kind == "msrpscope" {
-				if why := shortfall(l); why != "" {
-					r.fail("%s round %d: %s: %s", st.Name, round, ts[i].name, why)
+			// Not sustained over a whole run: what the search found is
+			// above Kamailio's rate; every step at or above this one is.
+			r.res.Runs = append(r.res.Runs, withErr(run, "rejected: "+s.Why))
+			st.OfferedPerSec = math.Round(st.OfferedPerSec * confirmFactor)
+			kam.FixedMaxPerSec, kam.MaxSustainedPerSec, kam.MaxHow = 0, 0, ""
+			for _, p := range kam.Steps {
+				if p.OK && p.RatePerSec == 0 {
+					kam.MaxSustainedPerSec, kam.MaxHow = p.AckedPerSec, "as fast as possible"
 				}
 			}
+		}
+	}
+	st.Title = fmt.Sprintf("sustained: %d pairs × %d in flight, 100-byte SENDs, every relay at %s SEND/s offered (%s), %s per run, steady-state window after %s",
+		n, window, num(st.OfferedPerSec, 0), st.RateFrom, so.duration, so.warmup)
+
+	// 4. Every relay at the offered rate, rounds in alternating order
+	// (round 1: Kamailio's confirmed run first).
+	order := make([]int, 0, len(ts))
+	if kamIdx >= 0 {
+		order = append(order, kamIdx)
+	}
+	for i := range ts {
+		if i != kamIdx {
+			order = append(order, i)
+		}
+	}
+	for round := 1; round <= so.rounds; round++ {
+		o := slices.Clone(order)
+		if round%2 == 0 {
+			slices.Reverse(o)
+		}
+		for _, i := range o {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if round == 1 && i == kamIdx && kamRun != nil {
+				add(i, round, kamRun)
+				continue
+			}
+			add(i, round, r.runSteady(ctx, st.Name, round, ts[i], argsAt(st.OfferedPerSec), so))
 		}
 	}
 	for i, rw := range rows {
@@ -375,6 +451,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 	st.ratios(kam)
 	st.Notes = append(st.Notes,
 		fmt.Sprintf("highest sustained: the acknowledged rate of a %s run as fast as the window allows when B received >= 99.9 %% of what the relay acknowledged, else the highest fixed rate (msrpload -rate, %s per step, at most %d steps of bisection) at which it did, kept the schedule and had no errors; Kamailio's fixed rate is always searched, and is the offered rate", so.probe, so.probe, so.steps),
+		fmt.Sprintf("the offered rate is then confirmed with Kamailio for a whole %s run (its losses grow with time); when it delivers less than 99.9 %%, the rate is lowered by a fifth and tried again, up to %d times; the run that passed is its first round", so.duration, confirmAttempts),
 		"relay CPU per SEND: the relay's utime+stime (/proc/PID/stat; Kamailio: all its processes) between msrpload's first progress line at or after the warm-up and its last before the sending ends, ÷ the SENDs acknowledged between the same two lines; delivered/acked counts whole runs, drain included")
 	if kam != nil {
 		if sum := logProblems(ts[slices.IndexFunc(ts, func(t *target) bool { return t.kind == "kamailio" })].kam.Log(), 3); sum != "" {

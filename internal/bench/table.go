@@ -525,7 +525,7 @@ func renderSustained(w io.Writer, st *SustainedTable) {
 	fmt.Fprintf(w, "\n### %s\n\n", st.Title)
 	head := []string{"relay", "highest sustained SEND/s", "found", "× Kamailio sustained", "offered SEND/s",
 		"acked/s in window", "relay CPU µs/SEND median", "best", "× Kamailio CPU", "delivered/acked", "kept rate", "errors", "relay RSS MB (peak)"}
-	fmt.Fprintf(w, "| %s |\n|%s|\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
 	for _, rw := range st.Rows {
 		sus, how := "none found", "—"
 		if rw.MaxSustainedPerSec > 0 {
@@ -562,7 +562,11 @@ func renderSustained(w io.Writer, st *SustainedTable) {
 		}
 		parts := make([]string, 0, len(rw.Steps))
 		for _, s := range rw.Steps {
-			p := rateName(s.RatePerSec) + ": "
+			p := rateName(s.RatePerSec)
+			if s.Confirm {
+				p += fmt.Sprintf(" (whole run, %.0f s)", s.Seconds)
+			}
+			p += ": "
 			switch {
 			case s.Err != "":
 				p += "error"
