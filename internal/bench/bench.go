@@ -147,7 +147,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.sustain.warmup, "sustained-warmup", 2*time.Second, "sustained: start of the steady-state window after the sending started (set-up is never in it)")
 	fs.IntVar(&o.sustain.steps, "sustained-steps", 4, "sustained: fixed-rate steps of each bisection")
 	fs.IntVar(&o.sustain.rounds, "sustained-rounds", 1, "sustained: equal-rate runs per relay, in alternating order")
-	fs.Float64Var(&o.sustain.rate, "sustained-rate", 0, "sustained: the offered rate in SEND/s for every pair count; 0: Kamailio's highest sustained fixed rate (without Kamailio: the lowest relay's)")
+	fs.Float64Var(&o.sustain.rate, "sustained-rate", 0, "sustained: the offered rate in SEND/s for every pair count; 0: Kamailio's highest sustained fixed rate (without Kamailio: half the lowest relay's)")
 	fs.StringVar(&o.save, "save", "", "also write the whole result as JSON to `file`")
 	fs.StringVar(&o.from, "from", "", "print the tables of a saved -json result `file` instead of running")
 	if err := fs.Parse(args); err != nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -288,6 +290,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		window = 16
 	}
 	st := &SustainedTable{Name: fmt.Sprintf("%s-%d", ScenarioSustained, n), Pairs: n, Window: window}
+	la0 := loadAvg()
 	base := []string{"-pairs", strconv.Itoa(n), "-window", strconv.Itoa(window), "-size", "100", "-drain", "2s"}
 	rows := make([]*SustainedRow, len(ts))
 	var kam *SustainedRow
@@ -304,7 +307,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := r.searchMax(ctx, t, rows[i], base, so, rows[i] == kam); err != nil {
+		if err := r.searchMax(ctx, ts, t, rows[i], base, so, rows[i] == kam); err != nil {
 			r.fail("%s %s: %v", st.Name, t.name, err)
 		}
 	}
@@ -322,8 +325,8 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 				st.OfferedPerSec = v
 			}
 		}
-		st.OfferedPerSec = math.Round(st.OfferedPerSec)
-		st.RateFrom = "the lowest highest sustained rate of the relays (no Kamailio rate)"
+		st.OfferedPerSec = math.Round(st.OfferedPerSec / 2)
+		st.RateFrom = "half the lowest highest sustained rate of the relays (no Kamailio rate)"
 	}
 	if st.OfferedPerSec <= 0 {
 		st.Title = fmt.Sprintf("sustained: %d pairs × %d in flight: no offered rate", n, window)
@@ -378,7 +381,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			run := r.runSteady(ctx, st.Name, 1, ts[kamIdx], argsAt(st.OfferedPerSec), so)
+			run := r.runSteady(ctx, st.Name, 1, ts, ts[kamIdx], argsAt(st.OfferedPerSec), so)
 			s := Step{RatePerSec: st.OfferedPerSec, Err: run.Err, Delivered: -1, Confirm: true}
 			if run.Load != nil {
 				s = judgeStep(st.OfferedPerSec, run.Load)
@@ -436,7 +439,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 				add(i, round, kamRun)
 				continue
 			}
-			add(i, round, r.runSteady(ctx, st.Name, round, ts[i], argsAt(st.OfferedPerSec), so))
+			add(i, round, r.runSteady(ctx, st.Name, round, ts, ts[i], argsAt(st.OfferedPerSec), so))
 		}
 	}
 	for i, rw := range rows {
@@ -450,6 +453,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 	}
 	st.ratios(kam)
 	st.Notes = append(st.Notes,
+		fmt.Sprintf("before every run the harness waits until all the relays together use less than %.0f %% of a core (Kamailio goes on forwarding what it acknowledged after a run it could not keep up with); load average (1, 5, 15 min) at the start: %s, at the end: %s", quietShare*100, la0, loadAvg()),
 		fmt.Sprintf("highest sustained: the acknowledged rate of a %s run as fast as the window allows when B received >= 99.9 %% of what the relay acknowledged, else the highest fixed rate (msrpload -rate, %s per step, at most %d steps of bisection) at which it did, kept the schedule and had no errors; Kamailio's fixed rate is always searched, and is the offered rate", so.probe, so.probe, so.steps),
 		fmt.Sprintf("the offered rate is then confirmed with Kamailio for a whole %s run (its losses grow with time); when it delivers less than 99.9 %%, the rate is lowered by a fifth and tried again, up to %d times; the run that passed is its first round", so.duration, confirmAttempts),
 		"relay CPU per SEND: the relay's utime+stime (/proc/PID/stat; Kamailio: all its processes) between msrpload's first progress line at or after the warm-up and its last before the sending ends, ÷ the SENDs acknowledged between the same two lines; delivered/acked counts whole runs, drain included")
@@ -475,7 +479,7 @@ func (st *SustainedTable) ratios(kam *SustainedRow) {
 
 // searchMax finds rw's highest sustained rate (see the top of the file).
 // fixed: search the fixed rates even when the unlimited run passed.
-func (r *runner) searchMax(ctx context.Context, t *target, rw *SustainedRow, base []string, so sustainOpts, fixed bool) error {
+func (r *runner) searchMax(ctx context.Context, ts []*target, t *target, rw *SustainedRow, base []string, so sustainOpts, fixed bool) error {
 	step := func(rate float64) (Step, error) {
 		args := append(slices.Clone(base), "-duration", so.probe.String())
 		if rate > 0 {
@@ -484,6 +488,7 @@ func (r *runner) searchMax(ctx context.Context, t *target, rw *SustainedRow, bas
 		if t.dead != nil {
 			return Step{}, t.dead
 		}
+		r.settle(ctx, ts)
 		lr, err := runLoad(ctx, r.msrpload, append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, args...))
 		if aerr := t.alive(); aerr != nil {
 			t.dead = aerr
@@ -552,13 +557,14 @@ func rateName(rate float64) string {
 // runSteady runs msrpload with args against t, reading its progress lines
 // and the relay's CPU at each, and returns the run with its steady-state
 // window.
-func (r *runner) runSteady(ctx context.Context, table string, round int, t *target, args []string, so sustainOpts) *Run {
+func (r *runner) runSteady(ctx context.Context, table string, round int, ts []*target, t *target, args []string, so sustainOpts) *Run {
 	run := &Run{Table: table, Relay: t.name, Round: round}
 	defer func() { fmt.Fprintln(r.log, "bench:", progressLine(run)) }()
 	if t.dead != nil {
 		run.Err = "relay not running: " + t.dead.Error()
 		return run
 	}
+	r.settle(ctx, ts)
 	pids, err := t.pids()
 	if err != nil {
 		return r.relayDied(run, t, err)
@@ -596,4 +602,84 @@ func (r *runner) runSteady(ctx context.Context, table string, round int, t *targ
 	run.Steady = &w
 	run.RelayCPUSeconds = w.CPUSeconds
 	return run
+}
+
+// Quiescence before each run of the sustained scenario: Kamailio answers
+// 200 before it forwards, so after a run it could not keep up with it
+// goes on forwarding (or failing to) for seconds, and that CPU would be
+// charged to the next run, of whichever relay. The harness waits until
+// every relay together used less than quietShare of a core over
+// quietPoll, at most quietMax.
+const (
+	quietPoll  = 500 * time.Millisecond
+	quietShare = 0.05
+	quietMax   = 20 * time.Second
+)
+
+// settle waits for quiesce and notes when the relays did not become quiet.
+func (r *runner) settle(ctx context.Context, ts []*target) {
+	if d, ok := quiesce(ctx, ts); !ok && ctx.Err() == nil {
+		r.note("sustained: the relays still used more than %.0f %% of a core after %s of waiting; measuring anyway", quietShare*100, d.Round(time.Second))
+	}
+}
+
+// quiet reports whether ticks used over a poll interval are below
+// quietShare of a core.
+func quiet(ticks uint64, interval time.Duration) bool {
+	return float64(ticks)/clkTck < quietShare*interval.Seconds()
+}
+
+// quiesce waits until the relays of ts are quiet (see quietPoll); it
+// returns how long it waited and whether they became quiet.
+func quiesce(ctx context.Context, ts []*target) (time.Duration, bool) {
+	var pids []int
+	for _, t := range ts {
+		if t.dead != nil {
+			continue
+		}
+		if p, err := t.pids(); err == nil {
+			pids = append(pids, p...)
+		}
+	}
+	start := time.Now()
+	if len(pids) == 0 {
+		return 0, true
+	}
+	prev, err := cpuTicks(pids)
+	if err != nil {
+		return 0, false
+	}
+	tick := time.NewTicker(quietPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), false
+		case <-tick.C:
+		}
+		now, err := cpuTicks(pids)
+		if err != nil {
+			return time.Since(start), false
+		}
+		if now >= prev && quiet(now-prev, quietPoll) {
+			return time.Since(start), true
+		}
+		if time.Since(start) >= quietMax {
+			return time.Since(start), false
+		}
+		prev = now
+	}
+}
+
+// loadAvg returns the first three fields of /proc/loadavg, or "".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
