@@ -142,7 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeCount, "large-count", 20, "10 MB messages per large run")
 	fs.BoolVar(&o.asJSON, "json", false, "print the whole result as JSON instead of tables")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, pcap files)")
-	fs.DurationVar(&o.sustain.probe, "sustained-probe", 3*time.Second, "sustained: sending time of each step of the search for a relay's highest sustained rate")
+	fs.DurationVar(&o.sustain.probe, "sustained-probe", 6*time.Second, "sustained: sending time of each step of the search for a relay's highest sustained rate (Kamailio's losses grow with time: as long as -sustained-duration)")
 	fs.DurationVar(&o.sustain.duration, "sustained-duration", 6*time.Second, "sustained: sending time of each equal-rate run")
 	fs.DurationVar(&o.sustain.warmup, "sustained-warmup", 2*time.Second, "sustained: start of the steady-state window after the sending started (set-up is never in it)")
 	fs.IntVar(&o.sustain.steps, "sustained-steps", 4, "sustained: fixed-rate steps of each bisection")

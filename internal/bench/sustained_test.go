@@ -287,3 +287,22 @@ func TestSustainedIntegration(t *testing.T) {
 		}
 	})
 }
+
+func TestOnRate(t *testing.T) {
+	for _, tc := range []struct {
+		steady  *Steady
+		offered float64
+		want    bool
+	}{
+		{&Steady{AckedPerSec: 10000}, 10000, true},
+		{&Steady{AckedPerSec: 10500}, 10000, true},
+		{&Steady{AckedPerSec: 9500}, 10000, true},
+		{&Steady{AckedPerSec: 10600}, 10000, false}, // a catch-up burst
+		{&Steady{AckedPerSec: 9000}, 10000, false},  // behind
+		{nil, 10000, true},                          // no window: nothing to retry for
+	} {
+		if got := onRate(&Run{Steady: tc.steady}, tc.offered); got != tc.want {
+			t.Errorf("onRate(%+v, %v) = %v, want %v", tc.steady, tc.offered, got, tc.want)
+		}
+	}
+}
