@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -304,5 +305,32 @@ func TestOnRate(t *testing.T) {
 		if got := onRate(&Run{Steady: tc.steady}, tc.offered); got != tc.want {
 			t.Errorf("onRate(%+v, %v) = %v, want %v", tc.steady, tc.offered, got, tc.want)
 		}
+	}
+}
+
+// TestRunReadingStderr: progress lines go to onSample in order, every
+// other line (a malformed progress line too) stays in the stderr text.
+func TestRunReadingStderr(t *testing.T) {
+	script := `echo 'progress {"elapsed_ns":1000000000,"acked":10,"delivered":9,"errors":0}' >&2
+echo 'msrpload: a warning' >&2
+echo 'progress {broken' >&2
+echo 'progress {"elapsed_ns":2000000000,"acked":30,"delivered":30,"errors":1}' >&2
+echo '{"send_frames": 30}'`
+	cmd := exec.Command("sh", "-c", script)
+	var stdout, other bytes.Buffer
+	cmd.Stdout = &stdout
+	var got []progressSample
+	if err := runReadingStderr(cmd, &other, func(s progressSample) { got = append(got, s) }); err != nil {
+		t.Fatal(err)
+	}
+	want := []progressSample{{ElapsedNs: 1e9, Acked: 10, Delivered: 9}, {ElapsedNs: 2e9, Acked: 30, Delivered: 30, Errors: 1}}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("samples %+v, want %+v", got, want)
+	}
+	if o := other.String(); o != "msrpload: a warning\nprogress {broken\n" {
+		t.Fatalf("other stderr %q", o)
+	}
+	if stdout.String() != "{\"send_frames\": 30}\n" {
+		t.Fatalf("stdout %q", stdout.String())
 	}
 }
