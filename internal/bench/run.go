@@ -37,6 +37,7 @@ type Settings struct {
 	KamailioTuning    string `json:"kamailio_tuning,omitempty"`
 	KamailioChildren  int    `json:"kamailio_children,omitempty"` // chosen for pairs, chunks, large
 	KamailioChildNote string `json:"kamailio_children_note,omitempty"`
+	SustainedRounds   int    `json:"sustained_rounds,omitempty"`
 }
 
 // Run is one msrpload run against one relay (or one raw TCP measurement).
@@ -186,8 +187,9 @@ func run(ctx context.Context, o *options, log io.Writer) (*Result, error) {
 		Started: time.Now().UTC(),
 		OK:      true,
 		Settings: Settings{
-			Rounds:   o.rounds,
-			Duration: o.duration.String(),
+			Rounds:          o.rounds,
+			SustainedRounds: o.sustain.rounds,
+			Duration:        o.duration.String(),
 			ScopeLimits: fmt.Sprintf("relay.limits.max_sessions_per_user: %d, relay.limits.max_connections_per_ip: %d (defaults 64 and 256; raised so 2,000 pairs fit)",
 				scopeMaxSessionsPerUser, scopeMaxConnectionsPerIP),
 		},

@@ -437,7 +437,12 @@ func render(w io.Writer, res *Result) {
 	// Headings are level 3 so that the output pastes into a document's
 	// section (BENCHMARKS.md).
 	fmt.Fprintf(w, "msrpload bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
+	if len(res.Tables) > 0 {
+		fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
+	}
+	if len(res.Sustained) > 0 {
+		fmt.Fprintf(w, "- sustained: %d equal-rate round(s) per relay; ratios are ÷ the Kamailio row of the same table\n", res.Settings.SustainedRounds)
+	}
 	fmt.Fprintf(w, "- msrpscope: %s\n", res.Settings.ScopeLimits)
 	if res.Settings.KamailioTuning != "" {
 		fmt.Fprintf(w, "- Kamailio: %s\n", res.Settings.KamailioTuning)
