@@ -441,7 +441,11 @@ func render(w io.Writer, res *Result) {
 		fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
 	}
 	if len(res.Sustained) > 0 {
-		fmt.Fprintf(w, "- sustained: %d equal-rate round(s) per relay; ratios are ÷ the Kamailio row of the same table\n", res.Settings.SustainedRounds)
+		rounds := ""
+		if n := res.Settings.SustainedRounds; n > 0 {
+			rounds = fmt.Sprintf("%d equal-rate round(s) per relay, alternating order; ", n)
+		}
+		fmt.Fprintf(w, "- sustained: %sCPU per SEND is the median over rounds; ratios are ÷ the Kamailio row of the same table\n", rounds)
 	}
 	fmt.Fprintf(w, "- msrpscope: %s\n", res.Settings.ScopeLimits)
 	if res.Settings.KamailioTuning != "" {
