@@ -476,6 +476,14 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		}
 	}
 	st.ratios(kam)
+	for _, rw := range rows {
+		if rw.Runs > 0 && float64(rw.Delivered) < sustainRatio*float64(rw.Acked) {
+			st.Notes = append(st.Notes, fmt.Sprintf("%s delivered %.2f %% of what it acknowledged over its equal-rate runs: at the offered rate it did not sustain every run (see -json runs)", rw.Relay, 100*float64(rw.Delivered)/float64(rw.Acked)))
+		}
+		if rw.Runs > 0 && !rw.Kept {
+			st.Notes = append(st.Notes, fmt.Sprintf("%s: some equal-rate run fell behind its schedule (> 1 %% of the messages at the end; the machine, the driver or the relay could not keep up): its CPU per SEND is at the window's acknowledged rate, not the offered one", rw.Relay))
+		}
+	}
 	st.Notes = append(st.Notes,
 		fmt.Sprintf("before every run the harness waits until all the relays together use less than %.0f %% of a core (Kamailio goes on forwarding what it acknowledged after a run it could not keep up with); load average (1, 5, 15 min) at the start: %s, at the end: %s", quietShare*100, la0, loadAvg()),
 		fmt.Sprintf("highest sustained: the acknowledged rate of a %s run as fast as the window allows when B received >= 99.9 %% of what the relay acknowledged, else the highest fixed rate (msrpload -rate, %s per step, at most %d steps of bisection) at which it did, kept the schedule and had no errors; Kamailio's fixed rate is always searched, and is the offered rate", so.probe, so.probe, so.steps),
