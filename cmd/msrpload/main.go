@@ -64,6 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print only one JSON object on stdout (the text summary goes to stderr)")
 	verbose := fs.Bool("v", false, "debug logs")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of msrpload itself to this file (go tool pprof)")
+	progressJSON := fs.Bool("progress-json", false, "while sending, about once a second, write a line \"progress {JSON}\" to stderr: elapsed_ns, acked, delivered, errors (msrpload bench samples the relay's CPU at each)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -140,7 +141,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	var prog *progressLine
-	if isTerminal(stderr) {
+	switch {
+	case *progressJSON:
+		opts.Progress = progressJSONWriter(stderr)
+	case isTerminal(stderr):
 		prog = &progressLine{w: stderr}
 		opts.Progress = prog.show
 	}
@@ -207,6 +211,26 @@ func isTerminal(w io.Writer) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// progressPrefix starts each -progress-json line (internal/bench reads them).
+const progressPrefix = "progress "
+
+// progressJSONWriter returns the -progress-json callback: one line per
+// snapshot, written whole in one Write so that log lines cannot cut it.
+func progressJSONWriter(w io.Writer) func(load.Progress) {
+	return func(pr load.Progress) {
+		b, err := json.Marshal(struct {
+			ElapsedNs int64 `json:"elapsed_ns"`
+			Acked     int64 `json:"acked"`
+			Delivered int64 `json:"delivered"`
+			Errors    int64 `json:"errors"`
+		}{int64(pr.Elapsed), pr.Acked, pr.Delivered, pr.Errors})
+		if err != nil {
+			return // four integers always encode
+		}
+		_, _ = w.Write(append(append([]byte(progressPrefix), b...), '\n'))
+	}
 }
 
 // progressLine rewrites one status line on a terminal ("\r").

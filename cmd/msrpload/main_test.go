@@ -364,6 +364,20 @@ func TestProgressLine(t *testing.T) {
 	}
 }
 
+// TestProgressJSON: -progress-json lines are what internal/bench parses:
+// the prefix, one JSON object, a newline.
+func TestProgressJSON(t *testing.T) {
+	var b bytes.Buffer
+	w := progressJSONWriter(&b)
+	w(load.Progress{Elapsed: 2 * time.Second, Acked: 1200, Delivered: 1100, Errors: 2, Rate: 400})
+	w(load.Progress{Elapsed: 3 * time.Second, Acked: 1600, Delivered: 1600})
+	want := `progress {"elapsed_ns":2000000000,"acked":1200,"delivered":1100,"errors":2}` + "\n" +
+		`progress {"elapsed_ns":3000000000,"acked":1600,"delivered":1600,"errors":0}` + "\n"
+	if got := b.String(); got != want {
+		t.Fatalf("%q\nwant %q", got, want)
+	}
+}
+
 // writeCert writes a self-signed certificate for 127.0.0.1 (its own CA)
 // and its key as PEM files.
 func writeCert(t *testing.T) (certFile, keyFile string) {

@@ -46,6 +46,7 @@ type options struct {
 	keep                bool
 	from                string
 	save                string
+	sustain             sustainOpts
 }
 
 // Main runs the bench mode with args (the flags after "msrpload bench")
@@ -109,9 +110,12 @@ UDP) and Kamailio 5.6 on 127.0.0.1, runs msrpload against each in turn,
 round by round, and prints per relay: SEND/s or MB/s, the relay's CPU per
 SEND (all its processes), delivered/acknowledged, RSS, and msrpscope/Kamailio
 ratios from the same run. Scenarios: small (100-byte SENDs), pairs (10, 200
-and 2,000 pairs), chunks (1 MB messages in 64 KiB chunks), large (10 MB
-messages in 64 KiB chunks, against msrpload -direct, A to B with no relay,
-and raw loopback TCP).
+and 2,000 pairs), sustained (the same pair counts with every relay at one
+offered rate, Kamailio's highest sustained one, relay CPU per SEND over a
+steady-state window, and each relay's highest sustained rate), chunks (1 MB
+messages in 64 KiB chunks), large (10 MB messages in 64 KiB chunks, against
+msrpload -direct, A to B with no relay, raw loopback TCP and raw TCP through
+a minimal copying proxy).
 
 `
 
@@ -125,7 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o := &options{}
 	fs.StringVar(&o.msrpload, "msrpload", "", "msrpload binary to drive the load with (default: this program)")
 	fs.StringVar(&o.msrpscope, "msrpscope", "", "msrpscope binary (default: msrpscope next to the msrpload binary, else $PATH)")
-	only := fs.String("only", "small,pairs,chunks,large", "scenarios to run, comma-separated: small, pairs, chunks, large")
+	only := fs.String("only", "small,pairs,chunks,large", "scenarios to run, comma-separated: small, pairs, sustained, chunks, large (sustained is not in the default: about 6 minutes on 2 cores)")
 	tracing := fs.String("tracing", "off,default,hep", "msrpscope tracing setups: off, default (embedded: everything to pcap), hep (everything to HEP over UDP), hep-gro (the same, the harness's UDP socket with UDP_GRO: a second figure)")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every relay once, in alternating order")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "load phase of each duration-bound run (CPU time is counted in 10 ms ticks)")
@@ -138,6 +142,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.largeCount, "large-count", 20, "10 MB messages per large run")
 	fs.BoolVar(&o.asJSON, "json", false, "print the whole result as JSON instead of tables")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configs, logs, pcap files)")
+	fs.DurationVar(&o.sustain.probe, "sustained-probe", 6*time.Second, "sustained: sending time of each step of the search for a relay's highest sustained rate (Kamailio's losses grow with time: as long as -sustained-duration)")
+	fs.DurationVar(&o.sustain.duration, "sustained-duration", 6*time.Second, "sustained: sending time of each equal-rate run")
+	fs.DurationVar(&o.sustain.warmup, "sustained-warmup", 2*time.Second, "sustained: start of the steady-state window after the sending started (set-up is never in it)")
+	fs.IntVar(&o.sustain.steps, "sustained-steps", 4, "sustained: fixed-rate steps of each bisection")
+	fs.IntVar(&o.sustain.rounds, "sustained-rounds", 1, "sustained: equal-rate runs per relay, in alternating order")
+	fs.Float64Var(&o.sustain.rate, "sustained-rate", 0, "sustained: the offered rate in SEND/s for every pair count; 0: Kamailio's highest sustained fixed rate (without Kamailio: half the lowest relay's)")
 	fs.StringVar(&o.save, "save", "", "also write the whole result as JSON to `file`")
 	fs.StringVar(&o.from, "from", "", "print the tables of a saved -json result `file` instead of running")
 	if err := fs.Parse(args); err != nil {
@@ -147,7 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var err error
-	scenarios := []string{ScenarioSmall, ScenarioPairs, ScenarioChunks, ScenarioLarge}
+	scenarios := []string{ScenarioSmall, ScenarioPairs, ScenarioSustained, ScenarioChunks, ScenarioLarge}
 	if o.only, err = splitList(*only, scenarios); err != nil {
 		return nil, fmt.Errorf("-only: %w", err)
 	}
@@ -164,6 +174,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.rounds < 1 || o.duration <= 0 || o.smallPairs < 1 || o.smallWindow < 1 || o.largeCount < 1 || o.kamChunk < 0 {
 		return nil, errors.New("-rounds, -duration, -small-pairs, -small-window and -large-count must be positive")
+	}
+	if so := o.sustain; so.probe <= 0 || so.steps < 1 || so.rounds < 1 || so.rate < 0 || so.warmup < 0 ||
+		so.duration < so.warmup+2*time.Second {
+		return nil, errors.New("-sustained-probe, -sustained-steps and -sustained-rounds must be positive, -sustained-rate not negative, and -sustained-duration at least -sustained-warmup + 2s (two progress lines a second apart in the window)")
 	}
 	return o, nil
 }

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,15 +256,17 @@ func TestSummarizeAndRender(t *testing.T) {
 
 func TestRenderMBAndRaw(t *testing.T) {
 	scope := &target{kind: "msrpscope", name: "msrpscope, tracing off"}
-	raw := &target{kind: "raw", name: "raw"}
+	raw := &target{kind: kindRaw, name: "raw"}
+	proxy := &target{kind: kindProxy, name: "proxy"}
 	direct := &target{kind: kindDirect, name: directLabel}
 	spec := &tableSpec{name: "large", title: "large", unit: "MB", rows: []*row{
-		{target: scope, label: scope.name}, {target: direct, label: direct.name}, {target: raw, label: raw.name},
+		{target: scope, label: scope.name}, {target: direct, label: direct.name}, {target: raw, label: raw.name}, {target: proxy, label: proxy.name},
 	}}
 	tb := summarize(spec, []*Run{
 		{Table: "large", Relay: scope.name, RelayCPUSeconds: 1, Load: &LoadReport{SendFrames: 3200, MBPerSec: 400, Seconds: 0.5, ReceivedSends: i64(3200), Messages: 20}},
 		{Table: "large", Relay: direct.name, DriverCPUSeconds: 0.2, Load: &LoadReport{SendFrames: 3200, MBPerSec: 800, Seconds: 0.25, ReceivedSends: i64(3200), Messages: 20}},
 		{Table: "large", Relay: raw.name, RawMBPerSec: 1600},
+		{Table: "large", Relay: proxy.name, RawMBPerSec: 1000},
 	})
 	if p := tb.Rows[0].PctOfRaw; p == nil || *p != 25 {
 		t.Fatalf("%% of raw = %v, want 25", p)
@@ -276,6 +279,13 @@ func TestRenderMBAndRaw(t *testing.T) {
 	if d := tb.Rows[1]; d.PctOfRaw == nil || *d.PctOfRaw != 50 || d.PctOfDirect != nil || d.CPUPerMBmsMedian != -1 {
 		t.Fatalf("direct row %+v: want 50 %% of raw, no %% of direct, no relay CPU", d)
 	}
+	// The proxy row: its share of raw TCP; the others' share of it.
+	if p := tb.Rows[3]; p.PctOfRaw == nil || *p.PctOfRaw != 62.5 || p.PctOfProxy != nil || p.PctOfDirect != nil {
+		t.Fatalf("proxy row %+v: want 62.5 %% of raw and no %% of itself or of direct", p)
+	}
+	if p := tb.Rows[0].PctOfProxy; p == nil || *p != 40 {
+		t.Fatalf("%% of proxy = %v, want 40", p)
+	}
 	if c := tb.Rows[0].CPUPerMBmsMedian; c != 5 {
 		t.Fatalf("CPU per MB = %v ms, want 5", c)
 	}
@@ -286,9 +296,10 @@ func TestRenderMBAndRaw(t *testing.T) {
 	var buf bytes.Buffer
 	render(&buf, &Result{Tables: []*Table{tb}})
 	for _, want := range []string{
-		"| msrpscope, tracing off | 400 | 400 | 25 % | 50 % | 5.00 |",
-		"| msrpload direct A→B, no relay | 800 | 800 | 50 % | — | — | — |",
-		"| raw | 1,600 | 1,600 | — | — | — | — |",
+		"| msrpscope, tracing off | 400 | 400 | 25 % | 40 % | 50 % | 5.00 |",
+		"| msrpload direct A→B, no relay | 800 | 800 | 50 % | 80 % | — | — | — |",
+		"| raw | 1,600 | 1,600 | — | — | — | — | — |",
+		"| proxy | 1,000 | 1,000 | 62 % | — | — | — | — | — | — | — | — | — | — |",
 	} {
 		if !strings.Contains(buf.String(), want) {
 			t.Fatalf("output lacks %q:\n%s", want, buf.String())
@@ -320,9 +331,41 @@ msrpload: summary line`)
 }
 
 func TestRawTCP(t *testing.T) {
-	mbps, err := rawTCP(8<<20, 64<<10)
-	if err != nil || mbps <= 0 {
-		t.Fatalf("rawTCP = %v, %v", mbps, err)
+	for _, mode := range []string{rawDirect, rawProxy, rawSplice} {
+		// An odd total: the last write is short, and every byte must arrive.
+		mbps, err := rawTCP(8<<20+123, 64<<10, mode)
+		if err != nil || mbps <= 0 {
+			t.Fatalf("rawTCP(mode %q) = %v, %v", mode, mbps, err)
+		}
+	}
+}
+
+// TestProxyOnceDialFails: a proxy that cannot reach the reader closes the
+// writer's connection and returns the error (rawTCP then fails, never hangs).
+func TestProxyOnceDialFails(t *testing.T) {
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Close()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	done := make(chan error, 1)
+	go func() { done <- proxyOnce(pl, to, 1024, rawProxy) }()
+	c, err := net.Dial("tcp", pl.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := <-done; err == nil {
+		t.Fatal("proxyOnce to a closed port: no error")
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the writer's connection stayed open")
 	}
 }
 
@@ -393,9 +436,12 @@ func TestMainIntegration(t *testing.T) {
 			t.Fatal("no msrpscope/Kamailio ratios")
 		}
 		large := res.Tables[1].Rows
-		if len(large) != 4 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") ||
-			large[2].Kind != kindDirect || large[3].Kind != "raw" {
-			t.Fatalf("large rows %+v, want msrpscope, Kamailio at 8 KiB chunks, msrpload direct and raw TCP", large)
+		if len(large) != 6 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") ||
+			large[2].Kind != kindDirect || large[3].Kind != kindRaw || large[4].Kind != kindProxy || large[5].Kind != kindProxy {
+			t.Fatalf("large rows %+v, want msrpscope, Kamailio at 8 KiB chunks, msrpload direct, raw TCP and the two proxies", large)
+		}
+		if large[0].PctOfProxy == nil || large[4].MBPerSecMedian <= 0 || large[4].PctOfRaw == nil {
+			t.Fatal("no proxy baseline")
 		}
 		if large[0].PctOfRaw == nil || large[3].MBPerSecMedian <= 0 {
 			t.Fatal("no raw TCP baseline")

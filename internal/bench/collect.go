@@ -117,12 +117,23 @@ func parseSinkSent(r io.Reader, sink string) (int64, error) {
 	return int64(sum), nil
 }
 
-// rawTCP measures the baseline for large transfers in this process: one
+// Modes of rawTCP's stream: straight from writer to reader, or through a
+// minimal proxy in between.
+const (
+	rawDirect = ""       // writer → reader
+	rawProxy  = "copy"   // writer → proxy (read, write, chunk-byte buffer) → reader
+	rawSplice = "splice" // writer → proxy (io.Copy: splice(2) on Linux, no user-space copy) → reader
+)
+
+// rawTCP measures the baselines for large transfers in this process: one
 // TCP stream on 127.0.0.1, a writer writing chunk-byte buffers until total
 // bytes are written, a reader reading (into a buffer of the same size) and
-// discarding. It returns MB/s (10^6 bytes) from the first write to the
+// discarding. With a proxy mode, the writer's connection ends at a proxy
+// goroutine that accepts it, dials the reader and copies the stream: the
+// least any relay on the path does (two sockets, every byte read and
+// written once). It returns MB/s (10^6 bytes) from the first write to the
 // reader's last byte.
-func rawTCP(total int64, chunk int) (float64, error) {
+func rawTCP(total int64, chunk int, mode string) (float64, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("raw TCP: %w", err)
@@ -159,7 +170,32 @@ func rawTCP(total int64, chunk int) (float64, error) {
 			}
 		}
 	}()
-	c, err := net.Dial("tcp", l.Addr().String())
+	dial := l.Addr().String()
+	proxyErr := make(chan error, 1)
+	if mode != rawDirect {
+		pl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			l.Close()
+			wg.Wait()
+			return 0, fmt.Errorf("raw TCP proxy: %w", err)
+		}
+		defer pl.Close()
+		dial = pl.Addr().String()
+		wg.Add(1)
+		// The proxy: owned here, ends when the writer's stream ends (or
+		// on an error, closing both sides), waited for below.
+		go func() {
+			defer wg.Done()
+			err := proxyOnce(pl, l.Addr().String(), chunk, mode)
+			if err != nil {
+				l.Close() // the reader's Accept, if the proxy never dialed
+			}
+			proxyErr <- err
+		}()
+	} else {
+		proxyErr <- nil
+	}
+	c, err := net.Dial("tcp", dial)
 	if err != nil {
 		l.Close()
 		wg.Wait()
@@ -182,9 +218,13 @@ func rawTCP(total int64, chunk int) (float64, error) {
 	}
 	c.Close()
 	r := <-res
+	perr := <-proxyErr
 	wg.Wait()
 	if werr != nil {
 		return 0, fmt.Errorf("raw TCP write: %w", werr)
+	}
+	if perr != nil {
+		return 0, fmt.Errorf("raw TCP proxy: %w", perr)
 	}
 	if r.err != nil {
 		return 0, fmt.Errorf("raw TCP read: %w", r.err)
@@ -193,4 +233,40 @@ func rawTCP(total int64, chunk int) (float64, error) {
 		return 0, fmt.Errorf("raw TCP: read %d bytes of %d", r.n, total)
 	}
 	return float64(total) / 1e6 / r.end.Sub(start).Seconds(), nil
+}
+
+// proxyOnce accepts one connection on l, dials to and copies what it
+// reads there until EOF, then closes both. mode rawProxy copies through a
+// chunk-byte buffer (read, write); rawSplice uses io.Copy, which on Linux
+// moves the bytes with splice(2) without a user-space copy.
+func proxyOnce(l net.Listener, to string, chunk int, mode string) error {
+	in, err := l.Accept()
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := net.Dial("tcp", to)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if mode == rawSplice {
+		_, err = io.Copy(out, in)
+		return err
+	}
+	buf := make([]byte, chunk)
+	for {
+		n, rerr := in.Read(buf)
+		if n > 0 {
+			if _, err := out.Write(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return nil
+			}
+			return rerr
+		}
+	}
 }

@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os/exec"
 	"strings"
 	"time"
@@ -44,9 +46,19 @@ type LoadReport struct {
 	ExitStatus         *int            `json:"exit_status"`
 	MsrploadCPUSeconds *float64        `json:"msrpload_cpu_seconds"`
 	Hints              json.RawMessage `json:"hints,omitempty"`
+	Schedule           *Schedule       `json:"schedule,omitempty"` // -rate runs
 	// Older fields.
 	LatencyP50 *int64 `json:"latency_p50_ns"`
 	LatencyP99 *int64 `json:"latency_p99_ns"`
+}
+
+// Schedule is how a -rate run kept its schedule (msrpload's "schedule").
+type Schedule struct {
+	TargetPerSec   float64 `json:"target_per_sec"`
+	AchievedPerSec float64 `json:"achieved_per_sec"`
+	Started        int64   `json:"started"`
+	Behind         int64   `json:"behind"`
+	Late           int64   `json:"late"`
 }
 
 // errorCount is the sum of Errors.
@@ -95,13 +107,34 @@ type loadRun struct {
 // non-zero exit with a report is not an error (msrpload exits non-zero
 // when a relay lost messages, which is a result); no report is.
 func runLoad(ctx context.Context, bin string, args []string) (*loadRun, error) {
+	return runLoadProgress(ctx, bin, args, nil)
+}
+
+// progressPrefix starts msrpload's -progress-json lines on its stderr.
+const progressPrefix = "progress "
+
+// runLoadProgress is runLoad; with onSample, msrpload runs with
+// -progress-json and onSample gets each progress line as it arrives (in
+// the calling goroutine's stead: one goroutine reads msrpload's stderr
+// and calls it; it has returned when runLoadProgress does).
+func runLoadProgress(ctx context.Context, bin string, args []string, onSample func(progressSample)) (*loadRun, error) {
 	args = append(append([]string(nil), args...), "-json")
+	if onSample != nil {
+		args = append(args, "-progress-json")
+	}
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	lr := &loadRun{exitCode: cmd.ProcessState.ExitCode(), stderr: stderr.String()}
+	cmd.Stdout = &stdout
+	var err error
+	if onSample == nil {
+		cmd.Stderr = &stderr
+		err = cmd.Run()
+	} else {
+		err = runReadingStderr(cmd, &stderr, onSample)
+	}
+	lr := &loadRun{exitCode: -1, stderr: stderr.String()}
 	if cmd.ProcessState != nil {
+		lr.exitCode = cmd.ProcessState.ExitCode()
 		lr.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	}
 	rep, perr := parseLoadJSON(stdout.Bytes())
@@ -113,4 +146,38 @@ func runLoad(ctx context.Context, bin string, args []string) (*loadRun, error) {
 	}
 	lr.report = rep
 	return lr, nil
+}
+
+// runReadingStderr runs cmd, passing its stderr's progress lines to
+// onSample and keeping the other lines in other. The reader ends at EOF
+// (the process and its children have closed the pipe) before Wait.
+func runReadingStderr(cmd *exec.Cmd, other *bytes.Buffer, onSample func(progressSample)) error {
+	pr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if rest, ok := bytes.CutPrefix(line, []byte(progressPrefix)); ok {
+			var s progressSample
+			if json.Unmarshal(rest, &s) == nil {
+				onSample(s)
+				continue
+			}
+		}
+		other.Write(line)
+		other.WriteByte('\n')
+	}
+	if err := sc.Err(); err != nil {
+		// A line over 1 MB: drain the rest so that msrpload is not
+		// blocked writing, and say so.
+		_, _ = io.Copy(io.Discard, pr)
+		fmt.Fprintf(other, "(reading stderr: %v)\n", err)
+	}
+	return cmd.Wait()
 }

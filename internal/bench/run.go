@@ -19,8 +19,10 @@ type Result struct {
 	Command  string    `json:"command"`
 	Settings Settings  `json:"settings"`
 	Tables   []*Table  `json:"tables"`
-	Runs     []*Run    `json:"runs"`
-	Notes    []string  `json:"notes"`
+	// Sustained are the sustained scenario's tables (one per pair count).
+	Sustained []*SustainedTable `json:"sustained,omitempty"`
+	Runs      []*Run            `json:"runs"`
+	Notes     []string          `json:"notes"`
 	// OK is false when a process failed or msrpscope delivered less than
 	// it acknowledged in some run.
 	OK       bool     `json:"ok"`
@@ -35,6 +37,7 @@ type Settings struct {
 	KamailioTuning    string `json:"kamailio_tuning,omitempty"`
 	KamailioChildren  int    `json:"kamailio_children,omitempty"` // chosen for pairs, chunks, large
 	KamailioChildNote string `json:"kamailio_children_note,omitempty"`
+	SustainedRounds   int    `json:"sustained_rounds,omitempty"`
 }
 
 // Run is one msrpload run against one relay (or one raw TCP measurement).
@@ -63,7 +66,11 @@ type Run struct {
 	HEPSent     int64   `json:"hep_sent,omitempty"`
 	HEPReceived int64   `json:"hep_received,omitempty"`
 	RawMBPerSec float64 `json:"raw_mb_per_sec,omitempty"`
-	Err         string  `json:"error,omitempty"`
+	// OfferedPerSec and Steady: the sustained scenario's equal-rate runs
+	// (RelayCPUSeconds is then the steady-state window's).
+	OfferedPerSec float64 `json:"offered_per_sec,omitempty"`
+	Steady        *Steady `json:"steady,omitempty"`
+	Err           string  `json:"error,omitempty"`
 }
 
 // target is a running relay the harness measures.
@@ -133,7 +140,17 @@ type row struct {
 type rawSpec struct {
 	bytes int64
 	chunk int
+	mode  string // rawDirect, rawProxy or rawSplice
 }
+
+// Kinds of the baseline rows of the large table (no relay, no msrpload).
+const (
+	kindRaw   = "raw"   // raw loopback TCP
+	kindProxy = "proxy" // raw TCP through a minimal copying proxy
+)
+
+// isBaseline reports whether kind is a raw TCP row, with or without proxy.
+func isBaseline(kind string) bool { return kind == kindRaw || kind == kindProxy }
 
 // table is one scenario's table being measured.
 type tableSpec struct {
@@ -170,8 +187,9 @@ func run(ctx context.Context, o *options, log io.Writer) (*Result, error) {
 		Started: time.Now().UTC(),
 		OK:      true,
 		Settings: Settings{
-			Rounds:   o.rounds,
-			Duration: o.duration.String(),
+			Rounds:          o.rounds,
+			SustainedRounds: o.sustain.rounds,
+			Duration:        o.duration.String(),
 			ScopeLimits: fmt.Sprintf("relay.limits.max_sessions_per_user: %d, relay.limits.max_connections_per_ip: %d (defaults 64 and 256; raised so 2,000 pairs fit)",
 				scopeMaxSessionsPerUser, scopeMaxConnectionsPerIP),
 		},
@@ -197,6 +215,16 @@ func run(ctx context.Context, o *options, log io.Writer) (*Result, error) {
 			for _, n := range o.pairCounts {
 				if err = r.pairs(ctx, n); err != nil {
 					break
+				}
+			}
+		case ScenarioSustained:
+			for _, n := range o.pairCounts {
+				if e := r.sustained(ctx, n); e != nil {
+					if ctx.Err() != nil {
+						err = e
+						break
+					}
+					r.fail("%s %d pairs: %v", sc, n, e)
 				}
 			}
 		case ScenarioChunks:
@@ -412,14 +440,22 @@ func (r *runner) chunked(ctx context.Context, name string, size, count int) erro
 			target: &target{kind: kindDirect, name: directLabel},
 			label:  directLabel,
 			args:   append(append(append([]string(nil), base...), "-chunk", strconv.Itoa(chunk)), bound...),
-		}, &row{
-			target: &target{kind: "raw", name: "raw loopback TCP, one stream, 64 KiB writes"},
-			label:  "raw loopback TCP, one stream, 64 KiB writes",
-			raw:    &rawSpec{bytes: int64(count) * int64(size), chunk: chunk},
 		})
+		total := int64(count) * int64(size)
+		for _, b := range []struct{ kind, label, mode string }{
+			{kindRaw, rawLabel, rawDirect},
+			{kindProxy, proxyLabel, rawProxy},
+			{kindProxy, spliceLabel, rawSplice},
+		} {
+			spec.rows = append(spec.rows, &row{
+				target: &target{kind: b.kind, name: b.label}, label: b.label,
+				raw: &rawSpec{bytes: total, chunk: chunk, mode: b.mode},
+			})
+		}
 		spec.notes = append(spec.notes,
 			directLabel+": msrpload -direct, the same messages, chunks and window with no relay (B listens, A connects to it): what the driver alone reaches; \"% of direct\" is a relay row's share of it",
-			"raw loopback TCP: measured in the harness's own process, a writer and a reader goroutine on one 127.0.0.1 connection, the same bytes")
+			"raw loopback TCP: measured in the harness's own process, a writer and a reader goroutine on one 127.0.0.1 connection, the same bytes",
+			"raw TCP through a minimal copying proxy: the same, with a proxy goroutine between writer and reader that accepts the writer's connection, dials the reader and copies the stream read by write through a 64 KiB buffer: two sockets, every byte read and written once by user space, as a relay must at the least; \"% of proxy\" is a row's share of it. The io.Copy row is the same proxy with io.Copy, which on Linux moves the bytes with splice(2) and never copies them into user space (a relay that parses MSRP cannot)")
 	}
 	r.measure(ctx, spec)
 	return ctx.Err()
@@ -460,7 +496,7 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 	run := &Run{Table: table, Relay: rw.label, Round: round}
 	defer func() { fmt.Fprintln(r.log, "bench:", progressLine(run)) }()
 	if rw.raw != nil {
-		mbps, err := rawTCP(rw.raw.bytes, rw.raw.chunk)
+		mbps, err := rawTCP(rw.raw.bytes, rw.raw.chunk, rw.raw.mode)
 		if err != nil {
 			run.Err = err.Error()
 			r.fail("%s round %d: %v", rw.label, round, err)
@@ -548,6 +584,9 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 const (
 	kindDirect  = "direct"
 	directLabel = "msrpload direct A→B, no relay"
+	rawLabel    = "raw loopback TCP, one stream, 64 KiB writes"
+	proxyLabel  = "raw TCP through a minimal copying proxy (read/write, 64 KiB buffer)"
+	spliceLabel = "raw TCP through a minimal proxy using io.Copy (splice, no user-space copy)"
 )
 
 // runDirect runs msrpload -direct: no relay, so no relay CPU or memory;

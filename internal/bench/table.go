@@ -22,7 +22,7 @@ type Table struct {
 // (no run measured it).
 type Summary struct {
 	Relay string `json:"relay"`
-	Kind  string `json:"kind"` // msrpscope, kamailio, direct (msrpload -direct), raw
+	Kind  string `json:"kind"` // msrpscope, kamailio, direct (msrpload -direct), raw, proxy (raw TCP through a minimal proxy)
 	Note  string `json:"note,omitempty"`
 	Runs  int    `json:"runs"`
 
@@ -70,6 +70,9 @@ type Summary struct {
 	// PctOfDirect (relay rows) is the median MB/s as a percentage of the
 	// msrpload -direct row's: the share of what the driver alone reaches.
 	PctOfDirect *float64 `json:"pct_of_direct,omitempty"`
+	// PctOfProxy is the median MB/s as a percentage of the raw TCP
+	// through a minimal copying proxy row's (read/write through a buffer).
+	PctOfProxy *float64 `json:"pct_of_proxy,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -228,23 +231,31 @@ func (tb *Table) kamailioRef() *Summary {
 }
 
 func (tb *Table) ratios() {
-	var raw, direct *Summary
+	var raw, direct, proxy *Summary
 	for _, s := range tb.Rows {
 		switch {
 		case s.Runs == 0:
-		case s.Kind == "raw":
+		case s.Kind == kindRaw:
 			raw = s
+		case s.Kind == kindProxy && proxy == nil: // the first: the copying one
+			proxy = s
 		case s.Kind == kindDirect:
 			direct = s
 		}
 	}
 	ref := tb.kamailioRef()
 	for _, s := range tb.Rows {
-		if s.Runs == 0 || s.Kind == "raw" {
+		if s.Runs == 0 || s.Kind == kindRaw {
 			continue
 		}
-		if raw != nil && (s.Kind == "msrpscope" || s.Kind == kindDirect) {
+		if raw != nil && (s.Kind == "msrpscope" || s.Kind == kindDirect || s.Kind == kindProxy) {
 			s.PctOfRaw = percent(s.MBPerSecMedian, raw.MBPerSecMedian)
+		}
+		if s.Kind == kindProxy {
+			continue
+		}
+		if proxy != nil {
+			s.PctOfProxy = percent(s.MBPerSecMedian, proxy.MBPerSecMedian)
 		}
 		if s.Kind == kindDirect {
 			continue // no relay: no ratios to Kamailio or to itself
@@ -325,7 +336,7 @@ func ratio(p *float64) string {
 
 func deliveredCell(s *Summary) string {
 	switch {
-	case s.Runs == 0 || s.Kind == "raw":
+	case s.Runs == 0 || isBaseline(s.Kind):
 		return "—"
 	case s.Delivered < 0:
 		return "? of " + group(fmt.Sprint(s.Acked))
@@ -343,7 +354,7 @@ func pctCell(p *float64) string {
 }
 
 func memCell(s *Summary) string {
-	if s.Runs == 0 || s.Kind == "raw" || s.Kind == kindDirect {
+	if s.Runs == 0 || isBaseline(s.Kind) || s.Kind == kindDirect {
 		return "—"
 	}
 	if s.Kind == "kamailio" {
@@ -361,7 +372,7 @@ var (
 	}}
 	colDelivered = column{"delivered/acked", func(_ *Table, s *Summary) string { return deliveredCell(s) }}
 	colErrors    = column{"errors", func(_ *Table, s *Summary) string {
-		if s.Kind == "raw" {
+		if isBaseline(s.Kind) {
 			return "—"
 		}
 		return group(fmt.Sprint(s.Errors))
@@ -394,15 +405,16 @@ var mbColumns = []column{
 	{"MB/s median", func(_ *Table, s *Summary) string { return num(s.MBPerSecMedian, 0) }},
 	{"MB/s best", func(_ *Table, s *Summary) string { return num(s.MBPerSecBest, 0) }},
 	{"% of raw TCP", func(_ *Table, s *Summary) string { return pctCell(s.PctOfRaw) }},
+	{"% of proxy", func(_ *Table, s *Summary) string { return pctCell(s.PctOfProxy) }},
 	{"% of direct", func(_ *Table, s *Summary) string { return pctCell(s.PctOfDirect) }},
 	{"relay CPU ms/MB median", func(_ *Table, s *Summary) string {
-		if s.Kind == "raw" || s.Kind == kindDirect {
+		if isBaseline(s.Kind) || s.Kind == kindDirect {
 			return "—"
 		}
 		return num(s.CPUPerMBmsMedian, 2)
 	}},
 	{"relay CPU µs/chunk", func(_ *Table, s *Summary) string {
-		if s.Kind == "raw" || s.Kind == kindDirect {
+		if isBaseline(s.Kind) || s.Kind == kindDirect {
 			return "—"
 		}
 		return num(s.CPUPerSendUSMedian, 1)
@@ -410,7 +422,7 @@ var mbColumns = []column{
 	colVsRate, colVsCPU, colDelivered,
 	{"messages delivered", func(_ *Table, s *Summary) string {
 		switch {
-		case s.Kind == "raw" || s.Runs == 0:
+		case isBaseline(s.Kind) || s.Runs == 0:
 			return "—"
 		case s.MessagesDelivered < 0:
 			return "? of " + group(fmt.Sprint(s.Messages))
@@ -425,7 +437,16 @@ func render(w io.Writer, res *Result) {
 	// Headings are level 3 so that the output pastes into a document's
 	// section (BENCHMARKS.md).
 	fmt.Fprintf(w, "msrpload bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
+	if len(res.Tables) > 0 {
+		fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
+	}
+	if len(res.Sustained) > 0 {
+		rounds := ""
+		if n := res.Settings.SustainedRounds; n > 0 {
+			rounds = fmt.Sprintf("%d equal-rate round(s) per relay, alternating order; ", n)
+		}
+		fmt.Fprintf(w, "- sustained: %sCPU per SEND is the median over rounds; ratios are ÷ the Kamailio row of the same table\n", rounds)
+	}
 	fmt.Fprintf(w, "- msrpscope: %s\n", res.Settings.ScopeLimits)
 	if res.Settings.KamailioTuning != "" {
 		fmt.Fprintf(w, "- Kamailio: %s\n", res.Settings.KamailioTuning)
@@ -458,6 +479,9 @@ func render(w io.Writer, res *Result) {
 		for _, n := range tb.Notes {
 			fmt.Fprintf(w, "\n%s\n", n)
 		}
+	}
+	for _, st := range res.Sustained {
+		renderSustained(w, st)
 	}
 	if len(res.Failures) > 0 {
 		fmt.Fprintf(w, "\n### FAILED\n\n")
@@ -502,5 +526,69 @@ func writeTable(w io.Writer, tb *Table, cols []column) {
 			}
 			fmt.Fprintf(w, "|%s|\n", strings.Join(sep, "|"))
 		}
+	}
+}
+
+// renderSustained writes one sustained table.
+func renderSustained(w io.Writer, st *SustainedTable) {
+	fmt.Fprintf(w, "\n### %s\n\n", st.Title)
+	head := []string{"relay", "highest sustained SEND/s", "found", "× Kamailio sustained", "offered SEND/s",
+		"acked/s in window", "relay CPU µs/SEND median", "best", "× Kamailio CPU", "delivered/acked", "kept rate", "errors", "relay RSS MB (peak)"}
+	fmt.Fprintf(w, "| %s |\n|%s\n", strings.Join(head, " | "), strings.Repeat("---|", len(head)))
+	for _, rw := range st.Rows {
+		sus, how := "none found", "—"
+		if rw.MaxSustainedPerSec > 0 {
+			sus, how = num(rw.MaxSustainedPerSec, 0), rw.MaxHow
+		}
+		relay := rw.Relay
+		if rw.Runs == 0 {
+			relay += " (no run completed)"
+		}
+		del := "—"
+		switch {
+		case rw.Runs == 0:
+		case rw.Acked == 0:
+			del = "0 of 0"
+		default:
+			del = fmt.Sprintf("%.2f %% of %s", float64(rw.Delivered)/float64(rw.Acked)*100, group(fmt.Sprint(rw.Acked)))
+		}
+		kept := "yes"
+		if !rw.Kept {
+			kept = "no"
+		}
+		mem := "—"
+		if rw.Runs > 0 {
+			mem = memCell(&Summary{Kind: rw.Kind, Runs: rw.Runs, RSSMB: rw.RSSMB, HWMMB: rw.HWMMB})
+		}
+		cells := []string{relay, sus, how, ratio(rw.VsKamailioMax), num(st.OfferedPerSec, 0),
+			num(rw.AckedPerSecMedian, 0), num(rw.CPUPerSendUSMedian, 1), num(rw.CPUPerSendUSBest, 1), ratio(rw.VsKamailioCPU),
+			del, kept, group(fmt.Sprint(rw.Errors)), mem}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+	for _, rw := range st.Rows {
+		if len(rw.Steps) == 0 {
+			continue
+		}
+		parts := make([]string, 0, len(rw.Steps))
+		for _, s := range rw.Steps {
+			p := rateName(s.RatePerSec)
+			if s.Confirm {
+				p += fmt.Sprintf(" (whole run, %.0f s)", s.Seconds)
+			}
+			p += ": "
+			switch {
+			case s.Err != "":
+				p += "error"
+			case s.OK:
+				p += fmt.Sprintf("ok (%s acked/s)", num(s.AckedPerSec, 0))
+			default:
+				p += fmt.Sprintf("no (%s acked/s; %s)", num(s.AckedPerSec, 0), s.Why)
+			}
+			parts = append(parts, p)
+		}
+		fmt.Fprintf(w, "\n%s, search: %s\n", rw.Relay, strings.Join(parts, "; "))
+	}
+	for _, n := range st.Notes {
+		fmt.Fprintf(w, "\n%s\n", n)
 	}
 }
