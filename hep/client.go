@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,9 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
+	// enqueuing counts stream producers in enqueue, which the writer waits
+	// for at exit before its last drain.
+	enqueuing atomic.Int32
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
 	spool                                      spooler
@@ -362,26 +366,28 @@ func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
 	return c.enqueue(b)
 }
 
+// enqueue hands b to the stream writer. A producer announces itself in
+// c.enqueuing before it checks c.closed; the writer, at exit, sets closed
+// and then waits for the producers announced (they never wait: the queue
+// refuses when full) before its last drain. So a packet enqueue took is
+// written (or counted if the write fails), and one it refused is counted:
+// none is left behind in the queue.
 func (c *Client) enqueue(b *[]byte) bool {
+	c.enqueuing.Add(1)
+	defer c.enqueuing.Add(-1)
+	if c.closed.Load() {
+		putBuf(b)
+		c.dropped.Add(1)
+		return false
+	}
 	select {
 	case c.queue <- b:
+		return true
 	default:
 		putBuf(b)
 		c.dropped.Add(1)
 		return false
 	}
-	if c.closed.Load() {
-		// Close raced with us: the writer may already have drained the queue for the last time.
-		// Take one packet back out (whoever removes a packet counts it), so none is left behind.
-		select {
-		case b := <-c.queue:
-			putBuf(b)
-			c.dropped.Add(1)
-		default:
-		}
-		return false
-	}
-	return true
 }
 
 // Close stops the writer: packets still queued are written if the collector is connected and
@@ -420,6 +426,9 @@ func (c *Client) run() {
 	}
 	defer func() {
 		c.closed.Store(true)
+		for c.enqueuing.Load() > 0 { // producers that saw closed false (enqueue): a few instructions each
+			runtime.Gosched()
+		}
 		if pending != nil && !c.spoolOn() {
 			putBuf(pending)
 			c.dropped.Add(1)

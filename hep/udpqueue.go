@@ -3,6 +3,7 @@ package hep
 import (
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,10 +49,17 @@ type udpQueue struct {
 	full   chan *pktBatch // full batches for the writer
 	kick   chan struct{}  // capacity 1: a batch got its first packet
 	queued atomic.Int64   // packets in cur, in full and being sent
+	// dispatching counts producers between taking a full batch out of cur
+	// (under mu, before closed was set) and the end of udpDispatch: udpExit
+	// waits for them before its last drain, so that a batch filled while
+	// Close runs is sent on the still-open socket, not dropped.
+	dispatching atomic.Int32
 
 	send sync.Mutex // held while writing to conn; guards conn and ub
 	conn net.Conn   // the writer's socket; nil before the dial and after the close
 	ub   udpBatcher
+
+	afterFill func() // tests: called by the producer that filled a batch, before dispatching it
 }
 
 // newUDPQueue returns a queue that holds about queueSize packets.
@@ -99,10 +107,11 @@ func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
 	var done *pktBatch
 	if b.len() >= udpBatch || len(b.buf) >= udpBatchBytes {
 		done, q.cur = b, nil
+		q.dispatching.Add(1)
 	}
 	q.mu.Unlock()
 	if done != nil {
-		c.udpDispatch(done)
+		c.udpDispatchFilled(done)
 	} else if first {
 		select {
 		case q.kick <- struct{}{}:
@@ -130,8 +139,19 @@ func (c *Client) udpEncode(b *pktBatch, enc func(dst []byte) ([]byte, error)) (o
 	return out, err
 }
 
+// udpDispatchFilled dispatches the batch udpAdd filled and counted in
+// q.dispatching.
+func (c *Client) udpDispatchFilled(b *pktBatch) {
+	defer c.uq.dispatching.Add(-1) // even if a send panics: udpExit waits for it
+	if c.uq.afterFill != nil {
+		c.uq.afterFill()
+	}
+	c.udpDispatch(b)
+}
+
 // udpDispatch sends a full batch: here when the socket is free, else by the
-// writer; a batch the writer has no room for is dropped.
+// writer; a batch the writer has no room for is dropped. It never waits
+// (udpExit waits for it).
 func (c *Client) udpDispatch(b *pktBatch) {
 	q := c.uq
 	if msgDontWait != 0 && q.send.TryLock() {
@@ -150,16 +170,6 @@ func (c *Client) udpDispatch(b *pktBatch) {
 	case q.full <- b:
 	default:
 		c.udpDrop(b)
-		return
-	}
-	if c.closed.Load() {
-		// The writer may have drained full for the last time: take one batch back out
-		// (whoever removes a batch counts it), so that none is left behind.
-		select {
-		case b := <-q.full:
-			c.udpDrop(b)
-		default:
-		}
 	}
 }
 
@@ -313,7 +323,10 @@ func (c *Client) udpLinger(linger time.Duration, timer **time.Timer) bool {
 }
 
 // udpExit sends what is queued when the writer stops (each write is a
-// non-blocking UDP send) and closes the socket.
+// non-blocking UDP send) and closes the socket. Producers that took a full
+// batch before the queue was closed finish dispatching first (they never
+// wait: a non-blocking send or hand-off): one may send it itself, on the
+// socket still open, or leave it in full for the drain below.
 func (c *Client) udpExit() {
 	q := c.uq
 	c.closed.Store(true)
@@ -322,6 +335,9 @@ func (c *Client) udpExit() {
 	b := q.cur
 	q.cur = nil
 	q.mu.Unlock()
+	for q.dispatching.Load() > 0 { // no producer adds to it once closed is set
+		runtime.Gosched()
+	}
 	q.send.Lock()
 	defer q.send.Unlock()
 	sendOrDrop := func(b *pktBatch) {
