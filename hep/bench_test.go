@@ -3,9 +3,11 @@ package hep
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"runtime"
+	"runtime/metrics"
 	"testing"
 	"time"
 )
@@ -203,5 +205,54 @@ func BenchmarkUDPWriteBatch(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(bufs)), "ns/packet")
 			})
 		}
+	}
+}
+
+// BenchmarkUDPSendFrameParallel: many goroutines (the relay's read loops)
+// trace 1,000-byte frames into one UDP client at once, with one batch
+// being filled (shards=1, the queue before sharding) and with udpShards.
+// mutex-wait-ns/op is the time goroutines spent blocked on locks
+// (runtime/metrics), per frame: a goroutine blocked there is parked with
+// whatever buffers it holds.
+func BenchmarkUDPSendFrameParallel(b *testing.B) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	frame := bytes.Repeat([]byte("x"), 1000)
+	for _, shards := range []int{1, udpShards} {
+		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
+			c, err := NewClient(context.Background(), ClientConfig{Transport: UDP, Addr: pc.LocalAddr().String(),
+				Logger: testLogger(), QueueSize: 1 << 14, shards: shards})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: []byte("sessA~sessB")}
+			sample := []metrics.Sample{{Name: "/sync/mutex/wait/total:seconds"}}
+			metrics.Read(sample)
+			wait0 := sample[0].Value.Float64()
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c.SendFrameFunc(m, func(dst []byte, room int) []byte { return append(dst, frame...) })
+				}
+			})
+			metrics.Read(sample)
+			b.ReportMetric((sample[0].Value.Float64()-wait0)*1e9/float64(b.N), "mutex-wait-ns/op")
+			st := c.Stats()
+			b.ReportMetric(float64(st.Dropped)/float64(b.N)*100, "%dropped")
+			b.ReportMetric(float64(st.Busy)/float64(b.N)*100, "%busy")
+		})
 	}
 }

@@ -89,6 +89,8 @@ type ClientConfig struct {
 	// the backoff step before each reconnect wait.
 	now         func() time.Time
 	backoffHook func(step time.Duration)
+	// Tests only: the UDP batches filled at once (0: udpShards).
+	shards int
 }
 
 // Stats are a Client's counters (monotonic, except Queued).
@@ -102,6 +104,7 @@ type Stats struct {
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
 	Segmented  uint64 // packets of Sent that left in GSO runs (UDP segmentation offload)
+	Busy       uint64 // packets of Dropped that found every UDP batch locked by preempted senders (udpqueue.go)
 	Spooled    uint64 // packets put into the spool (ClientConfig.Spool)
 	Replayed   uint64 // packets of Sent that came from the spool
 	Queued     int    // packets waiting now
@@ -123,6 +126,7 @@ type Client struct {
 	enqueuing atomic.Int32
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
+	busy                                       atomic.Uint64 // UDP: of dropped, packets that found every batch locked (udpqueue.go)
 	spool                                      spooler
 	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }
@@ -260,7 +264,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	if cfg.Transport == UDP {
-		c.uq = newUDPQueue(cfg.QueueSize)
+		c.uq = newUDPQueue(cfg.QueueSize, cmp.Or(cfg.shards, udpShards))
 		go c.runUDP()
 		return c, nil
 	}
@@ -287,6 +291,7 @@ func (c *Client) Stats() Stats {
 		Errors:     c.errs.Load(),
 		Reconnects: c.reconnects.Load(),
 		Segmented:  c.segmented.Load(),
+		Busy:       c.busy.Load(),
 		Spooled:    c.spool.spooled.Load(),
 		Replayed:   c.spool.replayed.Load(),
 		Queued:     queued,

@@ -40,9 +40,10 @@ func TestClientUDPBatchFilledDuringCloseSent(t *testing.T) {
 	closed := make(chan struct{})
 	go func() { defer close(closed); c.Close() }()
 	waitFor(t, "Close to close the queue", func() bool {
-		q.mu.Lock()
-		defer q.mu.Unlock()
-		return q.closed
+		s := &q.shards[len(q.shards)-1] // the last one udpExit closes
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed
 	})
 	close(release)
 	<-sent

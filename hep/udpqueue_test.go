@@ -109,3 +109,82 @@ func TestClientUDPCloseAccounting(t *testing.T) {
 		}
 	}
 }
+
+// Producers never wait on a batch's lock: with some shards held (their
+// holders preempted) packets go to the others; with every shard held they
+// are dropped and counted as busy, without blocking. Batches left in
+// several shards all leave after the linger, and at Close.
+func TestClientUDPShardsNeverWait(t *testing.T) {
+	col := newCollector(t, "udp", "", nil)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, Linger: time.Hour})
+	q := c.uq
+	if len(q.shards) != udpShards {
+		t.Fatalf("%d shards", len(q.shards))
+	}
+	waitFor(t, "the writer's socket", func() bool {
+		q.send.Lock()
+		defer q.send.Unlock()
+		return q.conn != nil
+	})
+	// Hold every shard but the last: packets fill the last one.
+	for i := range q.shards[:udpShards-1] {
+		q.shards[i].mu.Lock()
+	}
+	noBlock(t, func() {
+		for i := range 10 {
+			if !c.Send(testPacket(t, fmt.Sprintf("a%d", i), 20)) {
+				t.Errorf("packet a%d refused with a shard free", i)
+			}
+		}
+	})
+	last := &q.shards[udpShards-1]
+	last.mu.Lock()
+	if last.cur == nil || last.cur.len() != 10 {
+		t.Errorf("the free shard holds %v", last.cur)
+	}
+	// Every shard held: dropped as busy, at once.
+	noBlock(t, func() {
+		for i := range 5 {
+			if c.Send(testPacket(t, fmt.Sprintf("b%d", i), 20)) {
+				t.Errorf("packet b%d taken with every shard held", i)
+			}
+		}
+	})
+	if st := c.Stats(); st.Busy != 5 || st.Dropped != 5 || st.Queued != 10 {
+		t.Errorf("with every shard held: %+v", st)
+	}
+	// Free the first shard only: packets go there.
+	q.shards[0].mu.Unlock()
+	for i := range 7 {
+		if !c.Send(testPacket(t, fmt.Sprintf("c%d", i), 20)) {
+			t.Errorf("packet c%d refused", i)
+		}
+	}
+	for i := 1; i < udpShards; i++ {
+		q.shards[i].mu.Unlock()
+	}
+	c.Close() // both partial batches leave
+	if st := c.Stats(); st.Sent != 17 || st.Dropped != 5 || st.Queued != 0 {
+		t.Fatalf("after close: %+v", st)
+	}
+	waitFor(t, "17 packets at the collector", func() bool { return len(col.packets()) == 17 })
+}
+
+// The linger sends the partial batches of every shard.
+func TestClientUDPLingerSendsEveryShard(t *testing.T) {
+	col := newCollector(t, "udp", "", nil)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, Linger: time.Millisecond})
+	q := c.uq
+	for i := range q.shards[1:] {
+		q.shards[1+i].mu.Lock()
+	}
+	c.Send(testPacket(t, "s0", 20)) // shard 0
+	q.shards[1].mu.Unlock()
+	q.shards[0].mu.Lock()
+	c.Send(testPacket(t, "s1", 20)) // shard 1
+	q.shards[0].mu.Unlock()
+	for i := 2; i < udpShards; i++ {
+		q.shards[i].mu.Unlock()
+	}
+	waitFor(t, "both packets at the collector", func() bool { return col.has("s0") && col.has("s1") })
+}

@@ -252,7 +252,7 @@ func (h *hepSink) Stats() sink.Stats {
 	st := h.client.Stats()
 	s := sink.Stats{Name: h.name, Type: "hep", Sent: st.Sent, Dropped: st.Dropped, Errors: st.Errors,
 		Queued: st.Queued, Spooled: st.Spooled, State: sink.StateOK,
-		Counters: []sink.Counter{{Name: "reconnects", Value: st.Reconnects}, {Name: "replayed", Value: st.Replayed},
+		Counters: []sink.Counter{{Name: "busy", Value: st.Busy}, {Name: "reconnects", Value: st.Reconnects}, {Name: "replayed", Value: st.Replayed},
 			{Name: "segmented", Value: st.Segmented}}}
 	if h.spool != nil {
 		ss := h.spool.Stats()
