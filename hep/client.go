@@ -89,8 +89,10 @@ type ClientConfig struct {
 	// the backoff step before each reconnect wait.
 	now         func() time.Time
 	backoffHook func(step time.Duration)
-	// Tests only: the UDP batches filled at once (0: udpShards).
-	shards int
+	// Tests only: the UDP batches filled at once (0: udpShards), and
+	// whether producers wait for a batch's lock (the queue before shards).
+	shards  int
+	udpWait bool
 }
 
 // Stats are a Client's counters (monotonic, except Queued).
@@ -265,6 +267,7 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	if cfg.Transport == UDP {
 		c.uq = newUDPQueue(cfg.QueueSize, cmp.Or(cfg.shards, udpShards))
+		c.uq.wait = cfg.udpWait
 		go c.runUDP()
 		return c, nil
 	}

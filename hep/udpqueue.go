@@ -60,6 +60,7 @@ type udpShard struct {
 // udpQueue is a UDP client's queue and socket.
 type udpQueue struct {
 	shards []udpShard
+	wait   bool          // tests: lock waits for the first shard (the queue before shards)
 	start  atomic.Uint32 // the shard producers try first
 	gen    atomic.Uint64 // batches started
 
@@ -99,6 +100,11 @@ func newUDPQueue(queueSize, shards int) *udpQueue {
 // when their holders were preempted (a CPU-bound process): it yields
 // once and tries them again before it gives up.
 func (q *udpQueue) lock() *udpShard {
+	if q.wait {
+		s := &q.shards[0]
+		s.mu.Lock()
+		return s
+	}
 	n := uint32(len(q.shards))
 	first := q.start.Load() % n
 	for sweep := 0; ; sweep++ {
