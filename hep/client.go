@@ -161,30 +161,42 @@ func reserveBufs(n int) {
 	freeBufs.mu.Unlock()
 }
 
+// getBuf and dropBuf run on producers (relay goroutines): they never wait
+// for the free list's lock (a goroutine waiting there parks, with the relay
+// connection's buffers): when it is held, getBuf allocates and dropBuf
+// lets the buffer go. The writer gives buffers back with putBufs, which
+// waits.
 func getBuf() *[]byte {
-	freeBufs.mu.Lock()
-	if n := len(freeBufs.bufs); n > 0 {
-		b := freeBufs.bufs[n-1]
-		freeBufs.bufs = freeBufs.bufs[:n-1]
+	if freeBufs.mu.TryLock() {
+		if n := len(freeBufs.bufs); n > 0 {
+			b := freeBufs.bufs[n-1]
+			freeBufs.bufs = freeBufs.bufs[:n-1]
+			freeBufs.mu.Unlock()
+			return b
+		}
 		freeBufs.mu.Unlock()
-		return b
 	}
-	freeBufs.mu.Unlock()
 	b := make([]byte, 0, 2048)
 	return &b
 }
 
-func putBuf(b *[]byte) {
+func dropBuf(b *[]byte) {
 	if cap(*b) > maxKeptBuf {
 		return
 	}
 	*b = (*b)[:0]
-	freeBufs.mu.Lock()
+	if !freeBufs.mu.TryLock() {
+		return
+	}
 	if len(freeBufs.bufs) < freeBufs.max {
 		freeBufs.bufs = append(freeBufs.bufs, b)
 	}
 	freeBufs.mu.Unlock()
 }
+
+// putBuf gives b back to the free list (the writer's side: it waits for
+// the lock).
+func putBuf(b *[]byte) { putBufs([]*[]byte{b}) }
 
 // putBufs is putBuf for a batch, under one lock.
 func putBufs(bs []*[]byte) {
@@ -366,7 +378,7 @@ func (c *Client) SendFrameFunc(m Meta, appendFrame func(dst []byte, room int) []
 
 func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
 	if err != nil {
-		putBuf(b)
+		dropBuf(b)
 		c.dropped.Add(1)
 		c.rlog.Debug("not_encoded", "hep: packet not encoded", errAttr(err))
 		return false
@@ -384,7 +396,7 @@ func (c *Client) enqueue(b *[]byte) bool {
 	c.enqueuing.Add(1)
 	defer c.enqueuing.Add(-1)
 	if c.closed.Load() {
-		putBuf(b)
+		dropBuf(b)
 		c.dropped.Add(1)
 		return false
 	}
@@ -392,7 +404,7 @@ func (c *Client) enqueue(b *[]byte) bool {
 	case c.queue <- b:
 		return true
 	default:
-		putBuf(b)
+		dropBuf(b)
 		c.dropped.Add(1)
 		return false
 	}
@@ -423,6 +435,7 @@ func (c *Client) run() {
 		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
 		upSince time.Time    // when conn was established
 		batch   = make([]byte, 0, batchBytes)
+		taken   []*[]byte // the buffers of batch's packets
 		backoff = c.cfg.BackoffMin
 		first   = true
 		pending *[]byte // taken from the queue, to be written after a reconnect
@@ -526,21 +539,24 @@ func (c *Client) run() {
 				lingerT.Stop()
 			}
 		}
-		// Stream: coalesce what is queued into one write.
+		// Stream: coalesce what is queued into one write; the buffers go back
+		// to the free list under one lock.
 		batch = append(batch[:0], *b...)
-		putBuf(b)
+		taken = append(taken[:0], b)
 		n := uint64(1)
 	fill:
 		for len(batch) < batchBytes {
 			select {
 			case b = <-c.queue:
 				batch = append(batch, *b...)
-				putBuf(b)
+				taken = append(taken, b)
 				n++
 			default:
 				break fill
 			}
 		}
+		putBufs(taken)
+		clear(taken)
 		if err := c.write(conn, batch); err != nil {
 			c.errs.Add(1)
 			lost := n
