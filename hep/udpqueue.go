@@ -124,15 +124,18 @@ func (q *udpQueue) lock() *udpShard {
 	}
 }
 
-// newBatch returns an empty batch with the next generation.
+// newBatch returns an empty batch with the next generation: a free one,
+// or a new one when there is none or the free list's lock is held (a
+// producer never waits for it).
 func (q *udpQueue) newBatch() *pktBatch {
 	var b *pktBatch
-	q.freeMu.Lock()
-	if n := len(q.free); n > 0 {
-		b = q.free[n-1]
-		q.free = q.free[:n-1]
+	if q.freeMu.TryLock() {
+		if n := len(q.free); n > 0 {
+			b = q.free[n-1]
+			q.free = q.free[:n-1]
+		}
+		q.freeMu.Unlock()
 	}
-	q.freeMu.Unlock()
 	if b == nil {
 		b = &pktBatch{buf: make([]byte, 0, 16<<10), ends: make([]int, 0, udpBatch)}
 	}
@@ -283,7 +286,9 @@ func (c *Client) udpRecycle(b *pktBatch) {
 	if cap(b.buf) > 4*udpBatchBytes {
 		return // grown by a rare large packet: let it go
 	}
-	q.freeMu.Lock()
+	if !q.freeMu.TryLock() {
+		return // a producer may be here: it does not wait; the batch is let go
+	}
 	if len(q.free) < cap(q.full)+len(q.shards)+1 {
 		q.free = append(q.free, b)
 	}
