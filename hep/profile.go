@@ -52,13 +52,16 @@ func (pr *Profile) maxPacket() int {
 	return MaxPacketSize
 }
 
-// packet fills *p (the zero Packet) for m; in place, not returned: the frame path
-// runs on relay goroutines, whose stacks only grow, and a returned Packet
-// (264 bytes) is one more copy in the caller's frame.
-func (pr *Profile) packet(p *Packet, m *Meta) {
-	// Field by field: a composite literal is built in a temporary first.
-	p.IPProto, p.Src, p.Dst, p.Time = IPProtoTCP, m.Src, m.Dst, m.Time
-	p.ProtoType, p.CaptureID, p.CorrelationID = pr.ProtoType, pr.CaptureID, m.CorrelationID
+func (pr *Profile) packet(m *Meta) Packet {
+	p := Packet{
+		IPProto:       IPProtoTCP,
+		Src:           m.Src,
+		Dst:           m.Dst,
+		Time:          m.Time,
+		ProtoType:     pr.ProtoType,
+		CaptureID:     pr.CaptureID,
+		CorrelationID: m.CorrelationID,
+	}
 	if p.ProtoType == 0 {
 		p.ProtoType = ProtoLog
 	}
@@ -71,6 +74,7 @@ func (pr *Profile) packet(p *Packet, m *Meta) {
 	if len(pr.NodeName) > 0 {
 		p.NodeName = pr.NodeName
 	}
+	return p
 }
 
 // appendWithPayload encodes p with a payload produced in place by fill, so that no intermediate
@@ -109,8 +113,7 @@ func putChunkLen(dst []byte, chunk int) {
 // AppendEventPacket appends a complete HEP packet carrying ev (rendered in pr.EventForm) to dst.
 // It does not allocate when dst has room.
 func (pr *Profile) AppendEventPacket(dst []byte, m Meta, ev Event) ([]byte, error) {
-	var p Packet
-	pr.packet(&p, &m)
+	p := pr.packet(&m)
 	form := pr.EventForm
 	return pr.appendWithPayload(dst, &p, func(dst []byte, _ int) []byte {
 		return AppendEvent(dst, form, ev)
@@ -121,8 +124,7 @@ func (pr *Profile) AppendEventPacket(dst []byte, m Meta, ev Event) ([]byte, erro
 // pr.MaxPacketSize (ignoring pr.FrameLimit): a caller that cuts frames itself cuts them to
 // at most this, so that AppendFramePacket does not cut them again.
 func (pr *Profile) FrameRoom(m *Meta) int {
-	var p Packet
-	pr.packet(&p, m)
+	p := pr.packet(m)
 	return max(pr.maxPacket()-p.headLen()-chunkHeaderLen-p.tailLen(), 0)
 }
 
@@ -132,8 +134,7 @@ func (pr *Profile) FrameRoom(m *Meta) int {
 // applied: appendFrame cuts). A longer payload fails with ErrTooLarge.
 // It does not allocate when dst has room.
 func (pr *Profile) AppendFramePacketFunc(dst []byte, m Meta, appendFrame func(dst []byte, room int) []byte) ([]byte, error) {
-	var p Packet
-	pr.packet(&p, &m)
+	p := pr.packet(&m)
 	return pr.appendWithPayload(dst, &p, appendFrame)
 }
 
@@ -141,8 +142,7 @@ func (pr *Profile) AppendFramePacketFunc(dst []byte, m Meta, appendFrame func(ds
 // AppendFrame) to pr.FrameLimit and further so that the packet fits pr.MaxPacketSize.
 // It does not allocate when dst has room.
 func (pr *Profile) AppendFramePacket(dst []byte, m Meta, frame []byte) ([]byte, error) {
-	var p Packet
-	pr.packet(&p, &m)
+	p := pr.packet(&m)
 	limit := pr.FrameLimit
 	if limit == 0 {
 		limit = DefaultFrameLimit
