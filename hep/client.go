@@ -106,7 +106,7 @@ type Stats struct {
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
 	Segmented  uint64 // packets of Sent that left in GSO runs (UDP segmentation offload)
-	Busy       uint64 // packets of Dropped that found every UDP batch locked by preempted senders (udpqueue.go)
+	Busy       uint64 // packets whose sender found every UDP batch locked (holders preempted) and waited for one (udpqueue.go)
 	Spooled    uint64 // packets put into the spool (ClientConfig.Spool)
 	Replayed   uint64 // packets of Sent that came from the spool
 	Queued     int    // packets waiting now
@@ -128,7 +128,7 @@ type Client struct {
 	enqueuing atomic.Int32
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
-	busy                                       atomic.Uint64 // UDP: of dropped, packets that found every batch locked (udpqueue.go)
+	busy                                       atomic.Uint64 // UDP: packets that found every batch locked and waited (udpqueue.go)
 	spool                                      spooler
 	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }

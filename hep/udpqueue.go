@@ -80,7 +80,8 @@ type udpQueue struct {
 	conn net.Conn   // the writer's socket; nil before the dial and after the close
 	ub   udpBatcher
 
-	afterFill func() // tests: called by the producer that filled a batch, before dispatching it
+	afterFill    func() // tests: called by the producer that filled a batch, before dispatching it
+	testHookWait func() // tests: called by a producer that found every shard held, before it waits
 }
 
 // newUDPQueue returns a queue that holds about queueSize packets, plus up
@@ -90,20 +91,20 @@ func newUDPQueue(queueSize, shards int) *udpQueue {
 	return &udpQueue{full: make(chan *pktBatch, n), kick: make(chan struct{}, 1), shards: make([]udpShard, max(1, shards))}
 }
 
-// lock locks a shard and returns it: the first one free from q.start, or
-// nil when every shard stayed busy (the packet is then dropped and
-// counted). It never waits on a lock: a waiter parks, and once a lock has
-// waiters (in starvation mode, a waiter that waited 1 ms) it is handed
-// from holder to waiter, each parked until it runs, so that every later
-// producer finds it held and parks too: a convoy of relay goroutines
-// parked with their read and write buffers. Shards are busy at once only
-// when their holders were preempted (a CPU-bound process): it yields
-// once and tries them again before it gives up.
-func (q *udpQueue) lock() *udpShard {
+// lock locks a shard and returns it, and whether it had to wait: the first
+// one free from q.start. A waiter parks, and once a lock has waiters (in
+// starvation mode, a waiter that waited 1 ms) it is handed from holder to
+// waiter, each parked until it runs, so that every later producer finds it
+// held and parks too: a convoy of relay goroutines parked with their read
+// and write buffers. So it takes a free shard without waiting (TryLock).
+// Shards are all held at once only when their holders were preempted (a
+// CPU-bound process): it yields once and tries them again, then waits for
+// one (counted in Busy) rather than drop a packet the queue has room for.
+func (q *udpQueue) lock() (s *udpShard, waited bool) {
 	if q.wait {
 		s := &q.shards[0]
 		s.mu.Lock()
-		return s
+		return s, false
 	}
 	n := uint32(len(q.shards))
 	first := q.start.Load() % n
@@ -114,11 +115,16 @@ func (q *udpQueue) lock() *udpShard {
 				if i > 0 {
 					q.start.Store(k) // a contended shard: move the others along too
 				}
-				return s
+				return s, false
 			}
 		}
 		if sweep == 1 {
-			return nil
+			if q.testHookWait != nil {
+				q.testHookWait()
+			}
+			s := &q.shards[first]
+			s.mu.Lock()
+			return s, true
 		}
 		runtime.Gosched()
 	}
@@ -148,11 +154,9 @@ func (q *udpQueue) newBatch() *pktBatch {
 // when the client is closed or enc fails.
 func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
 	q := c.uq
-	s := q.lock()
-	if s == nil {
-		c.dropped.Add(1)
+	s, waited := q.lock()
+	if waited {
 		c.busy.Add(1)
-		return false
 	}
 	if s.closed {
 		s.mu.Unlock()

@@ -147,12 +147,12 @@ type sessionIndex struct {
 // frame into a slot of the first shard whose lock is free, starting from
 // the next one in turn (frames spread evenly: the shards together hold
 // about the ring's last Frames frames), with the lock held for that copy
-// only. It never waits on a lock: a goroutine waiting there parks, and a
-// contended lock ends in a convoy that parks every relay goroutine
-// tracing, each with its read and write buffers. When every shard is
-// held at once (their holders preempted on a saturated CPU) it yields
-// once, tries again, then drops the frame (counted: Dropped, counter
-// busy). A full ring evicts its oldest frames.
+// only. It waits on a lock only as a last resort: a goroutine waiting
+// there parks, and a contended lock ends in a convoy that parks every
+// relay goroutine tracing, each with its read and write buffers. When
+// every shard is held at once (their holders preempted on a saturated CPU)
+// it yields once, tries again, then waits for one (counter busy). A full
+// ring evicts its oldest frames.
 type Ring struct {
 	name      string
 	wireBytes int
@@ -165,7 +165,9 @@ type Ring struct {
 	evicted atomic.Uint64
 	ignored atomic.Uint64 // connection events (the ring keeps frames only)
 	late    atomic.Uint64 // Puts after Close
-	busy    atomic.Uint64 // frames dropped because every shard was held
+	busy    atomic.Uint64 // frames that found every shard held and waited for one
+
+	testHookWait func() // tests: called by a Put that found every shard held, before it waits
 }
 
 // ringShards is the number of shards of a ring of at least shardFrames
@@ -234,10 +236,6 @@ func (r *Ring) Put(e *event.Event) {
 		return
 	}
 	sh := r.lock()
-	if sh == nil {
-		r.busy.Add(1)
-		return
-	}
 	if sh.put(e, r.seq.Add(1)-1) {
 		r.evicted.Add(1)
 	}
@@ -245,7 +243,10 @@ func (r *Ring) Put(e *event.Event) {
 }
 
 // lock locks a shard and returns it: the first one free from the next in
-// turn, or nil when every shard stayed held. It never waits on a lock.
+// turn, taken without waiting (a waiting relay goroutine parks with its
+// buffers, and a contended lock turns into a convoy). Every shard is held
+// at once only when their holders were preempted: it yields once, tries
+// again, then waits for one (counted as busy) rather than drop the frame.
 func (r *Ring) lock() *shard {
 	n := uint32(len(r.shards))
 	if n == 1 {
@@ -261,7 +262,13 @@ func (r *Ring) lock() *shard {
 			}
 		}
 		if sweep == 1 {
-			return nil
+			r.busy.Add(1)
+			if r.testHookWait != nil {
+				r.testHookWait()
+			}
+			sh := r.shards[first]
+			sh.mu.Lock()
+			return sh
 		}
 		runtime.Gosched()
 	}
@@ -553,8 +560,8 @@ func (r *Ring) Len() int {
 }
 
 // Stats implements sink.Sink: Sent counts frames taken into the ring
-// (evicted ones included), Dropped the Puts after Close and the frames
-// that found every shard held (counter busy).
+// (evicted ones included), Dropped the Puts after Close; busy counts the
+// frames that found every shard held and waited for one.
 func (r *Ring) Stats() sink.Stats {
 	held := uint64(r.Len())
 	sessions := 0
@@ -567,7 +574,7 @@ func (r *Ring) Stats() sink.Stats {
 		sessions = len(r.Sessions(0))
 	}
 	busy := r.busy.Load()
-	return sink.Stats{Name: r.name, Type: "recent", Sent: r.seq.Load(), Dropped: r.late.Load() + busy, State: sink.StateOK,
+	return sink.Stats{Name: r.name, Type: "recent", Sent: r.seq.Load(), Dropped: r.late.Load(), State: sink.StateOK,
 		Counters: []sink.Counter{
 			{Name: "busy", Value: busy},
 			{Name: "evicted", Value: r.evicted.Load()},

@@ -398,9 +398,10 @@ func TestShardsHoldTheNewest(t *testing.T) {
 	}
 }
 
-// Put never waits on a shard's lock: with some shards held it uses the
-// others; with every shard held it drops the frame, counted as busy.
-func TestPutNeverWaits(t *testing.T) {
+// Put waits on a shard's lock only as a last resort: with some shards held
+// it uses the others; with every shard held it waits for one (counted as
+// busy) and the frame is kept, not dropped.
+func TestPutWaitsOnlyWhenAllHeld(t *testing.T) {
 	r := NewRing("r", Config{Frames: 4 * shardFrames})
 	for _, sh := range r.shards[1:] {
 		sh.mu.Lock()
@@ -422,14 +423,22 @@ func TestPutNeverWaits(t *testing.T) {
 		t.Errorf("the free shard took %d frames, want 10", n)
 	}
 	r.shards[0].mu.Lock()
-	for i := range 3 {
-		put(10 + i)
+	waiting := make(chan struct{})
+	r.testHookWait = func() { close(waiting) }
+	done := make(chan struct{})
+	go func() { defer close(done); r.Put(frame(10, "A", "", event.DirIn, "SEND", 0, "w")) }()
+	select {
+	case <-waiting:
+	case <-done:
+		t.Fatal("with every shard held Put did not wait")
 	}
 	for _, sh := range r.shards {
 		sh.mu.Unlock()
 	}
-	if st := r.Stats(); st.Sent != 10 || st.Dropped != 3 || counter(st, "busy") != 3 {
-		t.Errorf("stats %+v", st)
+	<-done
+	r.testHookWait = nil
+	if st := r.Stats(); st.Sent != 11 || st.Dropped != 0 || counter(st, "busy") != 1 || r.Len() != 11 {
+		t.Errorf("stats %+v, %d held", st, r.Len())
 	}
 }
 
