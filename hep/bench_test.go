@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"runtime/metrics"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -205,3 +207,72 @@ func BenchmarkUDPWriteBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkUDPSendFrameParallel: many goroutines (the relay's read loops)
+// trace 1,000-byte frames into one UDP client at once: before, one batch
+// being filled whose lock producers wait for; after, udpShards batches
+// taken with TryLock, never waited for.
+// Each does some work between frames (relayWork), as a relay's read loop
+// does. mutex-wait-ns/op is the time goroutines spent blocked on locks
+// (runtime/metrics), per frame: a relay goroutine blocked there is parked
+// with whatever buffers it holds. After, what is left is the client's
+// writer goroutine waiting for a batch or the socket (producers never
+// wait); producers no longer slowed by a lock offer more packets than a
+// saturated writer sends, and the queue drops and counts them (%dropped).
+func BenchmarkUDPSendFrameParallel(b *testing.B) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pc.Close()
+	go func() {
+		buf := make([]byte, 70000)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	frame := bytes.Repeat([]byte("x"), 1000)
+	for _, v := range []struct {
+		name   string
+		shards int
+		wait   bool
+	}{{"before/1-batch-waits", 1, true}, {"after/8-batches-never-wait", udpShards, false}} {
+		b.Run(v.name, func(b *testing.B) {
+			c, err := NewClient(context.Background(), ClientConfig{Transport: UDP, Addr: pc.LocalAddr().String(),
+				Logger: testLogger(), QueueSize: 1 << 14, shards: v.shards, udpWait: v.wait})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: []byte("sessA~sessB")}
+			sample := []metrics.Sample{{Name: "/sync/mutex/wait/total:seconds"}}
+			metrics.Read(sample)
+			wait0 := sample[0].Value.Float64()
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				x := 0
+				for pb.Next() {
+					for i := range relayWork { // the relay's own work per frame, about 1-2 µs
+						x = x*31 + i
+					}
+					c.SendFrameFunc(m, func(dst []byte, room int) []byte { return append(dst, frame...) })
+				}
+				sinkInt.Add(int64(x))
+			})
+			metrics.Read(sample)
+			b.ReportMetric((sample[0].Value.Float64()-wait0)*1e9/float64(b.N), "mutex-wait-ns/op")
+			st := c.Stats()
+			b.ReportMetric(float64(st.Dropped)/float64(b.N)*100, "%dropped")
+			b.ReportMetric(float64(st.Busy)/float64(b.N)*100, "%busy")
+		})
+	}
+}
+
+// relayWork is the loop BenchmarkUDPSendFrameParallel runs per frame
+// besides tracing it; sinkInt keeps its result.
+const relayWork = 3000
+
+var sinkInt atomic.Int64

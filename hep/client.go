@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,10 @@ type ClientConfig struct {
 	// the backoff step before each reconnect wait.
 	now         func() time.Time
 	backoffHook func(step time.Duration)
+	// Tests only: the UDP batches filled at once (0: udpShards), and
+	// whether producers wait for a batch's lock (the queue before shards).
+	shards  int
+	udpWait bool
 }
 
 // Stats are a Client's counters (monotonic, except Queued).
@@ -101,6 +106,7 @@ type Stats struct {
 	Errors     uint64 // failed dials and writes
 	Reconnects uint64 // successful connections after the first one
 	Segmented  uint64 // packets of Sent that left in GSO runs (UDP segmentation offload)
+	Busy       uint64 // packets whose sender found every UDP batch locked (holders preempted) and waited for one (udpqueue.go)
 	Spooled    uint64 // packets put into the spool (ClientConfig.Spool)
 	Replayed   uint64 // packets of Sent that came from the spool
 	Queued     int    // packets waiting now
@@ -117,8 +123,12 @@ type Client struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	closed atomic.Bool
+	// enqueuing counts stream producers in enqueue, which the writer waits
+	// for at exit before its last drain.
+	enqueuing atomic.Int32
 
 	sent, dropped, errs, reconnects, segmented atomic.Uint64
+	busy                                       atomic.Uint64 // UDP: packets that found every batch locked and waited (udpqueue.go)
 	spool                                      spooler
 	uq                                         *udpQueue // UDP: the queue and socket (udpqueue.go); nil for streams
 }
@@ -151,30 +161,42 @@ func reserveBufs(n int) {
 	freeBufs.mu.Unlock()
 }
 
+// getBuf and dropBuf run on producers (relay goroutines): they never wait
+// for the free list's lock (a goroutine waiting there parks, with the relay
+// connection's buffers): when it is held, getBuf allocates and dropBuf
+// lets the buffer go. The writer gives buffers back with putBufs, which
+// waits.
 func getBuf() *[]byte {
-	freeBufs.mu.Lock()
-	if n := len(freeBufs.bufs); n > 0 {
-		b := freeBufs.bufs[n-1]
-		freeBufs.bufs = freeBufs.bufs[:n-1]
+	if freeBufs.mu.TryLock() {
+		if n := len(freeBufs.bufs); n > 0 {
+			b := freeBufs.bufs[n-1]
+			freeBufs.bufs = freeBufs.bufs[:n-1]
+			freeBufs.mu.Unlock()
+			return b
+		}
 		freeBufs.mu.Unlock()
-		return b
 	}
-	freeBufs.mu.Unlock()
 	b := make([]byte, 0, 2048)
 	return &b
 }
 
-func putBuf(b *[]byte) {
+func dropBuf(b *[]byte) {
 	if cap(*b) > maxKeptBuf {
 		return
 	}
 	*b = (*b)[:0]
-	freeBufs.mu.Lock()
+	if !freeBufs.mu.TryLock() {
+		return
+	}
 	if len(freeBufs.bufs) < freeBufs.max {
 		freeBufs.bufs = append(freeBufs.bufs, b)
 	}
 	freeBufs.mu.Unlock()
 }
+
+// putBuf gives b back to the free list (the writer's side: it waits for
+// the lock).
+func putBuf(b *[]byte) { putBufs([]*[]byte{b}) }
 
 // putBufs is putBuf for a batch, under one lock.
 func putBufs(bs []*[]byte) {
@@ -256,7 +278,8 @@ func NewClient(ctx context.Context, cfg ClientConfig) (*Client, error) {
 	c.rlog = ratelog.New(c.log, ratelog.Config{})
 	c.ctx, c.cancel = context.WithCancel(ctx)
 	if cfg.Transport == UDP {
-		c.uq = newUDPQueue(cfg.QueueSize)
+		c.uq = newUDPQueue(cfg.QueueSize, cmp.Or(cfg.shards, udpShards))
+		c.uq.wait = cfg.udpWait
 		go c.runUDP()
 		return c, nil
 	}
@@ -283,6 +306,7 @@ func (c *Client) Stats() Stats {
 		Errors:     c.errs.Load(),
 		Reconnects: c.reconnects.Load(),
 		Segmented:  c.segmented.Load(),
+		Busy:       c.busy.Load(),
 		Spooled:    c.spool.spooled.Load(),
 		Replayed:   c.spool.replayed.Load(),
 		Queued:     queued,
@@ -354,7 +378,7 @@ func (c *Client) SendFrameFunc(m Meta, appendFrame func(dst []byte, room int) []
 
 func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
 	if err != nil {
-		putBuf(b)
+		dropBuf(b)
 		c.dropped.Add(1)
 		c.rlog.Debug("not_encoded", "hep: packet not encoded", errAttr(err))
 		return false
@@ -362,26 +386,28 @@ func (c *Client) enqueueEncoded(b *[]byte, err error) bool {
 	return c.enqueue(b)
 }
 
+// enqueue hands b to the stream writer. A producer announces itself in
+// c.enqueuing before it checks c.closed; the writer, at exit, sets closed
+// and then waits for the producers announced (they never wait: the queue
+// refuses when full) before its last drain. So a packet enqueue took is
+// written (or counted if the write fails), and one it refused is counted:
+// none is left behind in the queue.
 func (c *Client) enqueue(b *[]byte) bool {
-	select {
-	case c.queue <- b:
-	default:
-		putBuf(b)
+	c.enqueuing.Add(1)
+	defer c.enqueuing.Add(-1)
+	if c.closed.Load() {
+		dropBuf(b)
 		c.dropped.Add(1)
 		return false
 	}
-	if c.closed.Load() {
-		// Close raced with us: the writer may already have drained the queue for the last time.
-		// Take one packet back out (whoever removes a packet counts it), so none is left behind.
-		select {
-		case b := <-c.queue:
-			putBuf(b)
-			c.dropped.Add(1)
-		default:
-		}
+	select {
+	case c.queue <- b:
+		return true
+	default:
+		dropBuf(b)
+		c.dropped.Add(1)
 		return false
 	}
-	return true
 }
 
 // Close stops the writer: packets still queued are written if the collector is connected and
@@ -409,6 +435,7 @@ func (c *Client) run() {
 		dead    *atomic.Bool // set by the connection's reader when the collector hangs up
 		upSince time.Time    // when conn was established
 		batch   = make([]byte, 0, batchBytes)
+		taken   []*[]byte // the buffers of batch's packets
 		backoff = c.cfg.BackoffMin
 		first   = true
 		pending *[]byte // taken from the queue, to be written after a reconnect
@@ -420,6 +447,9 @@ func (c *Client) run() {
 	}
 	defer func() {
 		c.closed.Store(true)
+		for c.enqueuing.Load() > 0 { // producers that saw closed false (enqueue): a few instructions each
+			runtime.Gosched()
+		}
 		if pending != nil && !c.spoolOn() {
 			putBuf(pending)
 			c.dropped.Add(1)
@@ -509,21 +539,24 @@ func (c *Client) run() {
 				lingerT.Stop()
 			}
 		}
-		// Stream: coalesce what is queued into one write.
+		// Stream: coalesce what is queued into one write; the buffers go back
+		// to the free list under one lock.
 		batch = append(batch[:0], *b...)
-		putBuf(b)
+		taken = append(taken[:0], b)
 		n := uint64(1)
 	fill:
 		for len(batch) < batchBytes {
 			select {
 			case b = <-c.queue:
 				batch = append(batch, *b...)
-				putBuf(b)
+				taken = append(taken, b)
 				n++
 			default:
 				break fill
 			}
 		}
+		putBufs(taken)
+		clear(taken)
 		if err := c.write(conn, batch); err != nil {
 			c.errs.Add(1)
 			lost := n

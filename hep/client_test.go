@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -54,6 +55,8 @@ type collector struct {
 	tlsConf *tls.Config
 	mode    string // "" (read), "refuse" (accept and close at once), "stall" (accept, never read)
 
+	accepted atomic.Int32 // stream connections accepted
+
 	mu      sync.Mutex
 	got     []Packet // decoded copies
 	bad     int      // undecodable packets
@@ -77,6 +80,11 @@ func (c *collector) start() {
 			c.t.Fatal(err)
 		}
 		c.addr = pc.LocalAddr().String()
+		// Room for what a burst sends before the reader runs: a datagram the
+		// kernel drops here would be lost without any counter knowing.
+		if err := pc.(*net.UDPConn).SetReadBuffer(4 << 20); err != nil {
+			c.t.Fatal(err)
+		}
 		c.mu.Lock()
 		c.closers = append(c.closers, pc)
 		c.mu.Unlock()
@@ -113,6 +121,7 @@ func (c *collector) start() {
 			if err != nil {
 				return
 			}
+			c.accepted.Add(1)
 			if c.mode == "refuse" {
 				conn.Close()
 				continue
@@ -162,6 +171,8 @@ func (c *collector) stop() {
 	}
 	c.done.Wait()
 }
+
+func (c *collector) connected() bool { return c.accepted.Load() > 0 }
 
 func (c *collector) packets() []Packet {
 	c.mu.Lock()

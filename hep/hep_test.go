@@ -489,6 +489,18 @@ func TestZeroAllocs(t *testing.T) {
 		"AppendFrame":       func() { buf = AppendFrame(buf[:0], frame, 300) },
 		"AppendEventPacket": func() { buf, _ = pr.AppendEventPacket(buf[:0], m, ev) },
 		"AppendFramePacket": func() { buf, _ = pr.AppendFramePacket(buf[:0], m, frame) },
+		// The correlation id in the caller's stack array, as hepsink builds it: the
+		// encoder must not make it escape.
+		"AppendFramePacketFunc, id on the stack": func() {
+			var cid [32]byte
+			m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: append(cid[:0], "sessA~sessB"...)}
+			buf, _ = pr.AppendFramePacketFunc(buf[:0], m, func(dst []byte, _ int) []byte { return append(dst, frame...) })
+		},
+		"AppendEventPacket, id on the stack": func() {
+			var cid [32]byte
+			m := Meta{Src: goldenSrc, Dst: goldenDst, Time: goldenTime, CorrelationID: append(cid[:0], "conn-7"...)}
+			buf, _ = pr.AppendEventPacket(buf[:0], m, ev)
+		},
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s: %v allocs per run, want 0", name, n)

@@ -28,7 +28,7 @@ func TestReviewUDPEncodePanicKeepsQueue(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(15 * time.Second): // only ends a failing test
-		c.uq.mu.Unlock() // so that the test ends (Close takes it too)
+		c.uq.shards[0].mu.Unlock() // so that the test ends (Close takes it too)
 		<-done
 		t.Fatal("a send after an encoder's panic blocked: the queue's lock was left held")
 	}

@@ -11,11 +11,14 @@ import (
 
 // A batch filled while the socket is busy goes to the writer, which sends it
 // once the socket is free; batches beyond the queue's bound are dropped and
-// counted, never lost silently.
+// counted, never lost silently. One shard (udpWait): the writer's look at
+// the shards (newestGen, on the first packet's kick) may otherwise send a
+// producer to a second shard, and the batches would not fill in step with
+// the sends this test counts.
 func TestClientUDPBatchHandOffAndBound(t *testing.T) {
 	col := newCollector(t, "udp", "", nil)
 	const queue = 2 * udpBatch // room for two full batches at the writer
-	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, QueueSize: queue, Linger: time.Hour})
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, QueueSize: queue, Linger: time.Hour, udpWait: true})
 	q := c.uq
 	waitFor(t, "the writer's socket", func() bool {
 		q.send.Lock()
@@ -108,4 +111,91 @@ func TestClientUDPCloseAccounting(t *testing.T) {
 			t.Fatalf("round %d: stats %+v: sent+dropped != %d", round, st, producers*per)
 		}
 	}
+}
+
+// Producers wait on a batch's lock only as a last resort: with some shards
+// held (their holders preempted) packets go to the others; with every
+// shard held a packet waits for one (counted as busy), and is not dropped.
+// Batches left in several shards all leave after the linger, and at Close.
+func TestClientUDPShardsWaitOnlyWhenAllHeld(t *testing.T) {
+	col := newCollector(t, "udp", "", nil)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, Linger: time.Hour})
+	q := c.uq
+	if len(q.shards) != udpShards {
+		t.Fatalf("%d shards", len(q.shards))
+	}
+	waitFor(t, "the writer's socket", func() bool {
+		q.send.Lock()
+		defer q.send.Unlock()
+		return q.conn != nil
+	})
+	// Hold every shard but the last: packets fill the last one.
+	for i := range q.shards[:udpShards-1] {
+		q.shards[i].mu.Lock()
+	}
+	noBlock(t, func() {
+		for i := range 10 {
+			if !c.Send(testPacket(t, fmt.Sprintf("a%d", i), 20)) {
+				t.Errorf("packet a%d refused with a shard free", i)
+			}
+		}
+	})
+	last := &q.shards[udpShards-1]
+	last.mu.Lock()
+	if last.cur == nil || last.cur.len() != 10 {
+		t.Errorf("the free shard holds %v", last.cur)
+	}
+	// Every shard held: the packet waits for one and is taken once a shard
+	// is let go.
+	waiting := make(chan struct{})
+	q.testHookWait = func() { close(waiting) }
+	sent := make(chan bool, 1)
+	go func() { sent <- c.Send(testPacket(t, "b0", 20)) }()
+	select {
+	case <-waiting:
+	case ok := <-sent:
+		t.Fatalf("with every shard held the packet did not wait: taken %v", ok)
+	}
+	if st := c.Stats(); st.Dropped != 0 || st.Queued != 10 {
+		t.Errorf("while waiting: %+v", st)
+	}
+	for i := range q.shards {
+		q.shards[i].mu.Unlock()
+	}
+	if !<-sent {
+		t.Error("the packet that waited was refused")
+	}
+	q.testHookWait = nil
+	if st := c.Stats(); st.Busy != 1 || st.Dropped != 0 || st.Queued != 11 {
+		t.Errorf("after the wait: %+v", st)
+	}
+	for i := range 6 {
+		if !c.Send(testPacket(t, fmt.Sprintf("c%d", i), 20)) {
+			t.Errorf("packet c%d refused", i)
+		}
+	}
+	c.Close() // the partial batches leave
+	if st := c.Stats(); st.Sent != 17 || st.Dropped != 0 || st.Queued != 0 {
+		t.Fatalf("after close: %+v", st)
+	}
+	waitFor(t, "17 packets at the collector", func() bool { return len(col.packets()) == 17 })
+}
+
+// The linger sends the partial batches of every shard.
+func TestClientUDPLingerSendsEveryShard(t *testing.T) {
+	col := newCollector(t, "udp", "", nil)
+	c := newTestClient(t, ClientConfig{Transport: UDP, Addr: col.addr, Linger: time.Millisecond})
+	q := c.uq
+	for i := range q.shards[1:] {
+		q.shards[1+i].mu.Lock()
+	}
+	c.Send(testPacket(t, "s0", 20)) // shard 0
+	q.shards[1].mu.Unlock()
+	q.shards[0].mu.Lock()
+	c.Send(testPacket(t, "s1", 20)) // shard 1
+	q.shards[0].mu.Unlock()
+	for i := 2; i < udpShards; i++ {
+		q.shards[i].mu.Unlock()
+	}
+	waitFor(t, "both packets at the collector", func() bool { return col.has("s0") && col.has("s1") })
 }

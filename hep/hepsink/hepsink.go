@@ -175,22 +175,34 @@ type hepSink struct {
 	spool  *spool.Spool // nil without spool_dir; closed after the client
 }
 
+// Put runs on the relay's goroutine: a frame's path keeps its stack frame
+// small (the event's rendering is in putEvent), as the goroutine's stack
+// only grows.
 func (h *hepSink) Put(e *event.Event) {
+	f := e.Frame
+	if f == nil {
+		h.putEvent(e)
+		return
+	}
 	var cidBuf [96]byte
 	m := hep.Meta{Time: e.Time, CorrelationID: sink.AppendCorrelationID(cidBuf[:0], e)}
 	m.Src, m.Dst = sink.Endpoints(e)
-	if f := e.Frame; f != nil {
-		// The frame is cut (sink.AppendFrame) straight into the packet, to what the
-		// packet has room for and the sink's frame_limit.
-		h.client.SendFrameFunc(m, func(dst []byte, room int) []byte {
-			limit := room - sink.MaxFrameOverhead
-			if h.limit > 0 {
-				limit = min(limit, h.limit)
-			}
-			return sink.AppendFrame(dst, f, max(limit, 1))
-		})
-		return
-	}
+	// The frame is cut (sink.AppendFrame) straight into the packet, to what the
+	// packet has room for and the sink's frame_limit.
+	h.client.SendFrameFunc(m, func(dst []byte, room int) []byte {
+		limit := room - sink.MaxFrameOverhead
+		if h.limit > 0 {
+			limit = min(limit, h.limit)
+		}
+		return sink.AppendFrame(dst, f, max(limit, 1))
+	})
+}
+
+//go:noinline
+func (h *hepSink) putEvent(e *event.Event) {
+	var cidBuf [96]byte
+	m := hep.Meta{Time: e.Time, CorrelationID: sink.AppendCorrelationID(cidBuf[:0], e)}
+	m.Src, m.Dst = sink.Endpoints(e)
 	var extra [2]hep.Attr
 	h.client.SendEvent(m, hepEvent(e, extra[:0]))
 }
@@ -252,7 +264,7 @@ func (h *hepSink) Stats() sink.Stats {
 	st := h.client.Stats()
 	s := sink.Stats{Name: h.name, Type: "hep", Sent: st.Sent, Dropped: st.Dropped, Errors: st.Errors,
 		Queued: st.Queued, Spooled: st.Spooled, State: sink.StateOK,
-		Counters: []sink.Counter{{Name: "reconnects", Value: st.Reconnects}, {Name: "replayed", Value: st.Replayed},
+		Counters: []sink.Counter{{Name: "busy", Value: st.Busy}, {Name: "reconnects", Value: st.Reconnects}, {Name: "replayed", Value: st.Replayed},
 			{Name: "segmented", Value: st.Segmented}}}
 	if h.spool != nil {
 		ss := h.spool.Stats()

@@ -82,7 +82,7 @@ func TestSmallPacketsCutOnce(t *testing.T) {
 		t.Fatalf("payload keeps %d bytes and lacks %q", kept, want)
 	}
 	st := s.Stats()
-	if st.Type != "hep" || len(st.Counters) != 3 || st.Counters[0].Name != "reconnects" || st.Counters[1].Name != "replayed" || st.Counters[2].Name != "segmented" {
+	if st.Type != "hep" || len(st.Counters) != 4 || st.Counters[0].Name != "busy" || st.Counters[1].Name != "reconnects" || st.Counters[2].Name != "replayed" || st.Counters[3].Name != "segmented" {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -4,10 +4,13 @@ package recent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -114,7 +117,8 @@ type Frame struct {
 // its reference count is written by the read loops of both ends of a
 // chat, on two cores: in a benchmark it cost more than it saved.)
 type slot struct {
-	seq        uint64
+	seq        uint64         // the shard's running number (its index's)
+	gseq       uint64         // the ring's (Frame.Seq)
 	nanos      int64          // the frame's time, Unix nanoseconds
 	conn       event.ConnInfo // Transport interned
 	size       int64
@@ -137,15 +141,45 @@ type sessionIndex struct {
 	base []uint64 // seqs' array from its start (len 0): evictions take from seqs' front
 }
 
-// Ring is a recent sink: a fixed number of slots overwritten oldest first.
-// Put copies the frame into a slot under a mutex held for that copy only
-// (no I/O, no waiting on a reader's work beyond copying one session's
-// frames out): it never blocks on anything slow and drops nothing; a full
-// ring evicts its oldest frame.
+// Ring is a recent sink: a fixed number of slots overwritten oldest first,
+// split into shards (ringShards of them for a ring of at least
+// shardFrames frames, else one), each under its own mutex. Put copies the
+// frame into a slot of the first shard whose lock is free, starting from
+// the next one in turn (frames spread evenly: the shards together hold
+// about the ring's last Frames frames), with the lock held for that copy
+// only. It waits on a lock only as a last resort: a goroutine waiting
+// there parks, and a contended lock ends in a convoy that parks every
+// relay goroutine tracing, each with its read and write buffers. When
+// every shard is held at once (their holders preempted on a saturated CPU)
+// it yields once, tries again, then waits for one (counter busy). A full
+// ring evicts its oldest frames.
 type Ring struct {
 	name      string
 	wireBytes int
 	store     *Store
+	shards    []*shard
+
+	turn    atomic.Uint32 // the shard the next Put tries first
+	seq     atomic.Uint64 // frames taken: the next Frame.Seq
+	closed  atomic.Bool
+	evicted atomic.Uint64
+	ignored atomic.Uint64 // connection events (the ring keeps frames only)
+	late    atomic.Uint64 // Puts after Close
+	busy    atomic.Uint64 // frames that found every shard held and waited for one
+
+	testHookWait func() // tests: called by a Put that found every shard held, before it waits
+}
+
+// ringShards is the number of shards of a ring of at least shardFrames
+// frames.
+const (
+	ringShards  = 4
+	shardFrames = 1024
+)
+
+// shard is a part of a Ring: its slots and the index of their sessions.
+type shard struct {
+	wireBytes int
 
 	mu       sync.Mutex
 	slots    []slot
@@ -154,11 +188,6 @@ type Ring struct {
 	sessions map[string]*sessionIndex
 	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
 	nextRec  int              // the entry of recent replaced next
-	closed   bool
-
-	evicted atomic.Uint64
-	ignored atomic.Uint64 // connection events (the ring keeps frames only)
-	late    atomic.Uint64 // Puts after Close
 }
 
 // NewRing makes a ring with c's bounds (zero fields take the defaults). It
@@ -173,8 +202,25 @@ func NewRing(name string, c Config) *Ring {
 	if c.WireBytes < 0 {
 		c.WireBytes = 0
 	}
-	return &Ring{name: name, wireBytes: c.WireBytes, slots: make([]slot, c.Frames),
-		arenas: make([][]byte, (c.Frames+bufChunk-1)/bufChunk), sessions: map[string]*sessionIndex{}}
+	n := 1
+	if c.Frames >= shardFrames {
+		n = ringShards
+	}
+	return newRing(name, c, n)
+}
+
+// newRing makes a ring of n shards with c's bounds, defaults applied.
+func newRing(name string, c Config, n int) *Ring {
+	r := &Ring{name: name, wireBytes: c.WireBytes}
+	for i := range n {
+		frames := c.Frames / n
+		if i < c.Frames%n {
+			frames++
+		}
+		r.shards = append(r.shards, &shard{wireBytes: c.WireBytes, slots: make([]slot, frames),
+			arenas: make([][]byte, (frames+bufChunk-1)/bufChunk), sessions: map[string]*sessionIndex{}})
+	}
+	return r
 }
 
 // Put implements sink.Sink: it keeps frames and counts connection events
@@ -185,25 +231,66 @@ func (r *Ring) Put(e *event.Event) {
 		r.ignored.Add(1)
 		return
 	}
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	if r.closed.Load() {
 		r.late.Add(1)
 		return
 	}
-	seq := r.next
-	r.next++
-	i := int(seq % uint64(len(r.slots)))
-	s := &r.slots[i]
-	if s.used {
-		r.unindex(s)
+	sh := r.lock()
+	if sh.put(e, r.seq.Add(1)-1) {
 		r.evicted.Add(1)
 	}
-	s.used, s.seq, s.nanos, s.dir = true, seq, e.Time.UnixNano(), f.Dir
+	sh.mu.Unlock()
+}
+
+// lock locks a shard and returns it: the first one free from the next in
+// turn, taken without waiting (a waiting relay goroutine parks with its
+// buffers, and a contended lock turns into a convoy). Every shard is held
+// at once only when their holders were preempted: it yields once, tries
+// again, then waits for one (counted as busy) rather than drop the frame.
+func (r *Ring) lock() *shard {
+	n := uint32(len(r.shards))
+	if n == 1 {
+		sh := r.shards[0]
+		sh.mu.Lock() // a small ring (tests, a narrow rule): one lock
+		return sh
+	}
+	first := r.turn.Add(1) % n
+	for sweep := 0; ; sweep++ {
+		for i := range n {
+			if sh := r.shards[(first+i)%n]; sh.mu.TryLock() {
+				return sh
+			}
+		}
+		if sweep == 1 {
+			r.busy.Add(1)
+			if r.testHookWait != nil {
+				r.testHookWait()
+			}
+			sh := r.shards[first]
+			sh.mu.Lock()
+			return sh
+		}
+		runtime.Gosched()
+	}
+}
+
+// put copies the frame into the shard's next slot (sh.mu held), as the
+// ring's frame gseq, and reports whether it evicted one.
+func (sh *shard) put(e *event.Event, gseq uint64) (evicted bool) {
+	f := e.Frame
+	seq := sh.next
+	sh.next++
+	i := int(seq % uint64(len(sh.slots)))
+	s := &sh.slots[i]
+	if s.used {
+		sh.unindex(s)
+		evicted = true
+	}
+	s.used, s.seq, s.gseq, s.nanos, s.dir = true, seq, gseq, e.Time.UnixNano(), f.Dir
 	s.conn = e.Conn
 	s.conn.Transport = internTransport(e.Conn.Transport)
 	s.status, s.flag, s.size = int32(f.Status), f.Flag, f.Size
-	b := r.bytes(i)[:0]
+	b := sh.bytes(i)[:0]
 	b = append(b, cut(f.TransactID, maxTID)...)
 	s.ends[0] = uint32(len(b))
 	b = append(b, cut(f.Method, maxMethod)...)
@@ -216,18 +303,18 @@ func (r *Ring) Put(e *event.Event) {
 	if int64(len(wire)) > f.Size && f.Size >= 0 {
 		wire = wire[:f.Size]
 	}
-	b = append(b, cut(wire, r.wireBytes)...)
+	b = append(b, cut(wire, sh.wireBytes)...)
 	s.ends[4] = uint32(len(b))
 	s.reportStatus = 0
 	if string(f.Method) == "REPORT" {
 		s.reportStatus = int16(reportStatus(f.Wire))
 	}
-	s.fromX = r.index(f.FromSession, seq)
+	s.fromX = sh.index(f.FromSession, seq)
 	s.toX = nil
 	if f.ToSession != f.FromSession {
-		s.toX = r.index(f.ToSession, seq)
+		s.toX = sh.index(f.ToSession, seq)
 	}
-	r.mu.Unlock()
+	return evicted
 }
 
 // bufChunk is the number of slots whose bytes are allocated together, at
@@ -236,17 +323,17 @@ func (r *Ring) Put(e *event.Event) {
 const bufChunk = 64
 
 // slotBytes is the room of a slot's bytes.
-func (r *Ring) slotBytes() int { return maxTID + maxMethod + maxMsgID + maxCType + r.wireBytes }
+func (sh *shard) slotBytes() int { return maxTID + maxMethod + maxMsgID + maxCType + sh.wireBytes }
 
 // bytes is slot i's room (its arena allocated at first use). Called with
-// r.mu held.
-func (r *Ring) bytes(i int) []byte {
-	sz := r.slotBytes()
-	a := r.arenas[i/bufChunk]
+// sh.mu held.
+func (sh *shard) bytes(i int) []byte {
+	sz := sh.slotBytes()
+	a := sh.arenas[i/bufChunk]
 	if a == nil {
-		n := min(bufChunk, len(r.slots)-i/bufChunk*bufChunk)
+		n := min(bufChunk, len(sh.slots)-i/bufChunk*bufChunk)
 		a = make([]byte, n*sz)
-		r.arenas[i/bufChunk] = a
+		sh.arenas[i/bufChunk] = a
 	}
 	k := i % bufChunk * sz
 	return a[k : k+sz : k+sz]
@@ -272,7 +359,7 @@ func internTransport(t string) string {
 }
 
 // index adds seq to id's frames and returns the index's copy of id.
-func (r *Ring) index(id string, seq uint64) *sessionIndex {
+func (r *shard) index(id string, seq uint64) *sessionIndex {
 	if id == "" {
 		return nil
 	}
@@ -320,7 +407,7 @@ func (x *sessionIndex) keyOf() string {
 
 // unindex removes the evicted slot s from its sessions' frames: it is
 // their oldest, evictions go in seq order.
-func (r *Ring) unindex(s *slot) {
+func (r *shard) unindex(s *slot) {
 	// An entry stays in the map while it holds a seq, so the slot's
 	// pointers are the map's entries (no lookup by id per eviction).
 	for _, x := range [2]*sessionIndex{s.fromX, s.toX} {
@@ -379,19 +466,29 @@ func reportStatus(wire []byte) int {
 // SessionFrames returns the frames in the ring that the relay session id
 // sent or received (FromSession or ToSession), oldest first.
 func (r *Ring) SessionFrames(id string) []Frame {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	x := r.sessions[id]
-	if x == nil {
-		return nil
+	var out []Frame
+	for _, sh := range r.shards {
+		out = sh.sessionFrames(id, out)
 	}
-	out := make([]Frame, 0, len(x.seqs))
+	if len(r.shards) > 1 {
+		slices.SortFunc(out, func(a, b Frame) int { return cmp.Compare(a.Seq, b.Seq) })
+	}
+	return out
+}
+
+func (sh *shard) sessionFrames(id string, out []Frame) []Frame {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	x := sh.sessions[id]
+	if x == nil {
+		return out
+	}
 	for _, seq := range x.seqs {
-		i := int(seq % uint64(len(r.slots)))
-		if s := &r.slots[i]; !s.used || s.seq != seq {
+		i := int(seq % uint64(len(sh.slots)))
+		if s := &sh.slots[i]; !s.used || s.seq != seq {
 			continue
 		}
-		out = append(out, r.frame(i))
+		out = append(out, sh.frame(i))
 	}
 	return out
 }
@@ -406,14 +503,30 @@ type Session struct {
 // Sessions lists the sessions the ring holds frames of, the most recently
 // active first, at most max (max <= 0: all).
 func (r *Ring) Sessions(max int) []Session {
-	r.mu.Lock()
-	out := make([]Session, 0, len(r.sessions))
-	for _, x := range r.sessions {
-		n := uint64(len(r.slots))
-		first, last := &r.slots[x.seqs[0]%n], &r.slots[x.seqs[len(x.seqs)-1]%n]
-		out = append(out, Session{ID: x.key, Frames: len(x.seqs), First: time.Unix(0, first.nanos), Last: time.Unix(0, last.nanos)})
+	byID := map[string]Session{}
+	for _, sh := range r.shards {
+		sh.mu.Lock()
+		n := uint64(len(sh.slots))
+		for _, x := range sh.sessions {
+			first, last := &sh.slots[x.seqs[0]%n], &sh.slots[x.seqs[len(x.seqs)-1]%n]
+			y := Session{ID: x.key, Frames: len(x.seqs), First: time.Unix(0, first.nanos), Last: time.Unix(0, last.nanos)}
+			if z, ok := byID[x.key]; ok {
+				y.Frames += z.Frames
+				if z.First.Before(y.First) {
+					y.First = z.First
+				}
+				if z.Last.After(y.Last) {
+					y.Last = z.Last
+				}
+			}
+			byID[x.key] = y
+		}
+		sh.mu.Unlock()
 	}
-	r.mu.Unlock()
+	out := make([]Session, 0, len(byID))
+	for _, x := range byID {
+		out = append(out, x)
+	}
 	sortSessions(out)
 	if max > 0 && len(out) > max {
 		out = out[:max]
@@ -421,11 +534,11 @@ func (r *Ring) Sessions(max int) []Session {
 	return out
 }
 
-func (r *Ring) frame(i int) Frame {
-	s := &r.slots[i]
-	b := r.bytes(i)
+func (sh *shard) frame(i int) Frame {
+	s := &sh.slots[i]
+	b := sh.bytes(i)
 	e := s.ends
-	f := Frame{Seq: s.seq, Time: time.Unix(0, s.nanos), Dir: s.dir, ConnID: s.conn.ID, Transport: s.conn.Transport,
+	f := Frame{Seq: s.gseq, Time: time.Unix(0, s.nanos), Dir: s.dir, ConnID: s.conn.ID, Transport: s.conn.Transport,
 		Local: s.conn.Local, Remote: s.conn.Remote, Status: int(s.status), ReportStatus: int(s.reportStatus),
 		TransactID: string(b[:e[0]]), Method: string(b[e[0]:e[1]]), MessageID: string(b[e[1]:e[2]]),
 		ContentType: string(b[e[2]:e[3]]), FromSession: s.fromX.keyOf(), ToSession: s.toX.keyOf(), Flag: s.flag, Size: s.size}
@@ -437,19 +550,33 @@ func (r *Ring) frame(i int) Frame {
 
 // Len is the number of frames held.
 func (r *Ring) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return int(min(r.next, uint64(len(r.slots))))
+	n := 0
+	for _, sh := range r.shards {
+		sh.mu.Lock()
+		n += int(min(sh.next, uint64(len(sh.slots))))
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // Stats implements sink.Sink: Sent counts frames taken into the ring
-// (evicted ones included), Dropped the Puts after Close.
+// (evicted ones included), Dropped the Puts after Close; busy counts the
+// frames that found every shard held and waited for one.
 func (r *Ring) Stats() sink.Stats {
-	r.mu.Lock()
-	taken, held, sessions := r.next, min(r.next, uint64(len(r.slots))), len(r.sessions)
-	r.mu.Unlock()
-	return sink.Stats{Name: r.name, Type: "recent", Sent: taken, Dropped: r.late.Load(), State: sink.StateOK,
+	held := uint64(r.Len())
+	sessions := 0
+	if len(r.shards) == 1 {
+		sh := r.shards[0]
+		sh.mu.Lock()
+		sessions = len(sh.sessions)
+		sh.mu.Unlock()
+	} else {
+		sessions = len(r.Sessions(0))
+	}
+	busy := r.busy.Load()
+	return sink.Stats{Name: r.name, Type: "recent", Sent: r.seq.Load(), Dropped: r.late.Load(), State: sink.StateOK,
 		Counters: []sink.Counter{
+			{Name: "busy", Value: busy},
 			{Name: "evicted", Value: r.evicted.Load()},
 			{Name: "frames_held", Value: held},
 			{Name: "ignored_events", Value: r.ignored.Load()},
@@ -460,9 +587,7 @@ func (r *Ring) Stats() sink.Stats {
 // Close implements sink.Sink: the ring leaves its Store (the web view no
 // longer reads it) and drops later Puts.
 func (r *Ring) Close(context.Context) error {
-	r.mu.Lock()
-	r.closed = true
-	r.mu.Unlock()
+	r.closed.Store(true)
 	if r.store != nil {
 		r.store.remove(r)
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,8 +104,8 @@ func TestEvictionKeepsTheNewest(t *testing.T) {
 	if r.SessionFrames("gone") != nil || r.SessionFrames("odd") != nil {
 		t.Error("evicted sessions still listed")
 	}
-	if len(r.sessions) != 1 {
-		t.Errorf("index holds %d sessions, want 1", len(r.sessions))
+	if n := len(r.shards[0].sessions); n != 1 || len(r.shards) != 1 {
+		t.Errorf("index holds %d sessions, want 1", n)
 	}
 	st := r.Stats()
 	if st.Sent != 3*n+1+n || counter(st, "evicted") != 3*n+1 || counter(st, "frames_held") != n {
@@ -262,8 +264,10 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("Len %d, sent %d", r.Len(), r.Stats().Sent)
 	}
 	total := 0
-	for _, x := range r.sessions {
-		total += len(x.seqs)
+	for _, sh := range r.shards {
+		for _, x := range sh.sessions {
+			total += len(x.seqs)
+		}
 	}
 	if total != 2*n {
 		t.Errorf("index holds %d entries, want %d (each frame under two sessions)", total, 2*n)
@@ -347,5 +351,126 @@ func TestPutSteadyIndexDoesNotAllocate(t *testing.T) {
 		}
 	}); a != 0 {
 		t.Errorf("1000 Puts allocate %.1f times", a)
+	}
+}
+
+// A ring of ringShards shards: Puts take the shards in turn, so that
+// together they hold exactly the ring's last Frames frames (one writer);
+// a session's frames come back in order across shards; Sessions merges
+// a session's entries of every shard.
+func TestShardsHoldTheNewest(t *testing.T) {
+	const n = 4 * shardFrames
+	r := NewRing("r", Config{Frames: n})
+	if len(r.shards) != ringShards {
+		t.Fatalf("%d shards", len(r.shards))
+	}
+	for i := range 3 * n {
+		s := "odd"
+		if i%2 == 0 {
+			s = "even"
+		}
+		r.Put(frame(i, s, "both", event.DirIn, "SEND", 0, "w"))
+	}
+	if r.Len() != n {
+		t.Fatalf("Len %d, want %d", r.Len(), n)
+	}
+	fs := r.SessionFrames("both")
+	if len(fs) != n {
+		t.Fatalf("%d frames of both, want %d", len(fs), n)
+	}
+	for i, f := range fs {
+		if want := fmt.Sprintf("tid%d", 2*n+i); f.TransactID != want || f.Seq != uint64(2*n+i) {
+			t.Fatalf("frame %d: %s seq %d, want %s", i, f.TransactID, f.Seq, want)
+		}
+	}
+	ss := r.Sessions(0)
+	if len(ss) != 3 || ss[0].Frames+ss[1].Frames+ss[2].Frames != 2*n {
+		t.Fatalf("sessions %+v", ss)
+	}
+	for _, x := range ss {
+		if x.ID == "both" && (x.Frames != n || !x.First.Equal(fs[0].Time) || !x.Last.Equal(fs[n-1].Time)) {
+			t.Errorf("both: %+v", x)
+		}
+	}
+	st := r.Stats()
+	if st.Sent != 3*n || counter(st, "evicted") != 2*n || counter(st, "sessions_held") != 3 || st.Dropped != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// Put waits on a shard's lock only as a last resort: with some shards held
+// it uses the others; with every shard held it waits for one (counted as
+// busy) and the frame is kept, not dropped.
+func TestPutWaitsOnlyWhenAllHeld(t *testing.T) {
+	r := NewRing("r", Config{Frames: 4 * shardFrames})
+	for _, sh := range r.shards[1:] {
+		sh.mu.Lock()
+	}
+	put := func(i int) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); r.Put(frame(i, "A", "", event.DirIn, "SEND", 0, "w")) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute): // only ends a failing test
+			t.Fatal("Put waited for a lock")
+		}
+	}
+	for i := range 10 {
+		put(i)
+	}
+	if n := r.shards[0].next; n != 10 {
+		t.Errorf("the free shard took %d frames, want 10", n)
+	}
+	r.shards[0].mu.Lock()
+	waiting := make(chan struct{})
+	r.testHookWait = func() { close(waiting) }
+	done := make(chan struct{})
+	go func() { defer close(done); r.Put(frame(10, "A", "", event.DirIn, "SEND", 0, "w")) }()
+	select {
+	case <-waiting:
+	case <-done:
+		t.Fatal("with every shard held Put did not wait")
+	}
+	for _, sh := range r.shards {
+		sh.mu.Unlock()
+	}
+	<-done
+	r.testHookWait = nil
+	if st := r.Stats(); st.Sent != 11 || st.Dropped != 0 || counter(st, "busy") != 1 || r.Len() != 11 {
+		t.Errorf("stats %+v, %d held", st, r.Len())
+	}
+}
+
+// BenchmarkPutParallel: 64 goroutines (the relay's read loops) trace into
+// one ring of the default size, with one lock (shards=1, the ring before
+// sharding: a Put waits for it) and with ringShards shards taken without
+// waiting. mutex-wait-ns/op is the time goroutines spent blocked on locks
+// (runtime/metrics), per Put: a relay goroutine blocked there is parked
+// with its buffers.
+func BenchmarkPutParallel(b *testing.B) {
+	var evs []*event.Event
+	for p := range 64 {
+		evs = append(evs, frame(p, fmt.Sprintf("sessA%020d", p), fmt.Sprintf("sessB%020d", p), event.DirIn, "SEND", 0, string(make([]byte, 300))))
+	}
+	for _, shards := range []int{1, ringShards} {
+		b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
+			r := newRing("r", Config{Frames: DefaultFrames, WireBytes: DefaultWireBytes}, shards)
+			sample := []metrics.Sample{{Name: "/sync/mutex/wait/total:seconds"}}
+			metrics.Read(sample)
+			wait0 := sample[0].Value.Float64()
+			var next atomic.Int32
+			b.ReportAllocs()
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				e := evs[int(next.Add(1))%len(evs)]
+				for pb.Next() {
+					r.Put(e)
+				}
+			})
+			metrics.Read(sample)
+			b.ReportMetric((sample[0].Value.Float64()-wait0)*1e9/float64(b.N), "mutex-wait-ns/op")
+			b.ReportMetric(float64(r.busy.Load())/float64(b.N)*100, "%busy")
+		})
 	}
 }

@@ -100,9 +100,6 @@ const linger = 200 * time.Microsecond
 // the writer flushes.
 const idleFlush = 2 * time.Millisecond
 
-// maxKeptBuf is the largest record buffer a queue slot keeps for reuse.
-const maxKeptBuf = 64 << 10
-
 // pcapSink writes to rotating pcap files from its queue's goroutine. The
 // Writer counts what reached a file (Sent) and what was lost (Dropped, with
 // the queue's drops); after a failed write it refuses records for a while
@@ -111,8 +108,9 @@ type pcapSink struct {
 	name  string
 	limit int
 	w     *pcap.Writer
-	q     *sink.Queue[rec] // its slots keep their data buffers: Put allocates only while a slot is first used or a frame outgrows its buffer
+	q     *sink.Queue[rec] // its slots keep their small buffers: Put allocates only while a slot is first used
 	arena []byte           // what is left of the last slotArena allocation (newBuf)
+	large largeBufs        // buffers of records longer than slotBuf, bounded
 	log   *slog.Logger
 	// Owned by the queue's goroutine: failed writes since the last log line.
 	unlogged  int
@@ -129,7 +127,8 @@ type rec struct {
 	kind     event.Kind
 	t        time.Time
 	src, dst netip.AddrPort // frame: sender → receiver; connection: initiator → acceptor
-	data     []byte
+	data     []byte         // the slot's own buffer (slotBuf bytes), for records that fit
+	big      []byte         // else the record's buffer from largeBufs, given back once written
 }
 
 func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
@@ -142,6 +141,7 @@ func start(o sink.Options, w *pcap.Writer, limit int) *pcapSink {
 		size = sink.DefaultQueueSize
 	}
 	p := &pcapSink{name: o.Name, limit: limit, w: w, log: log.With(slog.String("sink", o.Name)), now: time.Now}
+	p.large.limit = maxLargeBytes
 	p.q = sink.NewQueue(size, p.write, sink.QueueOptions{Idle: p.flush, IdleDelay: idleFlush, Linger: linger, Adaptive: true})
 	return p
 }
@@ -153,6 +153,10 @@ func (p *pcapSink) Put(e *event.Event) {
 		return // pcap shows TCP streams: only their opening, data and closing
 	}
 	if e.Kind == event.Closed && !e.Conn.Local.IsValid() {
+		return
+	}
+	if e.Frame != nil && frameBytes(e.Frame, p.limit) > slotBuf {
+		p.putLarge(e)
 		return
 	}
 	p.q.PutFunc(func(r *rec) { // under the queue's lock
@@ -168,11 +172,30 @@ func (p *pcapSink) Put(e *event.Event) {
 	})
 }
 
+// putLarge queues a frame longer than a slot's buffer in a buffer of
+// p.large, copied before the queue's lock is taken. A frame whose buffer
+// does not fit in maxLargeBytes is dropped (counted by p.large).
+func (p *pcapSink) putLarge(e *event.Event) {
+	b, ok := p.large.get(frameBytes(e.Frame, p.limit))
+	if !ok {
+		return
+	}
+	b = sink.AppendFrame(b, e.Frame, p.limit)
+	if !p.q.PutFunc(func(r *rec) {
+		r.kind, r.t = e.Kind, e.Time
+		r.src, r.dst = sink.Endpoints(e)
+		r.big = b
+	}) {
+		p.large.put(b) // the queue is full or closed: counted there
+	}
+}
+
 // Record buffers start as slotBuf bytes of an arena of slotArena, so that
 // a queue's slots, filled for the first time, allocate once per
-// slotArena/slotBuf records; a frame longer grows its own.
+// slotArena/slotBuf records; a longer frame takes a buffer of largeBufs
+// (large.go), whose classes start above slotBuf.
 const (
-	slotBuf   = 1 << 10
+	slotBuf   = 1 << largeMinShift
 	slotArena = 64 << 10
 )
 
@@ -198,13 +221,18 @@ func (p *pcapSink) write(r *rec) {
 	case event.Closed:
 		err = p.w.ConnClose(r.t, r.src, r.dst)
 	default:
-		err = p.w.Data(r.t, r.src, r.dst, r.data)
+		data := r.data
+		if r.big != nil {
+			data = r.big
+		}
+		err = p.w.Data(r.t, r.src, r.dst, data)
+	}
+	if r.big != nil {
+		p.large.put(r.big)
+		r.big = nil
 	}
 	if err != nil {
 		p.failed(err)
-	}
-	if cap(r.data) > maxKeptBuf {
-		r.data = nil // a large frame's buffer: let it go
 	}
 }
 
@@ -248,10 +276,12 @@ func (p *pcapSink) failed(err error) {
 // account for every record taken.
 func (p *pcapSink) Stats() sink.Stats {
 	ws := p.w.Stats()
-	st := sink.Stats{Name: p.name, Type: "pcap", Sent: uint64(ws.Records), Dropped: p.q.Dropped() + uint64(ws.RecordsLost),
+	large := p.large.dropped.Load()
+	st := sink.Stats{Name: p.name, Type: "pcap", Sent: uint64(ws.Records), Dropped: p.q.Dropped() + large + uint64(ws.RecordsLost),
 		Errors: uint64(ws.Errors), Queued: p.q.Len() + int(ws.Buffered), State: sink.StateOK, LastError: ws.LastError,
 		Counters: []sink.Counter{
 			{Name: "bytes", Value: uint64(ws.Bytes)},
+			{Name: "dropped_large", Value: large},
 			{Name: "files", Value: uint64(ws.Files)},
 			{Name: "files_deleted", Value: uint64(ws.FilesDeleted)},
 			{Name: "flows", Value: uint64(ws.Flows)},

@@ -1,0 +1,5 @@
+//go:build !race
+
+package hep
+
+const raceEnabled = false

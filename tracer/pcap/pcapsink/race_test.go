@@ -1,0 +1,5 @@
+//go:build race
+
+package pcapsink
+
+const raceEnabled = true
