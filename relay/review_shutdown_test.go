@@ -18,8 +18,14 @@ import (
 
 // A graceful shutdown (SIGTERM) that begins while a source's burst is
 // being relayed, frames batched in the destination's buffer: every SEND
-// the relay acknowledged with 200 reaches the destination whole, and the
-// relay's shutdown completes.
+// the relay acknowledged with 200 reaches the destination whole or its
+// sender gets a failure REPORT, and the relay's shutdown completes.
+//
+// The relay's 200 to a SEND means receipt, not delivery (RFC 4976 §6.4.1,
+// RFC 4975 §7.1.2): a SEND whose first byte is read after the shutdown
+// began is not relayed and gets its 200 and a failure REPORT (408, route.go
+// refusesNew), as TestShutdownUnderLoad checks too. Only a 200 with neither
+// delivery nor REPORT is lost data.
 func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 	const n = 400
 	obs := &benchObserver{accepted: make(chan netip.AddrPort, 2)}
@@ -78,6 +84,7 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 				if errors.Is(err, io.EOF) {
 					err = nil
 				}
+				_ = b.ncs[1].Close() // the relay's graceful close waits for ours (closeLinger)
 				bRes <- result{got, err}
 				return
 			}
@@ -103,8 +110,11 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 				string(f.Get(msrp.HdrToPath))+"\r\n-------"+string(f.TransactID)+"$\r\n")
 		}
 	}()
-	// A: counts the relay's 200s until the relay closes it.
+	// A: counts the relay's 200s and collects its failure REPORTs until the
+	// relay closes it. The relay answers A's SENDs in the order it read
+	// them: the k-th 200 is m<k>'s.
 	aRes := make(chan result, 1)
+	failed := map[string]string{} // Message-ID → the REPORT's Status; A's goroutine's until aRes
 	go func() {
 		_ = b.ncs[0].SetReadDeadline(time.Now().Add(60 * time.Second))
 		rd := msrp.NewReader(bufio.NewReaderSize(b.ncs[0], 32<<10), msrp.Limits{})
@@ -112,11 +122,23 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 		for {
 			f, err := rd.ReadFrame()
 			if err != nil {
+				_ = b.ncs[0].Close()
 				aRes <- result{ok, nil}
 				return
 			}
-			if f.StatusCode == 200 {
+			switch {
+			case f.StatusCode == 200:
 				ok++
+			case f.StatusCode != 0:
+				aRes <- result{ok, errors.New("a response " + strconv.Itoa(f.StatusCode))}
+				return
+			case string(f.Method) == "REPORT":
+				st := string(f.Get(msrp.HdrStatus))
+				if st == "" || st == "000 200 OK" {
+					aRes <- result{ok, errors.New("a REPORT that is no failure: Status " + st)}
+					return
+				}
+				failed[string(f.Get(msrp.HdrMessageID))] = st
 			}
 			for p := f.Body(); ; {
 				if _, err := p.Next(); err != nil {
@@ -145,8 +167,15 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 	if bb.err != nil {
 		t.Fatalf("destination after %d frames: %v", bb.n, bb.err)
 	}
-	if bb.n < a.n {
-		t.Fatalf("the relay acknowledged %d SENDs, the destination got %d", a.n, bb.n)
+	if a.err != nil {
+		t.Fatalf("source after %d 200s: %v", a.n, a.err)
 	}
-	t.Logf("acknowledged %d, delivered %d of %d", a.n, bb.n, n)
+	// B checked the order: it got m0 to m<bb.n-1>. The rest acknowledged
+	// must each have its failure REPORT.
+	for k := bb.n; k < a.n; k++ {
+		if _, ok := failed["m"+strconv.Itoa(k)]; !ok {
+			t.Fatalf("the relay acknowledged %d SENDs, the destination got %d, m%d got no failure REPORT (REPORTs: %v)", a.n, bb.n, k, failed)
+		}
+	}
+	t.Logf("acknowledged %d, delivered %d of %d, failure REPORTs %v", a.n, bb.n, n, failed)
 }
