@@ -33,6 +33,14 @@ func newBatchRelay(t *testing.T, n int, mod func(*Config)) *batchRelay {
 	obs := &benchObserver{accepted: make(chan netip.AddrPort, n)}
 	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
 		Logger: slog.New(slog.DiscardHandler), Observer: obs}
+	// The sessions are made in the table below, not by AUTH: each read loop
+	// already waits for its connection's first frame under the probation
+	// deadline (first_request_timeout from the accept, RFC 4976 §6.1) when
+	// requestOK is set, and that wait is not re-armed. A client that sends
+	// nothing for that long (a destination that only receives, a source
+	// whose test builds a large stream first on a loaded machine) would be
+	// closed: out of every test's way.
+	cfg.Limits.FirstRequestTimeout = time.Hour
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -31,6 +31,7 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 	obs := &benchObserver{accepted: make(chan netip.AddrPort, 2)}
 	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
 		Logger: slog.New(slog.DiscardHandler), Observer: obs}
+	cfg.Limits.FirstRequestTimeout = time.Hour // sessions made in the table, not by AUTH: as newBatchRelay
 	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
