@@ -27,6 +27,8 @@ type batchRelay struct {
 	r    *Relay
 	ncs  []net.Conn
 	sids []string
+	stop context.CancelFunc // cancels Serve's context: a graceful shutdown
+	done chan error         // Serve's result (the cleanup waits for it)
 }
 
 func newBatchRelay(t *testing.T, n int, mod func(*Config)) *batchRelay {
@@ -52,7 +54,7 @@ func newBatchRelay(t *testing.T, n int, mod func(*Config)) *batchRelay {
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	br := &batchRelay{r: r}
+	br := &batchRelay{r: r, stop: cancel, done: done}
 	for i := range n {
 		nc, err := net.Dial("tcp", r.Addrs()[0].String())
 		if err != nil {

@@ -180,3 +180,82 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 	}
 	t.Logf("acknowledged %d, delivered %d of %d, failure REPORTs %v", a.n, bb.n, n, failed)
 }
+
+// A graceful shutdown that begins while a source's SEND is being read, its
+// header not all in yet, the destination idle (no response awaited on it,
+// nothing written to it yet): the destination keeps reading until that
+// frame in flight has been relayed and answered, so it is delivered, not
+// failed because its next hop closed under it ("connections finish the
+// frame they are in", Serve).
+func TestShutdownKeepsDestinationForFrameInFlight(t *testing.T) {
+	b := newBatchRelay(t, 2, nil)
+	frame := b.send(0, 1, "m0", []byte("hello"))
+	if _, err := b.ncs[0].Write(frame[:20]); err != nil { // in its start line
+		t.Fatal(err)
+	}
+	waitFor := func(what string, cond func() bool) {
+		for until := time.Now().Add(20 * time.Second); !cond(); {
+			if time.Now().After(until) {
+				t.Fatal(what)
+			}
+			<-time.After(time.Millisecond) // polling a state, not ordering events
+		}
+	}
+	waitFor("the source's frame was not begun", func() bool { return b.r.framing.Load() == 1 })
+	q0 := b.r.quietRuns.Load()
+	b.stop()
+	// Several of the shutdown's passes, each of which wakes an idle
+	// connection that may stop and closes one whose read loop ended.
+	waitFor("the shutdown made no passes", func() bool { return b.r.quietRuns.Load() >= q0+5 })
+	if _, err := b.ncs[0].Write(frame[20:]); err != nil {
+		t.Fatal(err)
+	}
+	// B gets the SEND whole and answers it.
+	_ = b.ncs[1].SetReadDeadline(time.Now().Add(30 * time.Second))
+	f, err := msrp.NewReader(bufio.NewReader(b.ncs[1]), msrp.Limits{}).ReadFrame()
+	if err != nil {
+		t.Fatalf("the destination got no frame: %v", err)
+	}
+	var body []byte
+	for p := f.Body(); ; {
+		q, err := p.Next()
+		if err != nil {
+			break
+		}
+		body = append(body, q...)
+	}
+	if string(f.Method) != "SEND" || string(f.Get(msrp.HdrMessageID)) != "m0" || string(body) != "hello" || f.Flag() != msrp.FlagEnd {
+		t.Fatalf("the destination got %s %s %q flag %q", f.Method, f.Get(msrp.HdrMessageID), body, f.Flag())
+	}
+	to, _ := msrp.SplitPath(f.Get(msrp.HdrFromPath))
+	if _, err := io.WriteString(b.ncs[1], "MSRP "+string(f.TransactID)+" 200 OK\r\nTo-Path: "+string(to)+"\r\nFrom-Path: "+
+		string(f.Get(msrp.HdrToPath))+"\r\n-------"+string(f.TransactID)+"$\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// A gets its 200 and no failure REPORT before the relay closes it.
+	_ = b.ncs[0].SetReadDeadline(time.Now().Add(30 * time.Second))
+	rd := msrp.NewReader(bufio.NewReader(b.ncs[0]), msrp.Limits{})
+	var got []string
+	for {
+		f, err := rd.ReadFrame()
+		if err != nil {
+			break
+		}
+		got = append(got, strconv.Itoa(f.StatusCode)+" "+string(f.Method)+" "+string(f.Get(msrp.HdrStatus)))
+		for p := f.Body(); ; {
+			if _, err := p.Next(); err != nil {
+				break
+			}
+		}
+	}
+	if len(got) != 1 || got[0] != "200  " {
+		t.Fatalf("the source got %q, want its 200 alone", got)
+	}
+	for _, nc := range b.ncs {
+		_ = nc.Close() // the relay's graceful close waits for ours (closeLinger)
+	}
+	if err := <-b.done; err != nil {
+		t.Fatal(err)
+	}
+	b.done <- nil // for the cleanup
+}
