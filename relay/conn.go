@@ -1276,6 +1276,7 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 // whether reading may go on. until is the total limit of a connection on
 // probation (zero: none).
 func (c *conn) badFrame(fe *msrp.FrameError, until time.Time) bool {
+	c.frameDone() // goes nowhere: a graceful shutdown need not wait for its skip
 	c.r.stats.badFrames.Add(1)
 	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))
