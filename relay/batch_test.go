@@ -27,12 +27,22 @@ type batchRelay struct {
 	r    *Relay
 	ncs  []net.Conn
 	sids []string
+	stop context.CancelFunc // cancels Serve's context: a graceful shutdown
+	done chan error         // Serve's result (the cleanup waits for it)
 }
 
 func newBatchRelay(t *testing.T, n int, mod func(*Config)) *batchRelay {
 	obs := &benchObserver{accepted: make(chan netip.AddrPort, n)}
 	cfg := Config{Listen: []Listen{{Transport: "msrp", Addr: "127.0.0.1:0"}}, Users: auth.NewUsers(),
 		Logger: slog.New(slog.DiscardHandler), Observer: obs}
+	// The sessions are made in the table below, not by AUTH: each read loop
+	// already waits for its connection's first frame under the probation
+	// deadline (first_request_timeout from the accept, RFC 4976 §6.1) when
+	// requestOK is set, and that wait is not re-armed. A client that sends
+	// nothing for that long (a destination that only receives, a source
+	// whose test builds a large stream first on a loaded machine) would be
+	// closed: out of every test's way.
+	cfg.Limits.FirstRequestTimeout = time.Hour
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -44,7 +54,7 @@ func newBatchRelay(t *testing.T, n int, mod func(*Config)) *batchRelay {
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	br := &batchRelay{r: r}
+	br := &batchRelay{r: r, stop: cancel, done: done}
 	for i := range n {
 		nc, err := net.Dial("tcp", r.Addrs()[0].String())
 		if err != nil {

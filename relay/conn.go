@@ -102,6 +102,7 @@ type conn struct {
 
 	// The read loop's own state (frames read from c, and forwarded by it).
 	bigBody   bool            // the last body forwarded was large: read with a large read side (largeread.go)
+	inFrame   bool            // the frame being read is counted in Relay.framing (frameDone)
 	inStart   time.Time       // when the first byte of the frame being read arrived
 	inReads   uint32          // c.dr.reads then: more reads since, the frame did not come in one
 	inCap     []byte          // frame-in capture for the Observer
@@ -1094,7 +1095,9 @@ func writeCloseReason(err error) event.CloseReason {
 // readLoop reads frames until the connection ends.
 func (c *conn) readLoop() {
 	defer c.flushDirty(nil) // what it left in buffers goes out when it ends
+	defer c.frameDone()
 	for {
+		c.frameDone()
 		lim := c.r.limits() // per frame: a reload applies from the next one
 		// The coarse clock (Relay.now, late by up to a sweep tick) plus
 		// that tick: never earlier than idle_timeout, no clock read. The
@@ -1119,6 +1122,15 @@ func (c *conn) readLoop() {
 			return // shutting down: run flushes and closes
 		}
 		err := c.waitFrame()
+		if err == nil {
+			// In a frame, its destination unknown yet: a graceful
+			// shutdown keeps every connection reading until it is done
+			// (awaitsResponses). Counted before its clock read: a frame
+			// that began after the shutdown's other read loops saw none
+			// in flight is refused (refusesNew), not relayed.
+			c.r.framing.Add(1)
+			c.inFrame = true
+		}
 		now := time.Now() // the frame's time is when its first byte arrived: its only clock read
 		c.inStart, c.inReads = now, c.dr.reads
 		c.leaveIdle()
@@ -1150,6 +1162,17 @@ func (c *conn) readLoop() {
 		if c.isClosed() {
 			return
 		}
+	}
+}
+
+// frameDone ends the count of c's frame in Relay.framing, if it is
+// counted: it was routed (its destination is busy with it: writers), or
+// handled, or refused in a graceful shutdown (it goes nowhere): other
+// connections need not go on reading for it.
+func (c *conn) frameDone() {
+	if c.inFrame {
+		c.inFrame = false
+		c.r.framing.Add(-1)
 	}
 }
 
@@ -1187,10 +1210,12 @@ func (c *conn) leaveIdle() {
 
 // awaitsResponses reports whether c's read loop must go on reading during
 // a graceful shutdown: responses to requests forwarded to it are awaited,
-// or a frame is being written to it (its response will follow), and the
-// grace period is not over.
+// a frame is being written to it (its response will follow), or a frame
+// is being read on any connection and not routed yet (it may be routed to
+// c: until it is, c shows neither; c stopped and closed, that frame in
+// flight would fail), and the grace period is not over.
 func (c *conn) awaitsResponses() bool {
-	return !c.r.aborting.Load() && (c.pendingOut.Load() > 0 || c.writers.Load() > 0)
+	return !c.r.aborting.Load() && (c.pendingOut.Load() > 0 || c.writers.Load() > 0 || c.r.framing.Load() > 0)
 }
 
 // interruptIdle wakes a connection that waits for its next frame, for a
@@ -1251,6 +1276,7 @@ func (c *conn) closeOnReadErr(err error, timeoutReason event.CloseReason) {
 // whether reading may go on. until is the total limit of a connection on
 // probation (zero: none).
 func (c *conn) badFrame(fe *msrp.FrameError, until time.Time) bool {
+	c.frameDone() // goes nowhere: a graceful shutdown need not wait for its skip
 	c.r.stats.badFrames.Add(1)
 	c.r.plog.Info("bad_frame", "malformed MSRP frame", slog.Uint64("conn", c.info.ID), slog.String("remote", c.info.Remote.String()),
 		slog.String("error", fe.Error()), slog.String("event", "bad_frame"))

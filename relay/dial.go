@@ -111,7 +111,12 @@ func (r *Relay) outbound(u msrp.URI) (*conn, error) {
 		// instead of waiting forever.
 		defer close(e.ready)
 		e.err = errDialAborted
-		e.c, e.err = r.dial(u, key)
+		c, err := r.dial(u, key)
+		// Under r.mu: c's run may end (a connect that failed at once) and
+		// unregister compare e.c before e.ready is closed.
+		r.mu.Lock()
+		e.c, e.err = c, err
+		r.mu.Unlock()
 	}()
 	if e.err != nil {
 		r.mu.Lock()

@@ -110,6 +110,7 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 	f := q.f
 	dst.writers.Add(1)
 	defer dst.writers.Add(-1)
+	c.frameDone() // routed: dst is busy from here on (a graceful shutdown keeps it open), others need not wait
 	if !dst.wmu.TryLock() {
 		c.flushDirty(nil) // before waiting for the lock
 		dst.wmu.Lock()

@@ -66,6 +66,8 @@ type Relay struct {
 	shutdownAt   atomic.Int64 // UnixNano when shuttingDown was set
 	aborting     atomic.Bool  // the shutdown grace is over: frames in flight end
 	reading      atomic.Int32 // read loops running
+	framing      atomic.Int32 // read loops in a frame not routed yet (graceful shutdown: conn.awaitsResponses)
+	quietRuns    atomic.Int64 // closeQuiet's passes (tests)
 	clock        atomic.Int64 // Unix ns, updated by the sweeper every txnTick (now)
 
 	stats counters
@@ -340,7 +342,9 @@ func (r *Relay) Serve(ctx context.Context) error {
 // flight finish and the responses awaited on connections arrive within
 // limits.shutdown_grace, and closes each connection once it is quiet (its
 // read loop ended, no frame is written to it, no response may go back to
-// it), after writing what is queued for it. When the grace is over, the
+// it), after writing what is queued for it. A read loop goes on while a
+// frame read on any connection is not routed yet (Relay.framing): it may
+// be routed to it, and its destination must not close under it. When the grace is over, the
 // frames still in flight end with '#' (RFC 4975 §7.1), every transaction
 // still pending fails (a SEND answered 200 gets its failure REPORT,
 // RFC 4976 §6.4.1: the 200 meant receipt, not delivery) and the
@@ -408,6 +412,7 @@ func (r *Relay) shutdown() {
 // closeQuiet queues the close of every connection that may close now in a
 // graceful shutdown, and wakes the idle read loops that may stop.
 func (r *Relay) closeQuiet() {
+	r.quietRuns.Add(1)
 	aborting := r.aborting.Load()
 	for _, c := range r.connList() {
 		c.interruptIdle()

@@ -79,6 +79,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 	if r.refusesNew(c.inStart) {
 		// Graceful shutdown: frames in flight finish, new requests are not
 		// relayed; a SEND gets its 200 and a failure REPORT (RFC 4976 §6.4.1).
+		c.frameDone()
 		return c.nextHopFailed(&q, 408, "Relay shutting down")
 	}
 	if q.isSEND {
