@@ -67,14 +67,33 @@ func writeStuck(buf []byte) bool {
 	return awaiting && draining
 }
 
-// A destination that stops reading while frames are forwarded to it,
-// first many below the write buffer's size (each one flushed between
-// frames: the spill, bounded by spillMax), then large ones (written
-// blocking as they are read): the forwarding read loop ends up waiting
+// A destination that stops reading while frames are forwarded to it:
+// frames below the write buffer's size (each one flushed between
+// frames: the spill, bounded by spillMax) or large ones (bodies written
+// blocking as they are read). The forwarding read loop ends up waiting
 // (TCP back-pressure on the source), the relay holds neither the
 // message nor more than spillMax (plus a buffer) in its spill, and once
 // the peer reads it gets every frame whole and in order.
 func TestLargeStalledDestinationBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int // frames, 16 MB or more in all
+		size func(k int) int
+	}{
+		{"below the write buffer", 1000, func(int) int { return 16 << 10 }},
+		{"large", 80, func(int) int { return 256 << 10 }},
+		{"mixed", 300, func(k int) int {
+			if k%5 == 4 {
+				return 256<<10 + k
+			}
+			return 1000 + k*50
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { stalledDestination(t, tc.n, tc.size) })
+	}
+}
+
+func stalledDestination(t *testing.T, n int, size func(k int) int) {
 	b := newBatchRelay(t, 2, func(c *Config) {
 		c.Limits.SendTimeout, c.Limits.IdleTimeout = 5*time.Minute, 5*time.Minute
 	})
@@ -83,17 +102,13 @@ func TestLargeStalledDestinationBounded(t *testing.T) {
 	// write to B finds no room, none comes until B reads.
 	_ = c.nc.(*net.TCPConn).SetWriteBuffer(64 << 10)
 	_ = b.ncs[1].(*net.TCPConn).SetReadBuffer(64 << 10)
-	rng := rand.New(rand.NewPCG(5, 6))
-	const small, large = 1000, 60
-	const smallSize, largeSize = 16 << 10, 256 << 10 // 16 MB, then 15 MB
+	rng := rand.New(rand.NewPCG(5, uint64(n)))
 	var bodies, frames [][]byte
-	for k := range small + large {
-		n := smallSize
-		if k >= small {
-			n = largeSize
-		}
-		bodies = append(bodies, randBytes(rng, n))
+	total := 0
+	for k := range n {
+		bodies = append(bodies, randBytes(rng, size(k)))
 		frames = append(frames, b.largeSEND(0, 1, fmt.Sprintf("big%05d", k), fmt.Sprintf("m%d", k), bodies[k]))
+		total += len(bodies[k])
 	}
 	go func() { _, _ = io.Copy(io.Discard, b.ncs[0]) }() // nothing is expected; never let A's socket fill
 	maxSpill := 0
@@ -108,8 +123,8 @@ func TestLargeStalledDestinationBounded(t *testing.T) {
 	var before, during runtime.MemStats
 	runtime.ReadMemStats(&before)
 	// A sends one frame at a time, the next once the relay has forwarded
-	// it: each is flushed between frames (the spill while B's socket is
-	// full), until the relay stops taking them.
+	// it (a small one is flushed between frames: the spill while B's
+	// socket is full), until the relay stops taking them.
 	k := 0
 	stuck := false
 	for ; k < len(frames) && !stuck; k++ {
@@ -126,7 +141,7 @@ func TestLargeStalledDestinationBounded(t *testing.T) {
 		sampleSpill()
 	}
 	if !stuck {
-		t.Fatalf("all %d frames (%d MB) forwarded to a peer that reads nothing: the relay holds them", len(frames), (small*smallSize+large*largeSize)>>20)
+		t.Fatalf("all %d frames (%d MB) forwarded to a peer that reads nothing: the relay holds them", len(frames), total>>20)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&during)
@@ -169,7 +184,7 @@ func TestLargeStalledDestinationBounded(t *testing.T) {
 	if maxSpill > spillMax+connBufSize {
 		t.Fatalf("%d bytes spilled, more than spillMax %d and a buffer", maxSpill, spillMax)
 	}
-	t.Logf("stalled after %d of %d frames; spill at most %d bytes", k, len(frames), maxSpill)
+	t.Logf("A had sent %d of %d frames when the relay stopped taking them; spill at most %d bytes", k, len(frames), maxSpill)
 }
 
 // A body cut off in the middle of a piece (the source closes): what
