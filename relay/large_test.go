@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -26,11 +27,11 @@ import (
 
 // randBytes is n random bytes (a byte lost, doubled or moved shows).
 func randBytes(rng *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.IntN(256))
+	b := make([]byte, n+7)
+	for i := 0; i < n; i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
 	}
-	return b
+	return b[:n:n]
 }
 
 // largeSEND is a SEND from client i to client j of b with body and
@@ -125,6 +126,9 @@ func stalledDestination(t *testing.T, n int, size func(k int) int) {
 	// A sends one frame at a time, the next once the relay has forwarded
 	// it (a small one is flushed between frames: the spill while B's
 	// socket is full), until the relay stops taking them.
+	// giveUp only ends a test that would hang (writeStuck no longer
+	// recognises the relay's waiting write): it decides nothing.
+	giveUp := time.Now().Add(2 * time.Minute)
 	k := 0
 	stuck := false
 	for ; k < len(frames) && !stuck; k++ {
@@ -132,9 +136,14 @@ func stalledDestination(t *testing.T, n int, size func(k int) int) {
 			t.Fatal(err)
 		}
 		for i := 0; b.r.Stats().Forwarded <= int64(k); i++ {
-			if i%64 == 63 && writeStuck(dump) {
-				stuck = true
-				break
+			if i%64 == 63 {
+				if writeStuck(dump) {
+					stuck = true
+					break
+				}
+				if time.Now().After(giveUp) {
+					t.Fatalf("frame %d not forwarded, and no write to B waits for room: %s", k, dump[:runtime.Stack(dump, true)])
+				}
 			}
 			runtime.Gosched()
 		}
