@@ -52,6 +52,8 @@ type benchPair struct {
 	a, b   net.Conn     // raw's A and B
 	ar, br *msrp.Reader // their readers
 	send   []byte       // A's SEND to B
+	toPath string       // its To-Path and From-Path
+	fromP  string       //
 	sendN  []byte       // burst: n SENDs
 }
 
@@ -113,7 +115,8 @@ func newBenchPair(b testing.TB, frames bool, onFrame func(*Relay, *event.Event))
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	p.send = rawmsrp.SEND("a786hjs2", own("sessa")+" "+own("sessb")+" "+uriOf(p.b, "c"), uriOf(p.a, "c"), "87652491", body)
+	p.toPath, p.fromP = own("sessa")+" "+own("sessb")+" "+uriOf(p.b, "c"), uriOf(p.a, "c")
+	p.send = rawmsrp.SEND("a786hjs2", p.toPath, p.fromP, "87652491", body)
 	p.raw = rawmsrp.NewPair(p.a, p.b, p.send)
 	p.ar, p.br = p.raw.A.R, p.raw.B.R
 	return p
