@@ -132,6 +132,10 @@ type conn struct {
 	wCap  []byte // capture of the queued frame being written, lent to cw
 	outEv event.Event
 	outFI event.FrameInfo
+
+	// The read loop's own: To-Path URIs parsed for its last frames
+	// (route.go).
+	uris uriCaches
 }
 
 // outFrame is a small frame made by the relay, queued for a writer goroutine.

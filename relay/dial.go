@@ -234,7 +234,10 @@ func (r *Relay) dial(u msrp.URI, key string) (*conn, error) {
 	}
 	c.requestOK.Store(true)
 	r.wg.Add(2)
-	go r.connectConn(ctx, c, dc, u)
+	// u views the forwarded frame's To-Path (its buffer, or the read
+	// loop's URI cache): the next frame reuses those bytes while the
+	// connect goes on.
+	go r.connectConn(ctx, c, dc, cloneURI(u))
 	go r.run(c)
 	return c, nil
 }
@@ -490,4 +493,11 @@ func (d *dialingConn) finish(nc net.Conn, err error, timeout time.Duration) erro
 	d.ready.Store(true)
 	close(d.done)
 	return err
+}
+
+// cloneURI returns u with strings of its own.
+func cloneURI(u msrp.URI) msrp.URI {
+	u.User, u.Host, u.SessionID = strings.Clone(u.User), strings.Clone(u.Host), strings.Clone(u.SessionID)
+	u.Transport, u.Params = strings.Clone(u.Transport), strings.Clone(u.Params)
+	return u
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"unsafe"
@@ -108,7 +109,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 	}
 	q.top, q.rest = msrp.SplitPath(toPath)
 	// Views of the frame's buffer: these URIs must not outlive this call.
-	topURI, err := msrp.ParseURI(bstr(q.top))
+	topURI, err := c.uris.top.parse(q.top)
 	if err != nil {
 		return c.reject(&q, 400, "Bad To-Path")
 	}
@@ -138,7 +139,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 		return c.reject(&q, 400, "No next hop in To-Path")
 	}
 	next, after := msrp.SplitPath(q.rest)
-	nextURI, err := msrp.ParseURI(bstr(next))
+	nextURI, err := c.uris.next.parse(next)
 	if err != nil {
 		return c.reject(&q, 400, "Bad To-Path")
 	}
@@ -268,7 +269,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	rest := f.Get(msrp.HdrToPath)
 	for nOwn < maxOwnHops && len(rest) > 0 {
 		top, after := msrp.SplitPath(rest)
-		u, err := msrp.ParseURI(bstr(top))
+		u, err := c.uris.resp[nOwn].parse(top)
 		if err != nil || !r.isOwn(u) {
 			break
 		}
@@ -299,6 +300,36 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 // a request passes through this relay as one hop or, between two of its
 // sessions, as two.
 const maxOwnHops = 2
+
+// uriCaches are a read loop's parsed To-Path URIs: a connection's frames
+// mostly name the same URIs (a client's one session, the peer's), so the
+// URI of the last frame is reused when the bytes are the same.
+type uriCaches struct {
+	top, next uriCache             // a request's first and second URI
+	resp      [maxOwnHops]uriCache // a response's leading URIs
+}
+
+// uriCache holds the last URI parsed from its bytes and a copy of them. Its
+// URI's strings view that copy, which the next miss overwrites: as a URI
+// parsed from a frame's buffer, it must not outlive the frame's handling
+// (nothing but the read loop's next frame changes it).
+type uriCache struct {
+	raw []byte
+	u   msrp.URI
+	ok  bool
+}
+
+// parse returns the URI of b, parsed or, when b is the last bytes parsed,
+// from the cache. A miss allocates only while the copy's capacity grows.
+func (uc *uriCache) parse(b []byte) (msrp.URI, error) {
+	if uc.ok && bytes.Equal(b, uc.raw) {
+		return uc.u, nil
+	}
+	uc.raw = append(uc.raw[:0], b...)
+	u, err := msrp.ParseURI(bstr(uc.raw))
+	uc.u, uc.ok = u, err == nil
+	return u, err
+}
 
 // bstr views b as a string without copying, for values that do not
 // outlive the frame b belongs to.
