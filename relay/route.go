@@ -168,7 +168,7 @@ func (c *conn) handleRequest(f *msrp.Frame) error {
 			return c.reject(&q, 481, "Session does not exist")
 		}
 		third, _ := msrp.SplitPath(after)
-		thirdURI, err := msrp.ParseURI(bstr(third))
+		thirdURI, err := c.uris.third.parse(third)
 		if err != nil || !sameHop(thirdURI, s2.prevHop) {
 			return c.reject(&q, 403, "Session belongs to another client")
 		}
@@ -305,8 +305,8 @@ const maxOwnHops = 2
 // mostly name the same URIs (a client's one session, the peer's), so the
 // URI of the last frame is reused when the bytes are the same.
 type uriCaches struct {
-	top, next uriCache             // a request's first and second URI
-	resp      [maxOwnHops]uriCache // a response's leading URIs
+	top, next, third uriCache             // a request's first three URIs
+	resp             [maxOwnHops]uriCache // a response's leading URIs
 }
 
 // uriCache holds the last URI parsed from its bytes and a copy of them. Its
