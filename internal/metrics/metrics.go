@@ -48,13 +48,19 @@ type Metrics struct {
 	handler  http.Handler
 }
 
+// meterName is the instrumentation scope of msrpscope's metrics.
+const meterName = "github.com/msrpscope/msrpscope"
+
 // New builds the instruments, a Prometheus exporter on its own registry
 // (never the global one) and, when cfg.OTLPEndpoint is set, an OTLP/HTTP
-// periodic exporter.
+// periodic exporter. The latency histograms come from a producer of both
+// readers (histogram.go).
 func New(cfg Config) (*Metrics, error) {
 	reg := prometheus.NewRegistry()
+	hists := newHistProducer(meterName)
 	exp, err := otelprom.New(
 		otelprom.WithRegisterer(reg),
+		otelprom.WithProducer(hists),
 		otelprom.WithoutScopeInfo(),
 		otelprom.WithoutTargetInfo(),
 		// Set explicitly: the exporter's default is changing. A counter
@@ -88,11 +94,11 @@ func New(cfg Config) (*Metrics, error) {
 		if interval <= 0 {
 			interval = 30 * time.Second
 		}
-		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(oexp, sdkmetric.WithInterval(interval))))
+		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(oexp, sdkmetric.WithInterval(interval), sdkmetric.WithProducer(hists))))
 	}
 	m := &Metrics{reg: reg, provider: sdkmetric.NewMeterProvider(opts...)}
-	m.meter = m.provider.Meter("github.com/msrpscope/msrpscope")
-	if m.obs, err = newObserver(m.meter); err != nil {
+	m.meter = m.provider.Meter(meterName)
+	if m.obs, err = newObserver(m.meter, hists); err != nil {
 		return nil, errors.Join(err, m.provider.Shutdown(context.Background()))
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})

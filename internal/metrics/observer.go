@@ -24,15 +24,13 @@ import (
 // hundred nanoseconds (attribute resolution, a map lookup, a lock), four
 // to eight times per relayed SEND.
 type Observer struct {
-	connsOpen        metric.Int64UpDownCounter
-	connsOpened      metric.Int64Counter
-	connsClosed      metric.Int64Counter
-	connectFailed    metric.Int64Counter
-	tlsHandshakes    metric.Int64Counter
-	limitHits        metric.Int64Counter
-	authResults      metric.Int64Counter
-	relayLatency     metric.Float64Histogram
-	sendResponseTime metric.Float64Histogram
+	connsOpen     metric.Int64UpDownCounter
+	connsOpened   metric.Int64Counter
+	connsClosed   metric.Int64Counter
+	connectFailed metric.Int64Counter
+	tlsHandshakes metric.Int64Counter
+	limitHits     metric.Int64Counter
+	authResults   metric.Int64Counter
 
 	// Prebuilt options, indexed as the names say.
 	dirTransport [3][nTransport][]metric.AddOption // [dir][transport]
@@ -41,10 +39,12 @@ type Observer struct {
 	tlsResult    [3][2][]metric.AddOption          // [dir][ok]
 	limit        [nReason][]metric.AddOption       // nil where the reason is no limit
 	authDir      [nAuth][3][]metric.AddOption      // [result][dir]
-	latMethod    [nMethod][]metric.RecordOption    // relay latency by method
-	noRecordOpts []metric.RecordOption
 
 	pend pending
+
+	// The latency histograms (histogram.go).
+	relayLatency     [nMethod]*histSeries // by method
+	sendResponseTime *histSeries
 
 	// Per-frame counts, read by the observable counters' callbacks.
 	frameCount    [nMethod][3]paddedInt64 // [method][dir]
@@ -173,7 +173,9 @@ func addOpt(kvs ...attribute.KeyValue) []metric.AddOption {
 	return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kvs...))}
 }
 
-func newObserver(mt metric.Meter) (*Observer, error) {
+// newObserver makes the instruments on mt and gives the histograms to
+// hists, the readers' producer.
+func newObserver(mt metric.Meter, hists *histProducer) (*Observer, error) {
 	o := &Observer{}
 	var errs []error
 	counter := func(name, unit, desc string) metric.Int64Counter {
@@ -212,14 +214,6 @@ func newObserver(mt metric.Meter) (*Observer, error) {
 			return nil
 		})
 	o.authResults = counter("msrpscope_auth_results", "{response}", "AUTH responses, by result and direction (out: this relay's decision).")
-	o.relayLatency, err = mt.Float64Histogram("msrpscope_relay_latency", metric.WithUnit("s"),
-		metric.WithDescription("Request in to forwarded out on the next hop (first byte to first byte), by method."),
-		metric.WithExplicitBucketBoundaries(relayBuckets...))
-	errs = append(errs, err)
-	o.sendResponseTime, err = mt.Float64Histogram("msrpscope_send_response_time", metric.WithUnit("s"),
-		metric.WithDescription("A SEND written to the next hop until its 200 response is read."),
-		metric.WithExplicitBucketBoundaries(rttBuckets...))
-	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -252,9 +246,15 @@ func newObserver(mt metric.Meter) (*Observer, error) {
 		event.CloseBodyTimeout, event.CloseSendTimeout} {
 		o.limit[r] = addOpt(attribute.String("limit", r.String()))
 	}
+	relay := &histogram{name: "msrpscope_relay_latency", unit: "s",
+		desc: "Request in to forwarded out on the next hop (first byte to first byte), by method."}
 	for m := range nMethod {
-		o.latMethod[m] = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("method", methodNames[m])))}
+		o.relayLatency[m] = newHistSeries(attribute.NewSet(attribute.String("method", methodNames[m])), relayBuckets)
+		relay.series = append(relay.series, o.relayLatency[m])
 	}
+	o.sendResponseTime = newHistSeries(*attribute.EmptySet(), rttBuckets)
+	hists.set([]*histogram{relay, {name: "msrpscope_send_response_time", unit: "s",
+		desc: "A SEND written to the next hop until its 200 response is read.", series: []*histSeries{o.sendResponseTime}}})
 	o.pend.init()
 	return o, nil
 }
@@ -312,7 +312,7 @@ func (o *Observer) frame(e *event.Event) {
 		// transact-id is new on each hop, RFC 4975 §7.1).
 		if len(f.MessageID) > 0 {
 			if out, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideIn, e.Time); ok {
-				o.relayLatency.Record(bg, seconds(out.Sub(e.Time)), o.latMethod[m]...)
+				o.relayLatency[m].record(out.Sub(e.Time))
 			}
 		}
 		if m == mAUTH {
@@ -322,12 +322,12 @@ func (o *Observer) frame(e *event.Event) {
 	default: // a request out
 		if len(f.MessageID) > 0 {
 			if in, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideOut, e.Time); ok {
-				o.relayLatency.Record(bg, seconds(e.Time.Sub(in)), o.latMethod[m]...)
+				o.relayLatency[m].record(e.Time.Sub(in))
 			}
 		}
 		if m == mSEND {
 			if resp, ok := o.pend.match(keyOf('S', e.Conn.ID, f.TransactID), sideOut, e.Time); ok {
-				o.sendResponseTime.Record(bg, seconds(resp.Sub(e.Time)), o.noRecordOpts...)
+				o.sendResponseTime.record(resp.Sub(e.Time))
 			}
 		}
 	}
@@ -348,7 +348,7 @@ func (o *Observer) response(e *event.Event) {
 			return
 		}
 		if sent, ok := o.pend.match(key, sideIn, e.Time); ok {
-			o.sendResponseTime.Record(bg, seconds(e.Time.Sub(sent)), o.noRecordOpts...)
+			o.sendResponseTime.record(e.Time.Sub(sent))
 		}
 		return
 	}
@@ -368,13 +368,6 @@ func observeAll(ob metric.Int64Observer, counts [][3]paddedInt64, sets [][3]metr
 			}
 		}
 	}
-}
-
-func seconds(d time.Duration) float64 {
-	if d < 0 {
-		return 0
-	}
-	return d.Seconds()
 }
 
 var seed = maphash.MakeSeed()

@@ -17,7 +17,8 @@ import (
 // on loopback receives protobuf export requests holding msrpscope_frames
 // with the frames fed (Shutdown pushes what is left).
 func TestOTLPPush(t *testing.T) {
-	got := make(chan int64, 16)
+	type pushed struct{ frames, latencies int64 }
+	got := make(chan pushed, 16)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		if r.URL.Path != "/v1/metrics" || r.Header.Get("Content-Type") != "application/x-protobuf" {
@@ -28,20 +29,25 @@ func TestOTLPPush(t *testing.T) {
 			t.Errorf("not an OTLP export request: %v", err)
 			return
 		}
-		var frames int64
+		var p pushed
 		for _, rm := range req.GetResourceMetrics() {
 			for _, sm := range rm.GetScopeMetrics() {
 				for _, m := range sm.GetMetrics() {
-					if m.GetName() != "msrpscope_frames" {
-						continue
-					}
-					for _, dp := range m.GetSum().GetDataPoints() {
-						frames += dp.GetAsInt()
+					switch m.GetName() {
+					case "msrpscope_frames":
+						for _, dp := range m.GetSum().GetDataPoints() {
+							p.frames += dp.GetAsInt()
+						}
+					case "msrpscope_relay_latency":
+						// From the readers' producer (histogram.go).
+						for _, dp := range m.GetHistogram().GetDataPoints() {
+							p.latencies += int64(dp.GetCount())
+						}
 					}
 				}
 			}
 		}
-		got <- frames
+		got <- p
 	}))
 	defer srv.Close()
 	m, err := New(Config{OTLPEndpoint: srv.URL + "/v1/metrics", OTLPInterval: time.Hour})
@@ -53,13 +59,14 @@ func TestOTLPPush(t *testing.T) {
 	for i := range 3 {
 		o.Observe(frame(event.FrameIn, c, time.Duration(i)*time.Millisecond, "SEND", "t1", "m1", 0, 100))
 	}
+	o.Observe(frame(event.FrameOut, conn(2, "msrp", event.DirOut), 3*time.Millisecond, "SEND", "t2", "m1", 0, 100))
 	if err := m.Shutdown(t.Context()); err != nil {
 		t.Fatalf("shutdown (final push): %v", err)
 	}
 	select {
-	case n := <-got:
-		if n != 3 {
-			t.Fatalf("pushed msrpscope_frames = %d, want 3", n)
+	case p := <-got:
+		if p.frames != 4 || p.latencies != 1 {
+			t.Fatalf("pushed msrpscope_frames = %d, relay latency samples %d, want 4 and 1", p.frames, p.latencies)
 		}
 	default:
 		t.Fatal("nothing pushed")
