@@ -89,14 +89,7 @@ func TestReviewShutdownDuringBurstDeliversAcknowledged(t *testing.T) {
 				bRes <- result{got, err}
 				return
 			}
-			var body []byte
-			for p := f.Body(); ; {
-				q, err := p.Next()
-				if err != nil {
-					break
-				}
-				body = append(body, q...)
-			}
+			body, _ := io.ReadAll(f.Body()) // up to the end-line or an error
 			if f.Flag() != msrp.FlagEnd {
 				bRes <- result{got, errors.New("a frame not whole: flag " + string(f.Flag()))}
 				return
@@ -216,14 +209,7 @@ func TestShutdownKeepsDestinationForFrameInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the destination got no frame: %v", err)
 	}
-	var body []byte
-	for p := f.Body(); ; {
-		q, err := p.Next()
-		if err != nil {
-			break
-		}
-		body = append(body, q...)
-	}
+	body, _ := io.ReadAll(f.Body()) // up to the end-line or an error
 	if string(f.Method) != "SEND" || string(f.Get(msrp.HdrMessageID)) != "m0" || string(body) != "hello" || f.Flag() != msrp.FlagEnd {
 		t.Fatalf("the destination got %s %s %q flag %q", f.Method, f.Get(msrp.HdrMessageID), body, f.Flag())
 	}

@@ -375,6 +375,15 @@ func (r *runner) small(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// pairsWindow is the SENDs in flight per pair with n pairs: 16 for a few
+// pairs, 4 for many (the pairs and sustained scenarios).
+func pairsWindow(n int) int {
+	if n <= 10 {
+		return 16
+	}
+	return 4
+}
+
 // pairs: n pairs, relay CPU per SEND.
 func (r *runner) pairs(ctx context.Context, n int) error {
 	ts, err := r.startAll(ctx, []int{r.res.Settings.KamailioChildren})
@@ -382,10 +391,7 @@ func (r *runner) pairs(ctx context.Context, n int) error {
 		return err
 	}
 	defer stopAll(ts)
-	window := 4
-	if n <= 10 {
-		window = 16
-	}
+	window := pairsWindow(n)
 	spec := &tableSpec{
 		name: fmt.Sprintf("%s-%d", ScenarioPairs, n), unit: "SEND",
 		title: fmt.Sprintf("%d pairs (%d connections) × %d in flight, 100-byte SENDs, %s per run", n, 2*n, window, r.o.duration),

@@ -298,10 +298,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		return err
 	}
 	defer stopAll(ts)
-	window := 4
-	if n <= 10 {
-		window = 16
-	}
+	window := pairsWindow(n)
 	st := &SustainedTable{Name: fmt.Sprintf("%s-%d", ScenarioSustained, n), Pairs: n, Window: window}
 	la0 := loadAvg()
 	// msrpload's default drain (5 s): a relay that delivers late is not

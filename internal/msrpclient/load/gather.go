@@ -60,7 +60,13 @@ func (g *gatherWriter) Buffered() int { return g.n + len(g.buf) - g.mark }
 func (g *gatherWriter) AvailableBuffer() []byte { return g.buf[len(g.buf):] }
 
 // Write copies p.
-func (g *gatherWriter) Write(p []byte) (int, error) {
+func (g *gatherWriter) Write(p []byte) (int, error) { return copyIn(g, p) }
+
+// WriteString copies s.
+func (g *gatherWriter) WriteString(s string) (int, error) { return copyIn(g, s) }
+
+// copyIn copies p into the buffer, flushing it whenever it is full.
+func copyIn[S []byte | string](g *gatherWriter, p S) (int, error) {
 	n := 0
 	for len(p) > 0 && g.err == nil {
 		if len(g.buf) == cap(g.buf) {
@@ -70,22 +76,6 @@ func (g *gatherWriter) Write(p []byte) (int, error) {
 		m := copy(g.buf[len(g.buf):cap(g.buf)], p)
 		g.buf = g.buf[:len(g.buf)+m]
 		p = p[m:]
-		n += m
-	}
-	return n, g.err
-}
-
-// WriteString copies s.
-func (g *gatherWriter) WriteString(s string) (int, error) {
-	n := 0
-	for len(s) > 0 && g.err == nil {
-		if len(g.buf) == cap(g.buf) {
-			_ = g.Flush()
-			continue
-		}
-		m := copy(g.buf[len(g.buf):cap(g.buf)], s)
-		g.buf = g.buf[:len(g.buf)+m]
-		s = s[m:]
 		n += m
 	}
 	return n, g.err
