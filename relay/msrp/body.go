@@ -159,22 +159,31 @@ func (b *Body) peek() ([]byte, error) {
 			case matchFull:
 				return nil, b.finish(buf, 2)
 			case matchPartial:
+				// Read up to the end-line's length; a stream that ends
+				// sooner ends the frame only while the bytes that came
+				// are still its prefix: otherwise they are data, handed
+				// out before the error, whatever the buffer's size.
 				endLen := b.patN + 3 // CRLF "-------" tid flag CRLF
-				if _, err := br.Peek(endLen - 2); err != nil && br.Buffered() < endLen-2 {
-					return nil, b.fail(err)
-				}
-				if buf, _ = br.Peek(min(br.Buffered(), endLen-2)); b.match(buf, 2) == matchFull {
+				_, perr := br.Peek(endLen - 2)
+				buf, _ = br.Peek(min(br.Buffered(), endLen-2))
+				switch b.match(buf, 2) {
+				case matchFull:
 					return nil, b.finish(buf, 2)
+				case matchPartial:
+					return nil, b.fail(perr)
 				}
+				buf, _ = br.Peek(br.Buffered())
 			}
 			// The avoided boundary right after the blank line. While the
 			// bytes are a prefix of it, one more byte must come anyway
 			// (no end-line is among them: no CR): wait for it, not for
 			// the whole boundary, which a frame with a shorter end-line
 			// need not be long enough to hold.
+			// A stream that ends inside the prefix leaves it data: the
+			// boundary never came.
 			for b.matchAvoid(buf, 2) == matchPartial {
 				if _, err := br.Peek(len(buf) + 1); err != nil && br.Buffered() <= len(buf) {
-					return nil, b.fail(err)
+					break
 				}
 				buf, _ = br.Peek(br.Buffered())
 			}
