@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/msrpscope/msrpscope/tracer/event"
 	"github.com/msrpscope/msrpscope/tracer/sink"
@@ -314,8 +315,26 @@ func (sh *shard) put(e *event.Event, gseq uint64) (evicted bool) {
 	if f.ToSession != f.FromSession {
 		s.toX = sh.index(f.ToSession, seq)
 	}
+	sh.prefetchSlot(int((seq + 1) % uint64(len(sh.slots))))
 	return evicted
 }
+
+// prefetchSlot brings slot i (the shard's next) and the start of its
+// bytes into the cache while other frames go to the other shards: a full
+// ring is larger than the cache, and a store to memory that is not cached
+// holds up the next locked instruction (the shard's unlock) until the line
+// is read in. Called with sh.mu held.
+func (sh *shard) prefetchSlot(i int) {
+	prefetch(unsafe.Pointer(&sh.slots[i]), unsafe.Sizeof(slot{}))
+	if a := sh.arenas[i/bufChunk]; a != nil {
+		k := i % bufChunk * sh.slotBytes()
+		prefetch(unsafe.Pointer(&a[k]), uintptr(min(sh.slotBytes(), prefetchBytes)))
+	}
+}
+
+// prefetchBytes is how much of a slot's bytes prefetchSlot asks for: the
+// fields and a small frame's head.
+const prefetchBytes = 384
 
 // bufChunk is the number of slots whose bytes are allocated together, at
 // the first use of one of them: a ring filling up allocates once per
@@ -415,6 +434,11 @@ func (r *shard) unindex(s *slot) {
 			continue // cannot happen; a wrong index must not panic the relay
 		}
 		x.seqs = x.seqs[1:]
+		if len(x.seqs) > 8 {
+			// The seqs ahead of the front, read by the session's next
+			// evictions: their line may have left the cache meanwhile.
+			prefetch(unsafe.Pointer(&x.seqs[8]), 8)
+		}
 		if len(x.seqs) == 0 {
 			delete(r.sessions, x.key)
 			for i, c := range r.recent {
