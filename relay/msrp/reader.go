@@ -3,6 +3,7 @@ package msrp
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strconv"
@@ -155,10 +156,9 @@ func (r *Reader) readHead() (blank bool, err error) {
 			return false, r.fail(ErrLineEnding, len(r.lines)+1, "LF without CR")
 		}
 		content := line[:n-2]
-		for _, c := range content {
-			if c == '\r' || c == '\n' {
-				return false, r.fail(ErrLineEnding, len(r.lines)+1, "CR without LF")
-			}
+		// No LF in content: ReadSlice stopped at the first.
+		if indexByte(content, '\r') >= 0 {
+			return false, r.fail(ErrLineEnding, len(r.lines)+1, "CR without LF")
 		}
 		r.lines = append(r.lines, len(r.hdr))
 		lineStart = len(r.hdr)
@@ -399,20 +399,28 @@ func (m *endMatcher) feed(c byte) bool {
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // isTokenChar: token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~") (RFC 3261 §25.1).
-func isTokenChar(c byte) bool {
-	if isAlnum(c) {
-		return true
-	}
-	switch c {
-	case '-', '.', '!', '%', '*', '_', '+', '`', '\'', '~':
-		return true
-	}
-	return false
-}
+func isTokenChar(c byte) bool { return charClass[c]&classToken != 0 }
 
 // validText: utf8text = *(HTAB / %x20-7E / UTF8-NONASCII) (RFC 4975 §9);
 // non-ASCII bytes are passed on without UTF-8 validation.
 func validText(b []byte) bool {
+	// Eight bytes at a time: a word with no byte below 0x20 and none equal
+	// to 0x7f is valid (the has-less-than and has-zero-byte tests of
+	// "Bit Twiddling Hacks"); one that may hold either is checked byte by
+	// byte (HTAB is below 0x20 and valid).
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for len(b) >= 8 {
+		w := binary.LittleEndian.Uint64(b)
+		del := w ^ (0x7f * ones)
+		if ((w-0x20*ones)&^w|(del-ones)&^del)&highs != 0 && !validTextBytes(b[:8]) {
+			return false
+		}
+		b = b[8:]
+	}
+	return validTextBytes(b)
+}
+
+func validTextBytes(b []byte) bool {
 	for _, c := range b {
 		if c < 0x20 && c != '\t' || c == 0x7f {
 			return false
