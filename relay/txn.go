@@ -31,7 +31,7 @@ type txn struct {
 	deadline               time.Time
 	bucket                 int64 // timing-wheel tick of its deadline once armed (0: not armed)
 	wprev, wnext           *txn  // its slot's list in the wheel while armed
-	done                   bool  // answered or expired; guarded by txnTable.mu
+	done                   bool  // answered or expired; guarded by its txnShard's mu
 
 	// A forwarded transaction is pooled (0 allocations per forwarded
 	// request): its strings are views of arena, valid until it is
@@ -126,16 +126,30 @@ func (x *txn) release() {
 // txnTable holds forwarded transactions by transact-id, and the armed ones
 // in buckets by deadline (a coarse timing wheel): an answered transaction
 // leaves its bucket at once, so memory follows the transactions pending,
-// not the rate times the timeout.
+// not the rate times the timeout. It is split into txnShards shards by a
+// hash of the transact-id, each under its own lock: every forwarded
+// request and every response takes a shard's lock (register, arm, take),
+// and one lock for all of them was a line every core wrote, and where
+// hundreds of read loops parked under load with many connections.
 type txnTable struct {
+	shards [txnShards]txnShard
+}
+
+// txnShard is a part of a txnTable: the transactions whose transact-id
+// hashes to it.
+type txnShard struct {
 	mu    sync.Mutex
 	byTID map[string]*txn
 	// wheel[tick % txnSlots] lists the armed transactions whose deadline
 	// falls in that tick or in one a multiple of txnSlots later (a hashed
 	// timing wheel: arming and answering are O(1) and allocate nothing).
 	wheel [txnSlots]*txn
-	swept int64 // the last tick expired has looked at
+	swept int64    // the last tick expired has looked at
+	_     [64]byte // the next shard's lock on another cache line
 }
+
+// txnShards is the number of shards of a txnTable (a power of two).
+const txnShards = 16
 
 // txnSlots is the wheel's size: 64 s of 250 ms ticks, beyond the default
 // 30 s transaction_timeout; a longer timeout shares slots and is checked by
@@ -146,16 +160,32 @@ const txnSlots = 256
 const txnTick = 250 * time.Millisecond
 
 func newTxnTable() *txnTable {
-	return &txnTable{byTID: make(map[string]*txn)}
+	t := &txnTable{}
+	for i := range t.shards {
+		t.shards[i].byTID = make(map[string]*txn)
+	}
+	return t
+}
+
+// shardOf is the shard of transact-id tid (FNV-1a: a peer's response may
+// carry any bytes; a crafted one only lands in one shard).
+func shardOf[S ~string | ~[]byte](t *txnTable, tid S) *txnShard {
+	h := uint32(2166136261)
+	for i := 0; i < len(tid); i++ {
+		h ^= uint32(tid[i])
+		h *= 16777619
+	}
+	return &t.shards[h%txnShards]
 }
 
 // register makes x findable by its transact-id before the request is
 // sent (a next hop may answer before the last byte); arm starts its timer
 // once the last byte is out (RFC 4976 §6.4.1).
 func (t *txnTable) register(x *txn) {
-	t.mu.Lock()
-	t.byTID[x.tid] = x
-	t.mu.Unlock()
+	sh := shardOf(t, x.tid)
+	sh.mu.Lock()
+	sh.byTID[x.tid] = x
+	sh.mu.Unlock()
 	x.pending(1)
 }
 
@@ -172,21 +202,22 @@ func (x *txn) pending(d int32) {
 
 // arm starts x's timer, recording the body length and flag of the chunk
 // as sent (for a failure REPORT's Byte-Range, sendReport) under the
-// table's lock: a next hop may answer (take) the moment the end-line is
+// shard's lock: a next hop may answer (take) the moment the end-line is
 // out, before the forward returns.
 func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	sh := shardOf(t, x.tid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if x.done {
 		return
 	}
 	x.bodyLen, x.flag = bodyLen, flag
 	x.deadline = deadline
 	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
-	if x.bucket <= t.swept {
-		x.bucket = t.swept + 1 // a tick already swept would not be looked at again
+	if x.bucket <= sh.swept {
+		x.bucket = sh.swept + 1 // a tick already swept would not be looked at again
 	}
-	slot := &t.wheel[x.bucket%txnSlots]
+	slot := &sh.wheel[x.bucket%txnSlots]
 	x.wprev, x.wnext = nil, *slot
 	if *slot != nil {
 		(*slot).wprev = x
@@ -195,14 +226,14 @@ func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte) {
 }
 
 // unwheel takes an armed x out of its slot's list.
-func (t *txnTable) unwheel(x *txn) {
+func (sh *txnShard) unwheel(x *txn) {
 	if x.bucket == 0 {
 		return
 	}
 	if x.wprev != nil {
 		x.wprev.wnext = x.wnext
 	} else {
-		t.wheel[x.bucket%txnSlots] = x.wnext
+		sh.wheel[x.bucket%txnSlots] = x.wnext
 	}
 	if x.wnext != nil {
 		x.wnext.wprev = x.wprev
@@ -210,84 +241,110 @@ func (t *txnTable) unwheel(x *txn) {
 	x.wprev, x.wnext, x.bucket = nil, nil, 0
 }
 
-// finishLocked marks x done and removes it from the table.
-func (t *txnTable) finishLocked(x *txn) {
+// finishLocked marks x done and removes it from the shard.
+func (sh *txnShard) finishLocked(x *txn) {
 	x.done = true
 	x.pending(-1)
-	delete(t.byTID, x.tid)
-	t.unwheel(x)
+	delete(sh.byTID, x.tid)
+	sh.unwheel(x)
 }
 
 // cancel removes x if it is still pending and reports whether it was.
 func (t *txnTable) cancel(x *txn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	sh := shardOf(t, x.tid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if x.done {
 		return false
 	}
-	t.finishLocked(x)
+	sh.finishLocked(x)
 	return true
 }
 
 // take removes and returns the transaction tid that was sent on c.
 func (t *txnTable) take(tid []byte, c *conn) *txn {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	x := t.byTID[string(tid)] // no allocation: map index by converted []byte
+	sh := shardOf(t, tid)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	x := sh.byTID[string(tid)] // no allocation: map index by converted []byte
 	if x == nil || x.dst != c || x.done {
 		return nil
 	}
-	t.finishLocked(x)
+	sh.finishLocked(x)
 	return x
 }
 
 // expired removes and returns the transactions whose deadline has passed.
 func (t *txnTable) expired(now time.Time, out []*txn) []*txn {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	for i := range t.shards {
+		out = t.shards[i].expired(now, out)
+	}
+	return out
+}
+
+func (sh *txnShard) expired(now time.Time, out []*txn) []*txn {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	cur := now.UnixNano() / int64(txnTick)
-	if cur <= t.swept {
+	if cur <= sh.swept {
 		return out
 	}
-	first := t.swept + 1
+	first := sh.swept + 1
 	if cur-first >= txnSlots {
 		first = cur - txnSlots + 1 // a long pause: every slot once
 	}
 	for k := first; k <= cur; k++ {
-		for x := t.wheel[k%txnSlots]; x != nil; {
+		for x := sh.wheel[k%txnSlots]; x != nil; {
 			next := x.wnext
 			if x.bucket <= cur {
-				t.unwheel(x)
+				sh.unwheel(x)
 				x.done = true
 				x.pending(-1)
-				delete(t.byTID, x.tid)
+				delete(sh.byTID, x.tid)
 				out = append(out, x)
 			}
 			x = next
 		}
 	}
-	t.swept = cur
+	sh.swept = cur
 	return out
 }
 
 // takeAll removes and returns every pending transaction, armed or not
 // (a shutdown's end).
 func (t *txnTable) takeAll(out []*txn) []*txn {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, x := range t.byTID {
-		out = append(out, x)
+	for i := range t.shards {
+		out = t.shards[i].take(out, nil)
 	}
-	for _, x := range out {
-		t.finishLocked(x)
+	return out
+}
+
+// take removes the shard's pending transactions that were sent on dst
+// (nil: all) and appends them to out.
+func (sh *txnShard) take(out []*txn, dst *conn) []*txn {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	n := len(out)
+	for _, x := range sh.byTID {
+		if dst == nil || x.dst == dst {
+			out = append(out, x)
+		}
+	}
+	for _, x := range out[n:] {
+		sh.finishLocked(x)
 	}
 	return out
 }
 
 func (t *txnTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.byTID)
+	n := 0
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		n += len(sh.byTID)
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 // takeDst removes and returns the pending transactions that were sent on
@@ -298,16 +355,8 @@ func (t *txnTable) takeDst(c *conn, out []*txn) []*txn {
 	if c.pendingOut.Load() == 0 {
 		return out
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := len(out)
-	for _, x := range t.byTID {
-		if x.dst == c {
-			out = append(out, x)
-		}
-	}
-	for _, x := range out[n:] {
-		t.finishLocked(x)
+	for i := range t.shards {
+		out = t.shards[i].take(out, c)
 	}
 	return out
 }

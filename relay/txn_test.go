@@ -24,6 +24,12 @@ func TestTxnTable(t *testing.T) {
 		tab.arm(x, now.Add(30*time.Second), 0, 0)
 		xs = append(xs, x)
 	}
+	// The transactions spread over the shards.
+	for i := range tab.shards {
+		if len(tab.shards[i].byTID) < 1000/txnShards/3 {
+			t.Fatalf("shard %d holds %d of 1000 transactions", i, len(tab.shards[i].byTID))
+		}
+	}
 	for _, x := range xs[:990] {
 		if tab.take([]byte(x.tid), c) != x {
 			t.Fatalf("take %q", x.tid)
@@ -56,9 +62,11 @@ func TestTxnTable(t *testing.T) {
 // armed counts the transactions in the timing wheel.
 func (t *txnTable) armed() int {
 	n := 0
-	for _, x := range t.wheel {
-		for ; x != nil; x = x.wnext {
-			n++
+	for i := range t.shards {
+		for _, x := range t.shards[i].wheel {
+			for ; x != nil; x = x.wnext {
+				n++
+			}
 		}
 	}
 	return n
