@@ -1,8 +1,10 @@
 package relay
 
 import (
-	"github.com/msrpscope/msrpscope/tracer/event"
 	"io"
+	"time"
+
+	"github.com/msrpscope/msrpscope/tracer/event"
 
 	"github.com/msrpscope/msrpscope/relay/msrp"
 )
@@ -14,6 +16,7 @@ var crlf = []byte("\r\n")
 // body, end-line. It does nothing without an event.Observer.
 
 func (c *conn) beginIn(f *msrp.Frame) {
+	c.inPaired, c.inAnswers = time.Time{}, ""
 	c.capturing = c.r.tracing()
 	c.inCap = c.inCap[:0]
 	// Two levels: metadata while the Observer is enabled, the wire bytes
@@ -58,7 +61,10 @@ func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	// The read loop's own scratch: the Observer may not keep it.
 	c.inFI = event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
 		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType),
-		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap}
+		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap, Paired: c.inPaired}
+	if c.inAnswers != "" {
+		c.inFI.Answers = []byte(c.inAnswers)
+	}
 	if !c.wireIn {
 		c.inFI.Wire = nil
 	}

@@ -104,6 +104,8 @@ type conn struct {
 	bigBody   bool            // the last body forwarded was large: read with a large read side (largeread.go)
 	inFrame   bool            // the frame being read is counted in Relay.framing (frameDone)
 	inStart   time.Time       // when the first byte of the frame being read arrived
+	inPaired  time.Time       // the frame being read: event.FrameInfo.Paired (a response: its request's sent time)
+	inAnswers string          // the frame being read: event.FrameInfo.Answers (a response: its request's method)
 	inReads   uint32          // c.dr.reads then: more reads since, the frame did not come in one
 	inCap     []byte          // frame-in capture for the Observer
 	capturing bool            // the frame being read is reported to the Observer
@@ -146,6 +148,7 @@ type outFrame struct {
 	closeReason event.CloseReason
 	closeErr    error
 	method      string
+	answers     string // a response's request method (event.FrameInfo.Answers), "" when unknown
 	status      int
 	messageID   []byte // a copy: the transaction it came from may be recycled before the frame is written
 	fromSession string // event.FrameInfo's sessions
@@ -159,7 +162,7 @@ var outFrameFree = freeList[outFrame]{max: 1024, new: func() *outFrame { return 
 func newOutFrame() *outFrame {
 	f := outFrameFree.get()
 	f.buf = f.buf[:0]
-	f.method, f.status, f.messageID, f.fromSession, f.toSession = "", 0, f.messageID[:0], "", ""
+	f.method, f.answers, f.status, f.messageID, f.fromSession, f.toSession = "", "", 0, f.messageID[:0], "", ""
 	f.closeReason, f.closeErr = 0, nil
 	return f
 }
@@ -894,6 +897,9 @@ func (c *conn) observeOut(f *outFrame, sent time.Time, capd []byte, wire bool, e
 	}
 	if f.method != "" {
 		fi.Method = []byte(f.method)
+	}
+	if f.answers != "" {
+		fi.Answers = []byte(f.answers)
 	}
 	*ev = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.connInfo(), Frame: fi}
 	c.r.obs.Observe(ev)

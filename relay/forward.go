@@ -50,7 +50,8 @@ func (c *conn) forward(q *request, dst *conn, toOut []byte, prefix [][]byte) err
 	if obs && writeErr == nil {
 		// After the destination's lock: the capture is c's (fwdCap).
 		c.fwdFI = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Method: f.Method, MessageID: f.Get(msrp.HdrMessageID),
-			ContentType: f.Get(msrp.HdrContentType), FromSession: q.from, ToSession: q.to, Flag: flag, Size: c.fwdSize, Wire: c.fwdCap}
+			ContentType: f.Get(msrp.HdrContentType), FromSession: q.from, ToSession: q.to, Flag: flag, Size: c.fwdSize, Wire: c.fwdCap,
+			Paired: c.inStart}
 		if !wire {
 			c.fwdFI.Wire = nil
 		}
@@ -195,7 +196,7 @@ func (c *conn) writeForward(q *request, dst *conn, x *txn, tid, hdr []byte, obs,
 			if c.dr.reads != c.inReads || f.Body().Len() > connBufSize || bodyErr != nil {
 				end = time.Now()
 			}
-			c.r.txns.arm(x, end.Add(c.r.limits().TransactionTimeout), f.Body().Len(), flag)
+			c.r.txns.arm(x, end.Add(c.r.limits().TransactionTimeout), f.Body().Len(), flag, sent)
 		}
 		batch = writeErr == nil && bodyErr == nil && c.moreInput()
 		end := w.End

@@ -18,7 +18,7 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 		to, _ = msrp.SplitPath(q.fromPath)
 	}
 	of := newOutFrame()
-	of.status, of.fromSession, of.toSession = code, q.from, q.to
+	of.status, of.answers, of.fromSession, of.toSession = code, q.method, q.from, q.to
 	of.buf = msrp.AppendResponse(of.buf, q.f.TransactID, code, comment, to, q.top, extra...)
 	c.enqueue(of, c)
 }
@@ -90,7 +90,7 @@ func (r *Relay) failTxn(x *txn, code int, comment string, by *conn) {
 // nearest the responder), every other header field as received.
 func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte, by *conn) {
 	of := newOutFrame()
-	of.status, of.fromSession, of.toSession = f.StatusCode, x.fromSession, x.toSession
+	of.status, of.answers, of.fromSession, of.toSession = f.StatusCode, x.method, x.fromSession, x.toSession
 	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
 	var pb [maxOwnHops][]byte
 	prefix := pb[:len(own)]

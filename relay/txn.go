@@ -29,6 +29,7 @@ type txn struct {
 	bodyLen                int64
 	flag                   byte
 	deadline               time.Time
+	sent                   time.Time // when its first byte began to be written (zero while not traced): its response's Paired
 	bucket                 int64 // timing-wheel tick of its deadline once armed (0: not armed)
 	wprev, wnext           *txn  // its slot's list in the wheel while armed
 	done                   bool  // answered or expired; guarded by its txnShard's mu
@@ -76,7 +77,7 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 		return s
 	}
 	x.report, x.method, x.fromSession, x.toSession, x.byteRange, x.hasRange = q.mode, "SEND", q.from, q.to, q.br, q.hasBR
-	x.dst, x.src, x.bodyLen, x.flag, x.deadline, x.bucket, x.done = nil, nil, 0, 0, time.Time{}, 0, false
+	x.dst, x.src, x.bodyLen, x.flag, x.deadline, x.sent, x.bucket, x.done = nil, nil, 0, 0, time.Time{}, time.Time{}, 0, false
 	x.wprev, x.wnext = nil, nil
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
@@ -204,14 +205,14 @@ func (x *txn) pending(d int32) {
 // as sent (for a failure REPORT's Byte-Range, sendReport) under the
 // shard's lock: a next hop may answer (take) the moment the end-line is
 // out, before the forward returns.
-func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte) {
+func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte, sent time.Time) {
 	sh := shardOf(t, x.tid)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if x.done {
 		return
 	}
-	x.bodyLen, x.flag = bodyLen, flag
+	x.bodyLen, x.flag, x.sent = bodyLen, flag, sent
 	x.deadline = deadline
 	x.bucket = (deadline.UnixNano() + int64(txnTick) - 1) / int64(txnTick)
 	if x.bucket <= sh.swept {

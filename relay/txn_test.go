@@ -21,7 +21,7 @@ func TestTxnTable(t *testing.T) {
 		x := &txn{tid: string(rune('a'+i%26)) + string(rune('A'+i/26%26)) + string(rune('0'+i/676))}
 		x.dst = c
 		tab.register(x)
-		tab.arm(x, now.Add(30*time.Second), 0, 0)
+		tab.arm(x, now.Add(30*time.Second), 0, 0, time.Time{})
 		xs = append(xs, x)
 	}
 	// The transactions spread over the shards.
@@ -53,7 +53,7 @@ func TestTxnTable(t *testing.T) {
 	if !tab.cancel(x) || tab.cancel(x) {
 		t.Fatal("cancel")
 	}
-	tab.arm(x, now, 0, 0)
+	tab.arm(x, now, 0, 0, time.Time{})
 	if tab.armed() != 0 {
 		t.Fatal("a cancelled transaction was armed")
 	}
@@ -96,7 +96,7 @@ func TestTxnWheel(t *testing.T) {
 			c := &conn{}
 			x := &txn{tid: "x", dst: c}
 			tab.register(x)
-			tab.arm(x, now.Add(tc.timeout), 0, 0)
+			tab.arm(x, now.Add(tc.timeout), 0, 0, time.Time{})
 			for _, d := range tc.sweeps {
 				if got := tab.expired(now.Add(d), nil); len(got) != 0 {
 					t.Fatalf("expired at +%v, deadline +%v", d, tc.timeout)
@@ -116,7 +116,7 @@ func TestTxnWheel(t *testing.T) {
 	tab.expired(now.Add(time.Minute), nil)
 	x := &txn{tid: "behind", dst: &conn{}}
 	tab.register(x)
-	tab.arm(x, now.Add(time.Second), 0, 0)
+	tab.arm(x, now.Add(time.Second), 0, 0, time.Time{})
 	if got := tab.expired(now.Add(time.Minute+txnTick), nil); len(got) != 1 {
 		t.Fatalf("a deadline in a swept tick: %d expired", len(got))
 	}

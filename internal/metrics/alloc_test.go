@@ -20,13 +20,13 @@ func TestObserveAlloc(t *testing.T) {
 	events := map[string][]*event.Event{
 		"relayed SEND and its 200": {
 			frame(event.FrameIn, c1, 0, "SEND", "s1", "m1", 0, 1000),
-			frame(event.FrameOut, c3, time.Millisecond, "SEND", "x1", "m1", 0, 1100),
-			frame(event.FrameIn, c3, 2*time.Millisecond, "", "x1", "", 200, 40),
-			frame(event.FrameOut, c1, 3*time.Millisecond, "", "s1", "", 200, 40),
+			paired(frame(event.FrameOut, c3, time.Millisecond, "SEND", "x1", "m1", 0, 1100), 0, ""),
+			paired(frame(event.FrameIn, c3, 2*time.Millisecond, "", "x1", "", 200, 40), time.Millisecond, "SEND"),
+			answers(frame(event.FrameOut, c1, 3*time.Millisecond, "", "s1", "", 200, 40), "SEND"),
 		},
 		"AUTH": {
 			frame(event.FrameIn, c1, 0, "AUTH", "a1", "", 0, 200),
-			frame(event.FrameOut, c1, time.Millisecond, "", "a1", "", 401, 300),
+			answers(frame(event.FrameOut, c1, time.Millisecond, "", "a1", "", 401, 300), "AUTH"),
 		},
 		"unknown method": {frame(event.FrameIn, c1, 0, "FOO", "f", "m", 0, 1)},
 		"connection life": {

@@ -107,6 +107,22 @@ func frame(kind event.Kind, c event.ConnInfo, at time.Duration, method, tid, msg
 	return &event.Event{Kind: kind, Time: t0.Add(at), Conn: c, Frame: fi}
 }
 
+// paired sets e's Paired (the time of the frame the relay pairs it with,
+// at after t0) and Answers (a response's request method, "" for none).
+func paired(e *event.Event, at time.Duration, answers string) *event.Event {
+	e.Frame.Paired = t0.Add(at)
+	if answers != "" {
+		e.Frame.Answers = []byte(answers)
+	}
+	return e
+}
+
+// answers sets a response's Answers.
+func answers(e *event.Event, method string) *event.Event {
+	e.Frame.Answers = []byte(method)
+	return e
+}
+
 func TestObserverCounts(t *testing.T) {
 	m, err := New(Config{})
 	if err != nil {
@@ -132,17 +148,17 @@ func TestObserverCounts(t *testing.T) {
 		{Kind: event.ConnectFailed, Conn: conn(4, "msrps", event.DirOut), Err: errors.New("refused")},
 		// AUTH challenged, then granted (RFC 4976 §5).
 		frame(event.FrameIn, c1, 0, "AUTH", "a1", "", 0, 200),
-		frame(event.FrameOut, c1, time.Millisecond, "", "a1", "", 401, 300),
+		answers(frame(event.FrameOut, c1, time.Millisecond, "", "a1", "", 401, 300), "AUTH"),
 		frame(event.FrameIn, c1, 2*time.Millisecond, "AUTH", "a2", "", 0, 400),
-		frame(event.FrameOut, c1, 3*time.Millisecond, "", "a2", "", 200, 250),
+		answers(frame(event.FrameOut, c1, 3*time.Millisecond, "", "a2", "", 200, 250), "AUTH"),
 		// A SEND relayed c1 → c3 in 2ms, its 200 back from c3 after 28ms.
 		frame(event.FrameIn, c1, 10*time.Millisecond, "SEND", "s1", "m1", 0, 1000),
-		frame(event.FrameOut, c3, 12*time.Millisecond, "SEND", "x1", "m1", 0, 1100),
-		frame(event.FrameIn, c3, 40*time.Millisecond, "", "x1", "", 200, 40),
-		frame(event.FrameOut, c1, 41*time.Millisecond, "", "s1", "", 200, 40),
+		paired(frame(event.FrameOut, c3, 12*time.Millisecond, "SEND", "x1", "m1", 0, 1100), 10*time.Millisecond, ""),
+		paired(frame(event.FrameIn, c3, 40*time.Millisecond, "", "x1", "", 200, 40), 12*time.Millisecond, "SEND"),
+		answers(frame(event.FrameOut, c1, 41*time.Millisecond, "", "s1", "", 200, 40), "SEND"),
 		// A SEND rejected: no latency sample.
 		frame(event.FrameIn, c1, 50*time.Millisecond, "SEND", "s2", "m2", 0, 10),
-		frame(event.FrameOut, c1, 51*time.Millisecond, "", "s2", "", 481, 40),
+		answers(frame(event.FrameOut, c1, 51*time.Millisecond, "", "s2", "", 481, 40), "SEND"),
 		frame(event.FrameIn, c1, 60*time.Millisecond, "BOGUS", "b1", "m3", 0, 5),
 		{Kind: event.Closed, Conn: c2, Reason: event.CloseIdleTimeout},
 		{Kind: event.Closed, Conn: c3, Reason: event.CloseLimit},
@@ -253,8 +269,8 @@ func TestObserverConcurrent(t *testing.T) {
 			for i := range per {
 				id := fmt.Sprintf("w%di%d", w, i)
 				o.Observe(frame(event.FrameIn, in, 0, "SEND", id, id, 0, 100))
-				o.Observe(frame(event.FrameOut, out, time.Millisecond, "SEND", "x"+id, id, 0, 110))
-				o.Observe(frame(event.FrameIn, out, 2*time.Millisecond, "", "x"+id, "", 200, 30))
+				o.Observe(paired(frame(event.FrameOut, out, time.Millisecond, "SEND", "x"+id, id, 0, 110), 0, ""))
+				o.Observe(paired(frame(event.FrameIn, out, 2*time.Millisecond, "", "x"+id, "", 200, 30), time.Millisecond, "SEND"))
 			}
 		})
 	}
@@ -275,15 +291,14 @@ func TestObserverConcurrent(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
-	// Every start is matched unless two share a slot (the table is
-	// direct-mapped): at most a few are lost, none counted twice.
+	// One sample per paired frame, none lost, none counted twice.
 	for _, name := range []string{"msrpscope_relay_latency_seconds", "msrpscope_send_response_time_seconds"} {
 		var n uint64
 		for _, mm := range f[name].GetMetric() {
 			n += mm.Histogram.GetSampleCount()
 		}
-		if n > workers*per || n < workers*per*9/10 {
-			t.Errorf("%s: %d samples, want about %d", name, n, workers*per)
+		if n != workers*per {
+			t.Errorf("%s: %d samples, want %d", name, n, workers*per)
 		}
 	}
 }
@@ -302,10 +317,12 @@ func TestNewOTLP(t *testing.T) {
 	_ = m.Shutdown(ctx)
 }
 
-// TestLatencyEitherOrder: the relay reports a frame out after writing it,
-// so the next hop's 200 (or the forwarded copy) can be reported first; the
-// sample is the same. A non-200 answer gives none.
-func TestLatencyEitherOrder(t *testing.T) {
+// TestLatencyFromPairs: the latencies come from the times the relay pairs
+// frames with, whatever order they are reported in: a forwarded request's
+// relay latency from the request read, a SEND's response time from its
+// 200. A non-200 answer, a 200 to another method and a frame with no pair
+// give none.
+func TestLatencyFromPairs(t *testing.T) {
 	m, err := New(Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -314,24 +331,23 @@ func TestLatencyEitherOrder(t *testing.T) {
 	o := m.Observer()
 	c1, c3 := conn(1, "msrp", event.DirIn), conn(3, "msrp", event.DirOut)
 	for _, e := range []*event.Event{
-		// In order.
 		frame(event.FrameIn, c1, 0, "SEND", "s1", "m1", 0, 10),
-		frame(event.FrameOut, c3, 1*time.Millisecond, "SEND", "x1", "m1", 0, 10),
-		frame(event.FrameIn, c3, 11*time.Millisecond, "", "x1", "", 200, 10),
-		// Reported out of order: the 200 before the SEND out, the SEND out
-		// before the SEND in.
-		frame(event.FrameOut, c3, 101*time.Millisecond, "SEND", "x2", "m2", 0, 10),
-		frame(event.FrameIn, c3, 111*time.Millisecond, "", "x2", "", 200, 10),
-		frame(event.FrameIn, c1, 100*time.Millisecond, "SEND", "s2", "m2", 0, 10),
+		paired(frame(event.FrameOut, c3, 1*time.Millisecond, "SEND", "x1", "m1", 0, 10), 0, ""),
+		paired(frame(event.FrameIn, c3, 11*time.Millisecond, "", "x1", "", 200, 10), time.Millisecond, "SEND"),
+		// Reported out of order: the 200 before the SEND out.
+		paired(frame(event.FrameIn, c3, 111*time.Millisecond, "", "x2", "", 200, 10), 101*time.Millisecond, "SEND"),
+		paired(frame(event.FrameOut, c3, 101*time.Millisecond, "SEND", "x2", "m2", 0, 10), 100*time.Millisecond, ""),
 		// A 481: no SEND→200 sample; its SEND still has a relay latency.
-		frame(event.FrameIn, c1, 200*time.Millisecond, "SEND", "s3", "m3", 0, 10),
-		frame(event.FrameOut, c3, 201*time.Millisecond, "SEND", "x3", "m3", 0, 10),
-		frame(event.FrameIn, c3, 205*time.Millisecond, "", "x3", "", 481, 10),
-		// A SEND in twice (a retransmission on a new connection) is no
-		// relaying; the copy out pairs with the later one.
-		frame(event.FrameIn, c1, 300*time.Millisecond, "SEND", "s4", "m4", 0, 10),
-		frame(event.FrameIn, conn(5, "msrp", event.DirIn), 310*time.Millisecond, "SEND", "s5", "m4", 0, 10),
-		frame(event.FrameOut, c3, 312*time.Millisecond, "SEND", "x5", "m4", 0, 10),
+		paired(frame(event.FrameOut, c3, 201*time.Millisecond, "SEND", "x3", "m3", 0, 10), 200*time.Millisecond, ""),
+		paired(frame(event.FrameIn, c3, 205*time.Millisecond, "", "x3", "", 481, 10), 201*time.Millisecond, "SEND"),
+		// A REPORT forwarded: its own method's series.
+		paired(frame(event.FrameOut, c3, 303*time.Millisecond, "REPORT", "x4", "m4", 0, 10), 300*time.Millisecond, ""),
+		// No pair known: no sample.
+		frame(event.FrameOut, c3, 312*time.Millisecond, "SEND", "x5", "m5", 0, 10),
+		answers(frame(event.FrameIn, c3, 320*time.Millisecond, "", "x5", "", 200, 10), "SEND"),
+		frame(event.FrameIn, c3, 321*time.Millisecond, "", "x6", "", 200, 10),
+		// A 200 to a NICKNAME relayed: no SEND→200 sample.
+		paired(frame(event.FrameIn, c3, 330*time.Millisecond, "", "x7", "", 200, 10), 325*time.Millisecond, "NICKNAME"),
 	} {
 		o.Observe(e)
 	}
@@ -342,7 +358,8 @@ func TestLatencyEitherOrder(t *testing.T) {
 		count  uint64
 		sum    float64
 	}{
-		{"msrpscope_relay_latency_seconds", l("method", "SEND"), 4, 0.005},
+		{"msrpscope_relay_latency_seconds", l("method", "SEND"), 3, 0.003},
+		{"msrpscope_relay_latency_seconds", l("method", "REPORT"), 1, 0.003},
 		{"msrpscope_send_response_time_seconds", l(), 2, 0.020},
 	} {
 		h := find(f, tc.name, tc.labels).GetHistogram()

@@ -3,10 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
-	"hash/maphash"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -22,7 +19,8 @@ import (
 // The per-frame counters (frames, bytes, responses) are plain atomics that
 // observable counters read at collection: an SDK counter's Add costs a few
 // hundred nanoseconds (attribute resolution, a map lookup, a lock), four
-// to eight times per relayed SEND.
+// to eight times per relayed SEND. The latency histograms are recorded
+// from event.FrameInfo.Paired: the relay knows which frames pair.
 type Observer struct {
 	connsOpen     metric.Int64UpDownCounter
 	connsOpened   metric.Int64Counter
@@ -39,8 +37,6 @@ type Observer struct {
 	tlsResult    [3][2][]metric.AddOption          // [dir][ok]
 	limit        [nReason][]metric.AddOption       // nil where the reason is no limit
 	authDir      [nAuth][3][]metric.AddOption      // [result][dir]
-
-	pend pending
 
 	// The latency histograms (histogram.go).
 	relayLatency     [nMethod]*histSeries // by method
@@ -255,12 +251,12 @@ func newObserver(mt metric.Meter, hists *histProducer) (*Observer, error) {
 	o.sendResponseTime = newHistSeries(*attribute.EmptySet(), rttBuckets)
 	hists.set([]*histogram{relay, {name: "msrpscope_send_response_time", unit: "s",
 		desc: "A SEND written to the next hop until its 200 response is read.", series: []*histSeries{o.sendResponseTime}}})
-	o.pend.init()
 	return o, nil
 }
 
-// Observe records e. It does not block beyond a short per-slot lock and
-// does not allocate.
+// Observe records e. It does not block and does not allocate: the
+// latencies come from the times the relay pairs frames with
+// (event.FrameInfo.Paired), no table of frames awaiting their pair.
 func (o *Observer) Observe(e *event.Event) {
 	di := dirIndex(e.Conn.Dir)
 	switch e.Kind {
@@ -305,31 +301,10 @@ func (o *Observer) frame(e *event.Event) {
 		o.response(e)
 		return
 	}
-	switch {
-	case f.Dir == event.DirIn:
-		// A request in: its relay latency runs to the forwarded copy, found
-		// by method and Message-ID, the fields a forwarded copy keeps (the
-		// transact-id is new on each hop, RFC 4975 §7.1).
-		if len(f.MessageID) > 0 {
-			if out, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideIn, e.Time); ok {
-				o.relayLatency[m].record(out.Sub(e.Time))
-			}
-		}
-		if m == mAUTH {
-			// AUTH is answered here (RFC 4976 §5): keep it for the result.
-			o.pend.put(keyOf('A', e.Conn.ID, f.TransactID), e.Time)
-		}
-	default: // a request out
-		if len(f.MessageID) > 0 {
-			if in, ok := o.pend.match(keyOf('R', uint64(m), f.MessageID), sideOut, e.Time); ok {
-				o.relayLatency[m].record(e.Time.Sub(in))
-			}
-		}
-		if m == mSEND {
-			if resp, ok := o.pend.match(keyOf('S', e.Conn.ID, f.TransactID), sideOut, e.Time); ok {
-				o.sendResponseTime.record(resp.Sub(e.Time))
-			}
-		}
+	if f.Dir == event.DirOut && !f.Paired.IsZero() {
+		// A forwarded request: its relay latency runs from the request
+		// read, which the relay pairs it with (first byte to first byte).
+		o.relayLatency[m].record(e.Time.Sub(f.Paired))
 	}
 }
 
@@ -337,23 +312,16 @@ func (o *Observer) response(e *event.Event) {
 	f := e.Frame
 	fd := dirIndex(f.Dir)
 	o.responseCount[classIndex(f.Status)][fd].Add(1)
-	if f.Dir == event.DirIn {
-		// The next hop's answer to a SEND we wrote on this connection
-		// (same transact-id, RFC 4975 §7.2).
-		// Either may be reported first: the relay reports a frame out
-		// after writing it, and the answer can be read before that.
-		key := keyOf('S', e.Conn.ID, f.TransactID)
-		if f.Status != 200 {
-			o.pend.take(key) // a failure: no sample
-			return
+	switch {
+	case f.Dir == event.DirIn:
+		// The next hop's answer to a SEND we wrote (RFC 4975 §7.2): the
+		// relay pairs it with the time the SEND began to be written.
+		if f.Status == 200 && string(f.Answers) == "SEND" && !f.Paired.IsZero() {
+			o.sendResponseTime.record(e.Time.Sub(f.Paired))
 		}
-		if sent, ok := o.pend.match(key, sideIn, e.Time); ok {
-			o.sendResponseTime.record(e.Time.Sub(sent))
-		}
-		return
-	}
-	isAuth := o.pend.take(keyOf('A', e.Conn.ID, f.TransactID))
-	if isAuth || string(f.Method) == "AUTH" {
+	case string(f.Answers) == "AUTH":
+		// AUTH is answered here (RFC 4976 §5), or relayed back from
+		// the next relay: the result as sent to the client.
 		o.authResults.Add(bg, 1, o.authDir[authIndex(f.Status)][fd]...)
 	}
 }
@@ -368,78 +336,4 @@ func observeAll(ob metric.Int64Observer, counts [][3]paddedInt64, sets [][3]metr
 			}
 		}
 	}
-}
-
-var seed = maphash.MakeSeed()
-
-// keyOf hashes a kind, a number (a connection ID or a method) and bytes
-// (a transact-id or a Message-ID) into a non-zero key.
-func keyOf(kind byte, n uint64, b []byte) uint64 {
-	h := maphash.Bytes(seed, b)
-	h ^= (n + uint64(kind)<<56) * 0x9e3779b97f4a7c15
-	h ^= h >> 29
-	if h == 0 {
-		h = 1
-	}
-	return h
-}
-
-// pending is a fixed, direct-mapped table of started measurements: a new
-// one overwrites whatever shares its slot, so it is bounded and never
-// allocates; an overwritten or never-answered start is simply not measured.
-type pending struct {
-	slots []slot
-}
-
-const pendingSlots = 1 << 13
-
-type slot struct {
-	mu   sync.Mutex
-	key  uint64
-	side side
-	t    time.Time
-}
-
-// side says which end of a measurement a slot holds.
-type side uint8
-
-const (
-	sideIn side = iota + 1
-	sideOut
-)
-
-func (p *pending) init() { p.slots = make([]slot, pendingSlots) }
-
-func (p *pending) put(key uint64, t time.Time) {
-	s := &p.slots[key&(pendingSlots-1)]
-	s.mu.Lock()
-	s.key, s.side, s.t = key, 0, t
-	s.mu.Unlock()
-}
-
-// match pairs an end of a measurement with its other end, whichever the
-// relay reported first: when the slot holds key from the other side, it is
-// emptied and its time returned; otherwise this end takes the slot.
-func (p *pending) match(key uint64, sd side, t time.Time) (time.Time, bool) {
-	s := &p.slots[key&(pendingSlots-1)]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.key == key && s.side != sd {
-		s.key = 0
-		return s.t, true
-	}
-	s.key, s.side, s.t = key, sd, t
-	return time.Time{}, false
-}
-
-// take empties key's slot and reports whether it held key.
-func (p *pending) take(key uint64) bool {
-	s := &p.slots[key&(pendingSlots-1)]
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.key != key {
-		return false
-	}
-	s.key = 0
-	return true
 }

@@ -59,7 +59,7 @@ func TestOTLPPush(t *testing.T) {
 	for i := range 3 {
 		o.Observe(frame(event.FrameIn, c, time.Duration(i)*time.Millisecond, "SEND", "t1", "m1", 0, 100))
 	}
-	o.Observe(frame(event.FrameOut, conn(2, "msrp", event.DirOut), 3*time.Millisecond, "SEND", "t2", "m1", 0, 100))
+	o.Observe(paired(frame(event.FrameOut, conn(2, "msrp", event.DirOut), 3*time.Millisecond, "SEND", "t2", "m1", 0, 100), 2*time.Millisecond, ""))
 	if err := m.Shutdown(t.Context()); err != nil {
 		t.Fatalf("shutdown (final push): %v", err)
 	}

@@ -153,6 +153,17 @@ type FrameInfo struct {
 	// Observer's Wire() was false as the frame started, e.g. in the
 	// instant tracing is switched on.
 	Wire []byte
+	// Answers is, for a response, the method of the request it answers
+	// where the relay knows it (a response to a request the relay
+	// forwarded or answered itself); nil otherwise.
+	Answers []byte
+	// Paired is the time of the frame this one pairs with, where the relay
+	// knows it, zero otherwise: for a forwarded request (DirOut) when the
+	// request it copies was read (that FrameIn's Event.Time); for a
+	// response read (DirIn) when the request it answers began to be
+	// written. Metrics measure relay latency and response time from it
+	// without matching frames themselves.
+	Paired time.Time
 }
 
 // Event is one thing the relay did.
