@@ -298,7 +298,7 @@ func (c *Client) Name() string { return c.cfg.Name }
 func (c *Client) Stats() Stats {
 	queued := len(c.queue)
 	if c.uq != nil {
-		queued = int(c.uq.queued.Load())
+		queued = int(c.uq.queued())
 	}
 	return Stats{
 		Sent:       c.sent.Load(),

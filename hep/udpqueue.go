@@ -54,7 +54,8 @@ type udpShard struct {
 	mu     sync.Mutex
 	cur    *pktBatch // being filled; nil: none
 	closed bool
-	_      [40]byte // a cache line of its own: producers on other cores lock the other shards
+	added  atomic.Int64 // packets added to this shard's batches (udpQueue.queued): on the line of mu, which the adder holds
+	_      [32]byte     // a cache line of its own: producers on other cores lock the other shards
 }
 
 // udpQueue is a UDP client's queue and socket.
@@ -67,9 +68,12 @@ type udpQueue struct {
 	freeMu sync.Mutex
 	free   []*pktBatch // batches to reuse
 
-	full   chan *pktBatch // full batches for the writer
-	kick   chan struct{}  // capacity 1: a batch got its first packet
-	queued atomic.Int64   // packets in cur, in full and being sent
+	full chan *pktBatch // full batches for the writer
+	kick chan struct{}  // capacity 1: a batch got its first packet
+	// The packets in cur, in full and being sent are the shards' added
+	// minus recycled (queued): a shared counter written per packet was a
+	// line every producing core wrote.
+	recycled atomic.Int64
 	// dispatching counts producers between taking a full batch out of cur
 	// (under mu, before closed was set) and the end of udpDispatch: udpExit
 	// waits for them before its last drain, so that a batch filled while
@@ -130,6 +134,16 @@ func (q *udpQueue) lock() (s *udpShard, waited bool) {
 	}
 }
 
+// queued returns the number of packets in batches being filled, full and
+// being sent.
+func (q *udpQueue) queued() int64 {
+	n := -q.recycled.Load() // before the shards: never below the true count
+	for i := range q.shards {
+		n += q.shards[i].added.Load()
+	}
+	return max(n, 0)
+}
+
 // newBatch returns an empty batch with the next generation: a free one,
 // or a new one when there is none or the free list's lock is held (a
 // producer never waits for it).
@@ -179,7 +193,7 @@ func (c *Client) udpAdd(enc func(dst []byte) ([]byte, error)) bool {
 	}
 	b.buf = out
 	b.ends = append(b.ends, len(out))
-	q.queued.Add(1)
+	s.added.Add(1)
 	first := b.len() == 1
 	var done *pktBatch
 	if b.len() >= udpBatch || len(b.buf) >= udpBatchBytes {
@@ -283,7 +297,7 @@ func (c *Client) udpDrop(b *pktBatch) {
 
 func (c *Client) udpRecycle(b *pktBatch) {
 	q := c.uq
-	q.queued.Add(-int64(b.len()))
+	q.recycled.Add(int64(b.len()))
 	clear(b.pkts)
 	b.pkts, b.ptrs = b.pkts[:0], b.ptrs[:0]
 	b.buf, b.ends = b.buf[:0], b.ends[:0]
