@@ -77,8 +77,8 @@ func (Kind) Open(_ context.Context, cfg any, o sink.Options) (sink.Sink, error) 
 // logEvery is the least time between two log lines about failed writes.
 const logEvery = 10 * time.Second
 
-// The queue lingers only under a high load (QueueOptions.Adaptive: its
-// last batch was large). Under a light load it flushes as soon as it runs
+// The queue lingers only under a load (QueueOptions.Adaptive: its last
+// batch held two records or more). Under a light load it flushes as soon as it runs
 // empty: what was written reaches the file at once, and Queued 0 means
 // every record is in the file (or counted lost). Under a high load it
 // flushes when its buffer is full (1 MiB, one system call) or once the
