@@ -30,9 +30,9 @@ type txn struct {
 	flag                   byte
 	deadline               time.Time
 	sent                   time.Time // when its first byte began to be written (zero while not traced): its response's Paired
-	bucket                 int64 // timing-wheel tick of its deadline once armed (0: not armed)
-	wprev, wnext           *txn  // its slot's list in the wheel while armed
-	done                   bool  // answered or expired; guarded by its txnShard's mu
+	bucket                 int64     // timing-wheel tick of its deadline once armed (0: not armed)
+	wprev, wnext           *txn      // its slot's list in the wheel while armed
+	done                   bool      // answered or expired; guarded by its txnShard's mu
 
 	// A forwarded transaction is pooled (0 allocations per forwarded
 	// request): its strings are views of arena, valid until it is
