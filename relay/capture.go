@@ -61,10 +61,7 @@ func (c *conn) endIn(f *msrp.Frame, from, to string, complete bool) {
 	// The read loop's own scratch: the Observer may not keep it.
 	c.inFI = event.FrameInfo{Dir: event.DirIn, TransactID: f.TransactID, Method: f.Method, Status: f.StatusCode,
 		MessageID: f.Get(msrp.HdrMessageID), ContentType: f.Get(msrp.HdrContentType),
-		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap, Paired: c.inPaired}
-	if c.inAnswers != "" {
-		c.inFI.Answers = []byte(c.inAnswers)
-	}
+		FromSession: from, ToSession: to, Flag: flag, Size: size, Wire: c.inCap, Paired: c.inPaired, Answers: c.inAnswers}
 	if !c.wireIn {
 		c.inFI.Wire = nil
 	}

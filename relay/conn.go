@@ -891,15 +891,13 @@ func (c *conn) observeOut(f *outFrame, sent time.Time, capd []byte, wire bool, e
 	tid := f.buf[5:]
 	tid = tid[:max(0, bytes.IndexByte(tid, ' '))]
 	*fi = event.FrameInfo{Dir: event.DirOut, TransactID: tid, Status: f.status, MessageID: f.messageID,
-		FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: int64(len(f.buf)), Wire: capd}
+		FromSession: f.fromSession, ToSession: f.toSession, Flag: msrp.FlagEnd, Size: int64(len(f.buf)), Wire: capd,
+		Answers: f.answers}
 	if !wire {
 		fi.Wire = nil
 	}
 	if f.method != "" {
 		fi.Method = []byte(f.method)
-	}
-	if f.answers != "" {
-		fi.Answers = []byte(f.answers)
 	}
 	*ev = event.Event{Kind: event.FrameOut, Time: sent, Conn: c.connInfo(), Frame: fi}
 	c.r.obs.Observe(ev)

@@ -18,7 +18,7 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 		to, _ = msrp.SplitPath(q.fromPath)
 	}
 	of := newOutFrame()
-	of.status, of.answers, of.fromSession, of.toSession = code, q.method, q.from, q.to
+	of.status, of.answers, of.fromSession, of.toSession = code, knownMethod(q.method), q.from, q.to
 	of.buf = msrp.AppendResponse(of.buf, q.f.TransactID, code, comment, to, q.top, extra...)
 	c.enqueue(of, c)
 }
@@ -90,7 +90,7 @@ func (r *Relay) failTxn(x *txn, code int, comment string, by *conn) {
 // nearest the responder), every other header field as received.
 func (r *Relay) relayResponse(x *txn, f *msrp.Frame, own [][]byte, rest []byte, by *conn) {
 	of := newOutFrame()
-	of.status, of.answers, of.fromSession, of.toSession = f.StatusCode, x.method, x.fromSession, x.toSession
+	of.status, of.answers, of.fromSession, of.toSession = f.StatusCode, knownMethod(x.method), x.fromSession, x.toSession
 	b := msrp.AppendResponseLine(of.buf, x.srcTID, f.StatusCode, f.Comment)
 	var pb [maxOwnHops][]byte
 	prefix := pb[:len(own)]
@@ -173,4 +173,21 @@ func (c *conn) closeAfterFlush(reason event.CloseReason, err error, by *conn) {
 	of := newOutFrame()
 	of.closeReason, of.closeErr = reason, err
 	c.enqueue(of, by)
+}
+
+// knownMethod is m as a string constant when it is a method of RFC 4975 or
+// RFC 4976 (event.FrameInfo.Answers), "" otherwise: a transaction's method
+// is a view of its pooled arena.
+func knownMethod(m string) string {
+	switch m {
+	case "SEND":
+		return "SEND"
+	case "REPORT":
+		return "REPORT"
+	case "AUTH":
+		return "AUTH"
+	case "NICKNAME":
+		return "NICKNAME"
+	}
+	return ""
 }

@@ -251,7 +251,7 @@ func (c *conn) handleResponse(f *msrp.Frame) error {
 	var from, to string
 	if x != nil {
 		from, to = x.fromSession, x.toSession
-		c.inPaired, c.inAnswers = x.sent, x.method // x is this goroutine's since take
+		c.inPaired, c.inAnswers = x.sent, knownMethod(x.method) // x is this goroutine's since take
 	}
 	if err := c.finishIn(f, from, to); err != nil {
 		return err

@@ -112,14 +112,14 @@ func frame(kind event.Kind, c event.ConnInfo, at time.Duration, method, tid, msg
 func paired(e *event.Event, at time.Duration, answers string) *event.Event {
 	e.Frame.Paired = t0.Add(at)
 	if answers != "" {
-		e.Frame.Answers = []byte(answers)
+		e.Frame.Answers = answers
 	}
 	return e
 }
 
 // answers sets a response's Answers.
 func answers(e *event.Event, method string) *event.Event {
-	e.Frame.Answers = []byte(method)
+	e.Frame.Answers = method
 	return e
 }
 

@@ -316,10 +316,10 @@ func (o *Observer) response(e *event.Event) {
 	case f.Dir == event.DirIn:
 		// The next hop's answer to a SEND we wrote (RFC 4975 §7.2): the
 		// relay pairs it with the time the SEND began to be written.
-		if f.Status == 200 && string(f.Answers) == "SEND" && !f.Paired.IsZero() {
+		if f.Status == 200 && f.Answers == "SEND" && !f.Paired.IsZero() {
 			o.sendResponseTime.record(e.Time.Sub(f.Paired))
 		}
-	case string(f.Answers) == "AUTH":
+	case f.Answers == "AUTH":
 		// AUTH is answered here (RFC 4976 §5), or relayed back from
 		// the next relay: the result as sent to the client.
 		o.authResults.Add(bg, 1, o.authDir[authIndex(f.Status)][fd]...)

@@ -154,9 +154,10 @@ type FrameInfo struct {
 	// instant tracing is switched on.
 	Wire []byte
 	// Answers is, for a response, the method of the request it answers
-	// where the relay knows it (a response to a request the relay
-	// forwarded or answered itself); nil otherwise.
-	Answers []byte
+	// where the relay knows it (a response to a SEND, AUTH, REPORT or
+	// NICKNAME the relay forwarded or answered itself); "" otherwise. A
+	// string constant: an Observer may keep it.
+	Answers string
 	// Paired is the time of the frame this one pairs with, where the relay
 	// knows it, zero otherwise: for a forwarded request (DirOut) when the
 	// request it copies was read (that FrameIn's Event.Time); for a
