@@ -111,7 +111,10 @@ func TestWebViewInChromium(t *testing.T) {
 		dir = keep
 	}
 	shot := filepath.Join(dir, "ui.png")
-	chromium(t, bin, "--screenshot="+shot, "--window-size=1280,900", sessURL)
+	// Tall enough for the whole ladder (22 rows of 42 px under a header):
+	// at 900 px the 481 and the REPORT sat at the fold, and a run whose
+	// frames came in another order drew them below it (0 red pixels).
+	chromium(t, bin, "--screenshot="+shot, "--window-size=1280,1800", sessURL)
 	checkScreenshot(t, shot, true)
 	list := filepath.Join(dir, "ui-sessions.png")
 	chromium(t, bin, "--screenshot="+list, "--window-size=1280,900", admin+"/ui/login?token="+token)
