@@ -182,10 +182,13 @@ func (b *Body) peek() ([]byte, error) {
 			// A stream that ends inside the prefix leaves it data: the
 			// boundary never came.
 			for b.matchAvoid(buf, 2) == matchPartial {
-				if _, err := br.Peek(len(buf) + 1); err != nil && br.Buffered() <= len(buf) {
+				_, err := br.Peek(len(buf) + 1)
+				more := err == nil || br.Buffered() > len(buf)
+				// Peek may have moved the buffered bytes: buf again.
+				buf, _ = br.Peek(br.Buffered())
+				if !more {
 					break
 				}
-				buf, _ = br.Peek(br.Buffered())
 			}
 			if b.matchAvoid(buf, 2) == matchFull {
 				b.hit()
