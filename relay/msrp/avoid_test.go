@@ -150,6 +150,12 @@ func TestBodyAvoidTruncatedStart(t *testing.T) {
 		// A prefix of the avoided boundary cut by the stream's end, read in
 		// chunks: bufio moved the bytes under a stale slice ("-----t-t").
 		{"MSRP 00000 A\r\n\r\n-------t", "t0"},
+		// The same inside the body: a prefix of the avoided boundary, not
+		// of the own end-line, is data when the stream ends in it.
+		{"MSRP 0 A\r\n\r\n\r\n-------1", "10"},
+		{"MSRP 0 A\r\n\r\nab\r\n-------1", "10"},
+		{"MSRP 0 A\r\n\r\nab\r\n-------0", "00"},
+		{"MSRP 0 A\r\n\r\nab\r\n---", "10"},
 	} {
 		checkAvoid(t, []byte(c.in), []byte(c.avoid))
 	}
