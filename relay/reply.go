@@ -18,7 +18,7 @@ func (c *conn) respond(q *request, code int, comment string, extra ...msrp.Heade
 		to, _ = msrp.SplitPath(q.fromPath)
 	}
 	of := newOutFrame()
-	of.status, of.answers, of.fromSession, of.toSession = code, knownMethod(q.method), q.from, q.to
+	of.status, of.answers, of.fromSession, of.toSession = code, q.method, q.from, q.to // q.method: a constant or ""
 	of.buf = msrp.AppendResponse(of.buf, q.f.TransactID, code, comment, to, q.top, extra...)
 	c.enqueue(of, c)
 }
