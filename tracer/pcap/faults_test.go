@@ -1,6 +1,7 @@
 package pcap
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"os"
@@ -150,5 +151,85 @@ func TestCheckUnwritable(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("folder: %v %v (the probe file must be gone)", entries, err)
+	}
+}
+
+// Records larger than the Writer's buffer on a disk that fills up (issue 16's
+// hostile notes: the large-frame path): a record whose first packets were
+// written by an earlier flush and whose rest failed is cut from the file,
+// not left half in it, and a record that would not fit in the current file
+// starts the next one. What is on disk is exactly the records counted in
+// Records, every packet whole, in order; every other record is counted in
+// RecordsLost.
+func TestFullDiskLargeRecords(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		maxFile int64
+	}{
+		{"one file", 0},
+		{"rotating", 1<<20 + 512<<10}, // two records a file
+	} {
+		t.Run(tc.name, func(t *testing.T) { fullDiskLargeRecords(t, tc.maxFile) })
+	}
+}
+
+func fullDiskLargeRecords(t *testing.T, maxFile int64) {
+	dir := faultfs.Tmpfs(t, 4<<20)
+	clk := &fakeClock{t: t0}
+	w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, MaxFileBytes: maxFile, Now: clk.Now})
+	c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+	const size = 700 << 10 // 0.7 of the 1 MiB buffer: records straddle its flushes
+	var sent [][]byte      // the records Data accepted, in order
+	fails, calls := 0, 0
+	for i := 0; fails < 3 && i < 100; i++ {
+		p := randBytes(size, uint64(i+1))
+		calls++
+		err := w.Data(t0, c, s, p)
+		if err == nil && i%3 == 2 {
+			err = w.Flush() // now and then, as the sink does when its queue runs empty
+		}
+		switch {
+		case err == nil:
+			sent = append(sent, p)
+		case errors.Is(err, ErrBackoff):
+			clk.Advance(time.Second)
+		case errors.Is(err, syscall.ENOSPC):
+			fails++
+			clk.Advance(time.Second)
+		default:
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	w.Close()
+	st := w.Stats()
+	if fails < 3 || st.Records == 0 || st.RecordsLost == 0 {
+		t.Fatalf("the disk did not fill: %d failures, %+v", fails, st)
+	}
+	if maxFile > 0 && st.Rotations == 0 {
+		t.Fatalf("no rotation: %+v", st)
+	}
+	if st.Records+st.RecordsLost != int64(calls) {
+		t.Fatalf("records %d + lost %d != %d calls", st.Records, st.RecordsLost, calls)
+	}
+	var disk []byte
+	for _, f := range ourPcaps(t, dir, DefaultPrefix) {
+		for _, p := range readPcap(t, f) {
+			disk = append(disk, p.payload...)
+		}
+	}
+	// Records counts the records written (a flush that failed lost the
+	// ones buffered with it, though Data had returned nil for them).
+	if len(disk) != int(st.Records)*size {
+		t.Fatalf("%d payload bytes on disk, want %d records × %d (a partial record left in the file); stats %+v",
+			len(disk), st.Records, size, st)
+	}
+	j := 0
+	for _, p := range sent {
+		if j < len(disk) && bytes.Equal(disk[j:j+size], p) {
+			j += size
+		}
+	}
+	if j != len(disk) {
+		t.Fatalf("the file's bytes from %d on are no record's, in order", j)
 	}
 }

@@ -228,6 +228,10 @@ func (w *Writer) flush() error {
 	w.buf.b = w.buf.b[:0]
 	w.pendPackets, w.pendRecords = 0, 0
 	w.backoff, w.failing = 0, false
+	// Every buffered record is whole in the file now, but the one Data
+	// may be writing.
+	w.cut = w.rec
+	w.cut.set = w.rec.open && w.rec.at >= 0
 	return nil
 }
 
@@ -240,6 +244,16 @@ func (w *Writer) writeFailed(n int, err error) error {
 	w.packets -= w.pendPackets
 	w.pendPackets, w.pendRecords = 0, 0
 	w.buf.b = w.buf.b[:0]
+	cut := n > 0
+	if w.cut.set && w.cut.at < w.durable {
+		// A record lost with this write began in one that went through:
+		// its first part goes too, so the file ends with a whole record
+		// (its stream shows the gap, as for any record lost).
+		w.stats.Packets -= w.packets - w.cut.packets
+		w.stats.Bytes -= w.durable - w.cut.at
+		w.packets, w.durable, cut = w.cut.packets, w.cut.at, true
+	}
+	w.cut.set = false
 	w.size = w.durable
 	switch {
 	case w.durable < fileHeaderLen:
@@ -250,7 +264,7 @@ func (w *Writer) writeFailed(n int, err error) error {
 			w.stats.Files--
 		}
 		w.f, w.path = nil, ""
-	case n > 0:
+	case cut:
 		w.reserved = min(w.reserved, w.durable) // the cut gives back the blocks beyond
 		if terr := w.f.Truncate(w.durable); terr != nil {
 			err = errors.Join(err, fmt.Errorf("pcap: cut %s back: %w", w.path, terr))
@@ -307,5 +321,8 @@ func (w *Writer) rotate() error {
 	if had {
 		w.stats.Rotations++
 	}
+	// A record split by the rotation keeps its first part in the file
+	// just finished; a failure from here cuts only this file's.
+	w.cut.set, w.rec.at = false, -1
 	return nil
 }

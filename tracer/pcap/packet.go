@@ -72,6 +72,13 @@ func (w *Writer) packet(t time.Time, ep endpoints, reverse bool, seq, ack uint32
 	if t.IsZero() {
 		t = w.cfg.Now()
 	}
+	if w.rec.open && w.rec.at < 0 {
+		// The record's first packet in this file.
+		w.rec.at, w.rec.packets = w.size, w.packets
+		if !w.cut.set {
+			w.cut.set, w.cut.at, w.cut.packets = true, w.size, w.packets
+		}
+	}
 	w.ipID++
 	w.buf.b = appendPacket(w.buf.b, t, src, dst, w.ipID, seq, ack, flags, payload, capLen)
 	w.size += recLen

@@ -51,9 +51,9 @@ type Config struct {
 	// Prefix is the file name prefix (default "msrpscope"). Files are named
 	// <Prefix>-<UTC yyyymmddThhmmssZ>-<seq>.pcap, seq being 6+ digits.
 	Prefix string
-	// MaxFileBytes: a file is rotated before a packet would make it larger
-	// (default 64 MiB). A single packet larger than this still gets written,
-	// alone in its file.
+	// MaxFileBytes: a file is rotated before a record (Data: all its
+	// packets) would make it larger (default 64 MiB). A record larger than
+	// this starts a file and is split across files where it fills one.
 	MaxFileBytes int64
 	// MaxFileAge: a file is rotated, at the next write, once it is this old
 	// by the time of the record written (by Now for a record of the zero
@@ -151,6 +151,17 @@ type Writer struct {
 
 	// buffered, not yet written
 	pendPackets, pendRecords int64
+	// The records not yet wholly written (buffered, or the one Data is
+	// writing): where the first of them began in the current file and the
+	// file's packets before it (cut.set: any). A failed write cuts the file
+	// back to there (writeFailed), so a record that an earlier write began
+	// (one longer than the buffer, or one a full buffer split) does not
+	// stay half in the file. rec: the record Data is writing (open) and
+	// where it began in this file (at -1: no packet of it here yet).
+	cut, rec struct {
+		set, open   bool
+		at, packets int64
+	}
 
 	// after a failure
 	backoff time.Duration // the current wait; 0 after a successful write
@@ -339,6 +350,17 @@ func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) erro
 	}
 	c, fwd, _ := w.flows.lookup(ep, w.newISN)
 	s, r := dirIndex(fwd), dirIndex(!fwd)
+	nseg := 1
+	if len(payload) > w.cfg.SegmentSize {
+		nseg = (len(payload) + w.cfg.SegmentSize - 1) / w.cfg.SegmentSize
+	}
+	if w.packets > 0 && w.size+int64(len(payload)+nseg*(recordHeaderLen+ethLen+ip6Len+tcpLen)) > w.cfg.MaxFileBytes {
+		// A record that would not fit whole in this file starts the
+		// next one (at most this long: the IPv6 headers), so that none
+		// is split across two files but one longer than a file.
+		w.rotateDue = true
+	}
+	w.rec.open, w.rec.at = true, -1 // at: set by its first packet (packet)
 	for len(payload) > 0 {
 		n := min(len(payload), w.cfg.SegmentSize)
 		seq := c.seq[s]
@@ -347,10 +369,12 @@ func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) erro
 			// The bytes not written still count, so the stream shows a
 			// gap of their size, as a lossy capture would.
 			c.seq[s] += uint32(len(payload) - n)
+			w.rec.open = false
 			return err
 		}
 		payload = payload[n:]
 	}
+	w.rec.open = false
 	return nil
 }
 
