@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,11 +137,26 @@ type slot struct {
 
 // sessionIndex is the seqs of a session's frames still in the ring, oldest
 // first.
+//
+// An entry whose last frame is evicted goes to its shard's free list and
+// serves the next new session, its arrays reused (with many sessions, each
+// with a few frames in the ring, entries come and go at the frame rate: 3
+// allocations each were most of a Put's garbage). key lies in keyBuf, which
+// a later session's id overwrites: what leaves the shard's lock copies it
+// (Frame, Session).
 type sessionIndex struct {
-	key  string
-	seqs []uint64
-	base []uint64 // seqs' array from its start (len 0): evictions take from seqs' front
+	key    string // a view of keyBuf
+	keyBuf []byte
+	seqs   []uint64
+	base   []uint64 // seqs' array from its start (len 0): evictions take from seqs' front
 }
+
+// freeIndexes bounds a shard's free list of index entries; an entry whose
+// seqs array grew beyond freeIndexSeqs is not kept.
+const (
+	freeIndexes   = 256
+	freeIndexSeqs = 64
+)
 
 // Ring is a recent sink: a fixed number of slots overwritten oldest first,
 // split into shards (ringShards of them for a ring of at least
@@ -188,6 +204,7 @@ type shard struct {
 	next     uint64   // seq of the next frame
 	sessions map[string]*sessionIndex
 	recent   [4]*sessionIndex // the sessions indexed last, checked before the map (a chat's frames share their pair)
+	free     []*sessionIndex  // entries of sessions gone from the ring, for new ones (at most freeIndexes)
 	nextRec  int              // the entry of recent replaced next
 }
 
@@ -391,9 +408,17 @@ func (r *shard) index(id string, seq uint64) *sessionIndex {
 	}
 	if x == nil {
 		if x = r.sessions[id]; x == nil {
-			key := string([]byte(id)) // a copy: the event's strings are the relay's
-			x = &sessionIndex{key: key}
-			r.sessions[key] = x
+			if n := len(r.free); n > 0 {
+				x = r.free[n-1]
+				r.free[n-1] = nil
+				r.free = r.free[:n-1]
+			} else {
+				x = &sessionIndex{}
+			}
+			// A copy: the event's strings are the relay's.
+			x.keyBuf = append(x.keyBuf[:0], id...)
+			x.key = unsafe.String(unsafe.SliceData(x.keyBuf), len(x.keyBuf))
+			r.sessions[x.key] = x
 		}
 		r.recent[r.nextRec] = x
 		r.nextRec = (r.nextRec + 1) % len(r.recent)
@@ -404,7 +429,7 @@ func (r *shard) index(id string, seq uint64) *sessionIndex {
 	// A session's frames so cost at most one copy of a seq each, and no
 	// allocation once its number of frames in the ring is steady.
 	if n := len(x.seqs); n == cap(x.seqs) {
-		if n <= cap(x.base)/2 {
+		if n <= cap(x.base)/2 && cap(x.base) > 0 {
 			x.seqs = append(x.base[:0], x.seqs...)
 		} else {
 			b := make([]uint64, n, 2*n+8)
@@ -416,12 +441,13 @@ func (r *shard) index(id string, seq uint64) *sessionIndex {
 	return x
 }
 
-// keyOf is x's session id, "" for nil.
+// keyOf is a copy of x's session id, "" for nil (x.key's bytes are
+// reused once the session leaves the ring).
 func (x *sessionIndex) keyOf() string {
 	if x == nil {
 		return ""
 	}
-	return x.key
+	return strings.Clone(x.key)
 }
 
 // unindex removes the evicted slot s from its sessions' frames: it is
@@ -445,6 +471,13 @@ func (r *shard) unindex(s *slot) {
 				if c == x {
 					r.recent[i] = nil // a later frame of id must make a new index entry
 				}
+			}
+			if len(r.free) < freeIndexes {
+				if cap(x.base) > freeIndexSeqs {
+					x.seqs, x.base = nil, nil
+				}
+				x.seqs = x.base[:0]
+				r.free = append(r.free, x)
 			}
 		}
 	}
@@ -533,8 +566,15 @@ func (r *Ring) Sessions(max int) []Session {
 		n := uint64(len(sh.slots))
 		for _, x := range sh.sessions {
 			first, last := &sh.slots[x.seqs[0]%n], &sh.slots[x.seqs[len(x.seqs)-1]%n]
-			y := Session{ID: x.key, Frames: len(x.seqs), First: time.Unix(0, first.nanos), Last: time.Unix(0, last.nanos)}
-			if z, ok := byID[x.key]; ok {
+			// x.key's bytes are reused once it leaves the ring: the
+			// result and byID hold a copy (a map assignment stores its key).
+			z, ok := byID[x.key]
+			key := z.ID
+			if !ok {
+				key = strings.Clone(x.key)
+			}
+			y := Session{ID: key, Frames: len(x.seqs), First: time.Unix(0, first.nanos), Last: time.Unix(0, last.nanos)}
+			if ok {
 				y.Frames += z.Frames
 				if z.First.Before(y.First) {
 					y.First = z.First
@@ -543,7 +583,7 @@ func (r *Ring) Sessions(max int) []Session {
 					y.Last = z.Last
 				}
 			}
-			byID[x.key] = y
+			byID[key] = y
 		}
 		sh.mu.Unlock()
 	}

@@ -474,3 +474,54 @@ func BenchmarkPutParallel(b *testing.B) {
 		})
 	}
 }
+
+// Many sessions with a few frames each in the ring (2,000 chats through a
+// relay): entries of sessions gone from the ring serve new ones, so Put
+// allocates nothing once the ring is full, and what left the ring before
+// (Frame and Session ids) keeps its value while the entries are reused.
+func TestManySessionsReuseIndexEntries(t *testing.T) {
+	r := NewRing("r", Config{Frames: 4096}) // four shards
+	const sessions = 10000                  // more than the ring holds: every session leaves it before its next frame
+	evs := make([]*event.Event, sessions)
+	for i := range evs {
+		evs[i] = frame(i, fmt.Sprintf("from-%d", i), fmt.Sprintf("to-%d", i), event.DirIn, "SEND", 0, "MSRP t SEND\r\n\r\n-------t$\r\n")
+	}
+	i := 0
+	put := func() { r.Put(evs[i%sessions]); i++ }
+	for range 3 * sessions {
+		put()
+	}
+	last := (i - 1) % sessions
+	frames := r.SessionFrames(fmt.Sprintf("from-%d", last))
+	held := r.Sessions(0)
+	if len(frames) == 0 || len(held) == 0 {
+		t.Fatalf("nothing held: %d frames, %d sessions", len(frames), len(held))
+	}
+	want := make([]string, len(held))
+	for k, s := range held {
+		want[k] = s.ID
+	}
+	if a := testing.AllocsPerRun(5, func() {
+		for range sessions {
+			put()
+		}
+	}); a != 0 {
+		t.Errorf("%d Puts of as many sessions allocate %.1f times", sessions, a)
+	}
+	for _, f := range frames {
+		if f.FromSession != fmt.Sprintf("from-%d", last) || f.ToSession != fmt.Sprintf("to-%d", last) {
+			t.Fatalf("a frame read before changed: %q -> %q", f.FromSession, f.ToSession)
+		}
+	}
+	for k, s := range held {
+		if s.ID != want[k] || (s.ID[:3] != "fro" && s.ID[:3] != "to-") {
+			t.Fatalf("session %d read before changed: %q, was %q", k, s.ID, want[k])
+		}
+	}
+	// The index still finds every session held, and only those.
+	for _, s := range r.Sessions(0) {
+		if fs := r.SessionFrames(s.ID); len(fs) != s.Frames {
+			t.Fatalf("session %s: %d frames, listed with %d", s.ID, len(fs), s.Frames)
+		}
+	}
+}
