@@ -33,6 +33,7 @@ type txn struct {
 	bucket                 int64     // timing-wheel tick of its deadline once armed (0: not armed)
 	wprev, wnext           *txn      // its slot's list in the wheel while armed
 	done                   bool      // answered or expired; guarded by its txnShard's mu
+	sh                     *txnShard // its table shard, set by register (arm and cancel hash no transact-id)
 
 	// A forwarded transaction is pooled (0 allocations per forwarded
 	// request): its strings are views of arena, valid until it is
@@ -78,7 +79,7 @@ func newTxn(tid []byte, f *msrp.Frame, q *request) *txn {
 	}
 	x.report, x.method, x.fromSession, x.toSession, x.byteRange, x.hasRange = q.mode, "SEND", q.from, q.to, q.br, q.hasBR
 	x.dst, x.src, x.bodyLen, x.flag, x.deadline, x.sent, x.bucket, x.done = nil, nil, 0, 0, time.Time{}, time.Time{}, 0, false
-	x.wprev, x.wnext = nil, nil
+	x.wprev, x.wnext, x.sh = nil, nil, nil
 	x.tid = cut(len(tid))
 	x.srcTID = cut(len(f.TransactID))
 	x.ourURI = cut(len(q.top))
@@ -116,7 +117,7 @@ func (x *txn) release() {
 		}
 	}
 	x.tid, x.srcTID, x.ourURI, x.fromPath, x.messageID, x.method = "", "", "", "", "", ""
-	x.fromSession, x.toSession, x.dst, x.src = "", "", nil, nil
+	x.fromSession, x.toSession, x.dst, x.src, x.sh = "", "", nil, nil, nil
 	if cap(x.arena) > 4<<10 {
 		x.arena = nil // a rare long path: its arena is not kept
 	}
@@ -179,11 +180,20 @@ func shardOf[S ~string | ~[]byte](t *txnTable, tid S) *txnShard {
 	return &t.shards[h%txnShards]
 }
 
+// shardOfTxn is x's shard: the one register recorded.
+func (t *txnTable) shardOfTxn(x *txn) *txnShard {
+	if x.sh != nil {
+		return x.sh
+	}
+	return shardOf(t, x.tid)
+}
+
 // register makes x findable by its transact-id before the request is
 // sent (a next hop may answer before the last byte); arm starts its timer
 // once the last byte is out (RFC 4976 §6.4.1).
 func (t *txnTable) register(x *txn) {
 	sh := shardOf(t, x.tid)
+	x.sh = sh
 	sh.mu.Lock()
 	sh.byTID[x.tid] = x
 	sh.mu.Unlock()
@@ -206,7 +216,7 @@ func (x *txn) pending(d int32) {
 // shard's lock: a next hop may answer (take) the moment the end-line is
 // out, before the forward returns.
 func (t *txnTable) arm(x *txn, deadline time.Time, bodyLen int64, flag byte, sent time.Time) {
-	sh := shardOf(t, x.tid)
+	sh := t.shardOfTxn(x)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if x.done {
@@ -252,7 +262,7 @@ func (sh *txnShard) finishLocked(x *txn) {
 
 // cancel removes x if it is still pending and reports whether it was.
 func (t *txnTable) cancel(x *txn) bool {
-	sh := shardOf(t, x.tid)
+	sh := t.shardOfTxn(x)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if x.done {
