@@ -479,7 +479,7 @@ func BenchmarkPutParallel(b *testing.B) {
 // relay): entries of sessions gone from the ring serve new ones, so Put
 // allocates nothing once the ring is full, and what left the ring before
 // (Frame and Session ids) keeps its value while the entries are reused.
-func TestManySessionsReuseIndexEntries(t *testing.T) {
+func TestManySessionsPutDoesNotAllocate(t *testing.T) {
 	r := NewRing("r", Config{Frames: 4096}) // four shards
 	const sessions = 10000                  // more than the ring holds: every session leaves it before its next frame
 	evs := make([]*event.Event, sessions)

@@ -3,6 +3,8 @@ package pcap
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -231,5 +233,97 @@ func fullDiskLargeRecords(t *testing.T, maxFile int64) {
 	}
 	if j != len(disk) {
 		t.Fatalf("the file's bytes from %d on are no record's, in order", j)
+	}
+}
+
+// Records of random sizes (a few bytes to 2.5 MiB, the buffer 1 MiB, a file
+// 3 MiB) written, flushed and refused at random while another file takes
+// and gives back the disk's space at random: whatever the order of
+// failures, every file holds whole records only, the files together hold
+// exactly st.Records of the records Data accepted, in order, and every
+// record is either there or counted lost.
+func TestFullDiskRandomRecords(t *testing.T) {
+	for seed := uint64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { fullDiskRandomRecords(t, seed) })
+	}
+}
+
+func fullDiskRandomRecords(t *testing.T, seed uint64) {
+	dir := faultfs.Tmpfs(t, 8<<20)
+	clk := &fakeClock{t: t0}
+	w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, MaxFileBytes: 3 << 20, Now: clk.Now})
+	c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+	rng := rand.New(rand.NewPCG(seed, 7))
+	filler := filepath.Join(dir, "other")
+	var accepted [][]byte
+	calls, failures := 0, 0
+	for step := range 400 {
+		clk.Advance(time.Second) // every wait is over at the next step
+		switch op := rng.IntN(20); {
+		case op == 0:
+			// Another file takes a random share of what is free.
+			f, err := os.OpenFile(filler, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+			ok(t, err)
+			_, _ = f.Write(make([]byte, rng.IntN(3<<20)))
+			f.Close()
+		case op == 1:
+			_ = os.Remove(filler)
+		case op < 4:
+			if err := w.Flush(); err != nil && !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("step %d: flush: %v", step, err)
+			}
+		default:
+			var n int
+			switch rng.IntN(4) {
+			case 0:
+				n = 1 + rng.IntN(3000)
+			case 1, 2:
+				n = 10<<10 + rng.IntN(300<<10)
+			default:
+				n = 1<<20 + rng.IntN(1<<20+512<<10)
+			}
+			p := randBytes(n, seed<<32|uint64(step))
+			calls++
+			switch err := w.Data(t0, c, s, p); {
+			case err == nil:
+				accepted = append(accepted, p)
+			case errors.Is(err, ErrBackoff), errors.Is(err, syscall.ENOSPC):
+				failures++
+			default:
+				t.Fatalf("step %d: %v", step, err)
+			}
+		}
+	}
+	_ = w.Close()
+	st := w.Stats()
+	if failures == 0 || st.Records == 0 || st.RecordsLost == 0 {
+		t.Fatalf("the disk did not fill and empty: %d failures, %+v", failures, st)
+	}
+	if st.Records+st.RecordsLost != int64(calls) {
+		t.Fatalf("records %d + lost %d != %d calls", st.Records, st.RecordsLost, calls)
+	}
+	// The files' payload, file by file, must be whole accepted records in
+	// their order: each file starts with a record's first byte and ends
+	// with a record's last.
+	j, found := 0, int64(0)
+	for _, f := range ourPcaps(t, dir, DefaultPrefix) {
+		var disk []byte
+		for _, p := range readPcap(t, f) {
+			disk = append(disk, p.payload...)
+		}
+		for len(disk) > 0 {
+			for j < len(accepted) && !bytes.HasPrefix(disk, accepted[j]) {
+				j++
+			}
+			if j == len(accepted) {
+				t.Fatalf("%s: %d bytes that are no whole record in order (%+v)", f, len(disk), st)
+			}
+			disk = disk[len(accepted[j]):]
+			j++
+			found++
+		}
+	}
+	if found != st.Records {
+		t.Fatalf("%d whole records on disk, %d counted written (%+v)", found, st.Records, st)
 	}
 }
