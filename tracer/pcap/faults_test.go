@@ -237,11 +237,12 @@ func fullDiskLargeRecords(t *testing.T, maxFile int64) {
 }
 
 // Records of random sizes (a few bytes to 2.5 MiB, the buffer 1 MiB, a file
-// 3 MiB) written, flushed and refused at random while another file takes
-// and gives back the disk's space at random: whatever the order of
-// failures, every file holds whole records only, the files together hold
-// exactly st.Records of the records Data accepted, in order, and every
-// record is either there or counted lost.
+// 3 MiB or 5 s), connections opening and closing, written, flushed and
+// refused at random while another file takes and gives back the disk's
+// space at random: whatever the order of failures, every file holds whole
+// records only, the files together hold exactly st.Records records (the
+// Data ones those Data accepted, in order), every record is either there or
+// counted lost, and Bytes and Packets are what the files hold.
 func TestFullDiskRandomRecords(t *testing.T) {
 	for seed := uint64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { fullDiskRandomRecords(t, seed) })
@@ -251,7 +252,7 @@ func TestFullDiskRandomRecords(t *testing.T) {
 func fullDiskRandomRecords(t *testing.T, seed uint64) {
 	dir := faultfs.Tmpfs(t, 8<<20)
 	clk := &fakeClock{t: t0}
-	w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, MaxFileBytes: 3 << 20, Now: clk.Now})
+	w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, MaxFileBytes: 3 << 20, MaxFileAge: 5 * time.Second, Now: clk.Now})
 	c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
 	rng := rand.New(rand.NewPCG(seed, 7))
 	pool := randBytes(3<<20, seed)
@@ -262,7 +263,7 @@ func fullDiskRandomRecords(t *testing.T, seed uint64) {
 		if rng.IntN(2) == 0 {
 			clk.Advance(time.Second) // a wait is over (at most RetryMax), or goes on
 		}
-		switch op := rng.IntN(20); {
+		switch op := rng.IntN(24); {
 		case op == 0:
 			// Another file takes a random share of what is free.
 			f, err := os.OpenFile(filler, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -274,6 +275,18 @@ func fullDiskRandomRecords(t *testing.T, seed uint64) {
 		case op < 4:
 			if err := w.Flush(); err != nil && !errors.Is(err, syscall.ENOSPC) {
 				t.Fatalf("step %d: flush: %v", step, err)
+			}
+		case op < 8:
+			// A connection opening or closing: a record of three packets.
+			calls++
+			var err error
+			if op < 6 {
+				err = w.ConnOpen(time.Time{}, c, s)
+			} else {
+				err = w.ConnClose(time.Time{}, c, s)
+			}
+			if err != nil && !errors.Is(err, ErrBackoff) && !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("step %d: %v", step, err)
 			}
 		default:
 			var n int
@@ -313,9 +326,16 @@ func fullDiskRandomRecords(t *testing.T, seed uint64) {
 	// their order: each file starts with a record's first byte and ends
 	// with a record's last.
 	j, found := 0, int64(0)
+	var bytesOnDisk, packets int64
 	for _, f := range ourPcaps(t, dir, DefaultPrefix) {
+		fi, err := os.Stat(f)
+		ok(t, err)
+		bytesOnDisk += fi.Size()
 		var disk []byte
-		for _, p := range readPcap(t, f) {
+		pkts := readPcap(t, f)
+		found += int64(handshakeWhole(t, f, pkts)) // whole ConnOpens and ConnCloses
+		packets += int64(len(pkts))
+		for _, p := range pkts {
 			disk = append(disk, p.payload...)
 		}
 		for len(disk) > 0 {
@@ -332,5 +352,135 @@ func fullDiskRandomRecords(t *testing.T, seed uint64) {
 	}
 	if found != st.Records {
 		t.Fatalf("%d whole records on disk, %d counted written (%+v)", found, st.Records, st)
+	}
+	if bytesOnDisk != st.Bytes || packets != st.Packets {
+		t.Fatalf("%d bytes and %d packets on disk; stats %+v", bytesOnDisk, packets, st)
+	}
+}
+
+// handshakeWhole checks that every ConnOpen (S, SA, A) and ConnClose
+// (FA, FA, A) of a file is whole in it: the file does not start with the
+// second or third packet of one, nor end after its first or second. It
+// returns how many it holds.
+func handshakeWhole(t *testing.T, path string, pkts []pkt) (n int) {
+	t.Helper()
+	for i := 0; i < len(pkts); i++ {
+		p := pkts[i]
+		switch {
+		case p.syn && !p.hasAck, p.fin: // first packet of a ConnOpen / ConnClose
+			if i+2 >= len(pkts) {
+				t.Fatalf("%s: packet %d (%s) starts a 3-packet record the file does not hold whole (%d packets in the file)",
+					path, i, p.flags(), len(pkts))
+			}
+			i += 2
+			n++
+		case p.syn, len(p.payload) == 0:
+			t.Fatalf("%s: packet %d (%s) is the middle or end of a 3-packet record begun elsewhere", path, i, p.flags())
+		}
+	}
+	return n
+}
+
+// A connection's opening or closing (three packets, one record) that comes
+// when the file has room for one packet is not split between two files:
+// the file rotates before it (found by review).
+func TestHandshakeNotSplitByRotation(t *testing.T) {
+	for _, tc := range []string{"ConnOpen", "ConnClose"} {
+		t.Run(tc, func(t *testing.T) {
+			dir := t.TempDir()
+			w := mustOpen(t, Config{Dir: dir, MaxFileBytes: 1000})
+			c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+			// 24 header + 16+54+806 = 900 bytes: room for one 76-byte
+			// handshake packet, not for two.
+			ok(t, w.Data(t0, c, s, randBytes(806, 1)))
+			if tc == "ConnOpen" {
+				ok(t, w.ConnOpen(t0, c, s))
+			} else {
+				ok(t, w.ConnClose(t0, c, s))
+			}
+			ok(t, w.Close())
+			st := w.Stats()
+			files := ourPcaps(t, dir, DefaultPrefix)
+			t.Logf("stats %+v, %d files", st, len(files))
+			for _, f := range files {
+				handshakeWhole(t, f, readPcap(t, f))
+			}
+		})
+	}
+}
+
+// A connection's opening or closing whose first packet an earlier write
+// stored and whose rest a failed write lost is cut from the file too, as a
+// large frame is (found by review).
+func TestFullDiskHandshakeNotHalfLeft(t *testing.T) {
+	for _, tc := range []string{"ConnOpen", "ConnClose"} {
+		t.Run(tc, func(t *testing.T) {
+			dir := faultfs.Tmpfs(t, 4<<20)
+			clk := &fakeClock{t: t0}
+			w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, Now: clk.Now})
+			c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+			c2, s2 := netip.MustParseAddrPort("10.0.0.3:5000"), netip.MustParseAddrPort("10.0.0.4:2855")
+			// 24 + 685×1530 + (16+54+422) = bufSize-10 bytes buffered.
+			ok(t, w.Data(t0, c, s, randBytes(685*DefaultSegmentSize, 1)))
+			ok(t, w.Data(t0, c, s, randBytes(422, 2)))
+			if got := len(w.buf.b); got != bufSize-10 {
+				t.Fatalf("buffered %d, want %d", got, bufSize-10)
+			}
+			// The first packet (76 bytes) fills the buffer; the second flushes it.
+			if tc == "ConnOpen" {
+				ok(t, w.ConnOpen(t0, c2, s2))
+			} else {
+				ok(t, w.ConnClose(t0, c2, s2))
+			}
+			ok(t, w.Data(t0, c, s, randBytes(200<<10, 3))) // needs new blocks
+			fill(t, dir)
+			if err := w.Flush(); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("flush on a full disk: %v", err)
+			}
+			ok(t, w.Close())
+			st := w.Stats()
+			files := ourPcaps(t, dir, DefaultPrefix)
+			if len(files) != 1 {
+				t.Fatalf("files %v", files)
+			}
+			pkts := readPcap(t, files[0])
+			fi, err := os.Stat(files[0])
+			ok(t, err)
+			t.Logf("stats %+v; %d packets, %d bytes in the file", st, len(pkts), fi.Size())
+			if st.Records != 2 || st.RecordsLost != 2 {
+				t.Fatalf("records %d lost %d, want 2 and 2", st.Records, st.RecordsLost)
+			}
+			// The two Data records are 686 packets: the file must hold those only.
+			handshakeWhole(t, files[0], pkts)
+			if len(pkts) != 686 {
+				t.Fatalf("%d packets in the file, want the 686 of the 2 records written", len(pkts))
+			}
+		})
+	}
+}
+
+// A record longer than the buffer, first in its file, whose later write
+// fails: the cut leaves nothing of the file, which is removed, not kept as a
+// bare header (found by review).
+func TestFullDiskNoHeaderOnlyFile(t *testing.T) {
+	dir := faultfs.Tmpfs(t, 4<<20)
+	clk := &fakeClock{t: t0}
+	w := mustOpen(t, Config{Dir: dir, RetryMax: time.Second, Now: clk.Now})
+	c, s := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("10.0.0.2:2855")
+	filler, err := os.Create(dir + "/other")
+	ok(t, err)
+	_, err = filler.Write(make([]byte, 2<<20+512<<10)) // about 1.5 MiB left
+	ok(t, err)
+	filler.Close()
+	if err := w.Data(t0, c, s, randBytes(3<<20, 1)); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Data: %v", err)
+	}
+	ok(t, w.Close())
+	st := w.Stats()
+	for _, f := range ourPcaps(t, dir, DefaultPrefix) {
+		fi, _ := os.Stat(f)
+		if p := readPcap(t, f); len(p) == 0 {
+			t.Errorf("%s left with nothing but its header (%d bytes); stats %+v", f, fi.Size(), st)
+		}
 	}
 }

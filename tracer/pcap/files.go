@@ -256,7 +256,10 @@ func (w *Writer) writeFailed(n int, err error) error {
 	w.cut.set = false
 	w.size = w.durable
 	switch {
-	case w.durable < fileHeaderLen:
+	case w.durable < fileHeaderLen || cut && w.packets == 0:
+		// Nothing of the file written, or nothing left after the cut
+		// (its header goes too).
+		w.stats.Bytes -= w.durable
 		w.f.Close()
 		if rerr := os.Remove(w.path); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			err = errors.Join(err, fmt.Errorf("pcap: remove empty file: %w", rerr))

@@ -51,9 +51,11 @@ type Config struct {
 	// Prefix is the file name prefix (default "msrpscope"). Files are named
 	// <Prefix>-<UTC yyyymmddThhmmssZ>-<seq>.pcap, seq being 6+ digits.
 	Prefix string
-	// MaxFileBytes: a file is rotated before a record (Data: all its
-	// packets) would make it larger (default 64 MiB). A record larger than
-	// this starts a file and is split across files where it fills one.
+	// MaxFileBytes: a file is rotated before a record (all the packets
+	// of a Data, ConnOpen or ConnClose) would make it larger (default 64
+	// MiB). A record larger than this starts a file and is split across
+	// files where it fills one (if its rest is lost, the finished files
+	// keep its first part).
 	MaxFileBytes int64
 	// MaxFileAge: a file is rotated, at the next write, once it is this old
 	// by the time of the record written (by Now for a record of the zero
@@ -288,13 +290,16 @@ func (w *Writer) connOpen(t time.Time, client, server netip.AddrPort) error {
 	synC, synS := c.seq[cs], c.seq[ss]
 	c.seq[cs]++
 	c.seq[ss]++
-	if err := w.packet(t, ep, false, synC, 0, synFlag, nil); err != nil {
-		return err
+	w.startRecord(0, 3)
+	err = w.packet(t, ep, false, synC, 0, synFlag, nil)
+	if err == nil {
+		err = w.packet(t, ep, true, synS, c.seq[cs], synFlag|ackFlag, nil)
 	}
-	if err := w.packet(t, ep, true, synS, c.seq[cs], synFlag|ackFlag, nil); err != nil {
-		return err
+	if err == nil {
+		err = w.packet(t, ep, false, c.seq[cs], c.seq[ss], ackFlag, nil)
 	}
-	return w.packet(t, ep, false, c.seq[cs], c.seq[ss], ackFlag, nil)
+	w.rec.open = false
+	return err
 }
 
 // ConnClose records the closing of the connection as FIN-ACK from the client,
@@ -318,13 +323,16 @@ func (w *Writer) connClose(t time.Time, client, server netip.AddrPort) error {
 	cs, ss := dirIndex(fwd), dirIndex(!fwd)
 	finC, finS := c.seq[cs], c.seq[ss]
 	w.flows.remove(c)
-	if err := w.packet(t, ep, false, finC, finS, finFlag|ackFlag, nil); err != nil {
-		return err
+	w.startRecord(0, 3)
+	err = w.packet(t, ep, false, finC, finS, finFlag|ackFlag, nil)
+	if err == nil {
+		err = w.packet(t, ep, true, finS, finC+1, finFlag|ackFlag, nil)
 	}
-	if err := w.packet(t, ep, true, finS, finC+1, finFlag|ackFlag, nil); err != nil {
-		return err
+	if err == nil {
+		err = w.packet(t, ep, false, finC+1, finS+1, ackFlag, nil)
 	}
-	return w.packet(t, ep, false, finC+1, finS+1, ackFlag, nil)
+	w.rec.open = false
+	return err
 }
 
 // Data records payload sent from src to dst as PSH-ACK segments of at most
@@ -335,6 +343,20 @@ func (w *Writer) Data(t time.Time, src, dst netip.AddrPort, payload []byte) erro
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.record(w.data(t, src, dst, payload))
+}
+
+// startRecord begins a record (a Data, ConnOpen or ConnClose) of npkts
+// packets carrying payload bytes: one that would not fit whole in the
+// current file starts the next one (its length at most this, with IPv6
+// headers), so that none is split across two files but one longer than a
+// file; and a failed write cuts the file back to the record's start (rec,
+// cut). The caller sets rec.open false when its last packet is buffered
+// or failed.
+func (w *Writer) startRecord(payload, npkts int) {
+	if w.packets > 0 && w.size+int64(payload+npkts*(recordHeaderLen+ethLen+ip6Len+tcpLen)) > w.cfg.MaxFileBytes {
+		w.rotateDue = true
+	}
+	w.rec.open, w.rec.at = true, -1 // at: set by its first packet (packet)
 }
 
 func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) error {
@@ -354,13 +376,7 @@ func (w *Writer) data(t time.Time, src, dst netip.AddrPort, payload []byte) erro
 	if len(payload) > w.cfg.SegmentSize {
 		nseg = (len(payload) + w.cfg.SegmentSize - 1) / w.cfg.SegmentSize
 	}
-	if w.packets > 0 && w.size+int64(len(payload)+nseg*(recordHeaderLen+ethLen+ip6Len+tcpLen)) > w.cfg.MaxFileBytes {
-		// A record that would not fit whole in this file starts the
-		// next one (at most this long: the IPv6 headers), so that none
-		// is split across two files but one longer than a file.
-		w.rotateDue = true
-	}
-	w.rec.open, w.rec.at = true, -1 // at: set by its first packet (packet)
+	w.startRecord(len(payload), nseg)
 	for len(payload) > 0 {
 		n := min(len(payload), w.cfg.SegmentSize)
 		seq := c.seq[s]
