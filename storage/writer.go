@@ -549,16 +549,23 @@ func (w *Writer) deliverPart(b batch, unknown bool, table string, n int, insert 
 		}
 		switch {
 		case found == uint64(n):
-			w.rowsFound.Add(found)
 			w.log.Info("storage: batch already stored, not inserted again", "batch_id", b.id, "table", table, "rows", n)
-			return nil
 		case found > 0:
 			// A partly stored part (a batch spanning partitions, or shards,
 			// cut by a failure): inserting it again would duplicate rows.
-			w.partial.Add(1)
-			w.rowsFound.Add(found)
 			w.log.Error("storage: batch found partly stored, not inserted again", "batch_id", b.id,
 				"table", table, "rows", n, "found", found)
+		}
+		if found > 0 {
+			// The insert that stored it may have been cut before its
+			// rollups' views wrote (repair.go).
+			if err := w.repairRollups(ctx, table, b); err != nil {
+				return err
+			}
+			if found < uint64(n) {
+				w.partial.Add(1)
+			}
+			w.rowsFound.Add(found)
 			return nil
 		}
 	}
