@@ -18,8 +18,10 @@ import (
 // it lacks for the minutes the batch spans: the base table's rows of this
 // relay (node) in those minutes, grouped as the view groups them, minus
 // what the rollup holds for them. Only this writer inserts rows of its
-// node, one batch at a time, so the difference is exactly what was lost;
-// it is 0 when nothing was, and the repair is idempotent.
+// node, one batch at a time, and no repair runs while an earlier insert of
+// the batch still runs on the server (deliverPart: its query id), so the
+// difference is exactly what was lost; it is 0 when nothing was, and the
+// repair is idempotent.
 
 // rollupSpec is what a repair needs of a rollup; Steps creates the tables
 // and views (TestRollupSpecsMatchSchema keeps the two in step).
@@ -102,7 +104,9 @@ func (w *Writer) repairRollups(ctx context.Context, table string, b batch) error
 		// see what the last one added.
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
 	}
-	for _, q := range w.schema.RepairRollups(table, w.cfg.Node, floorDiv(b.minTS, 1e6), floorDiv(b.maxTS, 1e6)) {
+	// The rows' node is the one sealed in the batch (a spool replayed by a
+	// relay renamed since), not this writer's.
+	for _, q := range w.schema.RepairRollups(table, b.node, floorDiv(b.minTS, 1e6), floorDiv(b.maxTS, 1e6)) {
 		if err := w.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("storage: repair the rollups of %s for batch %d: %w", table, b.id, err)
 		}

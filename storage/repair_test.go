@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every rollup the writer repairs is described as Steps creates it: its
@@ -109,5 +110,86 @@ func TestWriterRepairsRollupsOfStoredBatch(t *testing.T) {
 		if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
 			t.Fatalf("replay %d: %d frames, want %d", round, got, n)
 		}
+	}
+}
+
+// A client timeout leaves the server finishing the insert. While its views
+// are still being pushed (here a slow view pushed before the rollups'), the
+// retry must not take the rows stored so far for the outcome and repair the
+// rollups of rows the views are about to write: it waits until the insert
+// (found by its query id) is over. Found by review: counted twice (300).
+func TestWriterRepairWaitsForUnfinishedInsert(t *testing.T) {
+	srv := startServer(t)
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: time.Hour,
+		InsertTimeout: time.Second})
+	for i := range 100 {
+		w.Add(testFrame(i))
+	}
+	waitFor(t, "the first batch stored", func() bool { return w.Stats().RowsStored == 100 })
+	c := openConn(t, srv.Addr())
+	// 18.16 pushes views in name order: this one before the rollups' views.
+	if err := c.Exec(context.Background(),
+		"CREATE MATERIALIZED VIEW msrpscope.aa_slow ENGINE = Null AS SELECT sleep(3) AS s FROM msrpscope.frames"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 100; i < 200; i++ {
+		w.Add(testFrame(i))
+	}
+	waitFor(t, "a failed insert", func() bool { return w.Stats().Failures > 0 })
+	if err := c.Exec(context.Background(), "DROP TABLE msrpscope.aa_slow"); err != nil {
+		t.Fatal(err)
+	}
+	closeWriter(t, w)
+	waitFor(t, "no insert running", func() bool {
+		return queryUint(t, c, "SELECT count() FROM system.processes WHERE query LIKE 'INSERT%'") == 0
+	})
+	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != 200 {
+		t.Fatalf("rows = %d, want 200", got)
+	}
+	if got := queryUint(t, c, "SELECT sum(frames) FROM msrpscope.frames_per_minute"); got != 200 {
+		t.Errorf("rollup = %d, want 200 (stats %+v)", got, w.Stats())
+	}
+}
+
+// The rows of a replayed batch carry the node name sealed in it: a relay
+// restarted under another name (node defaults to the host name) repairs
+// them, not rows of its new name. Found by review.
+func TestWriterRepairUsesBatchNode(t *testing.T) {
+	srv := startServer(t)
+	c := openConn(t, srv.Addr())
+	ctx := context.Background()
+	if _, err := Migrate(ctx, c, Schema{Database: "msrpscope", Flavor: Old, Topology: Single}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rollupSpecs {
+		if err := c.Exec(ctx, "DETACH TABLE msrpscope."+r.table+"_mv"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const n = 1000
+	q := &recordingQueue{Queue: newMemQueue(1 << 30)}
+	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 1000, BatchAge: 1 << 62, BufferRows: 2 * n, Spool: q, Node: "relay-a"})
+	for i := range n {
+		w.Add(testFrame(i))
+	}
+	closeWriter(t, w)
+	for _, r := range rollupSpecs {
+		if err := c.Exec(ctx, "ATTACH TABLE msrpscope."+r.table+"_mv"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replay := newMemQueue(1 << 30)
+	for _, r := range q.recs {
+		if err := replay.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w2 := newTestWriter(t, Config{Addr: []string{srv.Addr()}, Spool: replay, Node: "relay-b"})
+	closeWriter(t, w2)
+	if st := w2.Stats(); st.RowsFound != n {
+		t.Fatalf("replay: %+v", st)
+	}
+	if got := queryUint(t, c, "SELECT sum(frames) FROM msrpscope.frames_per_minute WHERE node = 'relay-a'"); got != n {
+		t.Fatalf("rollup after a replay under another node name = %d, want %d", got, n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -542,7 +543,21 @@ func (w *Writer) deliverPart(b batch, unknown bool, table string, n int, insert 
 	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.InsertTimeout)
 	defer cancel()
+	// Every insert of a part has the same query id: an insert the server
+	// goes on with after the client gave up (a timeout, a relay restart)
+	// is found by it, and a second one is refused while it runs.
+	qid := insertQueryID(b.id, table)
 	if unknown {
+		// Not while an earlier insert of it still runs: what it has stored
+		// so far (the table's part before its views') would be counted as
+		// the outcome, and the rollups repaired of rows its views are
+		// about to write.
+		switch running, err := w.insertRunning(ctx, qid); {
+		case err != nil:
+			return err
+		case running:
+			return fmt.Errorf("storage: batch %d: an earlier insert of it into %s still runs on the server: checked again after it", b.id, table)
+		}
 		found, err := w.countBatch(ctx, table, b)
 		if err != nil {
 			return err
@@ -569,6 +584,7 @@ func (w *Writer) deliverPart(b batch, unknown bool, table string, n int, insert 
 			return nil
 		}
 	}
+	ctx = clickhouse.Context(ctx, clickhouse.WithQueryID(qid))
 	if w.schema.Topology != Single {
 		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
 	}
@@ -577,6 +593,21 @@ func (w *Writer) deliverPart(b batch, unknown bool, table string, n int, insert 
 	}
 	w.rowsStored.Add(uint64(n))
 	return nil
+}
+
+// insertQueryID is the query id of every insert of batch id into table.
+func insertQueryID(id uint64, table string) string {
+	return "msrpscope-" + strconv.FormatUint(id, 10) + "-" + table
+}
+
+// insertRunning reports whether the query qid runs on the server connected
+// to (an insert the server finishes after its client gave up).
+func (w *Writer) insertRunning(ctx context.Context, qid string) (bool, error) {
+	var n uint64
+	if err := w.conn.QueryRow(ctx, "SELECT count() FROM system.processes WHERE query_id = "+quoteString(qid)).Scan(&n); err != nil {
+		return false, fmt.Errorf("storage: check insert %s: %w", qid, err)
+	}
+	return n > 0, nil
 }
 
 // countBatch counts a batch's rows in a table; the time range lets the
