@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Every rollup the writer repairs is described as Steps creates it: its
@@ -110,44 +109,6 @@ func TestWriterRepairsRollupsOfStoredBatch(t *testing.T) {
 		if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != n {
 			t.Fatalf("replay %d: %d frames, want %d", round, got, n)
 		}
-	}
-}
-
-// A client timeout leaves the server finishing the insert. While its views
-// are still being pushed (here a slow view pushed before the rollups'), the
-// retry must not take the rows stored so far for the outcome and repair the
-// rollups of rows the views are about to write: it waits until the insert
-// (found by its query id) is over. Found by review: counted twice (300).
-func TestWriterRepairWaitsForUnfinishedInsert(t *testing.T) {
-	srv := startServer(t)
-	w := newTestWriter(t, Config{Addr: []string{srv.Addr()}, BatchRows: 100, BatchAge: time.Hour,
-		InsertTimeout: time.Second})
-	for i := range 100 {
-		w.Add(testFrame(i))
-	}
-	waitFor(t, "the first batch stored", func() bool { return w.Stats().RowsStored == 100 })
-	c := openConn(t, srv.Addr())
-	// 18.16 pushes views in name order: this one before the rollups' views.
-	if err := c.Exec(context.Background(),
-		"CREATE MATERIALIZED VIEW msrpscope.aa_slow ENGINE = Null AS SELECT sleep(3) AS s FROM msrpscope.frames"); err != nil {
-		t.Fatal(err)
-	}
-	for i := 100; i < 200; i++ {
-		w.Add(testFrame(i))
-	}
-	waitFor(t, "a failed insert", func() bool { return w.Stats().Failures > 0 })
-	if err := c.Exec(context.Background(), "DROP TABLE msrpscope.aa_slow"); err != nil {
-		t.Fatal(err)
-	}
-	closeWriter(t, w)
-	waitFor(t, "no insert running", func() bool {
-		return queryUint(t, c, "SELECT count() FROM system.processes WHERE query LIKE 'INSERT%'") == 0
-	})
-	if got := queryUint(t, c, "SELECT count() FROM msrpscope.frames"); got != 200 {
-		t.Fatalf("rows = %d, want 200", got)
-	}
-	if got := queryUint(t, c, "SELECT sum(frames) FROM msrpscope.frames_per_minute"); got != 200 {
-		t.Errorf("rollup = %d, want 200 (stats %+v)", got, w.Stats())
 	}
 }
 
