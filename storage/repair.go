@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-
-	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // A per-minute rollup is filled by a materialized view as part of the
@@ -99,11 +97,7 @@ func (s Schema) RepairRollups(table, node string, from, to int64) []string {
 // repairRollups adds to the rollups fed by table what they lack for the
 // minutes of batch b (found stored by its batch id).
 func (w *Writer) repairRollups(ctx context.Context, table string, b batch) error {
-	if w.schema.Topology != Single {
-		// Into the Distributed rollups at once: a repair tried again must
-		// see what the last one added.
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
-	}
+	ctx = w.insertContext(ctx) // a repair tried again must see what the last one added
 	// The rows' node is the one sealed in the batch (a spool replayed by a
 	// relay renamed since), not this writer's.
 	for _, q := range w.schema.RepairRollups(table, b.node, floorDiv(b.minTS, 1e6), floorDiv(b.maxTS, 1e6)) {

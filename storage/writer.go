@@ -584,15 +584,20 @@ func (w *Writer) deliverPart(b batch, unknown bool, table string, n int, insert 
 			return nil
 		}
 	}
-	ctx = clickhouse.Context(ctx, clickhouse.WithQueryID(qid))
-	if w.schema.Topology != Single {
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
-	}
-	if err := insert(ctx, b); err != nil {
+	if err := insert(w.insertContext(clickhouse.Context(ctx, clickhouse.WithQueryID(qid))), b); err != nil {
 		return err
 	}
 	w.rowsStored.Add(uint64(n))
 	return nil
+}
+
+// insertContext is ctx for an insert: on a cluster, into the Distributed
+// table's shards before it returns (a check or repair that follows sees it).
+func (w *Writer) insertContext(ctx context.Context) context.Context {
+	if w.schema.Topology == Single {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
 }
 
 // insertQueryID is the query id of every insert of batch id into table.
