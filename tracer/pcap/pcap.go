@@ -153,13 +153,14 @@ type Writer struct {
 
 	// buffered, not yet written
 	pendPackets, pendRecords int64
-	// The records not yet wholly written (buffered, or the one Data is
-	// writing): where the first of them began in the current file and the
+	// The records not yet wholly written (buffered, or the one being
+	// written): where the first of them began in the current file and the
 	// file's packets before it (cut.set: any). A failed write cuts the file
 	// back to there (writeFailed), so a record that an earlier write began
 	// (one longer than the buffer, or one a full buffer split) does not
-	// stay half in the file. rec: the record Data is writing (open) and
-	// where it began in this file (at -1: no packet of it here yet).
+	// stay half in the file. rec: the record being written (open: from
+	// startRecord to its last packet) and where it began in this file (at
+	// -1: no packet of it here yet). cut uses set, rec open.
 	cut, rec struct {
 		set, open   bool
 		at, packets int64
