@@ -43,10 +43,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "bench" {
 		return bench.Main(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "forward" {
+		return bench.ForwardMain(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("msrpload", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	relays := fs.String("relay", "msrp://127.0.0.1:2855;tcp", "the relay's MSRP URI (msrps:// for TLS); a comma-separated list is a chain A's SENDs cross in order, B attaches at the last")
 	direct := fs.Bool("direct", false, "no relay: each A connects straight to its B, which listens on a loopback port (RFC 4975 peer to peer, no AUTH): the baseline of what msrpload alone reaches")
+	via := fs.String("via", "", "with -direct: each A connects to this forwarder (msrpload forward) instead of its B, naming B's address in a first line: the bench's floor")
 	addr := fs.String("addr", "", "host:port to dial for the first relay (default: from -relay)")
 	insecure := fs.Bool("insecure", false, "TLS: do not verify the relay's certificate")
 	caFile := fs.String("ca", "", "TLS: PEM file of CA certificates to verify the relay with")
@@ -116,7 +120,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return usage("-direct has no relay: %s do not apply", strings.Join(relayFlags, ", "))
 		}
 		userList = nil
-	} else {
+	} else if *via != "" {
+		return usage("-via needs -direct")
+	}
+	if !*direct {
 		chain = strings.Split(*relays, ",")
 	}
 	for i := range chain {
@@ -126,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	opts := load.Options{
-		Relays: chain, Addr: *addr, Users: userList, Direct: *direct,
+		Relays: chain, Addr: *addr, Users: userList, Direct: *direct, Via: *via,
 		Pairs: *pairs, Window: *window, Size: int(sz), Chunk: int(ck), Rate: rt,
 		Count: *count, Duration: *duration, ResponseTimeout: *timeout, Drain: *drain, Logger: logger,
 	}

@@ -15,11 +15,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/msrpscope/msrpscope/internal/bench"
 	"github.com/msrpscope/msrpscope/internal/kamailio"
 	"github.com/msrpscope/msrpscope/internal/msrpclient/load"
 	"github.com/msrpscope/msrpscope/relay"
@@ -281,6 +283,44 @@ func TestDirect(t *testing.T) {
 	if code := run([]string{"-direct", "-relay", "msrp://127.0.0.1:2855;tcp"}, &out, &errOut); code != 2 ||
 		!strings.Contains(errOut.String(), "-direct has no relay: -relay") {
 		t.Fatalf("-direct -relay: exit %d, %s", code, errOut.String())
+	}
+}
+
+// -direct -via: the pairs go through the floor forwarder (msrpload
+// forward), every message delivered, in each of its modes; -via without
+// -direct is a usage error.
+func TestDirectVia(t *testing.T) {
+	modes := []string{bench.FloorGoroutine}
+	if runtime.GOOS == "linux" {
+		modes = append(modes, bench.FloorEpoll)
+	}
+	for _, mode := range modes {
+		f, err := bench.ListenForward("127.0.0.1:0", mode, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- f.Serve(ctx) }()
+		for _, args := range [][]string{
+			{"-pairs", "3", "-count", "200", "-window", "8"},
+			{"-size", "1MiB", "-chunk", "64KiB", "-window", "8", "-count", "3"},
+		} {
+			code, rep, stderr := jsonReport(t, append([]string{"-direct", "-via", f.Addr()}, args...)...)
+			if code != 0 || rep["via"] != f.Addr() || num(t, rep, "messages") == 0 ||
+				num(t, rep, "messages_delivered") != num(t, rep, "messages") {
+				t.Fatalf("%s %v: exit %d %v\n%s", mode, args, code, rep, stderr)
+			}
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-via", "127.0.0.1:1", "-count", "1"}, &out, &errOut); code != 2 ||
+		!strings.Contains(errOut.String(), "-via needs -direct") {
+		t.Fatalf("-via without -direct: exit %d, %s", code, errOut.String())
 	}
 }
 

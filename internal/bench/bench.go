@@ -33,6 +33,7 @@ type options struct {
 	msrpload, msrpscope string
 	only                []string
 	tracing             []string
+	floor               []string // floor forwarder modes (rows); none: empty
 	rounds              int
 	duration            time.Duration
 	kamailio            bool
@@ -115,7 +116,9 @@ offered rate, Kamailio's highest sustained one, relay CPU per SEND over a
 steady-state window, and each relay's highest sustained rate), chunks (1 MB
 messages in 64 KiB chunks), large (10 MB messages in 64 KiB chunks, against
 msrpload -direct, A to B with no relay, raw loopback TCP and raw TCP through
-a minimal copying proxy).
+a minimal copying proxy). The small, pairs and sustained tables have a floor
+row: msrpload forward, a forwarder that reads and writes every frame and
+does nothing else, driven with the same frames (msrpload -direct -via).
 
 `
 
@@ -131,6 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.msrpscope, "msrpscope", "", "msrpscope binary (default: msrpscope next to the msrpload binary, else $PATH)")
 	only := fs.String("only", "small,pairs,chunks,large", "scenarios to run, comma-separated: small, pairs, sustained, chunks, large (sustained is not in the default: about 6 minutes on 2 cores)")
 	tracing := fs.String("tracing", "off,default,hep", "msrpscope tracing setups: off, default (embedded: everything to pcap), hep (everything to HEP over UDP), hep-gro (the same, the harness's UDP socket with UDP_GRO: a second figure)")
+	floor := fs.String("floor", FloorGoroutine, "floor rows in the small, pairs and sustained scenarios: msrpload forward, a minimal forwarder with no parsing, in these modes: goroutine (Go's netpoller, as msrpscope), epoll (event loops of its own); none: no floor row")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every relay once, in alternating order")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "load phase of each duration-bound run (CPU time is counted in 10 ms ticks)")
 	fs.BoolVar(&o.kamailio, "kamailio", true, "run Kamailio 5.6 too (kamailio and kamailio-extra-modules installed)")
@@ -165,6 +169,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	slices.SortFunc(o.only, func(a, b string) int { return slices.Index(scenarios, a) - slices.Index(scenarios, b) })
 	if o.tracing, err = splitList(*tracing, []string{TracingOff, TracingDefault, TracingHEP, TracingHEPGRO}); err != nil {
 		return nil, fmt.Errorf("-tracing: %w", err)
+	}
+	if *floor != "none" {
+		if o.floor, err = splitList(*floor, []string{FloorGoroutine, FloorEpoll}); err != nil {
+			return nil, fmt.Errorf("-floor: %w", err)
+		}
 	}
 	if o.kamChildren, err = splitInts(*children); err != nil {
 		return nil, fmt.Errorf("-kamailio-children: %w", err)

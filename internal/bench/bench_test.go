@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -377,8 +378,15 @@ func TestFlags(t *testing.T) {
 	if strings.Join(o.only, ",") != "small,large" || strings.Join(o.tracing, ",") != "hep,off" {
 		t.Fatalf("-only %q -tracing %q: want small first (it picks Kamailio's worker count), no repeats", o.only, o.tracing)
 	}
+	if strings.Join(o.floor, ",") != FloorGoroutine {
+		t.Fatalf("-floor by default %q, want %s", o.floor, FloorGoroutine)
+	}
+	if o, err := parseFlags([]string{"-floor", "none"}, &bytes.Buffer{}); err != nil || len(o.floor) != 0 {
+		t.Fatalf("-floor none: %v %q, want no floor row", err, o.floor)
+	}
 	for _, args := range [][]string{
 		{"-only", "small,huge"}, {"-tracing", "pcap"}, {"-rounds", "0"}, {"-kamailio-children", "2,x"}, {"extra"},
+		{"-floor", "splice"}, {"-floor", ""},
 	} {
 		var stderr bytes.Buffer
 		if code := Main(args, &bytes.Buffer{}, &stderr); code != 2 {
@@ -407,7 +415,7 @@ func TestMainIntegration(t *testing.T) {
 			if s.Runs != 1 || s.Acked == 0 || s.CPUPerSendUSMedian <= 0 || s.RSSMB <= 0 {
 				t.Errorf("%s: runs %d acked %d CPU/SEND %v RSS %v: want one run with SENDs, CPU and memory measured", s.Relay, s.Runs, s.Acked, s.CPUPerSendUSMedian, s.RSSMB)
 			}
-			if s.Kind == "msrpscope" && s.Delivered != s.Acked {
+			if (s.Kind == "msrpscope" || s.Kind == kindFloor) && s.Delivered != s.Acked {
 				t.Errorf("%s delivered %d of %d", s.Relay, s.Delivered, s.Acked)
 			}
 			if strings.Contains(s.Relay, "HEP") && (s.HEPSent == 0 || s.HEPReceived == 0) {
@@ -417,9 +425,17 @@ func TestMainIntegration(t *testing.T) {
 		return &res
 	}
 	t.Run("msrpscope", func(t *testing.T) {
-		res := runMain(t, append(base, "-kamailio=false"))
-		if len(res.Tables) != 1 || len(res.Tables[0].Rows) != 3 {
-			t.Fatalf("%d tables, first with %d rows; want one with the 3 tracing setups", len(res.Tables), len(res.Tables[0].Rows))
+		res := runMain(t, append(base, "-kamailio=false", "-floor", "goroutine,epoll"))
+		if len(res.Tables) != 1 || len(res.Tables[0].Rows) != 5 {
+			t.Fatalf("%d tables, first with %d rows; want one with the 3 tracing setups and 2 floors", len(res.Tables), len(res.Tables[0].Rows))
+		}
+		for i, mode := range []string{FloorGoroutine, FloorEpoll} {
+			if f := res.Tables[0].Rows[3+i]; f.Kind != kindFloor || f.Relay != floorLabel(mode) {
+				t.Fatalf("row %d: %s %q, want the %s floor", 3+i, f.Kind, f.Relay, mode)
+			}
+		}
+		if !slices.Contains(res.Tables[0].Notes, floorNote) {
+			t.Fatalf("notes %q: want the floor's", res.Tables[0].Notes)
 		}
 	})
 	t.Run("against Kamailio", func(t *testing.T) {
@@ -429,11 +445,11 @@ func TestMainIntegration(t *testing.T) {
 			t.Fatalf("%d tables, want small and large", len(res.Tables))
 		}
 		rows := res.Tables[0].Rows
-		if len(rows) != 2 || rows[1].Kind != "kamailio" {
-			t.Fatalf("rows %+v, want msrpscope and Kamailio", rows)
+		if len(rows) != 3 || rows[1].Kind != kindFloor || rows[2].Kind != "kamailio" {
+			t.Fatalf("rows %+v, want msrpscope, the floor and Kamailio", rows)
 		}
-		if rows[0].VsKamailioCPU == nil || rows[0].VsKamailioRate == nil {
-			t.Fatal("no msrpscope/Kamailio ratios")
+		if rows[0].VsKamailioCPU == nil || rows[0].VsKamailioRate == nil || rows[1].VsKamailioCPU == nil {
+			t.Fatal("no msrpscope/Kamailio or floor/Kamailio ratios")
 		}
 		large := res.Tables[1].Rows
 		if len(large) != 6 || large[1].Kind != "kamailio" || !strings.Contains(large[1].Relay, "8 KiB chunks") ||

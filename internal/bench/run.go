@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/kamailio"
+	"github.com/msrpscope/msrpscope/internal/proc"
 )
 
 // Result is the whole outcome of a bench run (-json prints it).
@@ -85,9 +86,23 @@ type target struct {
 	tree     bool // CPU and memory summed over the pid's descendants
 	scope    *scopeProc
 	kam      *kamailio.Instance
+	floor    *proc.Proc // the floor forwarder (kindFloor)
 	hep      *udpCounter
 	dead     error
 }
+
+// loadArgs are msrpload's flags that point it at t: the relay and its
+// user, or for the floor -direct through the forwarder.
+func (t *target) loadArgs() []string {
+	if t.kind == kindFloor {
+		return []string{"-direct", "-via", t.uri}
+	}
+	return []string{"-relay", t.uri, "-user", t.user, "-password", t.password}
+}
+
+// mustDeliver: a row that fails the run when it delivers less than it
+// acknowledged (msrpscope and the floor; Kamailio's losses are measured).
+func (t *target) mustDeliver() bool { return t.kind == "msrpscope" || t.kind == kindFloor }
 
 func (t *target) alive() error {
 	switch {
@@ -99,6 +114,10 @@ func (t *target) alive() error {
 			return fmt.Errorf("%s exited; log:\n%s", t.name, t.kam.LogTail(20))
 		default:
 		}
+	case t.floor != nil:
+		if t.floor.Done() {
+			return fmt.Errorf("%s exited: %s", t.name, t.floor.Cmd.ProcessState)
+		}
 	}
 	return nil
 }
@@ -109,6 +128,9 @@ func (t *target) stop() {
 	}
 	if t.kam != nil {
 		t.kam.Stop()
+	}
+	if t.floor != nil {
+		t.floor.Stop(5 * time.Second)
 	}
 	if t.hep != nil {
 		t.hep.close()
@@ -326,6 +348,14 @@ func (r *runner) startAll(ctx context.Context, children []int) ([]*target, error
 		}
 		ts = append(ts, t)
 	}
+	for _, mode := range r.o.floor {
+		t, err := r.startFloor(ctx, mode)
+		if err != nil {
+			stopAll(ts)
+			return nil, err
+		}
+		ts = append(ts, t)
+	}
 	if r.o.kamailio {
 		for _, c := range children {
 			t, err := r.startKamailio(c)
@@ -337,6 +367,14 @@ func (r *runner) startAll(ctx context.Context, children []int) ([]*target, error
 		}
 	}
 	return ts, nil
+}
+
+// floorNotes explains the floor rows when there are some.
+func (r *runner) floorNotes() []string {
+	if len(r.o.floor) == 0 {
+		return nil
+	}
+	return []string{floorNote}
 }
 
 func stopAll(ts []*target) {
@@ -362,6 +400,7 @@ func (r *runner) small(ctx context.Context) error {
 	for _, t := range ts {
 		spec.rows = append(spec.rows, &row{target: t, label: t.name, args: args})
 	}
+	spec.notes = append(spec.notes, r.floorNotes()...)
 	tb := r.measure(ctx, spec)
 	// The best Kamailio child count (median delivered/s) serves the other scenarios.
 	if best := tb.kamailioRef(); best != nil {
@@ -402,6 +441,7 @@ func (r *runner) pairs(ctx context.Context, n int) error {
 		spec.rows = append(spec.rows, &row{target: t, label: t.name, args: args, setup: setup})
 	}
 	spec.notes = append(spec.notes, fmt.Sprintf("relay CPU per SEND is net of set-up: before each run, msrpload with the same %d pairs sending one message each (connect, AUTH, close) is measured alone, and its relay CPU is subtracted from the run's (gross and set-up CPU are in -json)", n))
+	spec.notes = append(spec.notes, r.floorNotes()...)
 	r.measure(ctx, spec)
 	return ctx.Err()
 }
@@ -427,6 +467,9 @@ func (r *runner) chunked(ctx context.Context, name string, size, count int) erro
 	}
 	base := []string{"-pairs", "1", "-window", "8", "-size", strconv.Itoa(size)}
 	for _, t := range ts {
+		if t.kind == kindFloor {
+			continue // large has the raw TCP proxies
+		}
 		rw := &row{target: t, label: t.name}
 		c := chunk
 		if t.kind == "kamailio" {
@@ -541,7 +584,7 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 			r.note("%s: %v", t.name, err)
 		}
 	}
-	args := append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, rw.args...)
+	args := append(t.loadArgs(), rw.args...)
 	lr, lerr := runLoad(ctx, r.msrpload, args)
 	// The relay's CPU right after the driver exits; the process list
 	// again, in case Kamailio forked meanwhile.
@@ -578,7 +621,7 @@ func (r *runner) runOne(ctx context.Context, table string, round int, rw *row) *
 		r.fail("%s round %d: %v", rw.label, round, lerr)
 		return run
 	}
-	if t.kind == "msrpscope" {
+	if t.mustDeliver() {
 		if why := shortfall(run.Load); why != "" {
 			r.fail("%s round %d: %s", rw.label, round, why)
 		}
@@ -644,7 +687,7 @@ func (r *runner) relayCPU(ctx context.Context, t *target, flags []string) (float
 	if err != nil {
 		return 0, err
 	}
-	args := append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, flags...)
+	args := append(t.loadArgs(), flags...)
 	if _, err := runLoad(ctx, r.msrpload, args); err != nil {
 		return 0, err
 	}

@@ -333,6 +333,9 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 	default:
 		// No Kamailio (or it sustained nothing): the lowest relay's.
 		for _, rw := range rows {
+			if rw.Kind == kindFloor {
+				continue // not a relay
+			}
 			if v := rw.MaxSustainedPerSec; v > 0 && (st.OfferedPerSec == 0 || v < st.OfferedPerSec) {
 				st.OfferedPerSec = v
 			}
@@ -374,7 +377,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 			cpu[i] = append(cpu[i], run.Steady.CPUPerSend)
 			rate[i] = append(rate[i], run.Steady.AckedPerSec)
 		}
-		if ts[i].kind == "msrpscope" {
+		if ts[i].mustDeliver() {
 			if why := shortfall(l); why != "" {
 				r.fail("%s round %d: %s: %s", st.Name, round, ts[i].name, why)
 			}
@@ -486,6 +489,7 @@ func (r *runner) sustained(ctx context.Context, n int) error {
 		fmt.Sprintf("highest sustained: the acknowledged rate of a %s run as fast as the window allows when B received >= 99.9 %% of what the relay acknowledged, else the highest fixed rate (msrpload -rate, %s per step, at most %d steps of bisection) at which it did, kept the schedule and had no errors; Kamailio's fixed rate is always searched, and is the offered rate", so.probe, so.probe, so.steps),
 		fmt.Sprintf("the offered rate is then confirmed with Kamailio for a whole %s run (its losses grow with time); when it delivers less than 99.9 %%, the rate is lowered by a fifth and tried again, up to %d times; the run that passed is its first round", so.duration, confirmAttempts),
 		"relay CPU per SEND: the relay's utime+stime (/proc/PID/stat; Kamailio: all its processes) between msrpload's first progress line at or after the warm-up and its last before the sending ends, ÷ the SENDs acknowledged between the same two lines; delivered/acked counts whole runs, drain included")
+	st.Notes = append(st.Notes, r.floorNotes()...)
 	if kam != nil {
 		if sum := logProblems(ts[slices.IndexFunc(ts, func(t *target) bool { return t.kind == "kamailio" })].kam.Log(), 3); sum != "" {
 			st.Notes = append(st.Notes, kam.Relay+" log, over the whole scenario: "+sum)
@@ -518,7 +522,7 @@ func (r *runner) searchMax(ctx context.Context, ts []*target, t *target, rw *Sus
 			return Step{}, t.dead
 		}
 		r.settle(ctx, ts)
-		lr, err := runLoad(ctx, r.msrpload, append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, args...))
+		lr, err := runLoad(ctx, r.msrpload, append(t.loadArgs(), args...))
 		if aerr := t.alive(); aerr != nil {
 			t.dead = aerr
 			return Step{}, aerr
@@ -604,7 +608,7 @@ func (r *runner) runSteady(ctx context.Context, table string, round int, ts []*t
 		s.Ticks, s.TicksOK = ticks, terr == nil
 		samples = append(samples, s)
 	}
-	full := append([]string{"-relay", t.uri, "-user", t.user, "-password", t.password}, args...)
+	full := append(t.loadArgs(), args...)
 	lr, lerr := runLoadProgress(ctx, r.msrpload, full, onSample)
 	if lr != nil {
 		run.MsrploadExit = lr.exitCode

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -259,7 +260,7 @@ func TestSustainedIntegration(t *testing.T) {
 			if rw.Runs != 1 || rw.Acked == 0 || rw.CPUPerSendUSMedian <= 0 || rw.AckedPerSecMedian <= 0 || rw.RSSMB <= 0 || len(rw.Steps) == 0 {
 				t.Errorf("%s: %+v: want one run with SENDs, a steady-state CPU per SEND and rate, memory and search steps", rw.Relay, rw)
 			}
-			if rw.Kind == "msrpscope" && (rw.Delivered != rw.Acked || rw.MaxSustainedPerSec <= 0) {
+			if (rw.Kind == "msrpscope" || rw.Kind == kindFloor) && (rw.Delivered != rw.Acked || rw.MaxSustainedPerSec <= 0) {
 				t.Errorf("%s delivered %d of %d, highest sustained %v", rw.Relay, rw.Delivered, rw.Acked, rw.MaxSustainedPerSec)
 			}
 		}
@@ -269,7 +270,7 @@ func TestSustainedIntegration(t *testing.T) {
 		return st
 	}
 	t.Run("msrpscope", func(t *testing.T) {
-		st := runMain(t, append(base, "-kamailio=false"))
+		st := runMain(t, append(base, "-kamailio=false", "-floor", "none"))
 		if len(st.Rows) != 1 || !strings.Contains(st.RateFrom, "half the lowest") {
 			t.Fatalf("rows %+v, rate from %q; want msrpscope alone at half its highest sustained rate", st.Rows, st.RateFrom)
 		}
@@ -280,11 +281,14 @@ func TestSustainedIntegration(t *testing.T) {
 	t.Run("against Kamailio", func(t *testing.T) {
 		kamailio.Binary(t, kamailio.DefaultModPath) // skips with the reason when it is not installed
 		st := runMain(t, append(base, "-kamailio-children", "2", "-sustained-rate", "500"))
-		if len(st.Rows) != 2 || st.Rows[1].Kind != "kamailio" || st.OfferedPerSec != 500 {
-			t.Fatalf("rows %+v at %v/s, want msrpscope and Kamailio at 500/s", st.Rows, st.OfferedPerSec)
+		if len(st.Rows) != 3 || st.Rows[1].Kind != kindFloor || st.Rows[2].Kind != "kamailio" || st.OfferedPerSec != 500 {
+			t.Fatalf("rows %+v at %v/s, want msrpscope, the floor and Kamailio at 500/s", st.Rows, st.OfferedPerSec)
 		}
-		if st.Rows[0].VsKamailioCPU == nil {
-			t.Fatal("no msrpscope/Kamailio CPU ratio")
+		if st.Rows[0].VsKamailioCPU == nil || st.Rows[1].VsKamailioCPU == nil {
+			t.Fatal("no msrpscope/Kamailio or floor/Kamailio CPU ratio")
+		}
+		if !slices.Contains(st.Notes, floorNote) {
+			t.Fatalf("notes %q: want the floor's", st.Notes)
 		}
 	})
 }

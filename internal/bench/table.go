@@ -22,7 +22,7 @@ type Table struct {
 // (no run measured it).
 type Summary struct {
 	Relay string `json:"relay"`
-	Kind  string `json:"kind"` // msrpscope, kamailio, direct (msrpload -direct), raw, proxy (raw TCP through a minimal proxy)
+	Kind  string `json:"kind"` // msrpscope, kamailio, floor (msrpload forward), direct (msrpload -direct), raw, proxy (raw TCP through a minimal proxy)
 	Note  string `json:"note,omitempty"`
 	Runs  int    `json:"runs"`
 

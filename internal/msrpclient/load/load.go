@@ -40,8 +40,13 @@ type Options struct {
 	// baseline of what the driver alone reaches; RelayURI, Relays, Addr
 	// and TLS must be unset.
 	Direct bool
-	Addr   string      // host:port to dial for the first relay; default from its URI
-	TLS    *tls.Config // required for msrps://
+	// Via (with Direct): each A connects to this host:port instead, a
+	// forwarder (msrpload forward) to which it first writes B's address
+	// and a newline, then the same frames: the bench's floor, what a
+	// relay costs at the least.
+	Via  string
+	Addr string      // host:port to dial for the first relay; default from its URI
+	TLS  *tls.Config // required for msrps://
 	// User (default "demo") and Password, or Users (taken round-robin by
 	// pairs; a pair's A and B use the same one).
 	User     string
@@ -106,6 +111,7 @@ type Report struct {
 	Hints             []string         `json:"hints"`
 	Schedule          *Schedule        `json:"schedule,omitempty"` // -rate only
 	Direct            bool             `json:"direct,omitempty"`   // A straight to B, no relay
+	Via               string           `json:"via,omitempty"`      // Direct through this forwarder
 	PayloadBytes      int64            `json:"-"`
 	PairsStarted      int              `json:"-"`
 	Rate              float64          `json:"-"` // Options.Rate
@@ -198,6 +204,9 @@ func (r Report) Summary() string {
 	direct := ""
 	if r.Direct {
 		direct = " direct A→B (no relay)"
+		if r.Via != "" {
+			direct = " A→B through the forwarder at " + r.Via + " (no relay)"
+		}
 	}
 	fmt.Fprintf(&b, "msrpload: %d pairs%s window %d size %d chunk %s: %d SEND in %.2fs = %.0f SEND/s, %.2f MB/s\n",
 		r.Pairs, direct, r.Window, r.BodyBytes, chunk, r.Frames, r.Seconds, r.FramesPerSec, r.MBPerSec)
@@ -269,6 +278,8 @@ func (o Options) withDefaults() (Options, error) {
 		if o.RelayURI != "" || len(o.Relays) > 0 || o.Addr != "" || o.TLS != nil {
 			return o, errors.New("load: a direct run has no relay (no relay URI, address or TLS)")
 		}
+	} else if o.Via != "" {
+		return o, errors.New("load: Via needs Direct")
 	} else if err := o.relayDefaults(); err != nil {
 		return o, err
 	}
@@ -403,7 +414,7 @@ func Run(ctx context.Context, opts Options) (Report, error) {
 		return Report{ExitStatus: 1, Errors: map[string]int64{}, Hints: []string{}}, err
 	}
 	rep := Report{Pairs: opts.Pairs, Window: opts.Window, BodyBytes: opts.Size, ChunkBytes: opts.Chunk,
-		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate, Direct: opts.Direct}
+		Errors: map[string]int64{}, Hints: []string{}, Rate: opts.Rate, Direct: opts.Direct, Via: opts.Via}
 	r := &runner{opts: opts, changed: make(chan struct{}, 1)}
 	r.body = newBodyPattern(opts.frameBody())
 	r.bodyCRC = r.body.crc(int64(opts.Size))
@@ -734,9 +745,16 @@ func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, erro
 		nc, _ := ln.Accept()
 		accepted <- nc
 	}()
-	a, err := dial(ctx, ln.Addr().String(), nil, readBufSize)
+	to := ln.Addr().String()
+	a, err := dial(ctx, cmp.Or(r.opts.Via, to), nil, readBufSize)
 	if err != nil {
 		return nil, "connect: " + connKind(err), fmt.Errorf("A: dial: %w", err)
+	}
+	if r.opts.Via != "" { // the forwarder's first line: where to
+		if _, err := a.nc.Write([]byte(to + "\n")); err != nil {
+			_ = a.nc.Close()
+			return nil, "connect: " + connKind(err), fmt.Errorf("A: via %s: %w", r.opts.Via, err)
+		}
 	}
 	var bc net.Conn
 	select {
