@@ -438,7 +438,7 @@ func render(w io.Writer, res *Result) {
 	// section (BENCHMARKS.md).
 	fmt.Fprintf(w, "msrpload bench, %s\n\n", res.Started.Format("2006-01-02 15:04 UTC"))
 	if len(res.Tables) > 0 {
-		fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are msrpscope (or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
+		fmt.Fprintf(w, "- %d rounds, relays in alternating order; median and best over rounds; ratios are a row's (msrpscope, a floor or Kamailio) ÷ the reference Kamailio row of the same table, medians\n", res.Settings.Rounds)
 	}
 	if len(res.Sustained) > 0 {
 		rounds := ""
