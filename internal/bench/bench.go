@@ -174,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if o.floor, err = splitList(*floor, []string{FloorGoroutine, FloorEpoll}); err != nil {
 			return nil, fmt.Errorf("-floor: %w", err)
 		}
+		if slices.Contains(o.floor, FloorEpoll) && !floorEpollOK {
+			return nil, errors.New("-floor epoll: Linux only")
+		}
 	}
 	if o.kamChildren, err = splitInts(*children); err != nil {
 		return nil, fmt.Errorf("-kamailio-children: %w", err)

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,6 +48,9 @@ const (
 	// no goroutine wake-up per frame (Linux only).
 	FloorEpoll = "epoll"
 )
+
+// floorEpollOK: the epoll floor exists on Linux only.
+const floorEpollOK = runtime.GOOS == "linux"
 
 // floorLineMax bounds the first line.
 const floorLineMax = 64
@@ -156,14 +161,28 @@ func (f *Forwarder) Serve(ctx context.Context) error {
 	stopped := context.AfterFunc(ctx, func() { f.ln.Close() })
 	defer stopped()
 	var err error
+	var backoff time.Duration
 	for {
 		c, aerr := f.ln.Accept()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				err = aerr
+			if ctx.Err() != nil {
+				break
 			}
+			// Out of descriptors (or another passing error, as
+			// net/http's Serve treats them): wait and accept again.
+			if errors.Is(aerr, syscall.EMFILE) || errors.Is(aerr, syscall.ENFILE) ||
+				errors.Is(aerr, syscall.ENOBUFS) || errors.Is(aerr, syscall.ENOMEM) || errors.Is(aerr, syscall.ECONNABORTED) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			err = aerr
 			break
 		}
+		backoff = 0
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -210,7 +229,7 @@ func (f *Forwarder) connect(a net.Conn) {
 	}
 	_ = a.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReaderSize(a, floorBuf)
-	to, err := readDest(br)
+	to, err := readDest(br, f.ln.Addr())
 	_ = a.SetReadDeadline(time.Time{})
 	if err != nil {
 		f.untrack(a)
@@ -264,8 +283,9 @@ func (f *Forwarder) pick() int {
 	return i
 }
 
-// readDest reads the first line: a loopback host:port.
-func readDest(br *bufio.Reader) (string, error) {
+// readDest reads the first line: a loopback host:port, not self (a
+// connection chaining through the forwarder again and again).
+func readDest(br *bufio.Reader, self net.Addr) (string, error) {
 	var line []byte
 	for {
 		c, err := br.ReadByte()
@@ -287,6 +307,13 @@ func readDest(br *bufio.Reader) (string, error) {
 	}
 	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 		return "", fmt.Errorf("%q: not a loopback address", to)
+	}
+	ap, err := netip.ParseAddrPort(to)
+	if err != nil {
+		return "", err
+	}
+	if sa, ok := self.(*net.TCPAddr); ok && sa.AddrPort().Addr().Unmap() == ap.Addr().Unmap() && sa.AddrPort().Port() == ap.Port() {
+		return "", fmt.Errorf("%q: the forwarder itself", to)
 	}
 	return to, nil
 }
@@ -322,7 +349,7 @@ const kindFloor = "floor"
 // floorLabel names a floor row.
 func floorLabel(mode string) string {
 	if mode == FloorEpoll {
-		return "floor: minimal forwarder, epoll loop of its own (no parsing)"
+		return "floor: minimal forwarder, epoll loop of its own, one thread (no parsing)"
 	}
 	return "floor: minimal forwarder, goroutine per connection (no parsing)"
 }

@@ -12,13 +12,29 @@ import (
 // floorLoop is one event loop of the epoll floor: it owns duplicates of
 // its connections' descriptors, reads whatever is ready (level
 // triggered: once per readiness, again only when the read filled the
-// buffer) and writes it to the peer at once.
+// buffer) and writes it to the peer at once. Nothing in it blocks: what a
+// peer's socket does not take waits in that peer's pending bytes, and
+// the side that sent them is not read again until they are written
+// (back-pressure, as a relay's). An end read from one side is passed on
+// to the other (shutdown for writing) once its pending bytes are out;
+// the pair is closed when both sides ended or either failed.
 type floorLoop struct {
-	ep     int
-	wake   [2]int // a pipe in the epoll set: close() writes to it
-	mu     sync.Mutex
-	peer   map[int32]int32
-	closed bool
+	ep      int
+	wake    [2]int // a pipe in the epoll set: close() writes to it
+	mu      sync.Mutex
+	conns   map[int32]*floorConn
+	closed  bool // close() was called
+	running bool // run() owns the descriptors
+}
+
+// floorConn is one side of a forwarded pair.
+type floorConn struct {
+	fd      int32
+	peer    *floorConn
+	pending []byte // read from peer, not yet written to fd
+	eof     bool   // fd's sender ended: nothing more to read
+	shut    bool   // fd shut down for writing (peer ended, pending written)
+	events  uint32 // what fd is registered for (0: out of the set)
 }
 
 func newFloorLoop() (*floorLoop, error) {
@@ -26,19 +42,29 @@ func newFloorLoop() (*floorLoop, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &floorLoop{ep: ep, peer: map[int32]int32{}}
+	l := &floorLoop{ep: ep, conns: map[int32]*floorConn{}}
 	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
 		syscall.Close(ep)
 		return nil, err
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake[0])}
 	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, l.wake[0], &ev); err != nil {
-		syscall.Close(ep)
-		syscall.Close(l.wake[0])
-		syscall.Close(l.wake[1])
+		l.release()
 		return nil, err
 	}
 	return l, nil
+}
+
+// release closes the loop's own descriptors (and its connections'): by
+// run when it ends, or by close when run never started.
+func (l *floorLoop) release() {
+	for _, c := range l.conns {
+		syscall.Close(int(c.fd))
+	}
+	clear(l.conns)
+	syscall.Close(l.ep)
+	syscall.Close(l.wake[0])
+	syscall.Close(l.wake[1])
 }
 
 // dupFD is a non-blocking duplicate of c's descriptor.
@@ -95,31 +121,70 @@ func (l *floorLoop) add(a, b net.Conn) error {
 		syscall.Close(int(fb))
 		return errors.New("stopping")
 	}
-	l.peer[fa], l.peer[fb] = fb, fa
-	for _, fd := range []int32{fa, fb} {
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: fd}
-		if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
-			l.dropLocked(fa)
+	ca, cb := &floorConn{fd: fa}, &floorConn{fd: fb}
+	ca.peer, cb.peer = cb, ca
+	l.conns[fa], l.conns[fb] = ca, cb
+	for _, c := range []*floorConn{ca, cb} {
+		if err := l.register(c); err != nil {
+			l.drop(c)
 			return err
 		}
 	}
 	return nil
 }
 
-// dropLocked closes fd and its peer.
-func (l *floorLoop) dropLocked(fd int32) {
-	p, ok := l.peer[fd]
-	if !ok {
-		return
+// want is what c waits for: reading while its sender has not ended and
+// its peer has nothing pending (back-pressure); writing while it has.
+func (c *floorConn) want() uint32 {
+	var ev uint32
+	if !c.eof && len(c.peer.pending) == 0 {
+		ev |= syscall.EPOLLIN
 	}
-	for _, x := range []int32{fd, p} {
-		_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, int(x), nil)
-		syscall.Close(int(x))
-		delete(l.peer, x)
+	if len(c.pending) > 0 {
+		ev |= syscall.EPOLLOUT
+	}
+	return ev
+}
+
+// register brings c's registration in line with want. A descriptor that
+// waits for nothing leaves the set: level-triggered, its hang-up would
+// wake the loop for ever.
+func (l *floorLoop) register(c *floorConn) error {
+	ev := c.want()
+	if ev == c.events {
+		return nil
+	}
+	var err error
+	switch {
+	case ev == 0:
+		err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, int(c.fd), nil)
+	case c.events == 0:
+		err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, int(c.fd), &syscall.EpollEvent{Events: ev, Fd: c.fd})
+	default:
+		err = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_MOD, int(c.fd), &syscall.EpollEvent{Events: ev, Fd: c.fd})
+	}
+	if err == nil {
+		c.events = ev
+	}
+	return err
+}
+
+// drop closes c's pair.
+func (l *floorLoop) drop(c *floorConn) {
+	for _, x := range []*floorConn{c, c.peer} {
+		if _, ok := l.conns[x.fd]; !ok {
+			continue
+		}
+		if x.events != 0 {
+			_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, int(x.fd), nil)
+		}
+		syscall.Close(int(x.fd))
+		delete(l.conns, x.fd)
 	}
 }
 
-// close stops run, which closes every descriptor.
+// close stops run, which closes every descriptor; when run never
+// started, close closes them itself.
 func (l *floorLoop) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -127,6 +192,10 @@ func (l *floorLoop) close() {
 		return
 	}
 	l.closed = true
+	if !l.running {
+		l.release()
+		return
+	}
 	_, _ = syscall.Write(l.wake[1], []byte{1})
 }
 
@@ -134,6 +203,13 @@ func (l *floorLoop) close() {
 func (l *floorLoop) run() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return // close released everything
+	}
+	l.running = true
+	l.mu.Unlock()
 	buf := make([]byte, floorBuf)
 	evs := make([]syscall.EpollEvent, 128)
 	for {
@@ -143,65 +219,120 @@ func (l *floorLoop) run() {
 		}
 		l.mu.Lock()
 		if err != nil || l.closed {
-			for fd := range l.peer {
-				l.dropLocked(fd)
-			}
+			l.closed = true // add refuses from now on
+			l.release()
 			l.mu.Unlock()
-			syscall.Close(l.ep)
-			syscall.Close(l.wake[0])
-			syscall.Close(l.wake[1])
 			return
 		}
 		for _, ev := range evs[:n] {
-			if peer, ok := l.peer[ev.Fd]; ok && !l.forward(ev.Fd, peer, buf) {
-				l.dropLocked(ev.Fd)
+			// A pair dropped earlier in this batch is gone from the map
+			// (its descriptors closed, their numbers not yet reused:
+			// only this loop, under l.mu, closes and adds them).
+			if c, ok := l.conns[ev.Fd]; ok {
+				l.handle(c, ev.Events, buf)
 			}
 		}
 		l.mu.Unlock()
 	}
 }
 
-// forward reads what fd has (again only while a read fills buf) and
-// writes it to peer; false when either side ended or failed.
-func (l *floorLoop) forward(fd, peer int32, buf []byte) bool {
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+// handle serves one readiness of c.
+func (l *floorLoop) handle(c *floorConn, events uint32, buf []byte) {
+	if events&syscall.EPOLLOUT != 0 || events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 && len(c.pending) > 0 {
+		if !l.flush(c) {
+			l.drop(c)
+			return
+		}
+	}
+	if c.want()&syscall.EPOLLIN != 0 && events&(syscall.EPOLLIN|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
+		if !l.read(c, buf) {
+			l.drop(c)
+			return
+		}
+	}
+	if c.eof && c.peer.eof && len(c.pending) == 0 && len(c.peer.pending) == 0 {
+		l.drop(c) // both ends passed on
+		return
+	}
+	for _, x := range []*floorConn{c, c.peer} {
+		if err := l.register(x); err != nil {
+			l.drop(c)
+			return
+		}
+	}
+}
+
+// read reads what c has (again only while a read fills buf) and writes
+// it to c's peer; what the peer does not take waits in its pending
+// bytes. False when c failed or the peer did.
+func (l *floorLoop) read(c *floorConn, buf []byte) bool {
+	for len(c.peer.pending) == 0 {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(c.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 		switch {
 		case e == syscall.EAGAIN || e == syscall.EINTR:
 			return true
-		case e != 0 || r == 0:
+		case e != 0:
+			return false
+		case r == 0: // c's sender ended: pass it on
+			c.eof = true
+			return l.shutPeer(c)
+		}
+		p := c.peer
+		w, ok := writeSome(p.fd, buf[:r])
+		if !ok {
 			return false
 		}
-		if !writeAll(peer, buf[:r]) {
-			return false
+		if w < int(r) {
+			p.pending = append(p.pending[:0], buf[w:r]...)
+			return true
 		}
 		if int(r) < len(buf) {
 			return true
 		}
 	}
+	return true
 }
 
-// writeAll writes p to the non-blocking fd, waiting in poll(2) while its
-// send buffer is full (the loop waits with it: a floor, not a relay).
-func writeAll(fd int32, p []byte) bool {
-	for len(p) > 0 {
-		w, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+// flush writes c's pending bytes; when they are out and c's peer ended,
+// c is shut down for writing. False when c failed.
+func (l *floorLoop) flush(c *floorConn) bool {
+	w, ok := writeSome(c.fd, c.pending)
+	if !ok {
+		return false
+	}
+	c.pending = c.pending[:copy(c.pending, c.pending[w:])]
+	if len(c.pending) == 0 && c.peer.eof {
+		return l.shutPeer(c.peer)
+	}
+	return true
+}
+
+// shutPeer passes c's end on: c's peer is shut down for writing once it
+// has nothing pending.
+func (l *floorLoop) shutPeer(c *floorConn) bool {
+	p := c.peer
+	if p.shut || len(p.pending) > 0 {
+		return true
+	}
+	p.shut = true
+	return syscall.Shutdown(int(p.fd), syscall.SHUT_WR) == nil
+}
+
+// writeSome writes as much of b to the non-blocking fd as it takes now:
+// the bytes written, false when fd failed.
+func writeSome(fd int32, b []byte) (int, bool) {
+	n := 0
+	for n < len(b) {
+		w, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[n])), uintptr(len(b)-n))
 		switch {
 		case e == syscall.EAGAIN:
-			pfd := [1]struct {
-				fd             int32
-				events, revent int16
-			}{{fd: fd, events: 0x4}} // POLLOUT
-			if _, _, e := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&pfd[0])), 1, 1000); e != 0 && e != syscall.EINTR {
-				return false
-			}
-			continue
+			return n, true
 		case e == syscall.EINTR:
 			continue
 		case e != 0:
-			return false
+			return n, false
 		}
-		p = p[w:]
+		n += int(w)
 	}
-	return true
+	return n, true
 }

@@ -1,11 +1,13 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -150,6 +152,45 @@ func TestForwarderRefusesBadFirstLine(t *testing.T) {
 	}
 }
 
+// A first line naming the forwarder itself (a connection that would
+// chain through it once per line it sends) is refused too.
+func TestForwarderRefusesItself(t *testing.T) {
+	for _, mode := range floorModes() {
+		t.Run(mode, func(t *testing.T) {
+			fwd, _ := startForward(t, mode)
+			a, err := net.Dial("tcp", fwd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			if _, err := a.Write([]byte(fwd + "\n" + fwd + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if n, err := a.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
+				t.Fatalf("read %d, %v; want the connection closed", n, err)
+			}
+		})
+	}
+}
+
+// readDest refuses the forwarder's own address in any spelling.
+func TestReadDestRefusesSelf(t *testing.T) {
+	self := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2900}
+	for line, ok := range map[string]bool{
+		"127.0.0.1:2900\n":          false,
+		"[::ffff:127.0.0.1]:2900\n": false,
+		"127.0.0.1:2901\n":          true,
+		"127.0.0.2:2900\r\n":        true,
+		"[::1]:2900\n":              true,
+	} {
+		_, err := readDest(bufio.NewReader(strings.NewReader(line)), self)
+		if (err == nil) != ok {
+			t.Errorf("%q: %v, want ok %v", line, err, ok)
+		}
+	}
+}
+
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }
@@ -201,5 +242,170 @@ func TestForwarderStopsWithOpenConnections(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// stallThrough: B accepts and never reads; A writes through the forwarder
+// until every buffer on the way is full.
+func stallThrough(t *testing.T, fwd string) (a net.Conn) {
+	t.Helper()
+	to, accepted := backend(t)
+	a, err := net.Dial("tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	if _, err := a.Write([]byte(to + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-accepted; b == nil {
+		t.Fatal("the forwarder did not connect")
+	}
+	// Write until a write stays blocked for half a second: B's receive
+	// buffer, the forwarder's and A's send buffer are full, and the
+	// forwarder holds bytes for B it cannot write.
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	for {
+		_ = a.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := a.Write(chunk); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				break
+			}
+			t.Fatalf("writing until the forwarder stalls: %v", err)
+		}
+	}
+	_ = a.SetWriteDeadline(time.Time{})
+	return a
+}
+
+// Serve must return when its context ends even when a B has stopped
+// reading (the forwarder is in the middle of writing to it).
+func TestForwarderStopsWithStalledPeer(t *testing.T) {
+	for _, mode := range floorModes() {
+		t.Run(mode, func(t *testing.T) {
+			fwd, stop := startForward(t, mode)
+			stallThrough(t, fwd)
+			if err := stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// One B that stops reading must not freeze the forwarder's other
+// connections (the bench starts the epoll floor with one loop).
+func TestForwarderStalledPeerHoldsNoOther(t *testing.T) {
+	for _, mode := range floorModes() {
+		t.Run(mode, func(t *testing.T) {
+			f, err := ListenForward("127.0.0.1:0", mode, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- f.Serve(ctx) }()
+			defer func() {
+				cancel()
+				select {
+				case <-done:
+				case <-time.After(3 * time.Second): // see TestForwarderStopsWithStalledPeer
+				}
+			}()
+			stallThrough(t, f.Addr())
+
+			to, accepted := backend(t)
+			a2, err := net.Dial("tcp", f.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a2.Close()
+			if _, err := a2.Write([]byte(to + "\n")); err != nil {
+				t.Fatal(err)
+			}
+			b2 := <-accepted
+			if b2 == nil {
+				t.Fatal("no second connection")
+			}
+			if _, err := a2.Write([]byte("MSRP a SEND\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			_ = b2.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, 13)
+			if _, err := io.ReadFull(b2, got); err != nil {
+				t.Fatalf("a second, healthy connection: B read %q, %v; want its 13 bytes within 5 s", got, err)
+			}
+		})
+	}
+}
+
+// A half-close is passed on in both modes: A writes a request and shuts
+// its sending side, B reads to the end and answers; A must get the answer
+// (the goroutine mode passes it, as the commit says: "ends passed on").
+func TestForwarderHalfClose(t *testing.T) {
+	for _, mode := range floorModes() {
+		t.Run(mode, func(t *testing.T) {
+			fwd, _ := startForward(t, mode)
+			to, accepted := backend(t)
+			a, err := net.Dial("tcp", fwd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			if _, err := a.Write([]byte(to + "\nrequest")); err != nil {
+				t.Fatal(err)
+			}
+			b := <-accepted
+			if b == nil {
+				t.Fatal("the forwarder did not connect")
+			}
+			if err := a.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
+			req, err := io.ReadAll(b)
+			if err != nil || string(req) != "request" {
+				t.Fatalf("B read %q, %v", req, err)
+			}
+			_, werr := b.Write([]byte("response"))
+			b.Close()
+			_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := io.ReadAll(a)
+			if string(resp) != "response" {
+				t.Fatalf("after A's half-close: B's write %v, A read %q, %v; want %q", werr, resp, err, "response")
+			}
+		})
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip(err)
+	}
+	return len(ents)
+}
+
+// A ListenForward that fails (the port is taken) must not leave the
+// epoll loops' descriptors open: they are closed only by run(), which
+// never starts.
+func TestListenForwardFailureLeaksNothing(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("epoll")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	before := openFDs(t)
+	for range 5 {
+		if f, err := ListenForward(busy.Addr().String(), FloorEpoll, 4); err == nil {
+			f.ln.Close()
+			t.Fatal("listened on a taken port")
+		}
+	}
+	if after := openFDs(t); after > before {
+		t.Fatalf("open descriptors %d before, %d after 5 failed ListenForward(epoll, 4 loops): %d leaked", before, after, after-before)
 	}
 }

@@ -336,9 +336,14 @@ func (r *runner) startKamailio(children int) (*target, error) {
 	}, nil
 }
 
-// startAll starts msrpscope in every -tracing setup and, when withKam,
+// startAll starts msrpscope in every -tracing setup, the floors and
 // Kamailio with each of children. The caller stops them.
 func (r *runner) startAll(ctx context.Context, children []int) ([]*target, error) {
+	return r.start(ctx, children, true)
+}
+
+// start is startAll, with or without the floors.
+func (r *runner) start(ctx context.Context, children []int, floors bool) ([]*target, error) {
 	var ts []*target
 	for _, setup := range r.o.tracing {
 		t, err := r.startScope(ctx, setup)
@@ -349,6 +354,9 @@ func (r *runner) startAll(ctx context.Context, children []int) ([]*target, error
 		ts = append(ts, t)
 	}
 	for _, mode := range r.o.floor {
+		if !floors {
+			break
+		}
 		t, err := r.startFloor(ctx, mode)
 		if err != nil {
 			stopAll(ts)
@@ -449,7 +457,8 @@ func (r *runner) pairs(ctx context.Context, n int) error {
 // chunked: messages of size in 64 KiB chunks; count 0 runs for -duration.
 // The large scenario (count > 0) adds the raw TCP baseline.
 func (r *runner) chunked(ctx context.Context, name string, size, count int) error {
-	ts, err := r.startAll(ctx, []int{r.res.Settings.KamailioChildren})
+	// No floor here: large has the raw TCP proxies.
+	ts, err := r.start(ctx, []int{r.res.Settings.KamailioChildren}, false)
 	if err != nil {
 		return err
 	}
@@ -467,9 +476,6 @@ func (r *runner) chunked(ctx context.Context, name string, size, count int) erro
 	}
 	base := []string{"-pairs", "1", "-window", "8", "-size", strconv.Itoa(size)}
 	for _, t := range ts {
-		if t.kind == kindFloor {
-			continue // large has the raw TCP proxies
-		}
 		rw := &row{target: t, label: t.name}
 		c := chunk
 		if t.kind == "kamailio" {

@@ -728,6 +728,9 @@ func newPair(ctx context.Context, r *runner, idx int, u User, lastAddr string, s
 	return p, "", "", nil
 }
 
+// viaConnectTimeout bounds the wait for the forwarder's connection to B.
+const viaConnectTimeout = 3 * time.Second
+
 // newDirectPair connects A straight to B, no relay (RFC 4975 peer to
 // peer): B, the passive endpoint, listens on a loopback port of its own
 // and is msrp://127.0.0.1:port/<session-id>;tcp; A, the active one,
@@ -757,8 +760,24 @@ func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, erro
 		}
 	}
 	var bc net.Conn
+	// Through a forwarder B's connection comes from it: one that refused
+	// the first line (or is no forwarder) closes A and never connects.
+	var refused <-chan time.Time
+	if r.opts.Via != "" {
+		t := time.NewTimer(viaConnectTimeout)
+		defer t.Stop()
+		refused = t.C
+	}
 	select {
 	case bc = <-accepted:
+	case <-refused:
+		_ = ln.Close()
+		if bc = <-accepted; bc != nil {
+			_ = bc.Close()
+		}
+		_ = a.nc.Close()
+		err := fmt.Errorf("the forwarder at %s did not connect to B within %s (it refused the first line, or is not msrpload forward)", r.opts.Via, viaConnectTimeout)
+		return nil, "B: accept: via " + r.opts.Via + ": no connection", err
 	case <-ctx.Done():
 		_ = ln.Close()
 		if bc = <-accepted; bc != nil {
