@@ -47,3 +47,35 @@ func BenchmarkPutRelaySmall(b *testing.B) {
 	defer func() { benchFrames = DefaultFrames }()
 	BenchmarkPutRelay(b)
 }
+
+// benchPairs is BenchmarkPutRelayManyPairs' pair count.
+var benchPairs = 2000
+
+// BenchmarkPutRelayManyPairs: the same four frames per SEND from 2,000
+// pairs in turn, into a ring of the default size: a session's entries in
+// a shard come and go as its frames enter and leave the ring.
+func BenchmarkPutRelayManyPairs(b *testing.B) {
+	r := NewRing("r", Config{Frames: DefaultFrames})
+	var evs []*event.Event
+	for p := range benchPairs {
+		sa, sb := fmt.Sprintf("sessA%020d", p), fmt.Sprintf("sessB%020d", p)
+		evs = append(evs, frame(4*p, sa, sb, event.DirIn, "SEND", 0, "MSRP a SEND\r\n"), frame(4*p+1, sa, sb, event.DirOut, "SEND", 0, "MSRP a SEND\r\n"),
+			frame(4*p+2, sa, sb, event.DirIn, "", 200, "MSRP a 200 OK\r\n"), frame(4*p+3, sa, sb, event.DirOut, "", 200, "MSRP a 200 OK\r\n"))
+	}
+	b.ReportAllocs()
+	i := 0
+	c0 := cpuNow()
+	for b.Loop() {
+		r.Put(evs[i%len(evs)])
+		i++
+	}
+	b.ReportMetric(float64(cpuNow()-c0)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkPutRelayManyPairs8000: 8,000 pairs: no session's frames are
+// in the ring when its next ones come.
+func BenchmarkPutRelayManyPairs8000(b *testing.B) {
+	benchPairs = 8000
+	defer func() { benchPairs = 2000 }()
+	BenchmarkPutRelayManyPairs(b)
+}
