@@ -126,7 +126,7 @@ func (l *floorLoop) add(a, b net.Conn) error {
 	l.conns[fa], l.conns[fb] = ca, cb
 	for _, c := range []*floorConn{ca, cb} {
 		if err := l.register(c); err != nil {
-			l.drop(c)
+			l.drop(c, true)
 			return err
 		}
 	}
@@ -169,14 +169,20 @@ func (l *floorLoop) register(c *floorConn) error {
 	return err
 }
 
-// drop closes c's pair.
-func (l *floorLoop) drop(c *floorConn) {
+// drop closes c's pair. After a failure (abort) both are reset rather
+// than ended: bytes one side still held for the other are lost with the
+// failed side, and a clean end would hide that (a shortened reply
+// followed by EOF); a reset tells the client.
+func (l *floorLoop) drop(c *floorConn, abort bool) {
 	for _, x := range []*floorConn{c, c.peer} {
 		if _, ok := l.conns[x.fd]; !ok {
 			continue
 		}
 		if x.events != 0 {
 			_ = syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, int(x.fd), nil)
+		}
+		if abort {
+			_ = syscall.SetsockoptLinger(int(x.fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
 		}
 		syscall.Close(int(x.fd))
 		delete(l.conns, x.fd)
@@ -240,23 +246,23 @@ func (l *floorLoop) run() {
 func (l *floorLoop) handle(c *floorConn, events uint32, buf []byte) {
 	if events&syscall.EPOLLOUT != 0 || events&(syscall.EPOLLERR|syscall.EPOLLHUP) != 0 && len(c.pending) > 0 {
 		if !l.flush(c) {
-			l.drop(c)
+			l.drop(c, true)
 			return
 		}
 	}
 	if c.want()&syscall.EPOLLIN != 0 && events&(syscall.EPOLLIN|syscall.EPOLLERR|syscall.EPOLLHUP) != 0 {
 		if !l.read(c, buf) {
-			l.drop(c)
+			l.drop(c, true)
 			return
 		}
 	}
 	if c.eof && c.peer.eof && len(c.pending) == 0 && len(c.peer.pending) == 0 {
-		l.drop(c) // both ends passed on
+		l.drop(c, false) // both ends passed on
 		return
 	}
 	for _, x := range []*floorConn{c, c.peer} {
 		if err := l.register(x); err != nil {
-			l.drop(c)
+			l.drop(c, true)
 			return
 		}
 	}
