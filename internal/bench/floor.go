@@ -244,7 +244,10 @@ func (f *Forwarder) connect(a net.Conn) {
 		// Bytes that came with the line are B's already.
 		if n := br.Buffered(); n > 0 {
 			p, _ := br.Peek(n)
-			if _, err := b.Write(p); err != nil {
+			_ = b.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, err := b.Write(p)
+			_ = b.SetWriteDeadline(time.Time{})
+			if err != nil {
 				b.Close()
 				f.untrack(a)
 				return
@@ -263,13 +266,22 @@ func (f *Forwarder) connect(a net.Conn) {
 	}
 	done := make(chan struct{})
 	go func() {
-		pipe(b, br)
-		// A's side ended: B gets the end (its reader then ends).
-		closeWrite(b)
+		// A's side ended: B gets the end (its reader then ends); a
+		// failure resets both.
+		if pipe(b, br) {
+			closeWrite(b)
+		} else {
+			abort(b)
+			abort(a)
+		}
 		close(done)
 	}()
-	pipe(a, b)
-	closeWrite(a)
+	if pipe(a, b) {
+		closeWrite(a)
+	} else {
+		abort(a)
+		abort(b)
+	}
 	<-done
 	f.untrack(a)
 	f.untrack(b)
@@ -320,19 +332,29 @@ func readDest(br *bufio.Reader, self net.Addr) (string, error) {
 
 // pipe copies src to dst through a buffer of its own (read and write: no
 // splice, as a relay that reads its frames) until src ends or dst fails.
-func pipe(dst net.Conn, src io.Reader) {
+// It reports whether src ended cleanly (EOF) with everything written.
+func pipe(dst net.Conn, src io.Reader) bool {
 	buf := make([]byte, floorBuf)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
+				return false
 			}
 		}
 		if err != nil {
-			return
+			return err == io.EOF
 		}
 	}
+}
+
+// abort resets c (linger 0): after a failure on the other side a clean
+// end would make what was lost look whole.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 func closeWrite(c net.Conn) {
