@@ -254,11 +254,17 @@ func proxyOnce(l net.Listener, to string, chunk int, mode string) error {
 		_, err = io.Copy(out, in)
 		return err
 	}
-	buf := make([]byte, chunk)
+	return copyBuf(out, in, make([]byte, chunk))
+}
+
+// copyBuf copies src to dst by read and write through buf (no splice: as
+// a relay that reads its frames) until src ends: nil at EOF, else the
+// read's or the write's error.
+func copyBuf(dst io.Writer, src io.Reader, buf []byte) error {
 	for {
-		n, rerr := in.Read(buf)
+		n, rerr := src.Read(buf)
 		if n > 0 {
-			if _, err := out.Write(buf[:n]); err != nil {
+			if _, err := dst.Write(buf[:n]); err != nil {
 				return err
 			}
 		}

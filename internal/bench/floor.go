@@ -330,22 +330,10 @@ func readDest(br *bufio.Reader, self net.Addr) (string, error) {
 	return to, nil
 }
 
-// pipe copies src to dst through a buffer of its own (read and write: no
-// splice, as a relay that reads its frames) until src ends or dst fails.
-// It reports whether src ended cleanly (EOF) with everything written.
+// pipe copies src to dst through a buffer of its own until src ends or
+// dst fails: whether src ended cleanly (EOF) with everything written.
 func pipe(dst net.Conn, src io.Reader) bool {
-	buf := make([]byte, floorBuf)
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return false
-			}
-		}
-		if err != nil {
-			return err == io.EOF
-		}
-	}
+	return copyBuf(dst, src, make([]byte, floorBuf)) == nil
 }
 
 // abort resets c (linger 0): after a failure on the other side a clean

@@ -21,6 +21,16 @@ func pattern(seed int64, n int) []byte {
 	return b
 }
 
+// loopsDrained waits up to 5 s for the loops to hold no descriptor and
+// returns how many they still hold.
+func loopsDrained(f *Forwarder) int {
+	deadline := time.Now().Add(5 * time.Second)
+	for loopConns(f) > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling, not ordering
+	}
+	return loopConns(f)
+}
+
 // loopConns is how many descriptors the forwarder's loops hold.
 func loopConns(f *Forwarder) int {
 	n := 0
@@ -38,19 +48,8 @@ func loopConns(f *Forwarder) int {
 // every byte arrives in order, every pair is dropped by the loop once both
 // ended, and nothing is left open after Serve.
 func TestForwarderEpollStress(t *testing.T) {
-	before := openFDs(t)
-	t.Cleanup(func() { // after the backends' cleanups
-		if after := openFDs(t); after > before {
-			t.Errorf("open descriptors %d before, %d after", before, after)
-		}
-	})
-	f, err := ListenForward("127.0.0.1:0", FloorEpoll, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- f.Serve(ctx) }()
+	noFDLeak(t) // checked after the backends' cleanups
+	f, stop := startForwardLoops(t, FloorEpoll, 2)
 	const pairs = 60
 	rng := rand.New(rand.NewSource(1))
 	var wg sync.WaitGroup
@@ -136,16 +135,11 @@ func TestForwarderEpollStress(t *testing.T) {
 		t.Error(e)
 	}
 	// Every pair ended both ways: the loops drop them all.
-	deadline := time.Now().Add(5 * time.Second)
-	for loopConns(f) > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // polling, not ordering
-	}
-	if n := loopConns(f); n > 0 {
+	if n := loopsDrained(f); n > 0 {
 		t.Errorf("%d descriptors still held by the loops after every pair ended both ways", n)
 	}
 	t.Logf("loops dropped every pair; %v", time.Now())
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -162,26 +156,6 @@ func dumpLoops(f *Forwarder) string {
 	return s
 }
 
-// dialPair connects A through the forwarder to a fresh backend B.
-func dialPair(t *testing.T, fwd string) (a, b *net.TCPConn) {
-	t.Helper()
-	to, accepted := backend(t)
-	c, err := net.Dial("tcp", fwd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write([]byte(to + "\nhello")); err != nil {
-		t.Fatal(err)
-	}
-	bc := <-accepted
-	if bc == nil {
-		t.Fatal("no B")
-	}
-	readN(t, bc, 5)
-	return c.(*net.TCPConn), bc.(*net.TCPConn)
-}
-
 func expectEOF(t *testing.T, c net.Conn) {
 	t.Helper()
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -195,22 +169,11 @@ func expectEOF(t *testing.T, c net.Conn) {
 // bytes unread (a reset), a linger-0 close, a half-close then a close —
 // while bytes are in flight both ways: the loops drop every pair.
 func TestForwarderEpollResetsDropAll(t *testing.T) {
-	before := openFDs(t)
-	t.Cleanup(func() {
-		if after := openFDs(t); after > before {
-			t.Errorf("open descriptors %d before, %d after", before, after)
-		}
-	})
-	f, err := ListenForward("127.0.0.1:0", FloorEpoll, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- f.Serve(ctx) }()
+	noFDLeak(t) // checked after the backends' cleanups
+	f, stop := startForwardLoops(t, FloorEpoll, 1)
 	var wg sync.WaitGroup
 	for i := range 48 {
-		a, b := dialPair(t, f.Addr())
+		a, b := dialPair(t, f.Addr(), "hello")
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -260,15 +223,10 @@ func TestForwarderEpollResetsDropAll(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	deadline := time.Now().Add(5 * time.Second)
-	for loopConns(f) > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond) // polling, not ordering
-	}
-	if n := loopConns(f); n > 0 {
+	if n := loopsDrained(f); n > 0 {
 		t.Errorf("%d descriptors still held by the loop after both ends of every pair closed\n%s", n, dumpLoops(f))
 	}
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -359,7 +317,7 @@ func TestForwarderResetAfterEndClosesPair(t *testing.T) {
 	for _, mode := range floorModes() {
 		t.Run(mode, func(t *testing.T) {
 			fwd, _ := startForward(t, mode)
-			a, b := dialPair(t, fwd)
+			a, b := dialPair(t, fwd, "hello")
 			a.CloseWrite()
 			expectEOF(t, b) // the forwarder read A's end and passed it on
 			a.SetLinger(0)
@@ -385,7 +343,7 @@ func TestForwarderPeerResetIsNotACleanEnd(t *testing.T) {
 		for _, then := range []string{"A ends", "A writes"} {
 			t.Run(mode+"/"+then, func(t *testing.T) {
 				fwd, _ := startForward(t, mode)
-				a, b := dialPair(t, fwd)
+				a, b := dialPair(t, fwd, "hello")
 				sent := 0
 				chunk := bytes.Repeat([]byte("r"), 64<<10)
 				for {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,33 +22,74 @@ func floorModes() []string {
 	return []string{FloorGoroutine}
 }
 
-// startForward runs a forwarder in mode until the test ends; stop cancels
-// it and returns Serve's result.
+// startForward runs a forwarder in mode (two loops in epoll mode) until
+// the test ends; stop cancels it and returns Serve's result.
 func startForward(t *testing.T, mode string) (addr string, stop func() error) {
+	f, stop := startForwardLoops(t, mode, 2)
+	return f.Addr(), stop
+}
+
+// startForwardLoops is startForward with loops event loops.
+func startForwardLoops(t *testing.T, mode string, loops int) (f *Forwarder, stop func() error) {
 	t.Helper()
-	f, err := ListenForward("127.0.0.1:0", mode, 2)
+	f, err := ListenForward("127.0.0.1:0", mode, loops)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Serve(ctx) }()
-	stopped := false
+	var once sync.Once
+	var serr error
 	stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			return errors.New("Serve did not return within 10 s of the cancel")
-		}
+		once.Do(func() {
+			cancel()
+			select {
+			case serr = <-done:
+			case <-time.After(10 * time.Second):
+				serr = errors.New("Serve did not return within 10 s of the cancel")
+			}
+		})
+		return serr
 	}
 	t.Cleanup(func() { _ = stop() })
-	return f.Addr(), stop
+	return f, stop
+}
+
+// dialPair connects A through the forwarder to a fresh backend B, first
+// (which may be empty) written with the first line, and checks that B
+// got it.
+func dialPair(t *testing.T, fwd, first string) (a, b *net.TCPConn) {
+	t.Helper()
+	to, accepted := backend(t)
+	c, err := net.Dial("tcp", fwd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte(to + "\n" + first)); err != nil {
+		t.Fatal(err)
+	}
+	bc := <-accepted
+	if bc == nil {
+		t.Fatal("the forwarder did not connect")
+	}
+	if got := readN(t, bc, len(first)); string(got) != first {
+		t.Fatalf("B got %q, want %q", got, first)
+	}
+	return c.(*net.TCPConn), bc.(*net.TCPConn)
+}
+
+// noFDLeak fails the test when, at its end (after the cleanups registered
+// later), the process has more open descriptors than now.
+func noFDLeak(t *testing.T) {
+	t.Helper()
+	before := openFDs(t)
+	t.Cleanup(func() {
+		if after := openFDs(t); after > before {
+			t.Errorf("open descriptors %d before, %d after", before, after)
+		}
+	})
 }
 
 // backend accepts one connection on loopback and hands it over.
@@ -86,23 +128,8 @@ func TestForwarderCarriesBothWays(t *testing.T) {
 	for _, mode := range floorModes() {
 		t.Run(mode, func(t *testing.T) {
 			fwd, _ := startForward(t, mode)
-			to, accepted := backend(t)
-			a, err := net.Dial("tcp", fwd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
 			// The line and the first bytes in one write.
-			if _, err := a.Write([]byte(to + "\nMSRP a SEND\r\n")); err != nil {
-				t.Fatal(err)
-			}
-			b := <-accepted
-			if b == nil {
-				t.Fatal("the forwarder did not connect")
-			}
-			if got := readN(t, b, 13); string(got) != "MSRP a SEND\r\n" {
-				t.Fatalf("B got %q", got)
-			}
+			a, b := dialPair(t, fwd, "MSRP a SEND\r\n")
 			if _, err := b.Write([]byte("MSRP a 200 OK\r\n")); err != nil {
 				t.Fatal(err)
 			}
@@ -216,17 +243,7 @@ func TestForwarderStopsWithOpenConnections(t *testing.T) {
 	for _, mode := range floorModes() {
 		t.Run(mode, func(t *testing.T) {
 			fwd, stop := startForward(t, mode)
-			to, accepted := backend(t)
-			a, err := net.Dial("tcp", fwd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			if _, err := a.Write([]byte(to + "\nx")); err != nil {
-				t.Fatal(err)
-			}
-			b := <-accepted
-			readN(t, b, 1)
+			a, b := dialPair(t, fwd, "x")
 			silent, err := net.Dial("tcp", fwd)
 			if err != nil {
 				t.Fatal(err)
@@ -249,18 +266,7 @@ func TestForwarderStopsWithOpenConnections(t *testing.T) {
 // until every buffer on the way is full.
 func stallThrough(t *testing.T, fwd string) (a net.Conn) {
 	t.Helper()
-	to, accepted := backend(t)
-	a, err := net.Dial("tcp", fwd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	if _, err := a.Write([]byte(to + "\n")); err != nil {
-		t.Fatal(err)
-	}
-	if b := <-accepted; b == nil {
-		t.Fatal("the forwarder did not connect")
-	}
+	a, _ = dialPair(t, fwd, "")
 	// Write until a write stays blocked for half a second: B's receive
 	// buffer, the forwarder's and A's send buffer are full, and the
 	// forwarder holds bytes for B it cannot write.
@@ -297,35 +303,9 @@ func TestForwarderStopsWithStalledPeer(t *testing.T) {
 func TestForwarderStalledPeerHoldsNoOther(t *testing.T) {
 	for _, mode := range floorModes() {
 		t.Run(mode, func(t *testing.T) {
-			f, err := ListenForward("127.0.0.1:0", mode, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- f.Serve(ctx) }()
-			defer func() {
-				cancel()
-				select {
-				case <-done:
-				case <-time.After(3 * time.Second): // see TestForwarderStopsWithStalledPeer
-				}
-			}()
+			f, _ := startForwardLoops(t, mode, 1)
 			stallThrough(t, f.Addr())
-
-			to, accepted := backend(t)
-			a2, err := net.Dial("tcp", f.Addr())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a2.Close()
-			if _, err := a2.Write([]byte(to + "\n")); err != nil {
-				t.Fatal(err)
-			}
-			b2 := <-accepted
-			if b2 == nil {
-				t.Fatal("no second connection")
-			}
+			a2, b2 := dialPair(t, f.Addr(), "")
 			if _, err := a2.Write([]byte("MSRP a SEND\r\n")); err != nil {
 				t.Fatal(err)
 			}
@@ -345,26 +325,13 @@ func TestForwarderHalfClose(t *testing.T) {
 	for _, mode := range floorModes() {
 		t.Run(mode, func(t *testing.T) {
 			fwd, _ := startForward(t, mode)
-			to, accepted := backend(t)
-			a, err := net.Dial("tcp", fwd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer a.Close()
-			if _, err := a.Write([]byte(to + "\nrequest")); err != nil {
-				t.Fatal(err)
-			}
-			b := <-accepted
-			if b == nil {
-				t.Fatal("the forwarder did not connect")
-			}
-			if err := a.(*net.TCPConn).CloseWrite(); err != nil {
+			a, b := dialPair(t, fwd, "request") // B read the request
+			if err := a.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
 			_ = b.SetReadDeadline(time.Now().Add(10 * time.Second))
-			req, err := io.ReadAll(b)
-			if err != nil || string(req) != "request" {
-				t.Fatalf("B read %q, %v", req, err)
+			if rest, err := io.ReadAll(b); err != nil || len(rest) != 0 {
+				t.Fatalf("B read %q more, %v; want the end after the request", rest, err)
 			}
 			_, werr := b.Write([]byte("response"))
 			b.Close()

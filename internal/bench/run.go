@@ -344,6 +344,10 @@ func (r *runner) startAll(ctx context.Context, children []int) ([]*target, error
 
 // start is startAll, with or without the floors.
 func (r *runner) start(ctx context.Context, children []int, floors bool) ([]*target, error) {
+	modes := r.o.floor
+	if !floors {
+		modes = nil
+	}
 	var ts []*target
 	for _, setup := range r.o.tracing {
 		t, err := r.startScope(ctx, setup)
@@ -353,10 +357,7 @@ func (r *runner) start(ctx context.Context, children []int, floors bool) ([]*tar
 		}
 		ts = append(ts, t)
 	}
-	for _, mode := range r.o.floor {
-		if !floors {
-			break
-		}
+	for _, mode := range modes {
 		t, err := r.startFloor(ctx, mode)
 		if err != nil {
 			stopAll(ts)

@@ -777,7 +777,7 @@ func newDirectPair(ctx context.Context, r *runner, idx int) (*pair, string, erro
 		}
 		_ = a.nc.Close()
 		err := fmt.Errorf("the forwarder at %s did not connect to B within %s (it refused the first line, or is not msrpload forward)", r.opts.Via, viaConnectTimeout)
-		return nil, "B: accept: via " + r.opts.Via + ": no connection", err
+		return nil, "B: accept: the forwarder did not connect", err
 	case <-ctx.Done():
 		_ = ln.Close()
 		if bc = <-accepted; bc != nil {
