@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/msrpscope/msrpscope/internal/proc"
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 )
 
 // The floor: "msrpload forward" is the least a relay can do with a frame —
@@ -83,6 +85,8 @@ func ForwardMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "msrpload forward:", err)
 		return 2
 	}
+	f.Log = ratelog.New(slog.New(slog.NewTextHandler(stderr, nil)), ratelog.Config{})
+	defer f.Log.Flush()
 	fmt.Fprintln(stdout, "listening", f.Addr())
 	if err := f.Serve(ctx); err != nil {
 		fmt.Fprintln(stderr, "msrpload forward:", err)
@@ -102,6 +106,11 @@ type Forwarder struct {
 	mu    sync.Mutex
 	conns map[net.Conn]struct{} // open, closed on stop
 	done  bool                  // stopping: no more connections
+
+	// Log, when set before Serve, gets a line for each connection closed
+	// before it was forwarded (a bad or late first line, a destination
+	// that refused): rate-limited, a peer triggers them.
+	Log *ratelog.Logger
 }
 
 // ListenForward listens on the loopback addr for the floor forwarder in
@@ -232,12 +241,12 @@ func (f *Forwarder) connect(a net.Conn) {
 	to, err := readDest(br, f.ln.Addr())
 	_ = a.SetReadDeadline(time.Time{})
 	if err != nil {
-		f.untrack(a)
+		f.refused(a, "first_line", "no valid first line (host:port within 5 s)", err)
 		return
 	}
 	b, err := net.DialTimeout("tcp", to, 5*time.Second)
 	if err != nil {
-		f.untrack(a)
+		f.refused(a, "dial", "destination not reached", err)
 		return
 	}
 	if f.mode == FloorEpoll {
@@ -249,14 +258,18 @@ func (f *Forwarder) connect(a net.Conn) {
 			_ = b.SetWriteDeadline(time.Time{})
 			if err != nil {
 				b.Close()
-				f.untrack(a)
+				f.refused(a, "first_bytes", "bytes sent with the first line not written", err)
 				return
 			}
 		}
 		// The loop takes duplicates of both descriptors; a pair it
 		// refuses (stopping) is closed, which msrpload reports.
-		_ = f.loops[f.pick()].add(a, b)
+		err := f.loops[f.pick()].add(a, b)
 		b.Close()
+		if err != nil {
+			f.refused(a, "loop", "not added to an event loop", err)
+			return
+		}
 		f.untrack(a)
 		return
 	}
@@ -285,6 +298,14 @@ func (f *Forwarder) connect(a net.Conn) {
 	<-done
 	f.untrack(a)
 	f.untrack(b)
+}
+
+// refused closes a, which was not forwarded, and says why.
+func (f *Forwarder) refused(a net.Conn, key, msg string, err error) {
+	if f.Log != nil {
+		f.Log.Info(key, "msrpload forward: connection closed: "+msg, slog.String("remote", a.RemoteAddr().String()), slog.String("err", err.Error()))
+	}
+	f.untrack(a)
 }
 
 func (f *Forwarder) pick() int {

@@ -66,13 +66,16 @@ func TestForwarderEpollStress(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The bytes first: a client that dials and then takes its time
+			// (making 4 MB under -race on a loaded machine) is closed by
+			// the forwarder's 5 s limit for the first line.
+			ab, ba := pattern(seed, sizeAB), pattern(seed+1000, sizeBA)
 			a, err := net.Dial("tcp", f.Addr())
 			if err != nil {
 				errs <- err.Error()
 				return
 			}
 			defer a.Close()
-			ab, ba := pattern(seed, sizeAB), pattern(seed+1000, sizeBA)
 			first = min(first, len(ab))
 			if _, err := a.Write(append([]byte(to+"\n"), ab[:first]...)); err != nil {
 				errs <- err.Error()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/msrpscope/msrpscope/internal/ratelog"
 )
 
 func floorModes() []string {
@@ -36,6 +39,10 @@ func startForwardLoops(t *testing.T, mode string, loops int) (f *Forwarder, stop
 	if err != nil {
 		t.Fatal(err)
 	}
+	tl := &testLog{t: t}
+	testLogs.Store(f, tl)
+	t.Cleanup(func() { testLogs.Delete(f) })
+	f.Log = ratelog.New(slog.New(slog.NewTextHandler(tl, nil)), ratelog.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Serve(ctx) }()
@@ -49,11 +56,51 @@ func startForwardLoops(t *testing.T, mode string, loops int) (f *Forwarder, stop
 			case <-time.After(10 * time.Second):
 				serr = errors.New("Serve did not return within 10 s of the cancel")
 			}
+			f.Log.Flush()
+			tl.close()
 		})
 		return serr
 	}
 	t.Cleanup(func() { _ = stop() })
 	return f, stop
+}
+
+// testLog writes the forwarder's log lines to the test's log until close,
+// and keeps them.
+type testLog struct {
+	t      *testing.T
+	mu     sync.Mutex
+	closed bool
+	lines  []string
+}
+
+// testLogs is each running test forwarder's log.
+var testLogs sync.Map // *Forwarder → *testLog
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	line := string(bytes.TrimSuffix(p, []byte("\n")))
+	l.lines = append(l.lines, line)
+	if !l.closed {
+		l.t.Logf("forwarder: %s", line)
+	}
+	return len(p), nil
+}
+
+// logged is f's log so far.
+func logged(f *Forwarder) string {
+	v, _ := testLogs.Load(f)
+	l := v.(*testLog)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+func (l *testLog) close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 }
 
 // dialPair connects A through the forwarder to a fresh backend B, first
@@ -84,6 +131,14 @@ func dialPair(t *testing.T, fwd, first string) (a, b *net.TCPConn) {
 // later), the process has more open descriptors than now.
 func noFDLeak(t *testing.T) {
 	t.Helper()
+	// The runtime's netpoller opens descriptors of its own (epoll, an
+	// eventfd) on a process's first network use: a test run alone would
+	// count them as leaked.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
 	before := openFDs(t)
 	t.Cleanup(func() {
 		if after := openFDs(t); after > before {
@@ -161,8 +216,8 @@ func TestForwarderRefusesBadFirstLine(t *testing.T) {
 			strings.Repeat("1", floorLineMax+1) + "\n",
 		} {
 			t.Run(mode+"/"+line[:min(len(line), 16)], func(t *testing.T) {
-				fwd, _ := startForward(t, mode)
-				a, err := net.Dial("tcp", fwd)
+				f, _ := startForwardLoops(t, mode, 2)
+				a, err := net.Dial("tcp", f.Addr())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -173,6 +228,10 @@ func TestForwarderRefusesBadFirstLine(t *testing.T) {
 				_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
 				if n, err := a.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
 					t.Fatalf("read %d, %v; want the connection closed", n, err)
+				}
+				// Said before the close: an operator sees why.
+				if l := logged(f); !strings.Contains(l, "no valid first line") || !strings.Contains(l, "remote="+a.LocalAddr().String()) {
+					t.Fatalf("log %q: want the refusal with the client's address", l)
 				}
 			})
 		}
