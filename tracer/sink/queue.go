@@ -137,7 +137,9 @@ func (q *Queue[T]) PutFunc(fill func(*T)) bool {
 	return true
 }
 
-// Len is the number of records waiting.
+// Len is the number of records waiting, the one being handled included.
+// Read before a handler's counters, a Len of 0 means those counters (or
+// Dropped) include every record put before.
 func (q *Queue[T]) Len() int {
 	q.mu.Lock()
 	n := len(q.fill)
@@ -260,12 +262,15 @@ func (q *Queue[T]) run() {
 			return
 		}
 		for i := range batch {
-			q.pending.Add(-1)
+			// A record leaves pending only once it is handled (or
+			// counted dropped): a Len of 0 then means the handler's own
+			// counters, read after it, account for every record taken.
 			if q.abort.Load() {
 				q.dropped.Add(1)
-				continue
+			} else {
+				q.handle(&batch[i])
 			}
-			q.handle(&batch[i])
+			q.pending.Add(-1)
 		}
 		idleDue = true
 		q.spare = batch[:0]

@@ -133,6 +133,34 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 	}
 }
 
+// A record counts in Len until its handler call has returned: a sink that
+// reads Len before its own counters never sees 0 while a record is in
+// neither (before, the goroutine left pending before handling, and
+// pcapsink's TestQueuedUntilFlushed saw Queued 0 with Sent short in CI).
+func TestQueueLenCountsRecordBeingHandled(t *testing.T) {
+	var q *Queue[int]
+	var lens []int // the handler's, read after Close
+	q = NewQueue(8, func(v *int) { lens = append(lens, q.Len()) }, QueueOptions{})
+	const n = 5
+	for i := range n {
+		q.Put(i)
+	}
+	if err := q.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(lens) != n {
+		t.Fatalf("handled %d, want %d", len(lens), n)
+	}
+	for i, l := range lens {
+		if l < 1 {
+			t.Fatalf("record %d: Len %d while it was being handled, want at least 1 (all: %v)", i, l, lens)
+		}
+	}
+	if l := q.Len(); l != 0 {
+		t.Fatalf("Len %d after Close", l)
+	}
+}
+
 // Close whose context ends before the handler finishes discards the rest
 // and counts it.
 func TestQueueCloseDeadline(t *testing.T) {

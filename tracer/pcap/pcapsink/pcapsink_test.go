@@ -49,14 +49,15 @@ func TestQueueFullDropsCounted(t *testing.T) {
 		}
 	}
 	p.Put(frame(0))
-	<-started // the writer holds record 0; the queue is empty
+	<-started // the writer holds record 0; the queue's slots are empty
 	p.Put(frame(1))
 	const extra = 17
 	for i := range extra {
 		p.Put(frame(2 + i))
 	}
-	if st := p.Stats(); st.Dropped != extra || st.Queued != 1 {
-		t.Fatalf("stats %+v, want %d dropped, 1 queued", st, extra)
+	// Queued 2: record 1 waits, record 0 is held by the writer, not yet written.
+	if st := p.Stats(); st.Dropped != extra || st.Queued != 2 {
+		t.Fatalf("stats %+v, want %d dropped, 2 queued", st, extra)
 	}
 	close(release)
 	if err := p.Close(context.Background()); err != nil {
